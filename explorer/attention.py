@@ -1,0 +1,24 @@
+"""Exact softmax attention for a block of query rows: the reference everything is checked against."""
+from __future__ import annotations
+
+import torch
+
+
+def scores(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """Scaled scores [heads, len(rows), n] of the listed queries, -inf above the diagonal if causal."""
+    s = torch.matmul(q[:, rows], k.transpose(1, 2)) * q.shape[-1] ** -0.5
+    if causal:
+        keys = torch.arange(k.shape[1], device=k.device)
+        s = s.masked_fill(keys[None, None, :] > rows[None, :, None], float("-inf"))
+    return s
+
+
+def weights(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """Softmax attention rows [heads, len(rows), n]."""
+    return torch.softmax(scores(q, k, rows, causal), dim=-1)
+
+
+def row_chunks(n: int, size: int, device=None):
+    """Consecutive LongTensor blocks of row indices covering 0..n-1."""
+    for start in range(0, n, size):
+        yield torch.arange(start, min(n, start + size), device=device)

@@ -1,0 +1,62 @@
+"""Dense attention statistics from one streamed pass over query chunks.
+
+Memory stays O(n * head_dim + chunk * n): the n x n matrix is never formed.
+Everything the overview shows comes from this one pass: per-query
+log-sum-exp, entropy, max weight, top-k keys, a pooled map and the output.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from explorer.attention import row_chunks, scores
+from explorer.device import chunk_rows
+from explorer.mechanisms.base import check_qkv, synchronize
+from explorer.pooling import MapAccumulator, PooledMap
+
+
+@dataclass
+class DenseStats:
+    lse: torch.Tensor  # [heads, n] log-sum-exp of the scaled scores
+    entropy: torch.Tensor  # [heads, n] nats
+    max_weight: torch.Tensor  # [heads, n]
+    topk_index: torch.Tensor  # [heads, n, k]
+    topk_weight: torch.Tensor  # [heads, n, k]
+    map: PooledMap  # whole sequence at display resolution
+    output: torch.Tensor  # [heads, n, head_dim]
+    seconds: float
+    chunk: int
+
+
+def dense_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                grid: int = 256, topk: int = 8, chunk: int | None = None) -> DenseStats:
+    """One pass over query chunks; `chunk` defaults to what the device's memory allows."""
+    check_qkv(q, k, v)
+    if grid < 1 or topk < 1:
+        raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
+    heads, n, _ = q.shape
+    chunk = chunk or chunk_rows(n, heads, q.device)
+    start = time.perf_counter()
+    kk = min(topk, n)
+    lse = torch.empty(heads, n, device=q.device)
+    entropy, peak = torch.empty_like(lse), torch.empty_like(lse)
+    top_i = torch.empty(heads, n, kk, dtype=torch.long, device=q.device)
+    top_w = torch.empty(heads, n, kk, device=q.device)
+    out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
+    acc = MapAccumulator(heads, (0, n), (0, n), grid, q.device)
+    with torch.no_grad():
+        for rows in row_chunks(n, chunk, q.device):
+            s = scores(q, k, rows, causal)
+            lse[:, rows] = torch.logsumexp(s, dim=-1)
+            p = torch.exp(s - lse[:, rows, None])
+            # entropy = lse - sum p * s, with masked (-inf) scores contributing 0
+            entropy[:, rows] = lse[:, rows] - torch.nan_to_num(p * s, nan=0.0).sum(-1)
+            top_w[:, rows], top_i[:, rows] = torch.topk(p, kk, dim=-1)
+            peak[:, rows] = top_w[:, rows, 0]
+            out[:, rows] = torch.matmul(p, v)
+            acc.add(rows, p)
+    synchronize(q.device)
+    return DenseStats(lse.cpu(), entropy.clamp_min(0).cpu(), peak.cpu(), top_i.cpu(), top_w.cpu(),
+                      acc.result(), out, time.perf_counter() - start, chunk)

@@ -1,0 +1,166 @@
+"""The one interface every mechanism follows: validated params in, Result out.
+
+A Result keeps the invariant of the design: `weights(rows) @ v` equals
+`output[:, rows]`, so what a page draws is what was computed.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter: its default, its legal range and a line of help.
+
+    The type comes from the default (bool, int, float, or str with choices).
+    A default of None marks a parameter the mechanism checks itself
+    (a tensor such as explicit LSH rotations).
+    """
+
+    name: str
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple | None = None
+    help: str = ""
+
+    def check(self, owner: str, value: Any) -> Any:
+        def bad(what: str) -> ValueError:
+            return ValueError(f"{owner}: parameter {self.name}={value!r} {what}")
+
+        if self.default is None:
+            return value
+        if self.choices is not None:
+            if value not in self.choices:
+                raise bad(f"must be one of {list(self.choices)}")
+            return value
+        if isinstance(self.default, bool):
+            if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
+                raise bad("must be True or False")
+            return bool(value)
+        if isinstance(self.default, numbers.Integral):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise bad(f"must be an integer in {self.range_text()}")
+            value = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise bad(f"must be a finite number in {self.range_text()}")
+            value = float(value)
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise bad(f"is out of range {self.range_text()}")
+        return value
+
+    def range_text(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"[{lo}, {hi}]"
+
+
+@dataclass
+class Result:
+    """What a mechanism computed, and the effective weights that produced it."""
+
+    output: torch.Tensor
+    weights_fn: Callable[[torch.Tensor], torch.Tensor]
+    structure: dict = field(default_factory=dict)
+    cost: dict = field(default_factory=dict)
+    reach_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.output.shape[1]
+
+    def weights(self, rows) -> torch.Tensor:
+        """[heads, len(rows), n]: the weights the listed queries put on the original keys."""
+        return self.weights_fn(as_rows(rows, self.n, self.output.device))
+
+    def reach(self, rows) -> torch.Tensor:
+        """Boolean [heads, len(rows), n]: keys each query can attend to at all."""
+        rows = as_rows(rows, self.n, self.output.device)
+        if self.reach_fn is not None:
+            return self.reach_fn(rows)
+        return self.weights_fn(rows) != 0
+
+
+def as_rows(rows, n: int, device) -> torch.Tensor:
+    """Validate query row indices and return them as a 1-D LongTensor."""
+    rows = torch.as_tensor(rows, dtype=torch.long, device=device).reshape(-1)
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n):
+        raise ValueError(f"rows must lie in 0..{n - 1}, got {int(rows.min())}..{int(rows.max())}")
+    return rows
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Shapes [heads, n, head_dim], one n, one head count, float values."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            raise ValueError(f"{name} must be a 3-D tensor [heads, n, head_dim]")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must hold floating-point values, got {t.dtype}")
+    if q.shape[:2] != k.shape[:2] or k.shape[:2] != v.shape[:2]:
+        raise ValueError(f"q, k, v must share heads and n, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"q and k must share head_dim, got {q.shape[2]} and {k.shape[2]}")
+    if q.shape[1] < 1:
+        raise ValueError("the sequence is empty: n must be at least 1")
+
+
+def dense_cost(heads: int, n: int, d: int, dv: int | None = None) -> dict:
+    """FLOPs and bytes of exact attention: two n x n matmuls and a score matrix."""
+    dv = d if dv is None else dv
+    return {"flops": 2 * heads * n * n * (d + dv), "bytes": 4 * heads * (n * n + n * (2 * d + 2 * dv))}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Mechanism:
+    """Base of every mechanism: subclasses set the class fields and `compute`.
+
+    `compute` returns a Result whose cost holds the mechanism's own flops and
+    bytes; `run` validates, times it and adds dense's figures beside them.
+    """
+
+    key: str = ""
+    title: str = ""
+    summary: str = ""
+    params: tuple[Param, ...] = ()
+
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def validate(self, params: dict) -> dict:
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"{self.key}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        values = self.defaults()
+        for name, value in params.items():
+            values[name] = known[name].check(self.key, value)
+        return values
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **params) -> Result:
+        check_qkv(q, k, v)
+        values = self.validate(params)
+        start = time.perf_counter()
+        with torch.no_grad():
+            res = self.compute(q, k, v, **values)
+        synchronize(q.device)
+        heads, n, d = q.shape
+        dense = dense_cost(heads, n, d, v.shape[2])
+        res.cost = {**res.cost, "seconds": time.perf_counter() - start,
+                    "dense_flops": dense["flops"], "dense_bytes": dense["bytes"]}
+        res.params = values
+        return res
+
+    def compute(self, q, k, v, **params) -> Result:  # pragma: no cover - interface
+        raise NotImplementedError

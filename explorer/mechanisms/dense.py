@@ -1,0 +1,28 @@
+"""Dense softmax attention: the exact reference, streamed over query chunks."""
+from __future__ import annotations
+
+from explorer import attention
+from explorer.attention import row_chunks
+from explorer.device import chunk_rows
+from explorer.mechanisms.base import Mechanism, Param, Result, dense_cost
+
+import torch
+
+
+class Dense(Mechanism):
+    key = "dense"
+    title = "Dense attention"
+    summary = ("Every query attends to every key: softmax(q k^T / sqrt(d)) v. "
+               "It is the reference every other mechanism is measured against.")
+    params = (Param("causal", False, help="mask keys after the query (decoder models)"),)
+
+    def compute(self, q, k, v, causal):
+        heads, n, d = q.shape
+        out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
+        for rows in row_chunks(n, chunk_rows(n, heads, q.device), q.device):
+            out[:, rows] = attention.weights(q, k, rows, causal) @ v
+        return Result(out, lambda rows: attention.weights(q, k, rows, causal),
+                      structure={"causal": causal}, cost=dense_cost(heads, n, d, v.shape[2]))
+
+
+MECHANISM = Dense()

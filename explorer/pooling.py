@@ -1,0 +1,88 @@
+"""Level of detail: pool an attention window to the display grid, streamed over query rows.
+
+A window of rows [r0, r1) and keys [c0, c1) longer than the grid is split into
+`grid` near-equal bins; shorter windows keep full resolution. Both mean and
+max pooling are kept: the mean shows where mass goes, the max shows sharp
+single-token peaks that the mean would wash out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from explorer.attention import row_chunks
+
+
+def bins(start: int, stop: int, grid: int, device=None) -> tuple[torch.Tensor, int]:
+    """Bin index of each position in [start, stop) and the number of bins."""
+    length = stop - start
+    if length < 1:
+        raise ValueError(f"empty range {start}..{stop}")
+    count = min(grid, length)
+    return torch.arange(length, device=device) * count // length, count
+
+
+def edges(start: int, stop: int, grid: int) -> list[int]:
+    """First position of every bin plus `stop`: bin b covers edges[b]..edges[b+1]-1."""
+    index, count = bins(start, stop, grid)
+    first = torch.searchsorted(index, torch.arange(count)).tolist()
+    return [start + f for f in first] + [stop]
+
+
+@dataclass
+class PooledMap:
+    """A pooled attention window: mean and max per (query bin, key bin)."""
+
+    mean: torch.Tensor  # [heads, row bins, key bins]
+    max: torch.Tensor
+    row_edges: list[int]
+    col_edges: list[int]
+
+
+class MapAccumulator:
+    """Collects pooled sums and maxima of weight blocks as query chunks stream by."""
+
+    def __init__(self, heads: int, rows: tuple[int, int], cols: tuple[int, int], grid: int, device):
+        self.rows, self.cols, self.grid = rows, cols, grid
+        self.rbin, nr = bins(*rows, grid, device)
+        self.cbin, nc = bins(*cols, grid, device)
+        self.total = torch.zeros(heads, nr, nc, device=device)
+        self.peak = torch.full((heads, nr, nc), float("-inf"), device=device)
+        self.rcount = torch.bincount(self.rbin, minlength=nr).float()
+        self.ccount = torch.bincount(self.cbin, minlength=nc).float()
+
+    def add(self, rows: torch.Tensor, w: torch.Tensor) -> None:
+        """w: [heads, len(rows), n] weights of rows lying inside the row window."""
+        heads, r, _ = w.shape
+        nc = self.ccount.numel()
+        block = w[:, :, self.cols[0] : self.cols[1]]
+        cidx = self.cbin.expand(heads, r, -1)
+        col_sum = torch.zeros(heads, r, nc, device=w.device).index_add_(2, self.cbin, block)
+        col_max = torch.zeros(heads, r, nc, device=w.device).scatter_reduce_(2, cidx, block, "amax", include_self=False)
+        ridx = self.rbin[rows - self.rows[0]]
+        self.total.index_add_(1, ridx, col_sum)
+        index = ridx[None, :, None].expand(heads, r, nc)
+        fresh = torch.full_like(self.peak, float("-inf")).scatter_reduce_(1, index, col_max, "amax", include_self=False)
+        self.peak = torch.maximum(self.peak, fresh)
+
+    def result(self) -> PooledMap:
+        mean = self.total / (self.rcount[None, :, None] * self.ccount[None, None, :])
+        return PooledMap(mean.cpu(), self.peak.cpu(), edges(*self.rows, self.grid), edges(*self.cols, self.grid))
+
+
+def pooled_map(weights_fn: Callable[[torch.Tensor], torch.Tensor], heads: int, n: int,
+               rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
+               grid: int = 256, chunk: int = 512, device=None) -> PooledMap:
+    """Pool weights_fn's rows over a window; never holds more than chunk x n weights."""
+    rows = rows or (0, n)
+    cols = cols or (0, n)
+    for name, (a, b) in (("rows", rows), ("cols", cols)):
+        if not 0 <= a < b <= n:
+            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+    acc = MapAccumulator(heads, rows, cols, grid, device)
+    for block in row_chunks(rows[1] - rows[0], chunk, device):
+        block = block + rows[0]
+        acc.add(block, weights_fn(block))
+    return acc.result()

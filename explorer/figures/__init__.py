@@ -1,0 +1,1 @@
+"""Figure builders: data in, plotly/altair figure (or escaped HTML) out. No streamlit."""

@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 
-from explorer.attention import row_chunks
 
 
 def bins(start: int, stop: int, grid: int, device=None) -> tuple[torch.Tensor, int]:
@@ -39,6 +38,7 @@ class PooledMap:
     max: torch.Tensor
     row_edges: list[int]
     col_edges: list[int]
+    per_bin: int | None = None  # query rows sampled per row bin; None: every row
 
 
 class MapAccumulator:
@@ -50,7 +50,7 @@ class MapAccumulator:
         self.cbin, nc = bins(*cols, grid, device)
         self.total = torch.zeros(heads, nr, nc, device=device)
         self.peak = torch.full((heads, nr, nc), float("-inf"), device=device)
-        self.rcount = torch.bincount(self.rbin, minlength=nr).float()
+        self.rcount = torch.zeros(nr, device=device)
         self.ccount = torch.bincount(self.cbin, minlength=nc).float()
 
     def add(self, rows: torch.Tensor, w: torch.Tensor) -> None:
@@ -63,27 +63,43 @@ class MapAccumulator:
         col_max = torch.full((heads, r, nc), float("-inf"), device=w.device).scatter_reduce_(
             2, cidx, block, "amax", include_self=False)
         ridx = self.rbin[rows - self.rows[0]]
+        self.rcount.index_add_(0, ridx, torch.ones_like(ridx, dtype=self.rcount.dtype))
         self.total.index_add_(1, ridx, col_sum)
         index = ridx[None, :, None].expand(heads, r, nc)
         fresh = torch.full_like(self.peak, float("-inf")).scatter_reduce_(1, index, col_max, "amax", include_self=False)
         self.peak = torch.maximum(self.peak, fresh)
 
-    def result(self) -> PooledMap:
+    def result(self, per_bin: int | None = None) -> PooledMap:
         mean = self.total / (self.rcount[None, :, None] * self.ccount[None, None, :])
-        return PooledMap(mean.cpu(), self.peak.cpu(), edges(*self.rows, self.grid), edges(*self.cols, self.grid))
+        return PooledMap(mean.cpu(), self.peak.cpu(), edges(*self.rows, self.grid), edges(*self.cols, self.grid),
+                         per_bin)
+
+
+def sampled_rows(start: int, stop: int, grid: int, per_bin: int | None, device=None) -> torch.Tensor:
+    """Every row of the window, or `per_bin` evenly spaced rows of each row bin when that is fewer."""
+    rows = torch.arange(start, stop, device=device)
+    if per_bin is None or stop - start <= grid * per_bin:
+        return rows
+    e = edges(start, stop, grid)
+    picks = [torch.linspace(a, b - 1, min(per_bin, b - a)).round().long() for a, b in zip(e[:-1], e[1:])]
+    return torch.cat(picks).unique().to(device)
 
 
 def pooled_map(weights_fn: Callable[[torch.Tensor], torch.Tensor], heads: int, n: int,
                rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
-               grid: int = 256, chunk: int = 512, device=None) -> PooledMap:
-    """Pool weights_fn's rows over a window; never holds more than chunk x n weights."""
+               grid: int = 256, chunk: int = 512, device=None, per_bin: int | None = None) -> PooledMap:
+    """Pool weights_fn's rows over a window; never holds more than chunk x n weights.
+
+    per_bin: on long windows, pool only that many evenly spaced query rows per
+    row bin (a level-of-detail sample; the PooledMap records it).
+    """
     rows = rows or (0, n)
     cols = cols or (0, n)
     for name, (a, b) in (("rows", rows), ("cols", cols)):
         if not 0 <= a < b <= n:
             raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
     acc = MapAccumulator(heads, rows, cols, grid, device)
-    for block in row_chunks(rows[1] - rows[0], chunk, device):
-        block = block + rows[0]
+    picked = sampled_rows(*rows, grid, per_bin, device)
+    for block in picked.split(chunk):
         acc.add(block, weights_fn(block))
-    return acc.result()
+    return acc.result(per_bin if picked.numel() < rows[1] - rows[0] else None)

@@ -80,12 +80,21 @@ def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "",
-               points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None) -> go.Figure:
+               points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None,
+               positions: list[int] | None = None) -> go.Figure:
     """Per-token series drawn along the text; long texts pooled to `points` bins
-    with a min-max band so extremes stay visible. `marks` draws vertical lines."""
+    with a min-max band so extremes stay visible. `marks` draws vertical lines.
+
+    positions: the token position of each value when the series covers a
+    sample of the text (as fidelity does), not every token.
+    """
     fig = go.Figure()
     for name, values in series.items():
         x, mean, lo, hi, e = pool_series(values, points)
+        if positions is not None:
+            at = list(positions) + [len(tokens)]
+            e = [at[i] for i in e]
+            x = np.array(e[:-1])
         text = bin_labels(tokens, e)
         if band and len(x) < len(np.asarray(values)):
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),

@@ -1,0 +1,41 @@
+"""AppTest of the dense-attention page: a sample, a pasted text, an empty text."""
+from conftest import encode_in_app
+
+SHORT_SAMPLE = "The Notched Key"
+
+
+def test_sample_draws_map_curves_and_inspector(app):
+    at = encode_in_app(app, sample=SHORT_SAMPLE)
+    assert not at.exception
+    assert "encoded" in at.session_state
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # attention map, entropy, max weight
+    assert at.metric[0].value != "—"
+    assert len(at.dataframe) == 1  # top-k keys of the inspected query
+
+
+def test_pasted_text_and_head_change_keep_the_encoding(app):
+    at = encode_in_app(app, source="Paste", text="Attention is all you need. <b>Bold?</b> Maybe not.")
+    assert not at.exception
+    doc_args = at.session_state["encoded"]
+    assert doc_args["text"].startswith("Attention")
+    at.sidebar.number_input(key="head").set_value(3).run()
+    assert not at.exception
+    assert at.session_state["encoded"] == doc_args
+    html = "".join(h.proto.body for h in at.get("html"))
+    assert "&lt;" in html and "<b>" not in html  # user text is escaped, token by token
+
+
+def test_empty_text_warns_and_encodes_nothing(app):
+    at = encode_in_app(app, source="Paste", text="   ")
+    assert not at.exception
+    assert "encoded" not in at.session_state
+    assert any("empty" in w.value for w in at.warning)
+
+
+def test_bad_model_shows_an_error_not_a_traceback(app):
+    at = app
+    at.sidebar.text_input(key="model").input("no-such-org/no-such-model").run()
+    at.sidebar.button[0].click().run()
+    assert not at.exception
+    assert any("could not load model" in e.value for e in at.error)

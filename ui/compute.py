@@ -1,0 +1,103 @@
+"""Cached compute. Keys are strings and numbers, never tensors: the document
+enters under an unhashed `_doc` argument beside its key, so changing a head,
+a zoom or a colour reuses the encoding and every result already computed."""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+import streamlit as st
+
+import explorer
+from explorer import attention
+from explorer.dense import dense_stats
+from explorer.encoding import load_model
+from explorer.mechanisms import REGISTRY
+from explorer.metrics import fidelity
+from explorer.pooling import pooled_map
+from explorer.samples import load_sample
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def model(name: str):
+    return load_model(name)
+
+
+@st.cache_resource(show_spinner=False)
+def _encodings() -> OrderedDict:
+    """Process-wide store of the last few encodings, newest last."""
+    return OrderedDict()
+
+
+KEEP_ENCODINGS = 3
+
+
+def encoded(args: dict, progress=None):
+    """The Doc for these encoding arguments, made once; progress(done, total) is told per window."""
+    from ui.state import doc_key
+
+    store, key = _encodings(), doc_key(args)
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    if args.get("synthetic"):
+        doc = explorer.synthetic(**json.loads(args["synthetic"]))
+    else:
+        doc = explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
+                              window=args["window"] or None, progress=progress)
+    store[key] = doc
+    while len(store) > KEEP_ENCODINGS:
+        store.popitem(last=False)
+    return doc
+
+
+@st.cache_data(show_spinner=False)
+def sample(name: str) -> str:
+    return load_sample(name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def dense(doc_key: str, head: int, grid: int, _doc):
+    q, k, v = _doc.head(head)
+    return dense_stats(q, k, v, causal=_doc.causal, grid=grid)
+
+
+def params_json(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def run(doc_key: str, head: int, mech: str, params: str, _doc):
+    """A mechanism's Result on one head; params is params_json(...)."""
+    q, k, v = _doc.head(head)
+    return REGISTRY[mech].run(q, k, v, **json.loads(params))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def fidelity_of(doc_key: str, head: int, mech: str, params: str, _doc, max_rows: int = 2048):
+    q, k, v = _doc.head(head)
+    res = run(doc_key, head, mech, params, _doc)
+    return fidelity(q, k, v, res, causal=_doc.causal, max_rows=max_rows)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def window_map(doc_key: str, head: int, mech: str, params: str, window: tuple, grid: int, _doc, per_bin: int = 4):
+    """Pooled map of a (query, key) window for dense (mech "") or a mechanism."""
+    q, k, v = _doc.head(head)
+    if mech:
+        fn = run(doc_key, head, mech, params, _doc).weights
+    else:
+        fn = lambda rows: attention.weights(q, k, rows, _doc.causal)  # noqa: E731
+    q0, q1, k0, k1 = window
+    return pooled_map(fn, 1, _doc.n, rows=(q0, q1), cols=(k0, k1), grid=grid, per_bin=per_bin, device=q.device)
+
+
+def query_row(doc_key: str, head: int, mech: str, params: str, query: int, _doc):
+    """One query's attention row over the whole text (dense when mech is "")."""
+    import torch
+
+    q, k, _ = _doc.head(head)
+    rows = torch.tensor([query], device=q.device)
+    if mech:
+        return run(doc_key, head, mech, params, _doc).weights(rows)[0, 0].cpu()
+    return attention.weights(q, k, rows, _doc.causal)[0, 0].cpu()

@@ -1,0 +1,160 @@
+"""Panels the pages place: parameter forms, zoom, dense-vs-mechanism maps,
+fidelity, and the query cursor. Each draws; none computes attention itself."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from explorer.figures import common
+from explorer.mechanisms import Mechanism
+from ui import compute
+
+
+def param_form(mech: Mechanism, columns: int = 4) -> dict:
+    """Widgets for a mechanism's parameters (keys "p.<mech>.<param>"); returns their values."""
+    values, cols = {}, st.columns(columns)
+    shown = [p for p in mech.params if p.default is not None]
+    for i, p in enumerate(shown):
+        key = f"p.{mech.key}.{p.name}"
+        st.session_state.setdefault(key, p.default)
+        with cols[i % columns]:
+            if p.choices is not None:
+                values[p.name] = st.selectbox(p.name, p.choices, key=key, help=p.help)
+            elif isinstance(p.default, bool):
+                values[p.name] = st.checkbox(p.name, key=key, help=p.help)
+            elif isinstance(p.default, int):
+                values[p.name] = int(st.number_input(p.name, min_value=None if p.lo is None else int(p.lo),
+                                                     max_value=None if p.hi is None else int(min(p.hi, 2**31 - 1)),
+                                                     step=1, key=key, help=p.help))
+            else:
+                values[p.name] = float(st.number_input(p.name, min_value=p.lo, max_value=p.hi, key=key,
+                                                       help=p.help, format="%.4g"))
+    return values
+
+
+def run_or_stop(key: str, doc, head: int, mech: Mechanism, params: dict):
+    """The cached Result, or the parameter's error message and a stop."""
+    try:
+        with st.spinner(f"Running {mech.title}…"):
+            return compute.run(key, head, mech.key, compute.params_json(params), doc)
+    except ValueError as err:
+        st.error(str(err))
+        st.stop()
+
+
+def zoom(n: int) -> tuple[int, int, int, int]:
+    """The shared (q0, q1, k0, k1) window every map on every page shows."""
+    q0, q1, k0, k1 = st.session_state.get("zoom", (0, n, 0, n))
+    if not (0 <= q0 < q1 <= n and 0 <= k0 < k1 <= n):
+        q0, q1, k0, k1 = 0, n, 0, n
+    if n < 2:
+        return 0, n, 0, n
+    with st.expander("Zoom: query and key window", expanded=False):
+        a, b = st.columns(2)
+        rows = a.slider("Queries", 0, n, (q0, q1), key=f"zoom_q_{n}")
+        cols = b.slider("Keys", 0, n, (k0, k1), key=f"zoom_k_{n}")
+        if st.button("Whole text", key="zoom_reset"):
+            rows, cols = (0, n), (0, n)
+    window = (rows[0], max(rows[1], rows[0] + 1), cols[0], max(cols[1], cols[0] + 1))
+    window = (min(window[0], n - 1), min(window[1], n), min(window[2], n - 1), min(window[3], n))
+    st.session_state["zoom"] = window
+    return window
+
+
+def map_style() -> tuple[str, bool]:
+    a, b = st.columns(2)
+    pool = a.radio("Pooling", ("mean", "max"), horizontal=True, key="pool",
+                   help="mean shows where mass goes; max keeps single sharp peaks visible")
+    log = b.checkbox("Log colour scale", value=True, key="log_colour")
+    return pool, log
+
+
+def window_map(key: str, doc, head: int, mech: str, params: str, window, grid: int):
+    """Pooled map of a window: dense's whole-text map comes straight from the streamed pass."""
+    if not mech and window == (0, doc.n, 0, doc.n):
+        return compute.dense(key, head, grid, doc).map
+    return compute.window_map(key, head, mech, params, window, grid, doc)
+
+
+def draw_maps(doc, maps: dict, diverging: bool = False) -> None:
+    """Pooled maps side by side on one shared colour scale (signed weights on a diverging one)."""
+    pool, log = map_style()
+    mats = {name: getattr(m, pool)[0] for name, m in maps.items()}
+    signed = diverging and any(bool((m < 0).any()) for m in mats.values())
+    top = max(float(m.abs().max()) for m in mats.values()) or 1.0
+    log = log and not signed
+    zmin, zmax = (None, None) if signed else ((math.log10(top) - 6, math.log10(top)) if log else (0.0, top))
+    for col, (name, m) in zip(st.columns(len(maps)), maps.items()):
+        fig = common.pooled_heatmap(mats[name], doc.tokens, m.row_edges, m.col_edges, title=name,
+                                    zmin=zmin, zmax=zmax, log=log, diverging=signed)
+        col.plotly_chart(fig, width="stretch", key=f"map_{name}")
+        if m.per_bin:
+            col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
+
+
+def map_pair(key: str, doc, head: int, mech: Mechanism, params: dict, window, diverging: bool = False) -> None:
+    """Dense and the mechanism over the same window, side by side."""
+    grid = int(st.session_state.get("grid", 160))
+    p = compute.params_json(params)
+    with st.spinner("Pooling attention maps…"):
+        maps = {"Dense": window_map(key, doc, head, "", "", window, grid),
+                mech.title: window_map(key, doc, head, mech.key, p, window, grid)}
+    draw_maps(doc, maps, diverging)
+
+
+def fidelity_panel(key: str, doc, head: int, mech: Mechanism, params: dict) -> None:
+    """How close the mechanism comes to dense: a summary table and the metrics along the text."""
+    with st.spinner("Measuring fidelity against dense…"):
+        fid = compute.fidelity_of(key, head, mech.key, compute.params_json(params), doc)
+    summary = pd.DataFrame(fid.summary()).T
+    summary.index = ["output relative error", "total variation", "top-8 recall", "reachable dense mass",
+                     "entropy change (nats)"]
+    st.dataframe(summary.style.format("{:.4f}"), width="stretch")
+    sampled = "" if fid.rows.numel() == doc.n else f" (measured on {fid.rows.numel():,} evenly spaced queries)"
+    st.caption("Per query: relative error of the output, total-variation distance between the two attention rows, "
+               "share of dense's top-8 keys the mechanism also ranks top-8, and the share of dense mass on keys the "
+               f"mechanism can reach at all{sampled}. Worst decile: the 90th percentile of errors, the 10th of recalls.")
+    series = {"total variation": fid.tv[0], "top-8 recall": fid.recall[0], "reachable mass": fid.reach_mass[0]}
+    st.plotly_chart(common.along_text(series, doc.tokens, title="Fidelity along the text",
+                                      positions=fid.rows.tolist()), width="stretch", key="fidelity_along")
+
+
+def query_picker(doc) -> int:
+    """The query token every inspector follows (session key "query"), with a text search."""
+    n = doc.n
+    st.session_state["query"] = min(int(st.session_state.get("query", 0)), n - 1)
+    a, b = st.columns([1, 2])
+    a.number_input("Query token", 0, n - 1, key="query")
+    find = b.text_input("Find a word", key="find", placeholder="jump to the first token containing…")
+    if find.strip():
+        needle = find.strip().lower()
+        hits = [i for i, t in enumerate(doc.tokens) if needle in t.lower().lstrip("#Ġ▁")]
+        if hits:
+            st.caption(f"{len(hits)} match(es); showing the first at token {hits[0]}.")
+            return hits[0]
+        st.caption("No token matches.")
+    return int(st.session_state["query"])
+
+
+def topk_table(doc, weights: torch.Tensor, k: int = 10) -> pd.DataFrame:
+    """The k keys a query weighs most, with their context in the text."""
+    w, idx = torch.topk(weights, min(k, doc.n))
+    rows = []
+    for weight, i in zip(w.tolist(), idx.tolist()):
+        a, b = doc.offsets[i]
+        context = doc.text[max(0, a - 30) : b + 30].replace("\n", " ") if b > a else doc.tokens[i]
+        rows.append({"position": i, "token": doc.tokens[i], "weight": weight, "context": context})
+    return pd.DataFrame(rows)
+
+
+def text_view(doc, weights: torch.Tensor, query: int, span: int = 300) -> None:
+    """The text around the query, every token shaded by the weight the query puts on it."""
+    start = max(0, query - span // 2)
+    stop = min(doc.n, start + span)
+    st.html(common.shaded_text(doc.text, doc.offsets, weights, start, stop, focus=query))
+    if doc.n > span:
+        st.caption(f"Showing tokens {start}–{stop - 1} of {doc.n:,} around the query; shading is scaled to the "
+                   "largest weight in view.")

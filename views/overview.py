@@ -1,0 +1,42 @@
+"""Dense attention over the whole text: the pooled map, entropy and peak weight
+along the text, and a token inspector."""
+import streamlit as st
+
+from explorer.figures import common
+from ui import compute, panels, state
+
+key, doc, head = state.require_doc()
+st.title("Dense attention")
+st.caption("Every query token attends to every key token of the text. The map pools query rows and key columns "
+           "to the screen's resolution; zoom into any window to see it token by token. Hover for the text.")
+
+grid = int(st.session_state["grid"])
+with st.spinner("Streaming the dense pass over the text…"):
+    stats = compute.dense(key, head, grid, doc)
+
+a, b, c, d = st.columns(4)
+a.metric("Tokens", f"{doc.n:,}")
+b.metric("Model windows", len(doc.windows) or "—")
+c.metric("Encoding", f"{sum(doc.timings.values()):.2f} s" if doc.timings else "—")
+d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s")
+st.caption(doc.note)
+
+window = panels.zoom(doc.n)
+panels.draw_maps(doc, {f"Layer {doc.layer}, head {head}": panels.window_map(key, doc, head, "", "", window, grid)})
+
+st.subheader("Along the text")
+st.caption("Entropy (nats) is high where a query spreads its attention thin; the max weight is the single largest "
+           "share one key takes. The shaded band spans the min and max of each pooled stretch.")
+left, right = st.columns(2)
+left.plotly_chart(common.along_text({"entropy": stats.entropy[0]}, doc.tokens, y_title="nats"),
+                  width="stretch", key="entropy")
+right.plotly_chart(common.along_text({"max weight": stats.max_weight[0]}, doc.tokens, y_title="weight"),
+                   width="stretch", key="max_weight")
+
+st.subheader("Token inspector")
+st.caption("Pick a query token: the text around it is shaded by the weight it puts on each token, and the table "
+           "lists the keys it weighs most anywhere in the text.")
+query = panels.query_picker(doc)
+row = compute.query_row(key, head, "", "", query, doc)
+panels.text_view(doc, row, query)
+st.dataframe(panels.topk_table(doc, row), width="stretch", hide_index=True)

@@ -46,22 +46,24 @@ def run_or_stop(key: str, doc, head: int, mech: Mechanism, params: dict):
 
 
 def zoom(n: int) -> tuple[int, int, int, int]:
-    """The shared (q0, q1, k0, k1) window every map on every page shows."""
-    q0, q1, k0, k1 = st.session_state.get("zoom", (0, n, 0, n))
-    if not (0 <= q0 < q1 <= n and 0 <= k0 < k1 <= n):
-        q0, q1, k0, k1 = 0, n, 0, n
+    """The shared (q0, q1, k0, k1) window every map on every page shows (keys zoom_q, zoom_k)."""
     if n < 2:
         return 0, n, 0, n
+    for key in ("zoom_q", "zoom_k"):
+        a, b = st.session_state.get(key, (0, n))
+        if not 0 <= a < b <= n:
+            st.session_state[key] = (0, n)
+        else:
+            st.session_state.setdefault(key, (a, b))
     with st.expander("Zoom: query and key window", expanded=False):
-        a, b = st.columns(2)
-        rows = a.slider("Queries", 0, n, (q0, q1), key=f"zoom_q_{n}")
-        cols = b.slider("Keys", 0, n, (k0, k1), key=f"zoom_k_{n}")
         if st.button("Whole text", key="zoom_reset"):
-            rows, cols = (0, n), (0, n)
-    window = (rows[0], max(rows[1], rows[0] + 1), cols[0], max(cols[1], cols[0] + 1))
-    window = (min(window[0], n - 1), min(window[1], n), min(window[2], n - 1), min(window[3], n))
-    st.session_state["zoom"] = window
-    return window
+            st.session_state["zoom_q"] = st.session_state["zoom_k"] = (0, n)
+        a, b = st.columns(2)
+        rows = a.slider("Queries", 0, n, key="zoom_q")
+        cols = b.slider("Keys", 0, n, key="zoom_k")
+    (q0, q1), (k0, k1) = rows, cols
+    q0, k0 = min(q0, n - 1), min(k0, n - 1)
+    return q0, max(q1, q0 + 1), k0, max(k1, k0 + 1)
 
 
 def map_style() -> tuple[str, bool]:
@@ -87,7 +89,9 @@ def draw_maps(doc, maps: dict, diverging: bool = False) -> None:
     top = max(float(m.abs().max()) for m in mats.values()) or 1.0
     log = log and not signed
     zmin, zmax = (None, None) if signed else ((math.log10(top) - 6, math.log10(top)) if log else (0.0, top))
-    for col, (name, m) in zip(st.columns(len(maps)), maps.items()):
+    per_row = min(len(maps), 3)
+    slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
+    for col, (name, m) in zip(slots, maps.items()):
         fig = common.pooled_heatmap(mats[name], doc.tokens, m.row_edges, m.col_edges, title=name,
                                     zmin=zmin, zmax=zmax, log=log, diverging=signed)
         col.plotly_chart(fig, width="stretch", key=f"map_{name}")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from explorer.device import pick_device
 from explorer.samples import sample_names
-from ui import compute, state
+from ui import compute, share, state
 
 SOURCES = ("Sample", "Paste", "Upload", "Synthetic")
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -76,8 +76,10 @@ def _run(args: dict) -> None:
 
 
 def render() -> None:
-    """Draw the sidebar; encode on Run; keep the head within the encoded doc."""
+    """Draw the sidebar; encode on Run (or when a shared link asks); keep the head in range."""
+    auto = share.restore_from_url() or share.take_pending()
     state.init()
+    share.keep()
     with st.sidebar:
         st.radio("Text", SOURCES, key="source", horizontal=True)
         if st.session_state["source"] == "Synthetic":
@@ -86,7 +88,7 @@ def render() -> None:
             text = _text()
             st.caption(f"{len(text):,} characters")
             args = _model_args(text)
-        if st.button("Run", type="primary", width="stretch"):
+        if st.button("Run", type="primary", width="stretch") or auto:
             if not args["synthetic"] and not args["text"].strip():
                 st.warning("The text is empty: pick a sample, paste or upload a text first.")
             else:
@@ -98,3 +100,5 @@ def render() -> None:
             st.number_input("Head", 0, doc.heads - 1, key="head")
             st.caption(f"{doc.n:,} tokens · {doc.heads} heads · layer {doc.layer} · {doc.model}")
         st.caption(f"Device: {pick_device()}")
+        share.panel()
+    share.publish_to_url()

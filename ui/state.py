@@ -11,8 +11,12 @@ st.session_state keys
   synth_n, synth_needles, synth_margin, synth_seed   synthetic source settings
   encoded    the arguments of the last successful encoding (a dict), or absent
   grid       display resolution of attention maps
-  zoom       (q0, q1, k0, k1): the query and key window every map shows
+  zoom_q, zoom_k   (start, stop) of the query and key window every map shows
   query      the query token the inspectors follow
+  pool, log_colour  map style: mean or max pooling, log colour scale
+  cmp_mechs  mechanisms chosen on the compare page
+  p.<mechanism>.<param>  a mechanism's parameter, shared by its page and the compare page
+  _restored  set once the URL's settings were applied to this session
 """
 from __future__ import annotations
 

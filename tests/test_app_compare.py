@@ -1,0 +1,36 @@
+"""AppTest of the compare page, and of settings carried by the URL."""
+from conftest import APP, TIMEOUT, encode_in_app
+from streamlit.testing.v1 import AppTest
+
+
+def test_compare_shows_maps_table_and_heads(app):
+    at = encode_in_app(app, sample="The Notched Key")
+    at.switch_page("views/compare.py").run()
+    assert not at.exception
+    picked = at.session_state["cmp_mechs"]
+    assert picked
+    assert len(at.get("plotly_chart")) >= 1 + len(picked) + 1  # dense, each mechanism, the query rows
+    table = at.dataframe[0].value
+    assert len(table) == len(picked) and (table["top-k recall"].between(0, 1)).all()
+    [b for b in at.button if b.label.startswith("Compute for all")][0].click().run()
+    assert not at.exception
+    assert "cmp_heads" in at.session_state
+
+
+def test_a_link_reopens_the_same_view():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"source": '"Sample"', "sample": '"The Notched Key"', "layer": "1", "head": "5",
+                            "query": "42", "zoom_q": "[10, 200]", "run": "true"})
+    at.run()
+    assert not at.exception
+    assert at.session_state["encoded"]["layer"] == 1
+    assert at.session_state["head"] == 5 and at.session_state["zoom_q"] == (10, 200)
+    assert at.query_params["head"] == ["5"] or at.query_params["head"] == "5"
+
+
+def test_bad_settings_in_a_link_are_ignored_with_a_warning():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"sample": '"No such text"', "layer": '"x"', "run": "true"})
+    at.run()
+    assert not at.exception
+    assert any("Ignored settings" in w.value for w in at.warning)

@@ -49,10 +49,15 @@ def dense_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool 
     with torch.no_grad():
         for rows in row_chunks(n, chunk, q.device):
             s = scores(q, k, rows, causal)
-            lse[:, rows] = torch.logsumexp(s, dim=-1)
-            p = torch.exp(s - lse[:, rows, None])
-            # entropy = lse - sum p * s, with masked (-inf) scores contributing 0
-            entropy[:, rows] = lse[:, rows] - torch.nan_to_num(p * s, nan=0.0).sum(-1)
+            top = s.amax(-1, keepdim=True)
+            s.sub_(top)  # in place: one score-sized buffer for s, one for p
+            p = torch.exp(s)
+            z = p.sum(-1, keepdim=True)
+            p.div_(z)
+            lse[:, rows] = (top + z.log()).squeeze(-1)
+            # entropy = log z - sum p * (s - max); masked keys give 0 * -inf, which is 0 here
+            dot = torch.matmul(p.unsqueeze(-2), s.nan_to_num_(neginf=0.0).unsqueeze(-1) if causal else s.unsqueeze(-1))
+            entropy[:, rows] = z.log().squeeze(-1) - dot.squeeze(-1).squeeze(-1)
             top_w[:, rows], top_i[:, rows] = torch.topk(p, kk, dim=-1)
             peak[:, rows] = top_w[:, rows, 0]
             out[:, rows] = torch.matmul(p, v)

@@ -13,10 +13,13 @@ from explorer.mechanisms import Mechanism
 from ui import compute
 
 
-def param_form(mech: Mechanism, columns: int = 4) -> dict:
-    """Widgets for a mechanism's parameters (keys "p.<mech>.<param>"); returns their values."""
+def param_form(mech: Mechanism, columns: int = 4, names: tuple[str, ...] | None = None) -> dict:
+    """Widgets for a mechanism's parameters (keys "p.<mech>.<param>"); returns their values.
+
+    names: draw only these parameters (a page showing what one mode uses).
+    """
     values, cols = {}, st.columns(columns)
-    shown = [p for p in mech.params if p.default is not None]
+    shown = [p for p in mech.params if p.default is not None and (names is None or p.name in names)]
     for i, p in enumerate(shown):
         key = f"p.{mech.key}.{p.name}"
         st.session_state.setdefault(key, p.default)

@@ -1,0 +1,544 @@
+"""Relative-position biases over dense attention: T5 buckets, ALiBi, Shaw et al. and RoPE.
+
+Every query still attends to every key; only the score changes with the
+distance j - i (key position minus query position):
+
+    t5     q_i.k_j / sqrt(d) + values[t5_bucket(j - i), h]      (Raffel et al. 2020)
+    alibi  q_i.k_j / sqrt(d) - slope_h * |j - i|                 (Press et al. 2022)
+    shaw   q_i.(k_j + a_clip(j - i, -K, K)) / sqrt(d)            (Shaw et al. 2018)
+    rope   (R_i q_i).(R_j k_j) / sqrt(d), R_p rotates pair t by p * theta^(-2t/d)  (Su et al. 2021)
+
+The position term is computed per query chunk from a table by distance (T5,
+ALiBi), from q_i . a per chunk (Shaw) or from q and k rotated once (RoPE):
+memory O(n * head_dim + chunk * n), never n x n.
+
+Choices and deviations, each stated:
+- The q, k come from another model, so scores keep its 1/sqrt(d) scale
+  (T5 itself folds that scale into its weights); `scale` multiplies the
+  position term (1 = as published) to show what a stronger bias does.
+- T5 values come from a checkpoint (`t5_values`, its relative_attention_bias
+  weight [num_buckets, heads]; `t5_checkpoint_values` reads one), else from
+  a `profile`: "seeded" N(0, 1) per bucket and head, "decay"
+  -log(1 + distance) * (head + 1) / heads, or "local" 0 within 2^(head mod 4)
+  tokens and -8 beyond. Causal runs use T5's decoder bucketing
+  (bidirectional=False), as T5's decoder does.
+- ALiBi is causal in the paper (-slope * (i - j) on the past); the
+  bidirectional form uses |j - i|, as encoder adaptations do.
+- Shaw: one seeded N(0, 1) table a^K of 2K + 1 rows of head_dim, shared by all
+  heads as in the paper. The value term a^V is left out: with it the output
+  is no longer weights @ v, and the page shows what the weights did.
+- RoPE pairs adjacent dimensions (2t, 2t + 1) as RoFormer does; an odd last
+  dimension is left unrotated.
+- Head-dependent biases (slopes, T5 values, profiles) are indexed by the
+  model's head number head_offset + h among total_heads, so one head run
+  alone gets the bias it has among all heads.
+
+structure (plain tensors, numbers):
+  kind, causal, bias_exact (True when the term depends on distance alone,
+  t5 and alibi; for shaw and rope the curve is averaged over query rows),
+  distances   LongTensor [D] signed distances j - i of the default curve,
+  bias        [heads, D] mean position term of the score at those distances,
+  window      (r0, r1, c0, c1) the first up-to-128 tokens, and
+  bias_window [heads, r1 - r0, c1 - c0] the position term there;
+  slopes [heads] (alibi), t5_values [num_buckets, heads] (t5),
+  buckets [D] of `distances` (t5), clip (shaw), theta (rope).
+For any other view call `bias_curve` / `bias_map` (the window only).
+`attention_by_distance` measures any attention's mean weight by |distance|,
+and `rope_decay` the mean RoPE score against distance for the actual q, k.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from explorer.attention import row_chunks, scores as content_scores
+from explorer.device import chunk_rows
+from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.metrics import sample_rows
+from explorer.pooling import MapAccumulator, PooledMap, sampled_rows
+
+KINDS = ("t5", "alibi", "shaw", "rope")
+PROFILES = ("seeded", "decay", "local")
+# which parameters each kind reads (the page shows only these)
+KIND_PARAMS = {
+    "t5": ("num_buckets", "max_distance", "profile", "seed"),
+    "alibi": (),
+    "shaw": ("clip", "seed"),
+    "rope": ("theta",),
+}
+_PAIR_BUDGET = 2**24  # elements of one gathered [heads, rows, distances, d] block
+_WINDOW = 128  # tokens of the default bias window in `structure`
+_LOCAL_PENALTY = -8.0  # "local" profile: bias beyond the head's window
+_DISTANCE_LIMIT = 2**20  # profiles: buckets first reached farther than this get this distance
+
+
+# ---------------------------------------------------------------- T5 buckets
+
+
+def _bucket_error(name: str, value, what: str) -> ValueError:
+    return ValueError(f"relpos: parameter {name}={value!r} {what}")
+
+
+def check_buckets(bidirectional: bool, num_buckets: int, max_distance: int) -> None:
+    """Settings where T5's bucketing is defined: >= 1 exact bucket and a log range above it."""
+    half = num_buckets // 2 if bidirectional else num_buckets
+    if half < 2:
+        need = 4 if bidirectional else 2
+        raise _bucket_error("num_buckets", num_buckets,
+                            f"must be at least {need} ({'bidirectional' if bidirectional else 'causal'} T5 bucketing)")
+    if max_distance <= half // 2:
+        raise _bucket_error("max_distance", max_distance,
+                            f"must exceed the {half // 2} exactly bucketed distances")
+
+
+def t5_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128) -> torch.Tensor:
+    """T5's bucket of each relative position (key position - query position).
+
+    Half of the buckets (per direction when bidirectional) hold one distance
+    each; the rest cover distances up to max_distance on a log scale, and
+    everything farther shares the last bucket. Causal (bidirectional=False)
+    folds keys after the query into bucket 0. The float32 arithmetic follows
+    T5's so that boundaries land exactly where T5's do.
+    """
+    rel = torch.as_tensor(relative_position).long()
+    check_buckets(bidirectional, num_buckets, max_distance)
+    if bidirectional:
+        num_buckets //= 2
+        offset = (rel > 0).long() * num_buckets
+        dist = rel.abs()
+    else:
+        offset = torch.zeros_like(rel)
+        dist = (-rel).clamp_min(0)
+    exact = num_buckets // 2
+    ratio = dist.float().clamp_min(exact) / exact  # clamp only avoids log(0) in unused entries
+    spread = torch.log(ratio) / math.log(max_distance / exact) * (num_buckets - exact)
+    far = (exact + spread.long()).clamp_max(num_buckets - 1)
+    return offset + torch.where(dist < exact, dist, far)
+
+
+def bucket_distances(bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Smallest |distance| that falls in each bucket, looked for up to 2^20 (buckets none reaches: the limit)."""
+    reach = min(max_distance, _DISTANCE_LIMIT) + 1
+    rel = torch.arange(-reach, reach + 1)
+    out = torch.full((num_buckets,), reach, dtype=torch.long)
+    return out.scatter_reduce_(0, t5_bucket(rel, bidirectional, num_buckets, max_distance), rel.abs(), "amin")
+
+
+def t5_profile(profile: str, heads: torch.Tensor, total_heads: int, bidirectional: bool,
+               num_buckets: int, max_distance: int, seed: int) -> torch.Tensor:
+    """Bucket values [num_buckets, len(heads)] of a profile for the model heads listed."""
+    if profile == "seeded":
+        cols = [torch.randn(num_buckets, generator=torch.Generator().manual_seed(seed * 100_003 + int(h)))
+                for h in heads]
+        return torch.stack(cols, dim=1)
+    dist = bucket_distances(bidirectional, num_buckets, max_distance).float()[:, None]
+    if profile == "decay":
+        return -torch.log1p(dist) * (heads.float() + 1) / total_heads
+    window = 2.0 ** (heads % 4).float()
+    return torch.where(dist <= window, 0.0, _LOCAL_PENALTY)
+
+
+def t5_checkpoint_values(name_or_path: str, decoder: bool = False) -> tuple[torch.Tensor, dict]:
+    """relative_attention_bias.weight [num_buckets, heads] of a T5 checkpoint and its bucket settings.
+
+    Works from a local folder or the Hugging Face cache (no download when
+    HF_HUB_OFFLINE is set). Reads only the one tensor from safetensors files.
+    """
+    from transformers import AutoConfig
+    from transformers.utils import cached_file
+
+    config = AutoConfig.from_pretrained(name_or_path)
+    if not hasattr(config, "relative_attention_num_buckets"):
+        raise ValueError(f"{name_or_path!r} is not a T5-style checkpoint (no relative_attention_num_buckets)")
+    stack = "decoder" if decoder else "encoder"
+    key = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    values = _read_tensor(name_or_path, key, cached_file)
+    settings = {"num_buckets": config.relative_attention_num_buckets,
+                "max_distance": getattr(config, "relative_attention_max_distance", 128),
+                "heads": config.num_heads}
+    return values.float(), settings
+
+
+def _read_tensor(name_or_path: str, key: str, cached_file) -> torch.Tensor:
+    path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+    if path:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            if key in f.keys():
+                return f.get_tensor(key)
+            raise ValueError(f"{name_or_path!r} has no tensor {key}")
+    path = cached_file(name_or_path, "pytorch_model.bin")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if key not in state:
+        raise ValueError(f"{name_or_path!r} has no tensor {key}")
+    return state[key]
+
+
+# ---------------------------------------------------------------- ALiBi slopes
+
+
+def _power_of_two_slopes(n: int) -> list[float]:
+    return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+
+
+def alibi_slopes(n_heads) -> torch.Tensor:
+    """ALiBi's head slopes (float64 [n_heads]): 2^(-8i/n) for a power of two n.
+
+    Otherwise, as in the paper's code: the slopes of the largest power of two
+    below n, then every other slope of twice that count, to fill n.
+    """
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
+        raise ValueError(f"n_heads={n_heads!r} must be an integer >= 1")
+    base = 1 << (n_heads.bit_length() - 1)
+    slopes = _power_of_two_slopes(base) + _power_of_two_slopes(2 * base)[0::2][: n_heads - base]
+    return torch.tensor(slopes, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------- Shaw and RoPE
+
+
+def shaw_embeddings(clip: int, head_dim: int, seed: int) -> torch.Tensor:
+    """Seeded relative key embeddings a^K [2 * clip + 1, head_dim]; row clip + m is distance m."""
+    return torch.randn(2 * clip + 1, head_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def rope_rotate(x: torch.Tensor, theta: float = 10000.0, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """x [heads, n, d] with pair (2t, 2t + 1) at position p turned by p * theta^(-2t/d)."""
+    pairs = x.shape[-1] // 2
+    if pairs == 0:
+        return x.clone()
+    if positions is None:
+        positions = torch.arange(x.shape[1], device=x.device)
+    freq = theta ** (-torch.arange(pairs, device=x.device, dtype=torch.float32) * 2 / (2 * pairs))
+    angle = positions.to(torch.float32)[:, None] * freq[None, :]
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    even, odd = x[..., 0 : 2 * pairs : 2], x[..., 1 : 2 * pairs : 2]
+    out = x.clone()
+    out[..., 0 : 2 * pairs : 2] = even * cos - odd * sin
+    out[..., 1 : 2 * pairs : 2] = even * sin + odd * cos
+    return out
+
+
+def rope_bound(head_dim: int, theta: float, distances) -> torch.Tensor:
+    """RoFormer's content-free decay: (1 / (d/2)) sum_j |sum_{t<j} e^{i m theta_t}| per distance m."""
+    pairs = head_dim // 2
+    m = torch.as_tensor(distances, dtype=torch.float64)
+    if pairs == 0:
+        return torch.ones_like(m)  # nothing rotates: no decay
+    freq = theta ** (-torch.arange(pairs, dtype=torch.float64) * 2 / (2 * pairs))
+    phase = torch.polar(torch.ones(m.numel(), pairs, dtype=torch.float64), m[:, None] * freq[None, :])
+    return phase.cumsum(dim=1).abs().mean(dim=1)
+
+
+# ---------------------------------------------------------------- the position term
+
+
+def pair_scores(qx: torch.Tensor, kx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """qx_i . kx_j / sqrt(d) [heads, len(rows), c] for keys cols (shared [c], or per row [rows, c])."""
+    rsd = qx.shape[-1] ** -0.5
+    if cols.dim() == 1:
+        return torch.matmul(qx[:, rows], kx[:, cols].transpose(1, 2)) * rsd
+    heads, _, d = qx.shape
+    step = max(1, _PAIR_BUDGET // max(1, heads * cols.shape[1] * d))
+    parts = [(qx[:, rows[s : s + step], None, :] * kx[:, cols[s : s + step]]).sum(-1)
+             for s in range(0, rows.numel(), step)]
+    return torch.cat(parts, dim=1) * rsd
+
+
+def mean_by_distance(pair_fn, n: int, distances: torch.Tensor, max_rows: int, device) -> torch.Tensor:
+    """Mean of pair_fn(rows, cols) [heads, S, D] over sampled query rows i where key i + m exists."""
+    rows = sample_rows(n, max_rows).to(device)
+    cols = rows[:, None] + distances.to(device)[None, :]
+    valid = ((cols >= 0) & (cols < n)).float()
+    term = pair_fn(rows, cols.clamp(0, n - 1))
+    return (term * valid.to(term.dtype)).sum(1) / valid.sum(0).clamp_min(1).to(term.dtype)
+
+
+class PositionTerm:
+    """The position part of one run's scores, built once for q, k and the parameters.
+
+    `scores(rows)` gives the full scores of a query chunk; `pairs(rows, cols)`
+    the position term alone (for RoPE: rotated score minus content score).
+    """
+
+    def __init__(self, q, k, kind, causal, scale, num_buckets, max_distance, profile, t5_values,
+                 clip, theta, seed, head_offset, total_heads):
+        self.q, self.k, self.kind, self.causal = q, k, kind, causal
+        heads, n, d = q.shape
+        self.n = n
+        model_heads = torch.arange(head_offset, head_offset + heads)
+        total = total_heads or head_offset + heads
+        if total < head_offset + heads:
+            raise ValueError(f"relpos: parameter total_heads={total_heads} must be 0 or at least "
+                             f"head_offset + heads = {head_offset + heads}")
+        self.extra: dict = {}
+        if kind in ("t5", "alibi"):
+            per_head = self._t5(model_heads, total, num_buckets, max_distance, profile, t5_values, seed) \
+                if kind == "t5" else self._alibi(model_heads, total)
+            self.by_distance = lambda dist: per_head(dist) * scale  # [heads, *dist.shape]
+            self.table = self.by_distance(torch.arange(-(n - 1), n, device=q.device))
+        elif kind == "shaw":
+            self.emb = shaw_embeddings(clip, d, seed).to(q.device, q.dtype) * scale
+            self.clip = clip
+            self.extra["clip"] = clip
+        else:
+            self.qr, self.kr = rope_rotate(q, theta), rope_rotate(k, theta)
+            self.extra["theta"] = theta
+
+    def _t5(self, model_heads, total, num_buckets, max_distance, profile, t5_values, seed):
+        bidirectional = not self.causal
+        if t5_values is None:
+            values = t5_profile(profile, model_heads, total, bidirectional, num_buckets, max_distance, seed)
+        else:
+            values = _checked_t5_values(t5_values, num_buckets, int(model_heads[-1]) + 1)
+            values = values.index_select(1, model_heads.to(values.device))
+        values = values.to(self.q.device, self.q.dtype)
+        self.extra["t5_values"] = values.cpu()
+        return lambda dist: values[t5_bucket(dist, bidirectional, num_buckets, max_distance)].movedim(-1, 0)
+
+    def _alibi(self, model_heads, total):
+        slopes = alibi_slopes(total)[model_heads].to(self.q.device, self.q.dtype)
+        self.extra["slopes"] = slopes.cpu()
+        return lambda dist: -slopes.view(-1, *[1] * dist.dim()) * dist.abs().to(slopes.dtype)
+
+    def scores(self, rows: torch.Tensor) -> torch.Tensor:
+        """Scores [heads, len(rows), n] with the position term, -inf on masked keys."""
+        if self.kind == "rope":
+            return content_scores(self.qr, self.kr, rows, self.causal)
+        s = content_scores(self.q, self.k, rows, self.causal)
+        if self.kind == "shaw":
+            return s.add_(self.pairs(rows, torch.arange(self.n, device=rows.device)))
+        # row i's bias over all keys is the table slice starting at distance -i: a strided view, no index
+        return s.add_(self.table.unfold(1, self.n, 1)[:, self.n - 1 - rows])
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Position term [heads, len(rows), c] for keys cols: shared [c] or per row [len(rows), c]."""
+        if self.kind == "rope":
+            return pair_scores(self.qr, self.kr, rows, cols) - pair_scores(self.q, self.k, rows, cols)
+        dist = (cols if cols.dim() == 2 else cols[None, :]) - rows[:, None]
+        if self.kind == "shaw":
+            qa = torch.matmul(self.q[:, rows], self.emb.T) * self.q.shape[-1] ** -0.5  # [heads, rows, 2K+1]
+            index = dist.clamp(-self.clip, self.clip) + self.clip
+            return torch.gather(qa, 2, index.expand(qa.shape[0], -1, -1))
+        return self.table[:, dist + self.n - 1]
+
+    def curve(self, distances: torch.Tensor, max_rows: int = 256) -> torch.Tensor:
+        """Position term [heads, D] at each distance: exact for T5 and ALiBi, else a mean over query rows."""
+        if self.kind in ("t5", "alibi"):
+            return self.by_distance(distances.to(self.q.device))
+        return mean_by_distance(self.pairs, self.n, distances, max_rows, self.q.device)
+
+
+def _checked_t5_values(values, num_buckets: int, need_heads: int) -> torch.Tensor:
+    """A finite float table [num_buckets, >= need_heads] (a tensor, or nested lists as JSON carries it)."""
+    def bad(shape) -> ValueError:
+        return ValueError(f"relpos: parameter t5_values (shape {shape}) must be a finite float table "
+                          f"[num_buckets={num_buckets}, heads >= {need_heads}]")
+
+    if not isinstance(values, torch.Tensor):
+        try:
+            values = torch.tensor(values, dtype=torch.float32)
+        except (TypeError, ValueError) as err:
+            raise bad(type(values).__name__) from err
+    shape = tuple(values.shape)
+    if values.dim() != 2 or not values.is_floating_point() or shape[0] != num_buckets or shape[1] < need_heads:
+        raise bad(shape)
+    if not torch.isfinite(values).all():
+        raise bad(shape)
+    return values
+
+
+# ---------------------------------------------------------------- views for the page
+
+
+def curve_distances(lo: int, hi: int, count: int = 401) -> torch.Tensor:
+    """Signed distances in [lo, hi]: all of them when they fit, else linear plus log-spaced near 0."""
+    if hi < lo:
+        raise ValueError(f"empty distance range {lo}..{hi}")
+    if hi - lo + 1 <= count:
+        return torch.arange(lo, hi + 1)
+    reach = max(abs(lo), abs(hi))
+    near, logs = min(32, count // 8), count // 4
+    mags = torch.cat([torch.arange(0, near + 1).double(),
+                      torch.logspace(0, math.log10(reach), logs, dtype=torch.float64)]).round().long()
+    linear = torch.linspace(lo, hi, max(2, count - 2 * (near + 1 + logs)), dtype=torch.float64).round().long()
+    cand = torch.cat([mags, -mags, linear])
+    return cand[(cand >= lo) & (cand <= hi)].unique()
+
+
+def bias_curve(q, k, distances=None, max_rows: int = 256, **params) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, mean position term [heads, D]); distances default to the whole range."""
+    term = MECHANISM.position_term(q, k, params)
+    n = q.shape[1]
+    if distances is None:
+        distances = curve_distances(-(n - 1), 0 if term.causal else n - 1)
+    distances = torch.as_tensor(distances, dtype=torch.long)
+    with torch.no_grad():
+        return distances, term.curve(distances, max_rows).cpu()
+
+
+def bias_map(q, k, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
+             grid: int = 256, chunk: int = 256, per_bin: int | None = None, **params) -> PooledMap:
+    """The position term over one window only, pooled to the grid (mean and max), streamed over rows.
+
+    per_bin: on long windows pool that many evenly spaced query rows per row
+    bin, as explorer.pooling.pooled_map does.
+    """
+    term = MECHANISM.position_term(q, k, params)
+    heads, n, _ = q.shape
+    (r0, r1), (c0, c1) = rows or (0, n), cols or (0, n)
+    for name, (a, b) in (("rows", (r0, r1)), ("cols", (c0, c1))):
+        if not 0 <= a < b <= n:
+            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+    acc = MapAccumulator(heads, (r0, r1), (0, c1 - c0), grid, q.device)  # columns counted from c0
+    keys = torch.arange(c0, c1, device=q.device)
+    picked = sampled_rows(r0, r1, grid, per_bin, q.device)
+    with torch.no_grad():
+        for block in picked.split(chunk):
+            acc.add(block, term.pairs(block, keys))
+    pooled = acc.result(per_bin if picked.numel() < r1 - r0 else None)
+    return PooledMap(pooled.mean, pooled.max, pooled.row_edges, [c0 + e for e in pooled.col_edges], pooled.per_bin)
+
+
+def distance_edges(n: int, count: int = 48) -> torch.Tensor:
+    """Bin edges over |distance| in [0, n): single distances near 0, log-spaced beyond."""
+    if n < 1:
+        raise ValueError(f"n={n} must be at least 1")
+    geo = torch.logspace(0, math.log10(max(n, 2)), count, dtype=torch.float64).round().long()
+    return torch.cat([torch.tensor([0]), geo, torch.tensor([n])]).clamp(max=n).unique()
+
+
+def attention_by_distance(weights_fn, n: int, heads: int, causal: bool = False, max_rows: int = 512,
+                          bins: int = 48, chunk: int = 128, device=None) -> dict:
+    """Mean attention weight per (query, key) pair in each |distance| band, on a row sample.
+
+    weights_fn(rows) -> [heads, len(rows), n] (dense's or a Result's). Returns
+    edges [B + 1] (band b is edges[b] <= |j - i| < edges[b + 1]), mean
+    [heads, B] (weight per pair; causal counts only keys at or before the
+    query) and mass [heads, B] (a query's total weight in the band, averaged).
+    """
+    edges = distance_edges(n, bins).to(device)
+    count = edges.numel() - 1
+    rows_all = sample_rows(n, max_rows).to(device)
+    total = torch.zeros(heads, count, device=device)
+    pairs = torch.zeros(count, device=device)
+    keys = torch.arange(n, device=device)
+    with torch.no_grad():
+        for s in range(0, rows_all.numel(), chunk):
+            rows = rows_all[s : s + chunk]
+            dist = keys[None, :] - rows[:, None]
+            band = torch.bucketize(dist.abs(), edges, right=True) - 1
+            allowed = (dist <= 0) if causal else torch.ones_like(dist, dtype=torch.bool)
+            w = weights_fn(rows)
+            total.index_add_(1, band.flatten(), w.reshape(heads, -1))
+            pairs += torch.bincount(band[allowed], minlength=count)
+    queries = rows_all.numel()
+    return {"edges": edges.cpu(), "mean": (total / pairs.clamp_min(1)).cpu(), "mass": (total / queries).cpu(),
+            "pairs": pairs.cpu()}
+
+
+def rope_decay(q, k, theta: float = 10000.0, distances=None, max_rows: int = 256, causal: bool = False) -> dict:
+    """Mean score q_i.k_{i+m} / sqrt(d) against distance m, with and without RoPE, for these q, k.
+
+    Returns distances [D], rope [heads, D], plain [heads, D] and RoFormer's
+    content-free bound [D] for comparison.
+    """
+    n = q.shape[1]
+    if distances is None:
+        distances = curve_distances(-(n - 1), 0 if causal else n - 1)
+    distances = torch.as_tensor(distances, dtype=torch.long)
+    qr, kr = rope_rotate(q, theta), rope_rotate(k, theta)
+    with torch.no_grad():
+        rope = mean_by_distance(lambda r, c: pair_scores(qr, kr, r, c), n, distances, max_rows, q.device)
+        plain = mean_by_distance(lambda r, c: pair_scores(q, k, r, c), n, distances, max_rows, q.device)
+    return {"distances": distances, "rope": rope.cpu(), "plain": plain.cpu(),
+            "bound": rope_bound(q.shape[2], theta, distances.abs()).float()}
+
+
+# ---------------------------------------------------------------- the mechanism
+
+
+class RelativePosition(Mechanism):
+    key = "relpos"
+    title = "Relative position"
+    summary = ("Dense attention whose scores depend on how far the key is from the query: "
+               "T5's bucketed bias, ALiBi's linear penalty, Shaw's clipped relative embeddings "
+               "or RoPE's rotation of queries and keys.")
+    params = (
+        Param("kind", "t5", choices=KINDS, help="which relative-position scheme"),
+        Param("causal", False, help="mask keys after the query (decoder form; T5 then buckets one-sided)"),
+        Param("scale", 1.0, 0.0, 1000.0, help="multiplier on the position term (1 = as published; not RoPE)"),
+        Param("num_buckets", 32, 2, 1024, help="T5: buckets (split over both directions when bidirectional)"),
+        Param("max_distance", 128, 1, 10**7, help="T5: distances beyond this share the last bucket"),
+        Param("profile", "seeded", choices=PROFILES,
+              help="T5 without a checkpoint: seeded random, log-distance decay, or local window"),
+        Param("t5_values", None, help="T5: bucket values [num_buckets, heads] from a checkpoint (tensor or lists)"),
+        Param("clip", 16, 0, 16384, help="Shaw: relative distances clipped to [-clip, clip]"),
+        Param("theta", 10000.0, 1.0, 1e12, help="RoPE: base of the rotation frequencies"),
+        Param("seed", 0, 0, 2**31 - 1, help="seed of T5's seeded profile and Shaw's embeddings"),
+        Param("head_offset", 0, 0, 4096, help="model head number of the first head given (one-head runs)"),
+        Param("total_heads", 0, 0, 4096, help="heads of the model, for ALiBi slopes (0: head_offset + heads)"),
+    )
+
+    def position_term(self, q, k, params: dict) -> PositionTerm:
+        """Validated parameters -> the run's position term (also used by the page's views)."""
+        values = self.validate(params)
+        return PositionTerm(q, k, values["kind"], values["causal"], values["scale"], values["num_buckets"],
+                            values["max_distance"], values["profile"], values["t5_values"], values["clip"],
+                            values["theta"], values["seed"], values["head_offset"], values["total_heads"])
+
+    def compute(self, q, k, v, **params):
+        term = self.position_term(q, k, params)
+        heads, n, d = q.shape
+        causal = params["causal"]
+
+        def weights(rows):
+            return torch.softmax(term.scores(rows), dim=-1)
+
+        out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
+        for rows in row_chunks(n, chunk_rows(n, heads, q.device, buffers=6), q.device):
+            out[:, rows] = weights(rows) @ v
+        return Result(out, weights, structure=self._structure(term, params),
+                      cost=self._cost(term, heads, n, d, v.shape[2]), reach_fn=_reach(heads, n, causal, q.device))
+
+    def _structure(self, term: PositionTerm, params: dict) -> dict:
+        n, causal = term.n, params["causal"]
+        distances = curve_distances(-(n - 1), 0 if causal else n - 1)
+        w = min(n, _WINDOW)
+        window = torch.arange(w, device=term.q.device)
+        structure = {"kind": term.kind, "causal": causal, "bias_exact": term.kind in ("t5", "alibi"),
+                     "distances": distances, "bias": term.curve(distances).cpu(),
+                     "window": (0, w, 0, w), "bias_window": term.pairs(window, window).cpu(),
+                     **term.extra}
+        if term.kind == "t5":
+            structure["buckets"] = t5_bucket(distances, not causal, params["num_buckets"], params["max_distance"])
+        return structure
+
+    @staticmethod
+    def _cost(term: PositionTerm, heads: int, n: int, d: int, dv: int) -> dict:
+        flops = 2 * heads * n * n * (d + dv) + 5 * heads * n * n  # matmuls, softmax
+        extra_bytes = 0
+        if term.kind in ("t5", "alibi"):
+            flops += heads * n * n  # add the gathered bias
+            extra_bytes = 4 * heads * (2 * n - 1)
+        elif term.kind == "shaw":
+            flops += 2 * heads * n * term.emb.shape[0] * d + heads * n * n
+            extra_bytes = 4 * term.emb.numel()
+        else:
+            flops += 6 * heads * n * d  # rotate q and k
+            extra_bytes = 4 * 2 * heads * n * d
+        return {"flops": flops, "bytes": 4 * heads * (2 * n * n + n * (2 * d + 2 * dv)) + extra_bytes}
+
+
+def _reach(heads: int, n: int, causal: bool, device):
+    """Every key is in reach (the past only when causal): a bias lowers weights, never removes keys."""
+    def reach(rows):
+        keys = torch.arange(n, device=device)
+        ok = keys[None, :] <= rows[:, None] if causal else torch.ones(rows.numel(), n, dtype=torch.bool, device=device)
+        return ok.expand(heads, -1, -1)
+    return reach
+
+
+MECHANISM = RelativePosition()

@@ -1,0 +1,85 @@
+"""AppTest of the relative-position page: every kind on a short sample, a pasted text, a tiny text."""
+import pytest
+from conftest import APP, TIMEOUT, encode_in_app
+from streamlit.testing.v1 import AppTest
+
+PAGE = "views/relpos.py"
+SHORT_SAMPLE = "The Notched Key"
+
+
+@pytest.fixture
+def page_app():
+    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+
+
+def open_page(at):
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_keys(at):
+    return {c.proto.id for c in at.get("plotly_chart")}
+
+
+PARAGRAPH = ("The keeper counted the lamps along the harbour wall, and each night one more was dark. "
+             "Nobody asked why the ships came in later, or why the bell rang twice. ") * 8
+
+
+def test_sample_draws_every_panel(page_app):
+    at = open_page(encode_in_app(page_app, sample=SHORT_SAMPLE))
+    assert at.title[0].value == "Relative position"
+    # bias curve, bias map, dense and biased maps, attention by distance, fidelity along the text
+    assert len(at.get("plotly_chart")) >= 6
+    assert len(at.dataframe) == 1  # fidelity summary
+    assert at.metric[0].value != "—"
+    assert not at.error
+
+
+def test_every_kind_draws_its_charts(page_app):
+    at = open_page(encode_in_app(page_app, source="Paste", text=PARAGRAPH))
+    for kind in ("t5", "alibi", "shaw", "rope"):
+        at.selectbox(key="p.relpos.kind").set_value(kind).run()
+        assert not at.exception, (kind, at.exception)
+        assert len(at.get("plotly_chart")) >= (7 if kind == "rope" else 6), kind  # RoPE adds its decay chart
+        assert not at.error
+    at.selectbox(key="p.relpos.kind").set_value("alibi").run()  # rope hides scale; alibi shows it again
+    at.number_input(key="p.relpos.scale").set_value(0.0).run()
+    assert not at.exception and not at.error
+
+
+def test_t5_profile_buckets_and_a_bad_checkpoint(page_app):
+    at = open_page(encode_in_app(page_app, source="Paste", text=PARAGRAPH))
+    at.selectbox(key="p.relpos.profile").set_value("local").run()
+    at.number_input(key="p.relpos.num_buckets").set_value(8).run()
+    assert not at.exception and not at.error
+    at.number_input(key="p.relpos.max_distance").set_value(2).run()  # not above the 2 exact buckets: an error
+    assert not at.exception
+    assert any("max_distance=2" in e.value for e in at.error)
+    at.number_input(key="p.relpos.max_distance").set_value(128).run()
+    at.text_input(key="relpos_t5").input("/no/such/t5/checkpoint").run()
+    assert not at.exception
+    assert any("Could not read T5 bucket values" in e.value for e in at.error)
+
+
+def test_tiny_pasted_text_and_causal_alibi(page_app):
+    at = open_page(encode_in_app(page_app, source="Paste", text="Short <i>text</i>."))
+    at.selectbox(key="p.relpos.kind").set_value("alibi").run()
+    at.checkbox(key="p.relpos.causal").check().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) >= 6
+
+
+def test_t5_checkpoint_values_drive_the_bias(page_app, tmp_path):
+    from transformers import T5Config, T5Model
+
+    config = T5Config(vocab_size=16, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                      relative_attention_num_buckets=12, relative_attention_max_distance=30)
+    T5Model(config).save_pretrained(tmp_path)
+    at = open_page(encode_in_app(page_app, source="Paste", text="A few words to bias by distance, no more."))
+    at.text_input(key="relpos_t5").input(str(tmp_path)).run()
+    assert not at.exception and not at.error
+    assert any("12 buckets, max distance 30, 2 heads" in c.value for c in at.caption)
+    at.sidebar.number_input(key="head").set_value(5).run()  # the checkpoint has no head 5: said, not raised
+    assert not at.exception
+    assert any("t5_values" in e.value for e in at.error)

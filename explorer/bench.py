@@ -23,6 +23,7 @@ from explorer.encoding import encode, load_model
 from explorer.mechanisms import REGISTRY
 from explorer.mechanisms.base import synchronize
 from explorer.samples import SAMPLES_DIR
+from explorer.synthetic import synthetic
 
 
 def _rss() -> int:
@@ -84,19 +85,28 @@ def text_of(n: int, tokenizer) -> str:
     return text[: offsets[n - 1][1]]
 
 
-def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0):
+def real_head(n: int, lm, layer: int, head: int, device):
+    """q, k, v of one head over a real text of n tokens, and the seconds encoding took."""
+    start = time.perf_counter()
+    doc = encode(text_of(n, lm.tokenizer), lm, layer=layer)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return (*(x[head : head + 1].contiguous() for x in (doc.q, doc.k, doc.v)), seconds)
+
+
+def synthetic_head(n: int, device):
+    """Seeded Gaussian q, k, v of MiniLM's head size, for machines without the bundled model."""
+    doc = synthetic(n, heads=1, head_dim=32)
+    return (*(x.to(device) for x in (doc.q, doc.k, doc.v)), float("nan"))
+
+
+def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, use_synthetic=False):
     device = pick_device(device_name)
-    lm = load_model("minilm", str(device))
+    lm = None if use_synthetic else load_model("minilm", str(device))
     rows = []
     for n in sizes:
-        text = text_of(n, lm.tokenizer)
-        start = time.perf_counter()
-        doc = encode(text, lm, layer=layer)
-        synchronize(device)
-        enc = time.perf_counter() - start
-        n = doc.n  # the text's n tokens plus the model's special tokens
-        q, k, v = (x[head : head + 1].contiguous() for x in (doc.q, doc.k, doc.v))
-        del doc
+        q, k, v, enc = synthetic_head(n, device) if use_synthetic else real_head(n, lm, layer, head, device)
+        n = q.shape[1]  # a real text adds the model's special tokens
         sdpa_t, sdpa_m = measure(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), device, repeat)
         row = {"n": n, "device": str(device), "encode_s": enc, "sdpa_s": sdpa_t, "sdpa_peak": sdpa_m}
         t, m = measure(lambda: dense_stats(q, k, v), device, repeat)
@@ -110,7 +120,8 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0):
 
 def print_row(row) -> None:
     mib = 2**20
-    print(f"\nn = {row['n']:,} on {row['device']}  (encode {row['encode_s']:.2f} s, all heads; "
+    source = "synthetic q/k/v" if row["encode_s"] != row["encode_s"] else f"encode {row['encode_s']:.2f} s, all heads"
+    print(f"\nn = {row['n']:,} on {row['device']}  ({source}; "
           f"SDPA {row['sdpa_s'] * 1e3:.1f} ms, peak +{row['sdpa_peak'] / mib:.0f} MiB)")
     print(f"  {'step':<16}{'seconds':>10}{'x SDPA':>10}{'peak MiB':>11}")
     for name, (t, m) in row["steps"].items():
@@ -124,13 +135,15 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=2, help="runs per step; the best time is kept")
     parser.add_argument("--mechanisms", nargs="*", default=None,
                         help="registry keys (default: all; the flag alone: none, dense pass only)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="seeded Gaussian q/k/v instead of encoding the long sample with MiniLM")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     unknown = set(args.mechanisms or []) - set(REGISTRY)
     if unknown or min(args.n) < 1:
         parser.error(f"unknown mechanisms {sorted(unknown)}" if unknown else "n must be >= 1")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    rows = bench(args.n, args.device, args.repeat, args.mechanisms)
+    rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

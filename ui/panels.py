@@ -84,6 +84,13 @@ def window_map(key: str, doc, head: int, mech: str, params: str, window, grid: i
     return compute.window_map(key, head, mech, params, window, grid, doc)
 
 
+def _log_floor(mats, top: float) -> float:
+    """Bottom of a shared log scale: the 1st percentile of positive weights, at most 6 decades down."""
+    positive = torch.cat([m[m > 0].flatten() for m in mats])
+    low = float(torch.quantile(positive[torch.randperm(positive.numel())[:100_000]], 0.01)) if positive.numel() else 0
+    return max(math.log10(top) - 6, math.log10(low) if low > 0 else -12.0)
+
+
 def draw_maps(doc, maps: dict, diverging: bool = False) -> None:
     """Pooled maps side by side on one shared colour scale (signed weights on a diverging one)."""
     pool, log = map_style()
@@ -91,7 +98,7 @@ def draw_maps(doc, maps: dict, diverging: bool = False) -> None:
     signed = diverging and any(bool((m < 0).any()) for m in mats.values())
     top = max(float(m.abs().max()) for m in mats.values()) or 1.0
     log = log and not signed
-    zmin, zmax = (None, None) if signed else ((math.log10(top) - 6, math.log10(top)) if log else (0.0, top))
+    zmin, zmax = (None, None) if signed else ((_log_floor(mats.values(), top), math.log10(top)) if log else (0.0, top))
     per_row = min(len(maps), 3)
     slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
     for col, (name, m) in zip(slots, maps.items()):

@@ -39,4 +39,5 @@ st.caption("Pick a query token: the text around it is shaded by the weight it pu
 query = panels.query_picker(doc)
 row = compute.query_row(key, head, "", "", query, doc)
 panels.text_view(doc, row, query)
-st.dataframe(panels.topk_table(doc, row), width="stretch", hide_index=True)
+st.dataframe(panels.topk_table(doc, row), width="stretch", hide_index=True,
+             column_config={"weight": st.column_config.NumberColumn(format="%.4f")})

@@ -105,7 +105,8 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
     for m in marks or []:
         fig.add_vline(x=m, line={"width": 1, "dash": "dot", "color": "grey"})
     fig.update_layout(title=title, height=height, xaxis_title="token position", yaxis_title=y_title,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h"})
+                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(series) > 1,
+                      legend={"orientation": "h", "y": 1.12})
     return fig
 
 
@@ -137,12 +138,13 @@ def shaded_text(text: str, offsets: list[tuple[int, int]], weights, start: int, 
     piece of user text is escaped. Weights are scaled by their maximum in view.
     """
     w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=float)
-    top = float(np.abs(w[start:stop]).max()) if stop > start else 0.0
+    shown = [i for i in range(start, stop) if offsets[i][0] < offsets[i][1]]
+    top = float(np.abs(w[shown]).max()) if shown else 0.0
     top = top or 1.0
     parts, cursor = [], None
     for i in range(start, stop):
         a, b = offsets[i]
-        if a == b:  # special token: show its marker only if it is the focus
+        if a == b and i != focus:  # special tokens the model adds have no text; shown only as the focus
             continue
         if cursor is not None and a > cursor:
             parts.append(html.escape(text[cursor:a]))
@@ -150,7 +152,8 @@ def shaded_text(text: str, offsets: list[tuple[int, int]], weights, start: int, 
         style = f"background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f});"
         if i == focus:
             style += " outline: 2px solid #3366cc;"
-        parts.append(f'<span title="#{i} weight {w[i]:.3g}" style="{style}">{html.escape(text[a:b])}</span>')
-        cursor = b
+        label = html.escape(text[a:b]) if b > a else f"<small>[query #{i}]</small> "
+        parts.append(f'<span title="#{i} weight {w[i]:.3g}" style="{style}">{label}</span>')
+        cursor = b if b > a else cursor
     body = "".join(parts).replace("\n", "<br>")
-    return f'<div style="line-height:1.7; font-family: Georgia, serif; white-space: normal;">{body}</div>'
+    return f'<div style="line-height:1.7; white-space: normal;">{body}</div>'

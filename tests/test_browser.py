@@ -1,0 +1,87 @@
+"""The app in a real browser: `streamlit run app.py` and headless Chromium (see tests/browser.py).
+
+One server and one browser serve the whole module. `encoded_page` is one tab (one Streamlit
+session) that ran the default sample once, shared by the tests that need an encoding; `page`
+is a fresh tab, i.e. a fresh session, per test.
+"""
+import pytest
+from browser import (HEATMAP, MAIN, SIDEBAR, assert_no_exception, chromium, run_default_sample,
+                     streamlit_server, visit, wait_heatmaps)
+
+NAV = f'{SIDEBAR} [data-testid="stSidebarNav"]'
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with streamlit_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    with chromium() as context:
+        yield context
+
+
+def _tab(browser_context):
+    page = browser_context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    yield page
+    page.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser_context):
+    yield from _tab(browser_context)
+
+
+@pytest.fixture(scope="module")
+def encoded_page(browser_context, base_url):
+    """A tab that opened the app and ran the sidebar's default sample (the first, short one)."""
+    for page in _tab(browser_context):
+        visit(page, base_url)
+        run_default_sample(page)
+        yield page
+
+
+def test_default_sample_draws_the_attention_map(encoded_page):
+    page = encoded_page
+    main = page.locator(MAIN)
+    assert main.get_by_role("heading", name="Dense attention").is_visible()
+    wait_heatmaps(page)  # the pooled attention map (plotly heatmap)
+    page.wait_for_function(  # and the entropy and max-weight curves
+        "sel => document.querySelectorAll(sel).length >= 3", arg=f"{MAIN} .js-plotly-plot", timeout=30_000)
+    box = page.locator(HEATMAP).first.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 100
+    assert main.locator('[data-testid="stMetricValue"]').first.inner_text().strip() not in ("", "—")
+    assert_no_exception(page)
+
+
+def test_sidebar_navigation_lists_the_pages(encoded_page):
+    page = encoded_page
+    nav = page.locator(NAV)
+    links = nav.locator('[data-testid="stSidebarNavLink"]')
+    titles = [t.strip().splitlines()[-1] for t in links.all_inner_texts()]  # the icon comes first
+    assert "Dense attention" in titles, titles
+    current = nav.locator('[data-testid="stSidebarNavLink"][aria-current="page"]')
+    assert current.inner_text().strip().endswith("Dense attention")
+    # Switching pages in the session (nav_to(page, "Compare") and back, keeping the encoding)
+    # works too, but runs that page's computations: ~60 s for Compare on a busy 2-core machine.
+
+
+# One URL path per page. A page opened by URL starts a fresh session, so it shows the
+# "Choose a text ... press Run" hint; it must still carry the shared sidebar (not Streamlit's
+# old pages-directory mode, which runs the page script alone) and raise nothing.
+PAGES = [
+    "",  # the default page: Dense attention
+    "overview",
+]
+
+
+@pytest.mark.parametrize("url_path", PAGES)
+def test_page_opens_by_url(page, base_url, url_path):
+    visit(page, base_url, url_path)
+    assert page.locator(SIDEBAR).get_by_role("button", name="Run", exact=True).is_visible()
+    assert page.locator(MAIN).get_by_text("Choose a text in the sidebar").is_visible()

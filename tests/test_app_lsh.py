@@ -1,0 +1,51 @@
+"""AppTest of the LSH page: a short sample, a pasted text with markup, parameter errors, the re-hash."""
+from conftest import encode_in_app
+
+PAGE = "views/lsh.py"
+SHORT_SAMPLE = "The Notched Key"
+
+
+def open_page(app, **encode):
+    at = encode_in_app(app, **encode)
+    at.switch_page(PAGE).run()
+    return at
+
+
+def test_sample_draws_every_chart(app):
+    at = open_page(app, sample=SHORT_SAMPLE)
+    assert not at.exception
+    assert at.title[0].value == "LSH attention (Reformer)"
+    charts = at.get("plotly_chart")
+    # strips, two maps, sizes per bucket, size histogram, sorted matrix, pairs, by rank, fidelity along the text
+    assert len(charts) == 9
+    assert len(at.dataframe) >= 1  # fidelity summary
+    assert any("caught" in c.value for c in at.caption)
+
+
+PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
+             "turned it over and over, and wondered which door it had once opened. ") * 6
+
+
+def test_rehash_shared_qk_and_a_bad_bucket_count(app):
+    at = open_page(app, source="Paste", text=PARAGRAPH)
+    assert not at.exception
+    at.number_input(key="lsh_seeds").set_value(3).run()
+    at.button(key="lsh_rehash").click().run()
+    assert not at.exception
+    assert any("over 3 seeds" in c.value for c in at.caption)
+    at.checkbox(key="p.lsh.shared_qk").check().run()
+    assert not at.exception
+    assert not any("over 3 seeds" in c.value for c in at.caption)  # stale: made with other parameters
+    at.button(key="lsh_rehash").click().run()
+    assert any("over 3 seeds" in c.value for c in at.caption)
+    at.number_input(key="p.lsh.n_rounds").set_value(1).run()
+    assert not at.exception
+    at.number_input(key="p.lsh.n_buckets").set_value(5).run()
+    assert not at.exception
+    assert any("n_buckets=5 must be even" in e.value for e in at.error)
+
+
+def test_short_pasted_text(app):
+    at = open_page(app, source="Paste", text="Tiny <b>text</b>.")
+    assert not at.exception
+    assert at.get("plotly_chart")

@@ -4,9 +4,11 @@ One server and one browser serve the whole module. `encoded_page` is one tab (on
 session) that ran the default sample once, shared by the tests that need an encoding; `page`
 is a fresh tab, i.e. a fresh session, per test.
 """
+import urllib.parse
+
 import pytest
 from browser import (HEATMAP, MAIN, SIDEBAR, assert_no_exception, chromium, run_default_sample,
-                     streamlit_server, visit, wait_heatmaps)
+                     streamlit_server, visit, wait_heatmaps, wait_idle)
 
 NAV = f'{SIDEBAR} [data-testid="stSidebarNav"]'
 
@@ -71,17 +73,51 @@ def test_sidebar_navigation_lists_the_pages(encoded_page):
     # works too, but runs that page's computations: ~60 s for Compare on a busy 2-core machine.
 
 
-# One URL path per page. A page opened by URL starts a fresh session, so it shows the
-# "Choose a text ... press Run" hint; it must still carry the shared sidebar (not Streamlit's
-# old pages-directory mode, which runs the page script alone) and raise nothing.
-PAGES = [
-    "",  # the default page: Dense attention
-    "overview",
-]
+# One URL path per page (Streamlit names it after the file in views/).
+PAGES = ["overview", "compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing",
+         "relpos"]
+SHORT = {"source": '"Sample"', "sample": '"The Notched Key"'}
+
+
+def link(base_url: str, url_path: str, **settings) -> str:
+    """A shared link: settings are JSON values in the query string, as the app writes them."""
+    return f"{base_url}/{url_path}?" + urllib.parse.urlencode(settings)
+
+
+def test_a_page_opened_by_url_without_settings_asks_for_a_text(page, base_url):
+    visit(page, base_url, "compare")
+    assert page.locator(SIDEBAR).get_by_role("button", name="Run", exact=True).is_visible()
+    assert page.locator(MAIN).get_by_text("Choose a text in the sidebar").is_visible()
 
 
 @pytest.mark.parametrize("url_path", PAGES)
-def test_page_opens_by_url(page, base_url, url_path):
-    visit(page, base_url, url_path)
-    assert page.locator(SIDEBAR).get_by_role("button", name="Run", exact=True).is_visible()
-    assert page.locator(MAIN).get_by_text("Choose a text in the sidebar").is_visible()
+def test_every_page_works_from_a_shared_link(page, base_url, url_path):
+    """A link with a sample and run=true encodes it and draws the page, in a fresh session."""
+    page.goto(link(base_url, url_path, run="true", **SHORT))
+    wait_idle(page)
+    assert_no_exception(page)
+    wait_heatmaps(page)
+    assert page.locator(f"{MAIN} h1").count() == 1
+
+
+def test_a_link_copied_from_compare_opens_the_same_view(page, base_url):
+    page.goto(link(base_url, "compare", run="true", query="17", cmp_mechs='["segmented", "memory"]',
+                   **{"p.segmented.segment_length": "32"}, **SHORT))
+    wait_idle(page)
+    wait_heatmaps(page, 3)
+    copied = page.url  # the app rewrites the address with every setting
+    table = page.locator(f"{MAIN} [data-testid='stDataFrame']").first.inner_text()
+    with chromium() as fresh:  # a new browser: no session, no cookies
+        other = fresh.new_page()
+        other.goto(copied)
+        wait_idle(other)
+        assert_no_exception(other)
+        wait_heatmaps(other, 3)
+        assert _settings(other.url) == _settings(copied)
+        assert _settings(copied)["query"] == "17" and _settings(copied)["p.segmented.segment_length"] == "32"
+        assert other.locator(f"{MAIN} [data-testid='stDataFrame']").first.inner_text().split("\n")[:3] == \
+            table.split("\n")[:3]
+
+
+def _settings(url: str) -> dict:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))

@@ -24,31 +24,34 @@ def model(name: str):
 
 
 @st.cache_resource(show_spinner=False)
-def _encodings() -> OrderedDict:
-    """Process-wide store of the last few encodings, newest last."""
-    return OrderedDict()
+def _stores() -> dict[str, OrderedDict]:
+    """Process-wide stores of results made with a progress bar (st.cache_* would show a spinner)."""
+    return {}
 
 
-KEEP_ENCODINGS = 3
+def remembered(store: str, name: str, make, keep: int):
+    """make()'s value, made once per name; each store keeps its `keep` newest values."""
+    cache = _stores().setdefault(store, OrderedDict())
+    if name in cache:
+        cache.move_to_end(name)
+        return cache[name]
+    value = cache[name] = make()
+    while len(cache) > keep:
+        cache.popitem(last=False)
+    return value
 
 
 def encoded(args: dict, progress=None):
     """The Doc for these encoding arguments, made once; progress(done, total) is told per window."""
     from ui.state import doc_key
 
-    store, key = _encodings(), doc_key(args)
-    if key in store:
-        store.move_to_end(key)
-        return store[key]
-    if args.get("synthetic"):
-        doc = explorer.synthetic(**json.loads(args["synthetic"]))
-    else:
-        doc = explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
-                              window=args["window"] or None, progress=progress)
-    store[key] = doc
-    while len(store) > KEEP_ENCODINGS:
-        store.popitem(last=False)
-    return doc
+    def make():
+        if args.get("synthetic"):
+            return explorer.synthetic(**json.loads(args["synthetic"]))
+        return explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
+                               window=args["window"] or None, progress=progress)
+
+    return remembered("encodings", doc_key(args), make, keep=3)
 
 
 @st.cache_data(show_spinner=False)

@@ -13,7 +13,11 @@ import streamlit as st
 from ui import state
 
 SHARED = ("source", "sample", "model", "layer", "window", "head", "grid", "synth_n", "synth_needles",
-          "synth_margin", "synth_seed", "zoom_q", "zoom_k", "query", "pool", "log_colour", "cmp_mechs")
+          "synth_margin", "synth_seed", "zoom_q", "zoom_k", "query", "pool", "log_colour", "cmp_mechs",
+          "dil_mechs", "dil_points", "dil_queries", "dil_topk", "dil_sample", "dil_margin", "dil_needle_margin",
+          "dil_noise", "dil_longest", "dil_key_at", "dil_needle_log")
+LISTS = ("cmp_mechs", "dil_mechs")
+CHOICES = {"dil_sample": ("spread", "last"), "dil_longest": (256, 1024, 4096, 16384, 65536)}
 REPRODUCIBLE = ("Sample", "Synthetic")
 
 
@@ -48,8 +52,10 @@ def _valid(key: str, value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
     if key in ("zoom_q", "zoom_k"):
         return isinstance(value, list) and len(value) == 2 and all(isinstance(x, int) for x in value)
-    if key == "cmp_mechs":
+    if key in LISTS:
         return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    if key in CHOICES:
+        return value in CHOICES[key]
     return isinstance(value, (str, int, float, bool))
 
 

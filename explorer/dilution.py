@@ -1,0 +1,404 @@
+"""Score dilution: how a query's attention spreads thinner as the text grows.
+
+Real text: for prefixes of the text on a log grid of lengths L, each sampled
+query row of the prefix is summarised by its max weight, entropy (nats, and
+normalised by log L: the log of the keys the text offers the query, i + 1 for
+row i under a causal mask, whatever a mechanism then reaches), effective
+support exp(entropy) and the mass on its top-k keys; per length we keep the median and the
+interquartile band (25%, 75%) over the sampled rows of every head. Dense is
+exact softmax (explorer.attention); each mechanism runs on the prefix and is
+read through `res.weights(rows)`. Effective weights of some mechanisms are
+signed (Linformer), so every statistic is taken of |w| / sum |w|; for
+non-negative rows that sum to one (dense and most mechanisms) this is w itself.
+
+Query sample (`sample`): "spread" takes up to `queries` evenly spaced rows of
+the prefix (first and last included), the view of the whole prefix;
+"last" takes its last `queries` rows, the rows that see the most context
+under a causal mask. Rows stream in chunks, so memory is O(chunk * L).
+
+Theory: a uniform row puts 1/n on every key (entropy log n); a needle whose
+logit beats n - 1 noise keys by `margin` keeps e^margin / (e^margin + n - 1).
+With Gaussian noise logits of std sigma the expected denominator is
+e^margin + (n - 1) e^(sigma^2 / 2) (the log-normal mean); plugging it in is
+an approximation of the expected weight (Jensen: a slight underestimate),
+good once n - 1 >> e^(sigma^2), where the noise sum concentrates.
+
+Controlled experiment (`needle_experiment`): explorer.synthetic plants one
+needle, the last query (n - 1) to a key at relative position `key_at`
+(default the middle, so its distance grows with n); noise scales the other
+keys, so their logits are N(0, noise^2) and exactly 0 at noise 0, where dense
+must match the formula exactly.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from explorer import attention
+from explorer.device import chunk_rows
+from explorer.mechanisms.base import Mechanism, check_qkv
+from explorer.metrics import sample_rows
+from explorer.synthetic import synthetic
+
+DENSE = "dense"
+METRICS = ("max_weight", "entropy", "entropy_norm", "support", "topk_mass")
+LABELS = {"max_weight": "max weight", "entropy": "entropy (nats)", "entropy_norm": "entropy / log(prefix length)",
+          "support": "effective support exp(H)", "topk_mass": "top-k mass"}
+SAMPLES = ("spread", "last")
+QUANTILES = (0.25, 0.5, 0.75)
+
+Mechanisms = dict[str, tuple[Mechanism, dict]]
+Progress = Callable[[int, int], None] | None
+
+
+# ---------------------------------------------------------------- validation
+
+def _int_at_least(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    return int(value)
+
+
+def _finite(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    return float(value)
+
+
+def _check_noise(noise) -> float:
+    noise = _finite("noise", noise)
+    if noise < 0:
+        raise ValueError(f"noise={noise} must be >= 0")
+    return noise
+
+
+def check_lengths(lengths, n: int | None = None) -> list[int]:
+    """Sorted unique prefix lengths, each an integer in 1..n."""
+    values = [_int_at_least("length", x, 1) for x in np.asarray(lengths, dtype=object).reshape(-1).tolist()]
+    if not values:
+        raise ValueError("lengths must hold at least one prefix length")
+    if n is not None and max(values) > n:
+        raise ValueError(f"length {max(values)} is longer than the text (n={n})")
+    return sorted(set(values))
+
+
+def prefix_lengths(n: int, points: int = 12, start: int = 8) -> list[int]:
+    """About `points` log-spaced prefix lengths from min(start, n) to n (unique integers, n included)."""
+    n = _int_at_least("n", n, 1)
+    points = _int_at_least("points", points, 1)
+    start = min(_int_at_least("start", start, 1), n)
+    if points == 1:
+        return [n]
+    grid = np.geomspace(start, n, points).round().astype(int)
+    return sorted(set(grid.tolist()) | {n})
+
+
+# ---------------------------------------------------------------- theory
+
+def needle_weight(n, margin: float, noise: float = 0.0):
+    """Weight a needle with logit margin keeps over n - 1 noise keys.
+
+    noise 0: exact, e^margin / (e^margin + n - 1). noise sigma > 0: the
+    Gaussian-logit expected denominator e^margin + (n - 1) e^(sigma^2 / 2).
+    n may be an int or an array; computed in a numerically stable form.
+    """
+    margin, noise = _finite("margin", margin), _check_noise(noise)
+    arr = np.asarray(n, dtype=float)
+    if np.any(arr < 1) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    # 1 / (1 + (n - 1) e^(sigma^2/2 - margin)), the exponent taken in logs and capped against overflow
+    rest = np.log(np.maximum(arr - 1, 1e-300)) + noise**2 / 2 - margin
+    w = np.where(arr > 1, 1.0 / (1.0 + np.exp(np.minimum(rest, 700.0))), 1.0)
+    return float(w) if np.ndim(w) == 0 else w
+
+
+def uniform_row(lengths, topk: int = 8) -> dict[str, np.ndarray]:
+    """Every statistic of a uniform row 1/n at each length."""
+    n = np.asarray(check_lengths(lengths), dtype=float)
+    return {"max_weight": 1 / n, "entropy": np.log(n), "entropy_norm": np.where(n > 1, 1.0, 0.0),
+            "support": n, "topk_mass": np.minimum(topk, n) / n}
+
+
+def needle_row(lengths, margin: float, topk: int = 8) -> dict[str, np.ndarray]:
+    """Every statistic of a noise-free needle row: e^margin on one key, 1 on each of n - 1 others."""
+    margin = _finite("margin", margin)
+    n = np.asarray(check_lengths(lengths), dtype=float)
+    top = needle_weight(n, margin)
+    rest = (1 - top) / np.maximum(n - 1, 1)  # weight of each noise key
+    entropy = -top * np.log(np.maximum(top, 1e-300)) - (n - 1) * rest * np.log(np.maximum(rest, 1e-300))
+    entropy = np.maximum(entropy, 0.0)
+    kk = np.minimum(topk, n)
+    # for margin < 0 the needle is the smallest weight, not the largest
+    mass = np.where(top >= rest, top + (kk - 1) * rest, np.where(kk < n, kk * rest, 1.0))
+    return {"max_weight": np.maximum(top, rest), "entropy": entropy,
+            "entropy_norm": np.where(n > 1, entropy / np.log(np.maximum(n, 2)), 0.0),
+            "support": np.exp(entropy), "topk_mass": mass}
+
+
+def theory_rows(lengths, margin: float, topk: int = 8) -> dict[str, dict[str, np.ndarray]]:
+    """The two reference rows drawn beside measured curves, by display name."""
+    return {"uniform row (theory)": uniform_row(lengths, topk),
+            f"needle, margin {margin:g} (theory)": needle_row(lengths, margin, topk)}
+
+
+# ---------------------------------------------------------------- measured rows
+
+def row_stats(w: torch.Tensor, visible: torch.Tensor, topk: int = 8) -> dict[str, torch.Tensor]:
+    """Statistics of weight rows w [..., L] (of |w| / sum |w|); visible [rows]: keys each row sees.
+
+    Normalised entropy is H / log(visible), 0 for a row that sees one key.
+    An empty row (a query that attended to nothing, as LSH can leave one) has
+    every statistic 0, support included: it spreads over no key at all.
+    """
+    p = w.abs()
+    total = p.sum(-1)
+    p = p / total.clamp_min(1e-30)[..., None]
+    entropy = (-(p * torch.log(p.clamp_min(1e-30))).sum(-1)).clamp_min(0)
+    logs = torch.log(visible.to(p.dtype)).expand_as(entropy)
+    norm = torch.where(logs > 0, entropy / logs.clamp_min(1e-30), torch.zeros_like(entropy))
+    return {"max_weight": p.amax(-1), "entropy": entropy, "entropy_norm": norm,
+            "support": torch.where(total > 0, entropy.exp(), torch.zeros_like(entropy)),
+            "topk_mass": p.topk(min(topk, p.shape[-1]), dim=-1).values.sum(-1)}
+
+
+def query_rows(length: int, queries: int, sample: str = "spread") -> torch.Tensor:
+    """The measured query rows of a prefix of `length` tokens (see the module docstring)."""
+    if sample not in SAMPLES:
+        raise ValueError(f"sample={sample!r} must be one of {list(SAMPLES)}")
+    if sample == "last":
+        return torch.arange(max(0, length - queries), length)
+    return sample_rows(length, queries)
+
+
+def _streamed(weights_fn, rows: torch.Tensor, causal: bool, length: int, heads: int, topk: int) -> dict:
+    """row_stats over every head and row, chunk rows at a time: values [heads * rows]."""
+    parts = {m: [] for m in METRICS}
+    for block in rows.split(chunk_rows(length, heads, rows.device)):
+        visible = block + 1 if causal else torch.full_like(block, length)
+        for m, x in row_stats(weights_fn(block), visible, topk).items():
+            parts[m].append(x)
+    return {m: torch.cat(x, dim=1).flatten().float().cpu() for m, x in parts.items()}
+
+
+def _band(values: torch.Tensor) -> list[float]:
+    return torch.quantile(values, torch.tensor(QUANTILES)).tolist()
+
+
+@dataclass
+class Curves:
+    """Median and interquartile band of each statistic per prefix length.
+
+    bands[name][metric]: array [len(lengths), 3] of (q25, median, q75).
+    """
+
+    lengths: list[int]
+    bands: dict[str, dict[str, np.ndarray]]
+    rows: list[int]  # query rows measured at each length
+    topk: int
+    sample: str
+    causal: dict[str, bool]  # whether each curve was masked causally
+    empty: dict[str, np.ndarray]  # share of measured rows with no weight at all, per length
+
+    def frame(self):
+        """Tidy table: one line per (mechanism, length, metric): q25, median, q75 and the empty-row share."""
+        import pandas as pd
+
+        lines = []
+        for name, metrics in self.bands.items():
+            for metric, band in metrics.items():
+                for i, (q25, med, q75) in enumerate(band.tolist()):
+                    lines.append({"mechanism": name, "length": self.lengths[i], "queries": self.rows[i],
+                                  "metric": metric, "q25": q25, "median": med, "q75": q75,
+                                  "empty_share": float(self.empty[name][i])})
+        return pd.DataFrame(lines)
+
+    @classmethod
+    def merge(cls, *parts: Curves) -> Curves:
+        """One Curves from several measured on the same prefixes (e.g. dense once, each mechanism apart)."""
+        return cls(**_merged(list(parts), ("lengths", "rows", "topk", "sample"), ("bands", "causal", "empty")))
+
+    def table(self, metric: str, theory: dict[str, dict[str, np.ndarray]] | None = None):
+        """The data behind one chart: per length, each curve's q25, median, q75 and each theory line."""
+        import pandas as pd
+
+        if metric not in METRICS:
+            raise ValueError(f"metric={metric!r} must be one of {list(METRICS)}")
+        out = pd.DataFrame({"length": self.lengths, "queries": self.rows})
+        for name, metrics in self.bands.items():
+            for j, q in enumerate(("q25", "median", "q75")):
+                out[f"{name} {q}"] = metrics[metric][:, j]
+        for name, values in (theory or {}).items():
+            out[name] = values[metric]
+        return out
+
+
+def _check_mechanisms(mechanisms: Mechanisms | None) -> Mechanisms:
+    mechanisms = dict(mechanisms or {})
+    if DENSE in mechanisms:
+        raise ValueError(f"the name {DENSE!r} is the exact reference; give the mechanism another name")
+    for name, pair in mechanisms.items():
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Mechanism)):
+            raise ValueError(f"mechanism {name!r} must be given as (Mechanism, params dict)")
+        pair[0].validate(pair[1])
+    return mechanisms
+
+
+def _names(mechanisms: Mechanisms, dense: bool) -> list[str]:
+    names = [DENSE, *mechanisms] if dense else list(mechanisms)
+    if not names:
+        raise ValueError("nothing to measure: give mechanisms or keep dense=True")
+    return names
+
+
+def _merged(parts: list, same: tuple[str, ...], fields: tuple[str, ...]) -> dict:
+    """Field values of dataclass results measured alike, with their per-curve dicts united."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    for part in parts[1:]:
+        for name in same:
+            if getattr(part, name) != getattr(parts[0], name):
+                raise ValueError(f"cannot merge results measured with different {name}")
+    out = {name: getattr(parts[0], name) for name in same}
+    out.update({name: {key: value for part in parts for key, value in getattr(part, name).items()}
+                for name in fields})
+    return out
+
+
+def _with_causal(mech: Mechanism, params: dict, causal: bool) -> dict:
+    """The caller's params, with causal filled in where the mechanism has it and they left it out."""
+    if causal and "causal" in {p.name for p in mech.params} and "causal" not in params:
+        return {**params, "causal": True}
+    return dict(params)
+
+
+def dilution_curves(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths,
+                    mechanisms: Mechanisms | None = None, causal: bool = False, queries: int = 128,
+                    sample: str = "spread", topk: int = 8, progress: Progress = None,
+                    dense: bool = True) -> Curves:
+    """Dilution statistics of dense and each mechanism over prefixes q[:, :L], k[:, :L], v[:, :L].
+
+    mechanisms: display name -> (Mechanism, params). causal masks dense and is
+    passed to mechanisms that take it unless their params say otherwise.
+    dense=False leaves the exact reference out (to merge with one computed once).
+    progress(done, total) is told after each (length, mechanism) step.
+    """
+    check_qkv(q, k, v)
+    heads, n, _ = q.shape
+    lengths = check_lengths(lengths, n)
+    queries = _int_at_least("queries", queries, 1)
+    topk = _int_at_least("topk", topk, 1)
+    if sample not in SAMPLES:
+        raise ValueError(f"sample={sample!r} must be one of {list(SAMPLES)}")
+    mechanisms = _check_mechanisms(mechanisms)
+    names = _names(mechanisms, dense)
+    bands = {name: {m: np.empty((len(lengths), 3)) for m in METRICS} for name in names}
+    masked = {}
+    empty = {name: np.zeros(len(lengths)) for name in names}
+    counts, total, done = [], len(lengths) * len(names), 0
+    with torch.no_grad():
+        for i, length in enumerate(lengths):
+            qp, kp, vp = q[:, :length], k[:, :length], v[:, :length]
+            rows = query_rows(length, queries, sample).to(q.device)
+            counts.append(int(rows.numel()))
+            for name in names:
+                if name == DENSE:
+                    fn, is_causal = (lambda r: attention.weights(qp, kp, r, causal)), bool(causal)
+                else:
+                    mech, params = mechanisms[name]
+                    res = mech.run(qp, kp, vp, **_with_causal(mech, params, causal))
+                    fn, is_causal = res.weights, bool(res.params.get("causal", False))
+                masked[name] = is_causal
+                stats = _streamed(fn, rows, is_causal, length, heads, topk)
+                for m, values in stats.items():
+                    bands[name][m][i] = _band(values)
+                empty[name][i] = float((stats["support"] == 0).float().mean())
+                done += 1
+                if progress:
+                    progress(done, total)
+    return Curves(lengths, bands, counts, topk, sample, masked, empty)
+
+
+# ---------------------------------------------------------------- controlled experiment
+
+@dataclass
+class Needle:
+    """Weight the needle query (n - 1) puts on its key, per length and head."""
+
+    lengths: list[int]
+    margin: float
+    noise: float
+    key_at: float
+    keys: list[int]  # needle key position at each length
+    weight: dict[str, np.ndarray]  # name -> [len(lengths), heads]
+    reach: dict[str, np.ndarray]  # name -> bool [len(lengths), heads]
+
+    @classmethod
+    def merge(cls, *parts: Needle) -> Needle:
+        """One Needle from several run on the same settings."""
+        return cls(**_merged(list(parts), ("lengths", "margin", "noise", "key_at", "keys"), ("weight", "reach")))
+
+    def theory(self) -> dict[str, np.ndarray]:
+        """The exact noise-free formula and, when noise > 0, its Gaussian expected-denominator form."""
+        out = {"theory, noise 0": needle_weight(np.asarray(self.lengths), self.margin)}
+        if self.noise > 0:
+            out[f"theory, noise {self.noise:g}"] = needle_weight(np.asarray(self.lengths), self.margin, self.noise)
+        return out
+
+    def frame(self):
+        """Tidy table: one line per (mechanism, length) with the head-mean weight, reach, and theory."""
+        import pandas as pd
+
+        n = np.asarray(self.lengths)
+        exact, approx = needle_weight(n, self.margin), needle_weight(n, self.margin, self.noise)
+        lines = []
+        for name, w in self.weight.items():
+            for i, length in enumerate(self.lengths):
+                lines.append({"mechanism": name, "n": length, "needle_key": self.keys[i],
+                              "weight": float(w[i].mean()), "reach": float(self.reach[name][i].mean()),
+                              "theory_noise0": float(exact[i]), "theory_gaussian": float(approx[i])})
+        return pd.DataFrame(lines)
+
+
+def needle_experiment(lengths, margin: float = 8.0, noise: float = 1.0, mechanisms: Mechanisms | None = None,
+                      seed: int = 0, heads: int = 1, head_dim: int = 32, key_at: float = 0.5,
+                      progress: Progress = None, dense: bool = True) -> Needle:
+    """Plant one needle (query n - 1 -> key round(key_at * (n - 1))) at every n and read its weight.
+
+    Dense is exact softmax; each mechanism runs on the same synthetic q, k, v
+    and also reports whether it can reach the key at all (res.reach).
+    """
+    lengths = check_lengths(lengths)
+    margin, noise = _finite("margin", margin), _check_noise(noise)
+    key_at = _finite("key_at", key_at)
+    if not 0 <= key_at <= 1:
+        raise ValueError(f"key_at={key_at} must lie in [0, 1] (relative position of the needle key)")
+    mechanisms = _check_mechanisms(mechanisms)
+    names = _names(mechanisms, dense)
+    weight = {name: np.empty((len(lengths), heads)) for name in names}
+    reach = {name: np.empty((len(lengths), heads), dtype=bool) for name in names}
+    keys, total, done = [], len(lengths) * len(names), 0
+    with torch.no_grad():
+        for i, n in enumerate(lengths):
+            key = round(key_at * (n - 1))
+            keys.append(key)
+            doc = synthetic(n, heads=heads, head_dim=head_dim, seed=seed, needles=[(n - 1, key)],
+                            margin=margin, noise=noise)
+            row = torch.tensor([n - 1])
+            for name in names:
+                if name == DENSE:
+                    w = attention.weights(doc.q, doc.k, row)[:, 0, key]
+                    r = torch.ones_like(w, dtype=torch.bool)
+                else:
+                    mech, params = mechanisms[name]
+                    res = mech.run(doc.q, doc.k, doc.v, **params)
+                    w, r = res.weights(row)[:, 0, key], res.reach(row)[:, 0, key]
+                weight[name][i], reach[name][i] = w.cpu().numpy(), r.cpu().numpy()
+                done += 1
+                if progress:
+                    progress(done, total)
+    return Needle(lengths, margin, noise, key_at, keys, weight, reach)

@@ -1,0 +1,100 @@
+"""Charts of the low-rank page: the spectrum of dense attention with its cumulative
+energy and effective ranks, error against k for the three methods, and one
+query's signed effective weights beside dense. Data in, plotly figure out.
+
+The side-by-side maps use common.pooled_heatmap with diverging=True: Linformer's
+Gaussian projections give signed weights, which a sequential scale would hide.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from explorer.figures import common
+
+METHOD_COLOURS = {"linformer": "#d62728", "nystrom": "#1f77b4", "svd": "#2ca02c"}
+LEVELS = (0.9, 0.99)
+MAX_POINTS = 2000  # singular values drawn; longer spectra are thinned evenly on the log axis
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+
+
+def _thin(count: int, points: int = MAX_POINTS) -> np.ndarray:
+    """Indices 0..count-1, at most `points` of them, evenly spaced on a log scale (first and last kept)."""
+    if count <= points:
+        return np.arange(count)
+    return np.unique(np.geomspace(1, count, points).round().astype(int) - 1)
+
+
+def spectrum_chart(values, energy, ranks: dict[float, int | None], chosen: int | None = None,
+                   title: str = "", height: int = 380) -> go.Figure:
+    """Singular values (log-log) beside their cumulative energy, with the effective ranks marked.
+
+    values, energy: [r] descending singular values and cumulative energy share;
+    ranks: energy level -> effective rank (None when beyond the computed values);
+    chosen: the mechanism's k, drawn as a dotted line.
+    """
+    s, e = _np(values), _np(energy)
+    pick = _thin(len(s))
+    x = pick + 1
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("singular values", "cumulative energy"),
+                        horizontal_spacing=0.1)
+    fig.add_trace(go.Scatter(x=x, y=s[pick], mode="lines+markers", marker={"size": 3}, name="σ_i",
+                             hovertemplate="i = %{x}<br>σ = %{y:.4g}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=e[pick], mode="lines", name="energy",
+                             hovertemplate="top %{x}: %{y:.2%} of ||P||²<extra></extra>"), 1, 2)
+    for level in LEVELS:
+        fig.add_hline(y=level, line={"dash": "dot", "color": "grey", "width": 1}, row=1, col=2)
+        rank = ranks.get(level)
+        if rank is not None:
+            fig.add_vline(x=rank, line={"dash": "dash", "color": "#9467bd", "width": 1}, row=1, col=2,
+                          annotation_text=f"{level:.0%}: {rank}", annotation_position="bottom right")
+    if chosen is not None:
+        for col in (1, 2):
+            fig.add_vline(x=chosen, line={"dash": "dot", "color": "black", "width": 1}, row=1, col=col)
+    fig.update_xaxes(type="log", title="index i (rank k)")
+    fig.update_yaxes(type="log", title="σ_i", row=1, col=1)
+    fig.update_yaxes(title="share of energy", range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title=title, height=height, showlegend=False, margin={"l": 50, "r": 10, "t": 60, "b": 40})
+    return fig
+
+
+def error_curves_chart(ks: list[int], output_error: dict[str, list[float]], weight_error: dict[str, list[float]],
+                       chosen: int | None = None, height: int = 380) -> go.Figure:
+    """Relative output error and relative Frobenius error of the weights against k, one line per method (log-log)."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("output: ||O_k − O||_F / ||O||_F", "weights: ||W_k − P||_F / ||P||_F"))
+    for col, errors in ((1, output_error), (2, weight_error)):
+        for method, ys in errors.items():
+            y = np.clip(np.asarray(ys, dtype=float), 1e-8, None)  # a log axis cannot show an exact 0
+            fig.add_trace(go.Scatter(x=ks, y=y, mode="lines+markers", name=method, legendgroup=method,
+                                     showlegend=col == 1, line={"color": METHOD_COLOURS.get(method)},
+                                     hovertemplate=f"{method}<br>k = %{{x}}<br>error %{{y:.4g}}<extra></extra>"),
+                          1, col)
+        fig.add_hline(y=1.0, line={"dash": "dot", "color": "grey", "width": 1}, row=1, col=col)
+        if chosen is not None:
+            fig.add_vline(x=chosen, line={"dash": "dot", "color": "black", "width": 1}, row=1, col=col)
+    fig.update_xaxes(type="log", title="k (rank, rows, landmarks)")
+    fig.update_yaxes(type="log", title="relative error")
+    fig.update_layout(height=height, legend={"orientation": "h"}, margin={"l": 50, "r": 10, "t": 60, "b": 40})
+    return fig
+
+
+def weight_rows(dense_row, mech_row, tokens: list[str], name: str, query: int, height: int = 320) -> go.Figure:
+    """One query's weights over the whole text, dense and the mechanism's (signed), with a zero line."""
+    fig = common.along_text({"dense": dense_row, name: mech_row}, tokens, y_title="weight", height=height,
+                            title=f"Query {query}: weight on every key", marks=[query])
+    fig.add_hline(y=0.0, line={"color": "black", "width": 1})
+    return fig
+
+
+def segment_strip(edges: list[int], tokens: list[str], name: str) -> go.Figure:
+    """Which segment (landmark, pooled projection row) each token falls in, as a strip over the text."""
+    n = edges[-1]
+    ids = np.zeros(n, dtype=int)
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        ids[a:b] = i
+    return common.strips(ids[None, :], tokens, [name], colorscale="Turbo")

@@ -10,6 +10,7 @@ Three ways to get one:
   structure, through the tokens' character offsets. Special tokens the model
   adds (empty offsets) join the segment of the token before them.
 - `split_long(starts, n, max_length)`: cap the length of structural segments.
+- `by_mode(...)`: one of MODES, as the pages offer them.
 
 Sentence ends are ., !, ? or an ellipsis (optionally followed by closing quotes
 or brackets), then whitespace, then a character that is not a lower-case letter
@@ -26,6 +27,7 @@ from typing import Sequence
 import torch
 
 UNITS = ("sentences", "paragraphs")
+MODES = ("fixed length",) + UNITS
 
 _SENTENCE = re.compile(r"(?:[.!?]|\u2026)[\"'\u201d\u2019)\]]*\s+(?=[^\sa-z])")
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
@@ -82,11 +84,6 @@ def pool_mean(x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     return total / sizes(starts, n).to(x.dtype)[None, :, None]
 
 
-def group(starts: torch.Tensor, branching: int) -> torch.Tensor:
-    """Indices of the segments that start each group of `branching` consecutive segments."""
-    return torch.arange(0, starts.numel(), branching, device=starts.device)
-
-
 def split_long(starts: torch.Tensor, n: int, max_length: int) -> torch.Tensor:
     """Split every segment longer than max_length into pieces of max_length (the last shorter)."""
     if max_length < 1:
@@ -134,3 +131,17 @@ def char_spans(starts: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> list
         real = [offsets[i] for i in range(a, b) if offsets[i][1] > offsets[i][0]]
         spans.append((real[0][0], real[-1][1]) if real else (0, 0))
     return spans
+
+
+def by_mode(mode: str, n: int, length: int, text: str = "", offsets: Sequence[tuple[int, int]] = (),
+            split: bool = True, device=None) -> torch.Tensor:
+    """Starts for a mode of MODES: fixed segments of `length`, or sentences / paragraphs
+    (split to at most `length` tokens when `split`)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} must be one of {list(MODES)}")
+    if mode == MODES[0]:
+        return fixed(n, length, device)
+    if len(offsets) != n:
+        raise ValueError(f"{len(offsets)} offsets for n={n} tokens: they must match")
+    starts = by_structure(text, offsets, mode, device)
+    return split_long(starts, n, length) if split else starts

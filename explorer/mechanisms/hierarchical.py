@@ -1,0 +1,190 @@
+"""Hierarchical attention: tokens -> chunks -> (super-chunks ->) document, one exact softmax.
+
+Level 0 is the tokens, level 1 the chunks (fixed `chunk_length`, or explicit
+`boundaries` such as sentences or paragraphs from explorer.segments), and with
+`branching` b >= 2 every further level groups b consecutive nodes of the level
+below, until one node, the document, remains (b = 0: chunks, then directly the
+document). Each node has its own key and value: the mean of its tokens'.
+
+Aggregation (H-Transformer-1D's hierarchical-matrix form, Zhu & Soricut 2021):
+the keys a query i sees are partitioned exactly once, finest near the query -
+(a) the tokens of its own chunk, at level 0;
+(b) at each level l >= 1, the SIBLINGS of its level-l ancestor A_l(i) (the other
+    children of A_l's parent), each as one node; the document itself is never a
+    key, since its children already cover everything.
+All reachable tokens and nodes share ONE softmax. A node J scores
+q_l(i) . mean(k_J) / sqrt(d) + log|J|: the log-size term makes J stand for |J|
+keys that all score like its mean (the piecewise-constant block of the
+hierarchical matrix), so the normaliser is the log-sum-exp merge of the levels
+and is exact for the blocks' approximation. J's mass p_J is spread uniformly,
+p_J / |J| on each of its tokens, so weights(rows) @ v equals the output.
+
+q_l(i), the query at level l: with `pool_queries` (H-Transformer-1D, which
+coarsens Q as well as K, V) the mean query of A_l(i); under `causal` that mean
+runs only over A_l(i)'s tokens up to i (a full mean would leak later tokens);
+without `pool_queries`, token i's own query at every level.
+
+Deviation: H-Transformer-1D also keeps the chunks adjacent to a query's block
+at fine resolution (its near-field band); here a query sees only its own chunk
+at token level and its neighbours through the tree, so every key is covered
+exactly once and the levels read off cleanly. `causal` keeps the tokens of the
+own chunk up to the query and only the siblings that end before A_l(i) begins.
+
+structure: levels (for level 1 .. the document: starts, ends, parent LongTensors;
+parent indexes the next level, -1 at the document), level_mass
+([heads, parts, n]: the share of each query's attention that came from part p:
+0 = own-chunk tokens, l = level-l nodes), branching, pool_queries, causal.
+`Hierarchical.by_level(q, k, v, **params)` returns rows -> [heads, parts, rows, n],
+what each level puts on the original keys (their sum is `weights`); `level_maps`
+pools them over a window for display.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from explorer import segments
+from explorer.device import chunk_rows
+from explorer.mechanisms.base import Mechanism, Param, Result, as_rows, check_qkv
+from explorer.mechanisms.segmented import (NodeLevel, SpanAttention, make_starts, pooled_nodes, row_chunk,
+                                           span_cost)
+from explorer.pooling import MapAccumulator, PooledMap, sampled_rows
+
+
+def tree(chunks: torch.Tensor, branching: int) -> list[torch.Tensor]:
+    """Starts of the nodes at level 1 (chunks) up to the document (one node, start 0)."""
+    levels = [chunks]
+    if branching:
+        while levels[-1].numel() > 1:
+            levels.append(levels[-1][::branching].contiguous())
+    elif chunks.numel() > 1:
+        levels.append(chunks[:1])
+    return levels
+
+
+def parents(child: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """Index of each child node's parent (levels nest: every parent start is a child start)."""
+    return torch.searchsorted(parent, child, right=True) - 1
+
+
+def query_fn(q, starts, ids, pool: bool, causal: bool, prefix) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The query a token uses at one level: its own, its node's mean, or the causal running mean."""
+    if not pool:
+        return lambda rows: q[:, rows]
+    if not causal:
+        mean = segments.pool_mean(q, starts)
+        return lambda rows: mean[:, ids[rows]]
+
+    def running(rows):
+        first = starts[ids[rows]]
+        total = prefix()[:, rows + 1] - prefix()[:, first]
+        return (total / (rows - first + 1).to(total.dtype)[None, :, None]).to(q.dtype)
+
+    return running
+
+
+def cumulative(q):
+    """Prefix sums of q along tokens, [heads, n + 1, d], in float64 where the device has it."""
+    cache = []
+
+    def get():
+        if not cache:
+            dtype = torch.float32 if q.device.type == "mps" else torch.float64
+            zero = torch.zeros(q.shape[0], 1, q.shape[2], device=q.device, dtype=dtype)
+            cache.append(torch.cat([zero, torch.cumsum(q.to(dtype), dim=1)], dim=1))
+        return cache[0]
+
+    return get
+
+
+def node_level(q, k, v, starts, parent_starts, pool: bool, causal: bool, prefix) -> NodeLevel:
+    """Nodes at one level; a query reaches the siblings of its own node there."""
+    n = k.shape[1]
+    ids = segments.ids(starts, n)
+    ends = segments.ends(starts, n)
+    parent = parents(starts, parent_starts)
+    first_child = torch.searchsorted(starts, parent_starts)
+    last_child = torch.searchsorted(starts, segments.ends(parent_starts, n))
+    key, value, sizes, bias = pooled_nodes(k, v, starts, n, size_weighted=True)
+
+    def allowed(rows):
+        own = ids[rows]
+        mine = parent[own]
+        c0, c1 = int(first_child[mine.min()]), int(last_child[mine.max()])
+        nodes = torch.arange(c0, c1, device=k.device)
+        ok = (parent[nodes][None] == mine[:, None]) & (nodes[None] != own[:, None])
+        if causal:
+            ok &= ends[nodes][None] <= starts[own][:, None]
+        return c0, c1, ok
+
+    return NodeLevel(starts, sizes, ids, key, value, bias, allowed, query_fn(q, starts, ids, pool, causal, prefix))
+
+
+class Hierarchical(Mechanism):
+    key = "hierarchical"
+    title = "Hierarchical attention"
+    summary = ("Each token attends to its own chunk token by token, and to the rest of the text through "
+               "pooled chunks and super-chunks that get coarser with distance in the tree, all in one softmax.")
+    params = (
+        Param("chunk_length", 64, 1, None, help="tokens per chunk at level 1 (clamped to n); ignored with boundaries"),
+        Param("branching", 0, 0, None, help="0: chunks then the document; b >= 2: b nodes per parent at every level"),
+        Param("pool_queries", True, help="coarse levels use the mean query of the token's node (H-Transformer-1D)"),
+        Param("causal", False, help="mask later tokens, and nodes that do not end before the query's own"),
+        Param("boundaries", None, help="chunk start token indices (sorted, first 0, < n); overrides chunk_length"),
+    )
+
+    def build(self, q, k, v, chunk_length, branching, pool_queries, causal, boundaries):
+        """The level starts and the engine computing the merged softmax."""
+        if branching == 1:
+            raise ValueError(f"{self.key}: parameter branching=1 must be 0 (no super-chunks) or at least 2")
+        n = q.shape[1]
+        starts = tree(make_starts(n, chunk_length, boundaries, q.device), branching)
+        chunk_ids = segments.ids(starts[0], n)
+        lo = starts[0][chunk_ids]
+        hi = segments.ends(starts[0], n)[chunk_ids]
+        prefix = cumulative(q)
+        levels = [node_level(q, k, v, s, p, pool_queries, causal, prefix) for s, p in zip(starts, starts[1:])]
+        return starts, SpanAttention(q, k, v, lo, hi, causal, levels)
+
+    def compute(self, q, k, v, **params):
+        heads, n, d = q.shape
+        starts, engine = self.build(q, k, v, **params)
+        nodes = sum(s.numel() for s in starts[:-1])
+        chunk_sizes = segments.sizes(starts[0], n)
+        out, mass = engine.run(row_chunk(n, heads, int(chunk_sizes.max()), nodes, q.device))
+        levels = []
+        for s, p in zip(starts, starts[1:] + [None]):
+            parent = parents(s, p) if p is not None else torch.full_like(s, -1)
+            levels.append({"starts": s.cpu(), "ends": segments.ends(s, n).cpu(), "parent": parent.cpu()})
+        structure = {"levels": levels, "level_mass": mass.cpu(), "branching": params["branching"],
+                     "pool_queries": params["pool_queries"], "causal": params["causal"]}
+        cost = span_cost(engine, q, k, v, nodes, levels=len(starts) - 1, pooled_queries=params["pool_queries"])
+        return Result(out, engine.weights, structure=structure, cost=cost, reach_fn=engine.reach)
+
+    def by_level(self, q, k, v, **params) -> Callable[[torch.Tensor], torch.Tensor]:
+        """rows -> [heads, parts, len(rows), n]: each level's share of the effective weights."""
+        check_qkv(q, k, v)
+        _, engine = self.build(q, k, v, **self.validate(params))
+        return lambda rows: engine.weights_by_part(as_rows(rows, q.shape[1], q.device))
+
+
+def level_maps(parts_fn: Callable[[torch.Tensor], torch.Tensor], parts: int, heads: int, n: int,
+               rows: tuple[int, int], cols: tuple[int, int], grid: int = 256, per_bin: int | None = None,
+               device=None) -> list[PooledMap]:
+    """One pooled map per part of `Hierarchical.by_level`, over one window, in a single streamed pass."""
+    for name, (a, b) in (("rows", rows), ("cols", cols)):
+        if not 0 <= a < b <= n:
+            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+    device = torch.device(device or "cpu")
+    accs = [MapAccumulator(heads, rows, cols, grid, device) for _ in range(parts)]
+    picked = sampled_rows(*rows, grid, per_bin, device)
+    for block in picked.split(chunk_rows(n * parts, heads, device)):
+        w = parts_fn(block)
+        for p, acc in enumerate(accs):
+            acc.add(block, w[:, p])
+    sampled = per_bin if picked.numel() < rows[1] - rows[0] else None
+    return [acc.result(sampled) for acc in accs]
+
+
+MECHANISM = Hierarchical()

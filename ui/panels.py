@@ -3,6 +3,7 @@ fidelity, and the query cursor. Each draws; none computes attention itself."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -73,7 +74,8 @@ def map_style() -> tuple[str, bool]:
     a, b = st.columns(2)
     pool = a.radio("Pooling", ("mean", "max"), horizontal=True, key="pool",
                    help="mean shows where mass goes; max keeps single sharp peaks visible")
-    log = b.checkbox("Log colour scale", value=True, key="log_colour")
+    st.session_state.setdefault("log_colour", True)
+    log = b.checkbox("Log colour scale", key="log_colour")
     return pool, log
 
 
@@ -91,32 +93,59 @@ def _log_floor(mats, top: float) -> float:
     return max(math.log10(top) - 6, math.log10(low) if low > 0 else -12.0)
 
 
-def draw_maps(doc, maps: dict, diverging: bool = False) -> None:
-    """Pooled maps side by side on one shared colour scale (signed weights on a diverging one)."""
+@dataclass
+class Scale:
+    """One colour scale for several maps: pooling, log or linear, and the range."""
+
+    pool: str
+    log: bool
+    signed: bool
+    zmin: float | None
+    zmax: float | None
+
+
+def shared_scale(maps: dict, diverging: bool = False) -> Scale:
+    """Draw the pooling and colour controls and fit one scale to every map given."""
     pool, log = map_style()
-    mats = {name: getattr(m, pool)[0] for name, m in maps.items()}
-    signed = diverging and any(bool((m < 0).any()) for m in mats.values())
-    top = max(float(m.abs().max()) for m in mats.values()) or 1.0
+    mats = [getattr(m, pool)[0] for m in maps.values()]
+    signed = diverging and any(bool((m < 0).any()) for m in mats)
+    top = max(float(m.abs().max()) for m in mats) or 1.0
     log = log and not signed
-    zmin, zmax = (None, None) if signed else ((_log_floor(mats.values(), top), math.log10(top)) if log else (0.0, top))
+    if signed:
+        return Scale(pool, False, True, None, None)
+    return Scale(pool, log, False, *((_log_floor(mats, top), math.log10(top)) if log else (0.0, top)))
+
+
+def draw_maps(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
+              build=common.pooled_heatmap, decorate=None) -> None:
+    """Pooled maps side by side (three to a row) on one colour scale.
+
+    scale: share one fitted over more maps (shared_scale); build: the figure
+    builder (pooled_heatmap's signature); decorate(fig, name, pooled_map):
+    draw on top, e.g. segment boundaries.
+    """
+    scale = scale or shared_scale(maps, diverging)
     per_row = min(len(maps), 3)
     slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
     for col, (name, m) in zip(slots, maps.items()):
-        fig = common.pooled_heatmap(mats[name], doc.tokens, m.row_edges, m.col_edges, title=name,
-                                    zmin=zmin, zmax=zmax, log=log, diverging=signed)
+        fig = build(getattr(m, scale.pool)[0], doc.tokens, m.row_edges, m.col_edges, title=name,
+                    zmin=scale.zmin, zmax=scale.zmax, log=scale.log, **({"diverging": True} if scale.signed else {}))
+        if decorate:
+            decorate(fig, name, m)
         col.plotly_chart(fig, width="stretch", key=f"map_{name}")
         if m.per_bin:
             col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
 
 
-def map_pair(key: str, doc, head: int, mech: Mechanism, params: dict, window, diverging: bool = False) -> None:
-    """Dense and the mechanism over the same window, side by side."""
+def map_pair(key: str, doc, head: int, mech: Mechanism, params: dict, window, diverging: bool = False,
+             **draw) -> None:
+    """Dense and the mechanism over the same window, side by side (draw: build/decorate of draw_maps)."""
     grid = int(st.session_state.get("grid", 160))
     p = compute.params_json(params)
     with st.spinner("Pooling attention maps…"):
         maps = {"Dense": window_map(key, doc, head, "", "", window, grid),
                 mech.title: window_map(key, doc, head, mech.key, p, window, grid)}
-    draw_maps(doc, maps, diverging)
+    draw_maps(doc, maps, diverging, **draw)
 
 
 def fidelity_panel(key: str, doc, head: int, mech: Mechanism, params: dict) -> None:

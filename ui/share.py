@@ -10,7 +10,6 @@ import json
 
 import streamlit as st
 
-from ui import state
 
 SHARED = ("source", "sample", "model", "layer", "window", "head", "grid", "synth_n", "synth_needles",
           "synth_margin", "synth_seed", "zoom_q", "zoom_k", "query", "pool", "log_colour", "cmp_mechs",

@@ -1,7 +1,6 @@
 """Hierarchical attention: the level tree over the text, attention at each level, what one
 token receives from each level, and the combined weights beside dense."""
 import json
-import math
 
 import streamlit as st
 import torch
@@ -93,24 +92,13 @@ with st.spinner("Pooling dense, combined and per-level attention…"):
     pair = {"Dense": panels.window_map(key, doc, head, "", "", window, grid),
             "Hierarchical (combined)": panels.window_map(key, doc, head, MECH.key, p, window, grid)}
     per_level = dict(zip(names, maps_by_level(key, head, p, len(names), window, grid, doc)))
-pool, log = panels.map_style()
-mats = {name: getattr(m, pool)[0] for name, m in {**pair, **per_level}.items()}
-top = max(float(m.max()) for m in mats.values()) or 1.0
-zmin, zmax = (math.log10(top) - 6, math.log10(top)) if log else (0.0, top)
-
-
-def draw(name, m, col, spans, height):
-    fig = common.pooled_heatmap(mats[name], doc.tokens, m.row_edges, m.col_edges, title=name, zmin=zmin, zmax=zmax,
-                                log=log, height=height)
-    figures.add_boundaries(fig, spans, m.row_edges, m.col_edges)
-    col.plotly_chart(fig, width="stretch", key=f"hier_map_{name}")
-
-
-for col, (name, m) in zip(st.columns(2), pair.items()):
-    draw(name, m, col, levels[0]["starts"], 460)
-cols = st.columns(min(3, len(names)))
-for i, (name, m) in enumerate(per_level.items()):
-    draw(name, m, cols[i % len(cols)], levels[max(0, i - 1)]["starts"], 380)
+scale = panels.shared_scale({**pair, **per_level})
+spans = {name: levels[max(0, i - 1)]["starts"] for i, name in enumerate(per_level)}
+panels.draw_maps(doc, pair, scale=scale,
+                 decorate=lambda fig, name, m: figures.add_boundaries(fig, levels[0]["starts"], m.row_edges, m.col_edges))
+panels.draw_maps(doc, per_level, scale=scale,
+                 decorate=lambda fig, name, m: (fig.update_layout(height=380),
+                                                figures.add_boundaries(fig, spans[name], m.row_edges, m.col_edges)))
 
 # ---------------------------------------------------------------- one token
 st.subheader("What one token receives from each level")

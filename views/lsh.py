@@ -2,7 +2,6 @@
 one round's sorted-and-chunked matrix, which of dense's top-k pairs LSH catches,
 and how recall varies when the rotations are drawn again."""
 import json
-import math
 
 import streamlit as st
 import torch
@@ -77,17 +76,8 @@ if st.session_state.get("lsh_round", 0) >= rounds:
 rnd = st.selectbox("Round shown on the map edges, the bucket sizes and the sorted matrix", list(range(rounds)),
                    key="lsh_round")
 window = panels.zoom(doc.n)
-with st.spinner("Pooling attention maps…"):
-    maps = {"Dense": panels.window_map(key, doc, head, "", "", window, grid),
-            "LSH": panels.window_map(key, doc, head, MECH.key, p_json, window, grid)}
-pool, log = panels.map_style()
-mats = {name: getattr(m, pool)[0] for name, m in maps.items()}
-top = max(float(m.max()) for m in mats.values()) or 1.0
-zmin, zmax = (math.log10(top) - 6, math.log10(top)) if log else (0.0, top)
-for col, (name, m) in zip(st.columns(2), maps.items()):
-    fig = figs.map_with_buckets(mats[name], doc.tokens, m.row_edges, m.col_edges, s["buckets"][rnd, 0],
-                                s["key_buckets"][rnd, 0], title=name, zmin=zmin, zmax=zmax, log=log)
-    col.plotly_chart(fig, width="stretch", key=f"lsh_map_{name}")
+panels.map_pair(key, doc, head, MECH, params, window, build=lambda mat, tokens, rows, cols, **style: figs.map_with_buckets(
+    mat, tokens, rows, cols, s["buckets"][rnd, 0], s["key_buckets"][rnd, 0], **style))
 
 st.subheader("Bucket sizes")
 st.caption(f"Left: tokens per bucket in round {rnd}; right: how many buckets of all rounds hold how many tokens. "

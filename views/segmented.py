@@ -1,7 +1,6 @@
 """Segmented attention: segment boundaries over the text and on the attention map, how much
 of dense attention crosses them, and what the inter-segment summaries win back."""
 import json
-import math
 
 import pandas as pd
 import streamlit as st
@@ -89,22 +88,12 @@ st.subheader("Attention maps with the segment boundaries")
 st.caption("Dense attention (left) and segmented attention (right) over the same window, on one colour scale; "
            "white lines are segment boundaries (drawn when at most 120 fall in the window - zoom in to see them). "
            "Without summaries the right map is zero outside the diagonal blocks.")
-window = panels.zoom(doc.n)
-grid = int(st.session_state["grid"])
 p = compute.params_json(params)
-with st.spinner("Pooling attention maps…"):
-    maps = {"Dense": panels.window_map(key, doc, head, "", "", window, grid),
-            MECH.title: panels.window_map(key, doc, head, MECH.key, p, window, grid)}
-pool, log = panels.map_style()
-mats = {name: getattr(m, pool)[0] for name, m in maps.items()}
-top = max(float(m.max()) for m in mats.values()) or 1.0
-zmin, zmax = (math.log10(top) - 6, math.log10(top)) if log else (0.0, top)
-for col, (name, m) in zip(st.columns(2), maps.items()):
-    fig = common.pooled_heatmap(mats[name], doc.tokens, m.row_edges, m.col_edges, title=name, zmin=zmin, zmax=zmax,
-                                log=log)
-    drawn = figures.add_boundaries(fig, starts, m.row_edges, m.col_edges)
-    col.plotly_chart(fig, width="stretch", key=f"segmented_map_{name}")
-if drawn is None:
+window = panels.zoom(doc.n)
+drawn = []
+panels.map_pair(key, doc, head, MECH, params, window,
+                decorate=lambda fig, name, m: drawn.append(figures.add_boundaries(fig, starts, m.row_edges, m.col_edges)))
+if None in drawn:
     st.caption("Too many boundaries in this window to draw; zoom in.")
 
 # ---------------------------------------------------------------- crossing

@@ -26,6 +26,20 @@ from explorer.samples import SAMPLES_DIR
 from explorer.synthetic import synthetic
 
 
+# Settings worth timing beside each mechanism's defaults.
+VARIANTS = {
+    "lsh shared-QK": ("lsh", {"shared_qk": True}),
+    "linformer": ("lowrank", {"method": "linformer"}),
+    "svd (yardstick)": ("lowrank", {"method": "svd"}),
+    "segmented+summaries": ("segmented", {"summaries": True}),
+    "hierarchical b=4": ("hierarchical", {"branching": 4}),
+    "memory+compressed": ("memory", {"compressed": 64}),
+    "router": ("routing", {"mode": "router"}),
+    "alibi": ("relpos", {"kind": "alibi"}),
+    "rope": ("relpos", {"kind": "rope"}),
+}
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -111,11 +125,19 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
         row = {"n": n, "device": str(device), "encode_s": enc, "sdpa_s": sdpa_t, "sdpa_peak": sdpa_m}
         t, m = measure(lambda: dense_stats(q, k, v), device, repeat)
         row["steps"] = {"dense_stats": (t, m)}
-        for key in [key for key in REGISTRY if key != "dense"] if mechanisms is None else mechanisms:
-            row["steps"][key] = measure(lambda: REGISTRY[key].run(q, k, v), device, repeat)
+        for label, (key, params) in runs(mechanisms).items():
+            row["steps"][label] = measure(lambda: REGISTRY[key].run(q, k, v, **params), device, repeat)
         rows.append(row)
         print_row(row)
     return rows
+
+
+def runs(mechanisms) -> dict[str, tuple[str, dict]]:
+    """label -> (registry key, params): every mechanism's defaults and its variants, or only those asked for."""
+    keys = [key for key in REGISTRY if key != "dense"] if mechanisms is None else mechanisms
+    out = {key: (key, {}) for key in keys}
+    out.update({label: spec for label, spec in VARIANTS.items() if spec[0] in keys and spec[0] in REGISTRY})
+    return out
 
 
 def print_row(row) -> None:
@@ -123,9 +145,9 @@ def print_row(row) -> None:
     source = "synthetic q/k/v" if row["encode_s"] != row["encode_s"] else f"encode {row['encode_s']:.2f} s, all heads"
     print(f"\nn = {row['n']:,} on {row['device']}  ({source}; "
           f"SDPA {row['sdpa_s'] * 1e3:.1f} ms, peak +{row['sdpa_peak'] / mib:.0f} MiB)")
-    print(f"  {'step':<16}{'seconds':>10}{'x SDPA':>10}{'peak MiB':>11}")
+    print(f"  {'step':<20}{'seconds':>10}{'x SDPA':>10}{'peak MiB':>11}")
     for name, (t, m) in row["steps"].items():
-        print(f"  {name:<16}{t:>10.3f}{t / row['sdpa_s']:>10.1f}{m / mib:>11.0f}")
+        print(f"  {name:<20}{t:>10.3f}{t / row['sdpa_s']:>10.1f}{m / mib:>11.0f}")
 
 
 def main(argv=None):

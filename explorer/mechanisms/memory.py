@@ -1,0 +1,201 @@
+"""Recurrent memory: Transformer-XL segments with an optional compressive memory.
+
+The text is cut into segments of `segment` tokens. The queries of segment s
+attend to (Transformer-XL) the segment itself (all of it, or up to the query
+when causal) and a memory of the previous `memory` tokens' keys and values;
+with `compressed > 0` also (Compressive Transformer) to up to `compressed`
+older slots, each the mean of `ratio` consecutive tokens' keys and values.
+
+Compression follows the paper's FIFO: whenever a segment is processed the
+tokens pushed out of the memory (one evicted block) are cut into groups of
+`ratio` from the block's start (the last group of a block may be shorter) and
+mean-pooled into slots; only the newest `compressed` slots are kept. A slot's
+weight is spread uniformly over the tokens it averages, so the effective
+weights over the original tokens reproduce the output exactly.
+
+Deviation from the papers: the cache here is the given layer's own k and v
+of earlier tokens, not hidden states of the previous segment recomputed
+through the stack, and no extra relative position encoding is added (q and k
+carry whatever positions the model gave them). So this shows the *reach* of
+the recurrence on one layer, not a retrained Transformer-XL.
+
+Parameters larger than n are clamped: segment > n is one segment.
+
+structure:
+  segments      LongTensor [S, 2]  token span [start, end) of every segment
+  memory        LongTensor [S, 2]  span of its uncompressed memory (empty when start == end)
+  compressed    LongTensor [S, 2]  span of tokens its compressed slots summarize
+  slot_spans    LongTensor [n_slots, 2]  tokens each compressed slot averages (all slots ever made)
+  segment_slots LongTensor [S, 2]  range [first, last) into slot_spans of the slots segment s sees
+  reach_start   LongTensor [n]     earliest token each query can reach (query - it = how far back)
+  segment, memory_len, compressed_len, ratio, causal: the parameters used (after clamping)
+
+dense_mass_by_region() splits dense attention by where its keys lie relative
+to this reach (REGIONS), for the page's "beyond reach" chart.
+"""
+from __future__ import annotations
+
+import torch
+
+from explorer import attention
+from explorer.mechanisms.base import Mechanism, Param, Result
+
+
+def memory_starts(n: int, segment: int, memory: int) -> list[int]:
+    """First uncompressed memory token of each segment: max(0, s * L - M)."""
+    return [max(0, s - memory) for s in range(0, n, segment)]
+
+
+def slot_spans(n: int, segment: int, memory: int, ratio: int) -> torch.Tensor:
+    """All compressed slots, oldest first: each evicted block cut into groups of `ratio`.
+
+    Segment s evicts the tokens [b_{s-1}, b_s) that left the memory since the
+    previous segment; the slots tile [0, b_last) in order.
+    """
+    spans = []
+    prev = 0
+    for b in memory_starts(n, segment, memory):
+        spans += [(a, min(a + ratio, b)) for a in range(prev, b, ratio)]
+        prev = b
+    return torch.tensor(spans, dtype=torch.long).reshape(-1, 2)
+
+
+def segment_layout(n: int, segment: int, memory: int, compressed: int, ratio: int) -> dict:
+    """The spans every segment reaches: segments, memory, compressed slots (see module docstring)."""
+    starts = torch.arange(0, n, segment)
+    ends = (starts + segment).clamp_max(n)
+    mem_start = torch.tensor(memory_starts(n, segment, memory), dtype=torch.long)
+    slots = slot_spans(n, segment, memory, ratio) if compressed else torch.zeros(0, 2, dtype=torch.long)
+    # slots tile [0, b) in order, so the ones a segment sees end at or before its b
+    last = torch.searchsorted(slots[:, 1].contiguous(), mem_start, right=True)
+    first = (last - compressed).clamp_min(0)
+    comp_start = mem_start
+    if len(slots):
+        comp_start = torch.where(last > first, slots[first.clamp_max(len(slots) - 1), 0], mem_start)
+    seg_of = torch.arange(n) // segment
+    return {
+        "segments": torch.stack([starts, ends], 1),
+        "memory": torch.stack([mem_start, starts], 1),
+        "compressed": torch.stack([comp_start, mem_start], 1),
+        "slot_spans": slots,
+        "segment_slots": torch.stack([first, last], 1),
+        "reach_start": comp_start[seg_of],
+    }
+
+
+def slot_means(x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """[heads, n_slots, dim]: mean of x over each slot's tokens (exact sums, no cumsum drift)."""
+    if not len(slots):
+        return x.new_zeros(x.shape[0], 0, x.shape[2])
+    lengths = slots[:, 1] - slots[:, 0]
+    owner = torch.repeat_interleave(torch.arange(len(slots), device=x.device), lengths)
+    total = x.new_zeros(x.shape[0], len(slots), x.shape[2]).index_add_(1, owner, x[:, : int(slots[-1, 1])])
+    return total / lengths[None, :, None].to(x)
+
+
+REGIONS = ("older", "compressed", "memory", "segment", "later")
+
+
+def region_bounds(structure: dict, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """[len(rows), 6] key positions cutting each query's keys into REGIONS.
+
+    older: before anything in reach; compressed: summarized by slots; memory:
+    cached tokens; segment: its own segment (up to the query when causal);
+    later: keys after what the query can see.
+    """
+    rows = rows.cpu()
+    seg = rows // structure["segment"]
+    end = rows + 1 if structure["causal"] else structure["segments"][seg, 1]
+    cuts = [torch.zeros_like(rows), structure["reach_start"][rows], structure["memory"][seg, 0],
+            structure["segments"][seg, 0], end, torch.full_like(rows, n)]
+    return torch.stack(cuts, 1)
+
+
+def dense_mass_by_region(q, k, structure: dict, rows: torch.Tensor, causal: bool = False,
+                         chunk: int = 256) -> dict[str, torch.Tensor]:
+    """Share of dense attention [heads, len(rows)] each query puts on every region, streamed by chunks."""
+    n = q.shape[1]
+    cuts = region_bounds(structure, rows, n).to(q.device)
+    parts = []
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk].to(q.device)
+        w = attention.weights(q, k, block, causal)
+        total = torch.nn.functional.pad(w.cumsum(-1), (1, 0))
+        at = total.gather(-1, cuts[start : start + chunk][None].expand(w.shape[0], -1, -1))
+        parts.append(at.diff(dim=-1).clamp_min(0))
+    mass = torch.cat(parts, 1).cpu()
+    return {name: mass[..., i] for i, name in enumerate(REGIONS)}
+
+
+class Memory(Mechanism):
+    key = "memory"
+    title = "Recurrent memory"
+    summary = ("Transformer-XL: the text is read segment by segment; each segment attends to itself "
+               "and a cached memory of the previous tokens, optionally plus older memories "
+               "compressed by mean pooling (Compressive Transformer). Nothing beyond reach is seen.")
+    params = (
+        Param("segment", 128, 1, 1_000_000, help="segment length L (clamped to n)"),
+        Param("memory", 128, 0, 1_000_000, help="cached previous tokens M each segment also attends to"),
+        Param("compressed", 0, 0, 1_000_000, help="compressed memory slots (0 = no compressive memory)"),
+        Param("ratio", 4, 1, 4096, help="compression ratio c: tokens mean-pooled into one slot"),
+        Param("causal", False, help="mask keys after the query inside the segment"),
+    )
+
+    def compute(self, q, k, v, segment, memory, compressed, ratio, causal):
+        heads, n, d = q.shape
+        segment = min(segment, n)
+        lay = segment_layout(n, segment, memory, compressed, ratio)
+        dev = {name: t.to(q.device) for name, t in lay.items()}
+        slots = dev["slot_spans"]
+        slot_k, slot_v = slot_means(k, slots), slot_means(v, slots)
+        out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
+        reached = 0
+        for (a, e), (b, _), (first, last) in zip(lay["segments"].tolist(), lay["memory"].tolist(),
+                                                 lay["segment_slots"].tolist()):
+            keys = torch.cat([slot_k[:, first:last], k[:, b:e]], 1)
+            vals = torch.cat([slot_v[:, first:last], v[:, b:e]], 1)
+            sc = torch.matmul(q[:, a:e], keys.transpose(1, 2)) * d**-0.5
+            if causal:
+                pos = torch.arange(b, e, device=q.device)
+                future = pos[None, :] > torch.arange(a, e, device=q.device)[:, None]
+                sc[:, :, last - first:] = sc[:, :, last - first:].masked_fill(future, float("-inf"))
+            out[:, a:e] = torch.softmax(sc, -1) @ vals
+            reached += (e - a) * keys.shape[1]
+
+        def reach_fn(rows):
+            seg = rows // segment
+            stop = rows + 1 if causal else dev["segments"][seg, 1]
+            keys = torch.arange(n, device=q.device)
+            mask = (keys[None, :] >= dev["reach_start"][rows, None]) & (keys[None, :] < stop[:, None])
+            return mask[None].expand(heads, -1, -1)
+
+        def weights_fn(rows):
+            seg = rows // segment
+            keys = torch.arange(n, device=q.device)
+            tok_sc = torch.matmul(q[:, rows], k.transpose(1, 2)) * d**-0.5
+            stop = rows + 1 if causal else dev["segments"][seg, 1]
+            tok_ok = (keys[None, :] >= dev["memory"][seg, 0, None]) & (keys[None, :] < stop[:, None])
+            tok_sc = tok_sc.masked_fill(~tok_ok, float("-inf"))
+            slot_sc = torch.matmul(q[:, rows], slot_k.transpose(1, 2)) * d**-0.5
+            ids = torch.arange(len(slots), device=q.device)
+            first, last = dev["segment_slots"][seg].unbind(1)
+            slot_ok = (ids[None, :] >= first[:, None]) & (ids[None, :] < last[:, None])
+            slot_sc = slot_sc.masked_fill(~slot_ok, float("-inf"))
+            p = torch.softmax(torch.cat([slot_sc, tok_sc], -1), -1)
+            w_slot, w = p[..., : len(slots)], p[..., len(slots):].clone()
+            if len(slots):
+                lengths = slots[:, 1] - slots[:, 0]
+                owner = torch.repeat_interleave(ids, lengths)
+                covered = int(slots[-1, 1])
+                w[..., :covered] += (w_slot / lengths.to(w))[..., owner]
+            return w
+
+        dv, pooled = v.shape[2], int(slots[-1, 1]) if len(slots) else 0
+        cost = {"flops": 2 * heads * reached * (d + dv) + heads * pooled * (d + dv),  # scores, mixing, pooling sums
+                "bytes": 4 * heads * (reached + n * (2 * d + 2 * dv) + len(slots) * (d + dv))}
+        structure = {**lay, "segment": segment, "memory_len": memory, "compressed_len": compressed,
+                     "ratio": ratio, "causal": causal}
+        return Result(out, weights_fn, structure=structure, cost=cost, reach_fn=reach_fn)
+
+
+MECHANISM = Memory()

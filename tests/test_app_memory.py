@@ -1,0 +1,47 @@
+"""AppTest of the recurrent-memory page: a short sample, compressive memory on a pasted text, a tiny text."""
+from conftest import encode_in_app
+
+PAGE = "views/memory.py"
+SHORT_SAMPLE = "The Notched Key"
+PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
+             "turned it over and over, and wondered which door it had once opened. <b>Bold?</b> ") * 6
+
+
+def open_page(app, **encode):
+    at = encode_in_app(app, **encode)
+    at.switch_page(PAGE).run()
+    return at
+
+
+def test_sample_draws_every_chart(app):
+    at = open_page(app, sample=SHORT_SAMPLE)
+    assert not at.exception
+    assert at.title[0].value == "Recurrent memory (Transformer-XL)"
+    # timeline, lookback, regions, two maps, query reach, fidelity along the text
+    assert len(at.get("plotly_chart")) >= 7
+    assert any("beyond reach" in c.value for c in at.caption)
+    assert at.metric[0].value != "—"
+
+
+def test_compressive_memory_on_pasted_text(app):
+    at = open_page(app, source="Paste", text=PARAGRAPH)
+    assert not at.exception
+    at.number_input(key="p.memory.segment").set_value(16).run()
+    at.number_input(key="p.memory.memory").set_value(8).run()
+    at.number_input(key="p.memory.compressed").set_value(4).run()
+    at.number_input(key="query").set_value(120).run()
+    assert not at.exception
+    slots = at.dataframe[0].value
+    assert list(slots.columns[:4]) == ["slot", "tokens", "size", "summarizes"] and len(slots) == 4
+    html = "".join(h.proto.body for h in at.get("html"))
+    assert "&lt;" in html and "<b>" not in html  # user text escaped token by token
+
+
+def test_short_text_long_segment_and_causal(app):
+    at = open_page(app, source="Paste", text="Tiny text.")
+    assert not at.exception
+    assert at.get("plotly_chart")
+    at.number_input(key="p.memory.segment").set_value(100_000).run()  # clamped: one segment
+    at.checkbox(key="p.memory.causal").check().run()
+    assert not at.exception
+    assert at.metric[0].value == "1"

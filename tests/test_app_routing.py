@@ -1,0 +1,52 @@
+"""AppTest of the routing page: k-means on a short sample, router mode with a fit, a tiny text."""
+from conftest import encode_in_app
+
+PAGE = "views/routing.py"
+SHORT_SAMPLE = "The Notched Key"
+PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
+             "turned it over and over, and wondered which door it had once opened. <b>Bold?</b> ") * 4
+
+
+def open_page(app, **encode):
+    at = encode_in_app(app, **encode)
+    at.switch_page(PAGE).run()
+    return at
+
+
+def test_kmeans_draws_clusters_and_balance(app):
+    at = open_page(app, sample=SHORT_SAMPLE)
+    assert not at.exception
+    assert at.title[0].value == "Routing"
+    # strips, routes along, balance, histogram, centroids, two maps, fidelity along the text
+    assert len(at.get("plotly_chart")) >= 8
+    assert at.metric[0].value != "—"
+    assert not any(b.label == "Fit router" for b in at.button)
+
+
+def test_router_mode_fit_and_use(app):
+    at = open_page(app, source="Paste", text=PARAGRAPH)
+    at.selectbox(key="p.routing.mode").set_value("router").run()
+    assert not at.exception
+    assert at.metric[2].value == "seeded"
+    charts = len(at.get("plotly_chart"))
+    at.number_input(key="routing_fit_steps").set_value(30).run()
+    at.button(key="routing_fit_button").click().run()
+    assert not at.exception
+    assert at.session_state["routing_use_fit"] is True
+    assert at.metric[2].value == "given"  # the fitted W_r is what ran
+    assert len(at.get("plotly_chart")) == charts + 1  # the loss curve
+    losses = at.session_state["routing_fit"]["losses"]
+    assert len(losses) == 31 and losses[-1] < losses[0]
+    at.checkbox(key="routing_use_fit").uncheck().run()
+    assert not at.exception
+    assert at.metric[2].value == "seeded"
+    html = "".join(h.proto.body for h in at.get("html"))
+    assert "&lt;" in html and "<b>" not in html
+
+
+def test_tiny_text(app):
+    at = open_page(app, source="Paste", text="Tiny.")
+    assert not at.exception
+    at.selectbox(key="p.routing.mode").set_value("router").run()
+    assert not at.exception
+    assert at.get("plotly_chart")

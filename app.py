@@ -3,8 +3,6 @@
 The entry point holds the navigation and the shared sidebar (text, model,
 layer, head); every page reads the encoded document from session state.
 """
-from pathlib import Path
-
 import streamlit as st
 
 from ui import sidebar
@@ -23,9 +21,8 @@ SECTIONS = {
                    ("views/routing.py", "Routing", "🔀"),
                    ("views/relpos.py", "Relative position", "📏")],
 }
-ROOT = Path(__file__).parent
 PAGES = {section: [st.Page(path, title=title, icon=icon, default=path == "views/overview.py")
-                   for path, title, icon in pages if (ROOT / path).exists()]
+                   for path, title, icon in pages]
          for section, pages in SECTIONS.items()}
 
 navigation = st.navigation(PAGES)

@@ -5,7 +5,6 @@ import streamlit as st
 import torch
 
 from explorer.figures import common, memory as figs
-from explorer.figures.routing import stacked_along_text
 from explorer.mechanisms import REGISTRY
 from explorer.mechanisms.memory import dense_mass_by_region
 from explorer.metrics import sample_rows
@@ -66,7 +65,7 @@ with right:
     beyond = mass["older"] + mass["later"]
     st.caption(f"For {rows.numel():,} evenly spaced queries, dense attention's share on each region. 'older' and "
                f"'later' lie beyond reach: on average {float(beyond.mean()):.1%} of dense mass.")
-    st.plotly_chart(stacked_along_text(mass, doc.tokens, positions=rows.tolist()), width="stretch",
+    st.plotly_chart(common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share"), width="stretch",
                     key="memory_regions")
 
 st.subheader("Dense and recurrent memory")

@@ -71,8 +71,8 @@ if router_mode:
                "path costs relative to dense. Soft routing runs every path on every token, so the work is their sum.")
     route = s["route"][0]
     left, right = st.columns([2, 1])
-    left.plotly_chart(figs.stacked_along_text({name: route[:, p] for p, name in enumerate(s["paths"])}, doc.tokens,
-                                              y_title="routing probability"), width="stretch", key="routing_area")
+    left.plotly_chart(common.along_text({name: route[:, p] for p, name in enumerate(s["paths"])}, doc.tokens,
+                                              y_title="routing probability", stacked=True), width="stretch", key="routing_area")
     right.plotly_chart(figs.path_usage(s["usage"][0], s["paths"], s["path_flops"], res.cost["dense_flops"]),
                        width="stretch", key="routing_usage")
 

@@ -81,12 +81,13 @@ def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "",
                points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None,
-               positions: list[int] | None = None) -> go.Figure:
+               positions: list[int] | None = None, stacked: bool = False) -> go.Figure:
     """Per-token series drawn along the text; long texts pooled to `points` bins
     with a min-max band so extremes stay visible. `marks` draws vertical lines.
 
     positions: the token position of each value when the series covers a
     sample of the text (as fidelity does), not every token.
+    stacked: shares that add up per token, drawn as stacked areas (no band).
     """
     fig = go.Figure()
     for name, values in series.items():
@@ -96,17 +97,18 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
             e = [at[i] for i in e]
             x = np.array(e[:-1])
         text = bin_labels(tokens, e)
-        if band and len(x) < len(np.asarray(values)):
+        if band and not stacked and len(x) < len(np.asarray(values)):
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
                                      fill="toself", opacity=0.2, line={"width": 0}, hoverinfo="skip",
                                      showlegend=False, name=f"{name} range"))
         fig.add_trace(go.Scatter(x=x, y=mean, name=name, mode="lines", text=text,
-                                 hovertemplate="%{text}<br>" + name + " %{y:.4g}<extra></extra>"))
+                                 hovertemplate="%{text}<br>" + name + " %{y:.4g}<extra></extra>",
+                                 **({"stackgroup": "one", "line": {"width": 0.5}} if stacked else {})))
     for m in marks or []:
         fig.add_vline(x=m, line={"width": 1, "dash": "dot", "color": "grey"})
     fig.update_layout(title=title, height=height, xaxis_title="token position", yaxis_title=y_title,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(series) > 1,
-                      legend={"orientation": "h", "y": 1.12})
+                      legend={"orientation": "h", "y": 1.12}, hovermode="x unified" if stacked else "closest")
     return fig
 
 

@@ -3,7 +3,7 @@ reach, a query's reach over the text with its compressed slots, and the
 table of slots with the text each one summarizes.
 
 Dense attention by region along the text uses
-explorer.figures.routing.stacked_along_text; lookback uses common.along_text.
+common.along_text(stacked=True); lookback uses common.along_text.
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """Charts of the routing page: routing probabilities along the text, path usage,
 k-means cluster balance and centroid similarity, and the router fit's loss curve.
-
-`stacked_along_text` is generic (shares that add up per token, pooled to the
-display); the memory page uses it too.
 """
 from __future__ import annotations
 
@@ -10,7 +7,6 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from explorer.figures.common import bin_labels, pool_series
 from explorer.pooling import bins
 
 MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
@@ -18,27 +14,6 @@ MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
 
 def _np(x) -> np.ndarray:
     return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=float)
-
-
-def stacked_along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "share",
-                       points: int = 800, positions: list[int] | None = None, height: int = 320) -> go.Figure:
-    """Per-token shares stacked as areas along the text, each pooled to at most `points` bin means.
-
-    positions: token position of each value when the series cover a sample of rows.
-    """
-    fig = go.Figure()
-    for name, values in series.items():
-        x, mean, _, _, e = pool_series(values, points)
-        if positions is not None:
-            at = list(positions) + [len(tokens)]
-            e = [at[i] for i in e]
-            x = np.array(e[:-1])
-        fig.add_trace(go.Scatter(x=x, y=mean, name=name, mode="lines", stackgroup="one", line={"width": 0.5},
-                                 text=bin_labels(tokens, e),
-                                 hovertemplate="%{text}<br>" + name + " %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=height, xaxis_title="token position", yaxis_title=y_title,
-                      margin=MARGIN, legend={"orientation": "h"}, hovermode="x unified")
-    return fig
 
 
 def route_per_token(route, names: list[str], tokens: list[str], start: int, stop: int,

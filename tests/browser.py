@@ -38,6 +38,7 @@ SIDEBAR = '[data-testid="stSidebar"]'
 # A drawn plotly heatmap: plotly renders a heatmap trace as an <image> inside g.hm
 # (the layer group is g.heatmaplayer); a chart with no data has neither.
 HEATMAP = f'{MAIN} .js-plotly-plot g.hm image'
+CHART = f'{MAIN} .js-plotly-plot .main-svg'
 
 
 def free_port() -> int:
@@ -89,17 +90,18 @@ def streamlit_server(timeout: float = SERVER_TIMEOUT, root: Path = ROOT):
 
 @contextlib.contextmanager
 def chromium():
-    """A headless Chromium (Playwright sync API) with a throwaway profile."""
+    """A headless Chromium (Playwright sync API); each new_context() is a fresh, cookie-less profile."""
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1400, "height": 900})
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield context
+            yield browser
         finally:
-            context.close()
+            browser.close()
+
+
+VIEWPORT = {"width": 1400, "height": 900}
 
 
 _IDLE_JS = """([app, widget, settle]) => {
@@ -167,6 +169,13 @@ def nav_to(page, title: str, timeout: float = RUN_TIMEOUT) -> None:
     wait_running(page)
     wait_idle(page, timeout)
     assert_no_exception(page)
+
+
+def wait_charts(page, count: int = 1, timeout: float = 30_000) -> None:
+    """Wait until the main area shows at least `count` drawn plotly charts of any kind."""
+    page.wait_for_function(
+        "([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[CHART, count],
+        timeout=timeout, polling=200)
 
 
 def wait_heatmaps(page, count: int = 1, timeout: float = 30_000):

@@ -31,3 +31,10 @@ def encode_in_app(at, source="Sample", sample=None, text=None):
         at.sidebar.text_area(key="pasted").input(text).run()
     at.sidebar.button[0].click().run()
     return at
+
+
+def open_page(at, page: str, **encode):
+    """Encode a text when told which (see encode_in_app), then switch to a page."""
+    if encode:
+        at = encode_in_app(at, **encode)
+    return at.switch_page(page).run()

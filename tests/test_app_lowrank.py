@@ -1,22 +1,21 @@
 """AppTest of the low-rank page: each method on a short sample, a tiny pasted text, the spectrum and curves."""
-from conftest import encode_in_app
+import conftest
 
 PAGE = "views/lowrank.py"
 SHORT_SAMPLE = "The Notched Key"
 
 
 def open_page(app, **encode):
-    at = encode_in_app(app, **encode)
-    at.switch_page(PAGE).run()
-    return at
+    return conftest.open_page(app, PAGE, **encode)
 
 
 def captions(at) -> str:
     return " ".join(c.value for c in at.caption)
 
 
-def test_linformer_default_draws_every_chart(app):
+def test_linformer_draws_every_chart(app):
     at = open_page(app, sample=SHORT_SAMPLE)
+    at.selectbox(key="p.lowrank.method").set_value("linformer").run()
     assert not at.exception
     assert at.title[0].value == "Low-rank attention"
     # two maps, one query's row, spectrum, error curves, fidelity along the text
@@ -29,7 +28,7 @@ def test_linformer_default_draws_every_chart(app):
 
 def test_nystrom_and_svd(app):
     at = open_page(app, sample=SHORT_SAMPLE)
-    at.selectbox(key="p.lowrank.method").set_value("nystrom").run()
+    assert at.selectbox(key="p.lowrank.method").value == "nystrom"  # the default
     assert not at.exception
     assert any(m.label == "Pseudo-inverse residual" for m in at.metric)
     assert "iterative Moore-Penrose method, 6 iterations" in captions(at)
@@ -46,6 +45,7 @@ def test_tiny_pasted_text(app):
     at = open_page(app, source="Paste", text="Tiny <b>text</b>.")
     assert not at.exception
     assert at.get("plotly_chart")
+    at.selectbox(key="p.lowrank.method").set_value("linformer").run()
     at.selectbox(key="p.lowrank.projection").set_value("mean").run()
     assert not at.exception
     assert "segment means keep them a distribution" in captions(at)

@@ -1,14 +1,12 @@
 """AppTest of the LSH page: a short sample, a pasted text with markup, parameter errors, the re-hash."""
-from conftest import encode_in_app
+import conftest
 
 PAGE = "views/lsh.py"
 SHORT_SAMPLE = "The Notched Key"
 
 
 def open_page(app, **encode):
-    at = encode_in_app(app, **encode)
-    at.switch_page(PAGE).run()
-    return at
+    return conftest.open_page(app, PAGE, **encode)
 
 
 def test_sample_draws_every_chart(app):

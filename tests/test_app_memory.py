@@ -1,5 +1,5 @@
 """AppTest of the recurrent-memory page: a short sample, compressive memory on a pasted text, a tiny text."""
-from conftest import encode_in_app
+import conftest
 
 PAGE = "views/memory.py"
 SHORT_SAMPLE = "The Notched Key"
@@ -8,9 +8,7 @@ PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later 
 
 
 def open_page(app, **encode):
-    at = encode_in_app(app, **encode)
-    at.switch_page(PAGE).run()
-    return at
+    return conftest.open_page(app, PAGE, **encode)
 
 
 def test_sample_draws_every_chart(app):

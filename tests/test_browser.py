@@ -7,8 +7,8 @@ is a fresh tab, i.e. a fresh session, per test.
 import urllib.parse
 
 import pytest
-from browser import (HEATMAP, MAIN, SIDEBAR, assert_no_exception, chromium, run_default_sample,
-                     streamlit_server, visit, wait_heatmaps, wait_idle)
+from browser import (HEATMAP, MAIN, SIDEBAR, VIEWPORT, assert_no_exception, chromium, run_default_sample,
+                     streamlit_server, visit, wait_charts, wait_heatmaps, wait_idle)
 
 NAV = f'{SIDEBAR} [data-testid="stSidebarNav"]'
 
@@ -20,9 +20,16 @@ def base_url():
 
 
 @pytest.fixture(scope="module")
-def browser_context():
-    with chromium() as context:
-        yield context
+def browser():
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser_context(browser):
+    context = browser.new_context(viewport=VIEWPORT)
+    yield context
+    context.close()
 
 
 def _tab(browser_context):
@@ -96,18 +103,19 @@ def test_every_page_works_from_a_shared_link(page, base_url, url_path):
     page.goto(link(base_url, url_path, run="true", **SHORT))
     wait_idle(page)
     assert_no_exception(page)
-    wait_heatmaps(page)
+    wait_charts(page)
     assert page.locator(f"{MAIN} h1").count() == 1
 
 
-def test_a_link_copied_from_compare_opens_the_same_view(page, base_url):
+def test_a_link_copied_from_compare_opens_the_same_view(browser, page, base_url):
     page.goto(link(base_url, "compare", run="true", query="17", cmp_mechs='["segmented", "memory"]',
                    **{"p.segmented.segment_length": "32"}, **SHORT))
     wait_idle(page)
     wait_heatmaps(page, 3)
     copied = page.url  # the app rewrites the address with every setting
     table = page.locator(f"{MAIN} [data-testid='stDataFrame']").first.inner_text()
-    with chromium() as fresh:  # a new browser: no session, no cookies
+    fresh = browser.new_context(viewport=VIEWPORT)  # a new profile: no session, no cookies
+    try:
         other = fresh.new_page()
         other.goto(copied)
         wait_idle(other)
@@ -117,6 +125,8 @@ def test_a_link_copied_from_compare_opens_the_same_view(page, base_url):
         assert _settings(copied)["query"] == "17" and _settings(copied)["p.segmented.segment_length"] == "32"
         assert other.locator(f"{MAIN} [data-testid='stDataFrame']").first.inner_text().split("\n")[:3] == \
             table.split("\n")[:3]
+    finally:
+        fresh.close()
 
 
 def _settings(url: str) -> dict:

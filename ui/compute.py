@@ -104,3 +104,13 @@ def query_row(doc_key: str, head: int, mech: str, params: str, query: int, _doc)
     if mech:
         return run(doc_key, head, mech, params, _doc).weights(rows)[0, 0].cpu()
     return attention.weights(q, k, rows, _doc.causal)[0, 0].cpu()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def boundaries(doc_key: str, mode: str, length: int, split: bool, _doc) -> tuple[list[int], int]:
+    """Segment starts from the text's own structure, and how many units it gave before splitting."""
+    from explorer import segments
+
+    found = segments.by_mode(mode, _doc.n, length, _doc.text, _doc.offsets, split=False)
+    starts = segments.split_long(found, _doc.n, length) if split else found
+    return starts.tolist(), found.numel()

@@ -14,11 +14,14 @@ from explorer.mechanisms import Mechanism
 from ui import compute
 
 
-def param_form(mech: Mechanism, columns: int = 4, names: tuple[str, ...] | None = None) -> dict:
+def param_form(mech: Mechanism, columns: int = 4, names: tuple[str, ...] | None = None, doc=None) -> dict:
     """Widgets for a mechanism's parameters (keys "p.<mech>.<param>"); returns their values.
 
     names: draw only these parameters (a page showing what one mode uses).
+    doc: a causal model's document starts a mechanism's `causal` switch on.
     """
+    if doc is not None and any(p.name == "causal" for p in mech.params):
+        st.session_state.setdefault(f"p.{mech.key}.causal", doc.causal)
     values, cols = {}, st.columns(columns)
     shown = [p for p in mech.params if p.default is not None and (names is None or p.name in names)]
     for i, p in enumerate(shown):

@@ -20,7 +20,7 @@ picked = st.multiselect("Mechanisms", choices, key="cmp_mechs", format_func=lamb
 params = {}
 for mech_key in picked:
     with st.expander(f"{REGISTRY[mech_key].title} parameters"):
-        params[mech_key] = panels.param_form(REGISTRY[mech_key])
+        params[mech_key] = panels.param_form(REGISTRY[mech_key], doc=doc)
 results = {k: panels.run_or_stop(key, doc, head, REGISTRY[k], p) for k, p in params.items()}
 
 st.subheader("Attention maps")

@@ -49,7 +49,7 @@ for mech_key in picked:
     if any(p.name == "causal" for p in mech.params):
         st.session_state.setdefault(f"p.{mech_key}.causal", doc.causal)
     with st.expander(f"{mech.title} parameters"):
-        params[mech_key] = panels.param_form(mech)
+        params[mech_key] = panels.param_form(mech, doc=doc)
 mechanisms = {REGISTRY[k].title: (REGISTRY[k], p) for k, p in params.items()}
 
 DEFAULTS = {"dil_points": 12, "dil_queries": 128, "dil_topk": 8, "dil_sample": "spread", "dil_margin": 5.0,

@@ -20,11 +20,6 @@ st.caption("A token reads its own chunk token by token; the rest of the text it 
            "document). Everything shares one softmax, and a node's weight is shared evenly by the tokens it covers.")
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def boundaries(doc_key: str, mode: str, length: int, split: bool, _doc) -> list[int]:
-    return segments.by_mode(mode, _doc.n, length, _doc.text, _doc.offsets, split).tolist()
-
-
 @st.cache_resource(show_spinner=False, max_entries=16)
 def maps_by_level(doc_key: str, head: int, params: str, parts: int, window: tuple, grid: int, _doc):
     q, k, v = _doc.head(head)
@@ -44,16 +39,15 @@ def part_names(count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- parameters
-st.session_state.setdefault(f"p.{MECH.key}.causal", doc.causal)
 left, right = st.columns([2, 1])
 mode = left.radio("Chunks from", segments.MODES, horizontal=True, key="hierarchical_mode")
 split = right.checkbox("Split chunks longer than chunk_length", value=True, key="hierarchical_split",
                        disabled=mode == segments.MODES[0])
-values = panels.param_form(MECH)
+values = panels.param_form(MECH, doc=doc)
 params = dict(values)
 if mode != segments.MODES[0]:
     with st.spinner(f"Finding the {mode}…"):
-        params["boundaries"] = boundaries(key, mode, values["chunk_length"], split, doc)
+        params["boundaries"] = compute.boundaries(key, mode, values["chunk_length"], split, doc)[0]
 p = compute.params_json(params)
 
 res = panels.run_or_stop(key, doc, head, MECH, params)

@@ -51,7 +51,7 @@ if doc.causal:
             "methods, the spectrum and the error curves here all work on the bidirectional matrix softmax(qkᵀ/√d); "
             "the dense map and the fidelity table show the model's own causal attention.")
 
-params = panels.param_form(MECH)
+params = panels.param_form(MECH, doc=doc)
 res = panels.run_or_stop(key, doc, head, MECH, params)
 s = res.structure
 p_json = compute.params_json(params)

@@ -46,8 +46,7 @@ st.caption("Random rotations hash every query and key into a bucket; each round 
            "Reformer's own mode (keys are the normalized queries, so it computes a different function from dense); "
            "with it off, queries and keys are hashed apart and a query attends to keys of its own bucket.")
 
-st.session_state.setdefault(f"p.{MECH.key}.causal", doc.causal)
-params = panels.param_form(MECH)
+params = panels.param_form(MECH, doc=doc)
 res = panels.run_or_stop(key, doc, head, MECH, params)
 s = res.structure
 p_json = compute.params_json(params)

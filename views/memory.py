@@ -29,8 +29,7 @@ st.caption("The text is read in segments. Each segment's queries attend to the s
            "by the tokens it summarizes. Here the cache holds this layer's own keys and values of earlier tokens, "
            "not states recomputed by a stack of layers.")
 
-st.session_state.setdefault(f"p.{MECH.key}.causal", doc.causal)
-params = panels.param_form(MECH)
+params = panels.param_form(MECH, doc=doc)
 res = panels.run_or_stop(key, doc, head, MECH, params)
 s = res.structure
 p_json = compute.params_json(params)

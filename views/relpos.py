@@ -66,10 +66,9 @@ def rope_decay(doc_key: str, head: int, theta: float, lo: int, hi: int, _doc):
 
 
 # ---------------------------------------------------------------- parameters
-st.session_state.setdefault(f"p.{MECH.key}.causal", doc.causal)
 kind = st.session_state.get(f"p.{MECH.key}.kind", MECH.defaults()["kind"])
 shown = {"kind", "causal"} | ({"scale"} if kind != "rope" else set()) | set(relpos.KIND_PARAMS[kind])
-values = panels.param_form(MECH, names=tuple(shown))
+values = panels.param_form(MECH, doc=doc, names=tuple(shown))
 params = {**MECH.defaults(), **values, "head_offset": head, "total_heads": doc.heads}
 params.pop("t5_values")
 st.caption(EXPLAIN[values["kind"]])

@@ -21,8 +21,7 @@ st.caption("Routing Transformer: queries and keys are unit-normalized and cluste
            "vector, r = softmax(x W_r), mixes several attention paths token by token; W_r is random until you "
            "fit it to dense attention on this text.")
 
-st.session_state.setdefault(f"p.{MECH.key}.causal", doc.causal)
-params = panels.param_form(MECH)
+params = panels.param_form(MECH, doc=doc)
 router_mode = params["mode"] == "router"
 fit_for = (key, head, compute.params_json(params))
 fit = st.session_state.get(FIT)

@@ -22,14 +22,6 @@ st.caption("Each token attends only to the tokens of its own segment (fixed leng
            "shades mark the segments on every chart.")
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def boundaries(doc_key: str, mode: str, length: int, split: bool, _doc) -> tuple[list[int], int]:
-    """Segment starts for the mode, and how many units the text's own structure gave."""
-    found = segments.by_mode(mode, _doc.n, length, _doc.text, _doc.offsets, split=False)
-    starts = segments.split_long(found, _doc.n, length) if split else found
-    return starts.tolist(), found.numel()
-
-
 @st.cache_resource(show_spinner=False, max_entries=16)
 def crossing(doc_key: str, head: int, params: str, _doc) -> torch.Tensor:
     """Share of dense attention each query sends beyond its own window (no summaries involved)."""
@@ -55,17 +47,16 @@ def segment_table(doc_key: str, head: int, params: str, _lost: torch.Tensor, _do
 
 
 # ---------------------------------------------------------------- parameters
-st.session_state.setdefault(f"p.{MECH.key}.causal", doc.causal)
 left, right = st.columns([2, 1])
 mode = left.radio("Segment by", segments.MODES, horizontal=True, key="segmented_mode")
 split = right.checkbox("Split segments longer than segment_length", value=True, key="segmented_split",
                        disabled=mode == segments.MODES[0])
-values = panels.param_form(MECH)
+values = panels.param_form(MECH, doc=doc)
 params = dict(values)
 units = None
 if mode != segments.MODES[0]:
     with st.spinner(f"Finding the {mode}…"):
-        params["boundaries"], units = boundaries(key, mode, values["segment_length"], split, doc)
+        params["boundaries"], units = compute.boundaries(key, mode, values["segment_length"], split, doc)
 
 res = panels.run_or_stop(key, doc, head, MECH, params)
 starts, sizes = res.structure["starts"], res.structure["sizes"]

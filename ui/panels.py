@@ -2,9 +2,11 @@
 fidelity, and the query cursor. Each draws; none computes attention itself."""
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
@@ -96,6 +98,21 @@ def _log_floor(mats, top: float) -> float:
     return max(math.log10(top) - 6, math.log10(low) if low > 0 else -12.0)
 
 
+def map_npz(m) -> bytes:
+    """A pooled map as NPZ: mean and max per bin, and the token edges of the bins."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, mean=m.mean.numpy(), max=m.max.numpy(), row_edges=np.array(m.row_edges),
+                        col_edges=np.array(m.col_edges))
+    return buffer.getvalue()
+
+
+def series_csv(series: dict, positions=None) -> str:
+    """Per-token series (as drawn along the text) as CSV, one column each."""
+    frame = pd.DataFrame({name: torch.as_tensor(v).cpu().numpy() for name, v in series.items()})
+    frame.insert(0, "position", positions if positions is not None else range(len(frame)))
+    return frame.to_csv(index=False)
+
+
 @dataclass
 class Scale:
     """One colour scale for several maps: pooling, log or linear, and the range."""
@@ -138,6 +155,8 @@ def draw_maps(doc, maps: dict, diverging: bool = False, scale: Scale | None = No
         col.plotly_chart(fig, width="stretch", key=f"map_{name}")
         if m.per_bin:
             col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
+        col.download_button("Map data (NPZ)", map_npz(m), f"map-{name}.npz", "application/octet-stream",
+                            key=f"npz_{name}")
 
 
 def map_pair(key: str, doc, head: int, mech: Mechanism, params: dict, window, diverging: bool = False,
@@ -166,6 +185,8 @@ def fidelity_panel(key: str, doc, head: int, mech: Mechanism, params: dict) -> N
     series = {"total variation": fid.tv[0], "top-8 recall": fid.recall[0], "reachable mass": fid.reach_mass[0]}
     st.plotly_chart(common.along_text(series, doc.tokens, title="Fidelity along the text",
                                       positions=fid.rows.tolist()), width="stretch", key="fidelity_along")
+    st.download_button("Fidelity per query (CSV)", series_csv(series, fid.rows.tolist()), "fidelity-rows.csv",
+                       "text/csv", key="fidelity_csv")
 
 
 def query_picker(doc) -> int:

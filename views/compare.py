@@ -40,6 +40,7 @@ rows = {"dense": compute.query_row(key, head, "", "", query, doc)}
 rows.update({k: compute.query_row(key, head, k, compute.params_json(p), query, doc) for k, p in params.items()})
 st.plotly_chart(common.along_text(rows, doc.tokens, y_title="weight", marks=[query], band=False),
                 width="stretch", key="query_rows")
+st.download_button("Query rows (CSV)", panels.series_csv(rows), f"query-{query}-rows.csv", "text/csv")
 
 if picked:
     st.subheader("Fidelity against dense")

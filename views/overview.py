@@ -19,7 +19,8 @@ a.metric("Tokens", f"{doc.n:,}")
 b.metric("Model windows", len(doc.windows) or "—")
 c.metric("Encoding", f"{sum(doc.timings.values()):.2f} s" if doc.timings else "—")
 d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s")
-st.caption(doc.note)
+steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in doc.timings.items())
+st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
 
 window = panels.zoom(doc.n)
 panels.draw_maps(doc, {f"Layer {doc.layer}, head {head}": panels.window_map(key, doc, head, "", "", window, grid)})
@@ -32,6 +33,9 @@ left.plotly_chart(common.along_text({"entropy": stats.entropy[0]}, doc.tokens, y
                   width="stretch", key="entropy")
 right.plotly_chart(common.along_text({"max weight": stats.max_weight[0]}, doc.tokens, y_title="weight"),
                    width="stretch", key="max_weight")
+st.download_button("Per-token statistics (CSV)", panels.series_csv(
+    {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
+    "dense-per-token.csv", "text/csv")
 
 st.subheader("Token inspector")
 st.caption("Pick a query token: the text around it is shaded by the weight it puts on each token, and the table "

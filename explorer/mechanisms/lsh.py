@@ -371,7 +371,9 @@ def lsh_cost(heads, n, d, dv, layout: Layout, n_buckets, n_rounds, shared_qk) ->
     window = 2 * layout.size
     flops = (2 * heads * hashed * n * d * n_rounds * n_buckets // 2
              + 2 * heads * items * window * (d + dv))
-    bytes_ = 4 * heads * (n * (2 * d + dv) + items * (d + window * (d + dv + 1)) + n_rounds * n * (dv + 1))
+    # queries gathered per item, keys and values once per chunk window, one score per (item, window key)
+    bytes_ = 4 * heads * (n * (2 * d + dv) + items * (d + window) + layout.n_chunks * window * (d + dv)
+                          + n_rounds * n * (dv + 1))
     return {"flops": flops, "bytes": bytes_}
 
 

@@ -225,3 +225,20 @@ def text_view(doc, weights: torch.Tensor, query: int, span: int = 300) -> None:
     if doc.n > span:
         st.caption(f"Showing tokens {start}–{stop - 1} of {doc.n:,} around the query; shading is scaled to the "
                    "largest weight in view.")
+
+
+def structure_params(key: str, doc, mech: Mechanism, label: str, noun: str, length: str) -> tuple[dict, int | None]:
+    """Parameters of a mechanism that cuts the text (segments, chunks): fixed length or the text's
+    own sentences or paragraphs, turned into explicit boundaries. Returns (params, units found or None)."""
+    from explorer import segments
+
+    left, right = st.columns([2, 1])
+    mode = left.radio(label, segments.MODES, horizontal=True, key=f"{mech.key}_mode")
+    split = right.checkbox(f"Split {noun} longer than {length}", value=True, key=f"{mech.key}_split",
+                           disabled=mode == segments.MODES[0])
+    params = param_form(mech, doc=doc)
+    if mode == segments.MODES[0]:
+        return params, None
+    with st.spinner(f"Finding the {mode}…"):
+        params["boundaries"], units = compute.boundaries(key, mode, params[length], split, doc)
+    return params, units

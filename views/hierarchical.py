@@ -5,7 +5,6 @@ import json
 import streamlit as st
 import torch
 
-from explorer import segments
 from explorer.figures import common, segments as figures
 from explorer.mechanisms import REGISTRY
 from explorer.mechanisms.hierarchical import level_maps
@@ -39,15 +38,7 @@ def part_names(count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- parameters
-left, right = st.columns([2, 1])
-mode = left.radio("Chunks from", segments.MODES, horizontal=True, key="hierarchical_mode")
-split = right.checkbox("Split chunks longer than chunk_length", value=True, key="hierarchical_split",
-                       disabled=mode == segments.MODES[0])
-values = panels.param_form(MECH, doc=doc)
-params = dict(values)
-if mode != segments.MODES[0]:
-    with st.spinner(f"Finding the {mode}…"):
-        params["boundaries"] = compute.boundaries(key, mode, values["chunk_length"], split, doc)[0]
+params, _ = panels.structure_params(key, doc, MECH, "Chunks from", "chunks", "chunk_length")
 p = compute.params_json(params)
 
 res = panels.run_or_stop(key, doc, head, MECH, params)

@@ -47,16 +47,7 @@ def segment_table(doc_key: str, head: int, params: str, _lost: torch.Tensor, _do
 
 
 # ---------------------------------------------------------------- parameters
-left, right = st.columns([2, 1])
-mode = left.radio("Segment by", segments.MODES, horizontal=True, key="segmented_mode")
-split = right.checkbox("Split segments longer than segment_length", value=True, key="segmented_split",
-                       disabled=mode == segments.MODES[0])
-values = panels.param_form(MECH, doc=doc)
-params = dict(values)
-units = None
-if mode != segments.MODES[0]:
-    with st.spinner(f"Finding the {mode}…"):
-        params["boundaries"], units = compute.boundaries(key, mode, values["segment_length"], split, doc)
+params, units = panels.structure_params(key, doc, MECH, "Segment by", "segments", "segment_length")
 
 res = panels.run_or_stop(key, doc, head, MECH, params)
 starts, sizes = res.structure["starts"], res.structure["sizes"]
@@ -67,6 +58,7 @@ c.metric("Median segment", f"{int(sizes.median())} tokens")
 d.metric("Run (this head)", f"{res.cost['seconds']:.2f} s")
 e.metric("Work vs dense", f"{res.cost['flops'] / res.cost['dense_flops']:.3f}×")
 if units == 1:
+    mode = st.session_state["segmented_mode"]
     st.info(f"This text has no {mode[:-1]} breaks: it is one {mode[:-1]}"
             + (", cut only at segment_length." if starts.numel() > 1 else ", so this is dense attention."))
 

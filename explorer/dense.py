@@ -31,8 +31,11 @@ class DenseStats:
 
 
 def dense_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                grid: int = 256, topk: int = 8, chunk: int | None = None) -> DenseStats:
-    """One pass over query chunks; `chunk` defaults to what the device's memory allows."""
+                grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None) -> DenseStats:
+    """One pass over query chunks; `chunk` defaults to what the device's memory allows.
+
+    progress, if given, is called with (rows done, n) after every chunk.
+    """
     check_qkv(q, k, v)
     if grid < 1 or topk < 1:
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
@@ -62,6 +65,8 @@ def dense_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool 
             peak[:, rows] = top_w[:, rows, 0]
             out[:, rows] = torch.matmul(p, v)
             acc.add(rows, p)
+            if progress:
+                progress(int(rows[-1]) + 1, n)
     synchronize(q.device)
     return DenseStats(lse.cpu(), entropy.clamp_min(0).cpu(), peak.cpu(), top_i.cpu(), top_w.cpu(),
                       acc.result(), out, time.perf_counter() - start, chunk)

@@ -59,10 +59,19 @@ def sample(name: str) -> str:
     return load_sample(name)
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
 def dense(doc_key: str, head: int, grid: int, _doc):
-    q, k, v = _doc.head(head)
-    return dense_stats(q, k, v, causal=_doc.causal, grid=grid)
+    """The streamed dense pass of one head, made once, with a progress bar while it runs."""
+
+    def make():
+        q, k, v = _doc.head(head)
+        bar = st.progress(0.0, text="dense attention pass")
+        try:
+            return dense_stats(q, k, v, causal=_doc.causal, grid=grid, progress=lambda done, n: bar.progress(
+                done / n, text=f"dense attention pass: {done:,} of {n:,} queries"))
+        finally:
+            bar.empty()
+
+    return remembered("dense", f"{doc_key}|{head}|{grid}", make, keep=8)
 
 
 def params_json(params: dict) -> str:

@@ -11,8 +11,7 @@ st.caption("Every query token attends to every key token of the text. The map po
            "to the screen's resolution; zoom into any window to see it token by token. Hover for the text.")
 
 grid = int(st.session_state["grid"])
-with st.spinner("Streaming the dense pass over the text…"):
-    stats = compute.dense(key, head, grid, doc)
+stats = compute.dense(key, head, grid, doc)
 
 a, b, c, d = st.columns(4)
 a.metric("Tokens", f"{doc.n:,}")

@@ -5,7 +5,7 @@ layer, head); every page reads the encoded document from session state.
 """
 import streamlit as st
 
-from ui import sidebar
+from ui import share, sidebar
 
 st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wide")
 
@@ -28,3 +28,4 @@ PAGES = {section: [st.Page(path, title=title, icon=icon, default=path == "views/
 navigation = st.navigation(PAGES)
 sidebar.render()
 navigation.run()
+share.publish_to_url()  # again: the page may have moved the zoom or the query

@@ -4,6 +4,7 @@ One server and one browser serve the whole module. `encoded_page` is one tab (on
 session) that ran the default sample once, shared by the tests that need an encoding; `page`
 is a fresh tab, i.e. a fresh session, per test.
 """
+import json
 import urllib.parse
 
 import pytest
@@ -68,6 +69,27 @@ def test_default_sample_draws_the_attention_map(encoded_page):
     assert_no_exception(page)
 
 
+def test_dragging_a_box_on_the_map_zooms_into_it(page, base_url):
+    page.goto(link(base_url, "", run="true", **SHORT))
+    wait_idle(page)
+    heatmap = wait_heatmaps(page).first
+    heatmap.scroll_into_view_if_needed()
+    box = heatmap.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45, steps=8)
+    page.mouse.up()
+    whole = urllib.parse.quote_plus("[0, 2709]")
+    page.wait_for_function("w => location.search.includes('zoom_q=') && !location.search.includes('zoom_q=' + w)",
+                           arg=whole, timeout=60_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    rows = json.loads(_settings(page.url)["zoom_q"])
+    keys = json.loads(_settings(page.url)["zoom_k"])
+    assert 600 < rows[0] < rows[1] < 1500 and 600 < keys[0] < keys[1] < 1400
+    assert int(_settings(page.url)["query"]) == rows[0]
+
+
 def test_sidebar_navigation_lists_the_pages(encoded_page):
     page = encoded_page
     nav = page.locator(NAV)
@@ -80,8 +102,8 @@ def test_sidebar_navigation_lists_the_pages(encoded_page):
     # works too, but runs that page's computations: ~60 s for Compare on a busy 2-core machine.
 
 
-# One URL path per page (Streamlit names it after the file in views/).
-PAGES = ["overview", "compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing",
+# One URL path per page (Streamlit names it after the file in views/; the default page has none).
+PAGES = ["", "compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing",
          "relpos"]
 SHORT = {"source": '"Sample"', "sample": '"The Notched Key"'}
 
@@ -103,6 +125,7 @@ def test_every_page_works_from_a_shared_link(page, base_url, url_path):
     page.goto(link(base_url, url_path, run="true", **SHORT))
     wait_idle(page)
     assert_no_exception(page)
+    assert not page.get_by_text("Page not found").count()
     wait_charts(page)
     assert page.locator(f"{MAIN} h1").count() == 1
 

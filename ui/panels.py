@@ -58,6 +58,10 @@ def zoom(n: int) -> tuple[int, int, int, int]:
     """The shared (q0, q1, k0, k1) window every map on every page shows (keys zoom_q, zoom_k)."""
     if n < 2:
         return 0, n, 0, n
+    dragged = st.session_state.pop("_zoom_dragged", None)
+    if dragged:  # a box dragged on a map last run: it becomes the window, its first row the query
+        st.session_state["zoom_q"], st.session_state["zoom_k"] = dragged[:2], dragged[2:]
+        st.session_state["query"] = dragged[0]
     for key in ("zoom_q", "zoom_k"):
         a, b = st.session_state.get(key, (0, n))
         if not 0 <= a < b <= n:
@@ -152,11 +156,35 @@ def draw_maps(doc, maps: dict, diverging: bool = False, scale: Scale | None = No
                     zmin=scale.zmin, zmax=scale.zmax, log=scale.log, **({"diverging": True} if scale.signed else {}))
         if decorate:
             decorate(fig, name, m)
-        col.plotly_chart(fig, width="stretch", key=f"map_{name}")
+        if build is common.pooled_heatmap:
+            fig.update_layout(dragmode="select")
+            event = col.plotly_chart(fig, width="stretch", key=f"map_{name}", on_select="rerun",
+                                     selection_mode="box")
+            _zoom_to_box(name, m, event)
+        else:
+            col.plotly_chart(fig, width="stretch", key=f"map_{name}")
         if m.per_bin:
             col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
         col.download_button("Map data (NPZ)", map_npz(m), f"map-{name}.npz", "application/octet-stream",
                             key=f"npz_{name}")
+
+
+def _zoom_to_box(name: str, m, event) -> None:
+    """Turn a box dragged on a map into the shared window (applied by zoom() on the rerun)."""
+    boxes = (event or {}).get("selection", {}).get("box") or []
+    if not boxes or st.session_state.get("_zoom_box") == (name, str(boxes[0])):
+        return
+    st.session_state["_zoom_box"] = (name, str(boxes[0]))
+    spans = []
+    for axis, edges in (("y", m.row_edges), ("x", m.col_edges)):
+        values = boxes[0].get(axis) or []
+        if len(values) < 2:
+            return
+        last = len(edges) - 2
+        a, b = (min(last, max(0, round(v))) for v in (min(values), max(values)))
+        spans += [edges[a], edges[b + 1]]
+    st.session_state["_zoom_dragged"] = tuple(spans)
+    st.rerun()
 
 
 def map_pair(key: str, doc, head: int, mech: Mechanism, params: dict, window, diverging: bool = False,

@@ -8,7 +8,8 @@ from ui import compute, panels, state
 key, doc, head = state.require_doc()
 st.title("Dense attention")
 st.caption("Every query token attends to every key token of the text. The map pools query rows and key columns "
-           "to the screen's resolution; zoom into any window to see it token by token. Hover for the text.")
+           "to the screen's resolution; drag a box on it (or use the zoom sliders) to see any window token by token, "
+           "its first row becoming the inspected query. Hover for the text.")
 
 grid = int(st.session_state["grid"])
 stats = compute.dense(key, head, grid, doc)

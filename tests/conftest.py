@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 APP = str(ROOT / "app.py")
+SHORT_SAMPLE = "The Notched Key"  # the shortest sample written for the project (2,709 tokens)
 TIMEOUT = 180
 
 

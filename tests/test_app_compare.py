@@ -1,10 +1,10 @@
 """AppTest of the compare page, and of settings carried by the URL."""
-from conftest import APP, TIMEOUT, encode_in_app
+from conftest import APP, SHORT_SAMPLE, TIMEOUT, encode_in_app
 from streamlit.testing.v1 import AppTest
 
 
 def test_compare_shows_maps_table_and_heads(app):
-    at = encode_in_app(app, sample="The Notched Key")
+    at = encode_in_app(app, sample=SHORT_SAMPLE)
     at.switch_page("views/compare.py").run()
     assert not at.exception
     picked = at.session_state["cmp_mechs"]

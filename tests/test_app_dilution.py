@@ -2,10 +2,9 @@
 from pathlib import Path
 
 import pytest
-from conftest import APP, ROOT, TIMEOUT, encode_in_app
+from conftest import APP, ROOT, SHORT_SAMPLE, TIMEOUT, encode_in_app
 
 PAGE = "views/dilution.py"
-SHORT_SAMPLE = "The Notched Key"
 CHARTS = 6  # five statistics against prefix length and the needle
 
 

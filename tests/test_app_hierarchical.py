@@ -1,9 +1,8 @@
 """AppTest of the hierarchical-attention page: a short sample with a deeper tree, and
 sentence chunks on a pasted text (escaped)."""
-from conftest import encode_in_app
+from conftest import SHORT_SAMPLE, encode_in_app
 
 PAGE = "views/hierarchical.py"
-SHORT_SAMPLE = "The Notched Key"
 
 
 def open_page(at):

@@ -1,8 +1,8 @@
 """AppTest of the low-rank page: each method on a short sample, a tiny pasted text, the spectrum and curves."""
 import conftest
+from conftest import SHORT_SAMPLE
 
 PAGE = "views/lowrank.py"
-SHORT_SAMPLE = "The Notched Key"
 
 
 def open_page(app, **encode):

@@ -1,8 +1,8 @@
 """AppTest of the LSH page: a short sample, a pasted text with markup, parameter errors, the re-hash."""
 import conftest
+from conftest import SHORT_SAMPLE
 
 PAGE = "views/lsh.py"
-SHORT_SAMPLE = "The Notched Key"
 
 
 def open_page(app, **encode):

@@ -1,7 +1,5 @@
 """AppTest of the dense-attention page: a sample, a pasted text, an empty text."""
-from conftest import encode_in_app
-
-SHORT_SAMPLE = "The Notched Key"
+from conftest import SHORT_SAMPLE, encode_in_app
 
 
 def test_sample_draws_map_curves_and_inspector(app):

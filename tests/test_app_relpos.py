@@ -1,10 +1,9 @@
 """AppTest of the relative-position page: every kind on a short sample, a pasted text, a tiny text."""
 import pytest
-from conftest import APP, TIMEOUT, encode_in_app
+from conftest import APP, SHORT_SAMPLE, TIMEOUT, encode_in_app
 from streamlit.testing.v1 import AppTest
 
 PAGE = "views/relpos.py"
-SHORT_SAMPLE = "The Notched Key"
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """AppTest of the routing page: k-means on a short sample, router mode with a fit, a tiny text."""
 import conftest
+from conftest import SHORT_SAMPLE
 
 PAGE = "views/routing.py"
-SHORT_SAMPLE = "The Notched Key"
 PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
              "turned it over and over, and wondered which door it had once opened. <b>Bold?</b> ") * 4
 

@@ -1,9 +1,8 @@
 """AppTest of the segmented-attention page: fixed segments on a short sample, sentences on a
 pasted text (escaped), and a synthetic text that has no sentences at all."""
-from conftest import encode_in_app
+from conftest import SHORT_SAMPLE, encode_in_app
 
 PAGE = "views/segmented.py"
-SHORT_SAMPLE = "The Notched Key"
 
 
 def open_page(at):

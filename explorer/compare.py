@@ -8,7 +8,7 @@ import torch
 
 from explorer.doc import Doc
 from explorer.mechanisms import REGISTRY
-from explorer.metrics import Fidelity, fidelity
+from explorer.metrics import Fidelity, fidelities
 
 COLUMNS = {"rel_error": "output rel. error", "tv": "total variation", "recall": "top-k recall",
            "reach_mass": "reachable dense mass", "entropy_delta": "entropy change"}
@@ -40,14 +40,13 @@ def heads_overview(doc: Doc, mechanisms: dict[str, dict], metric: str = "tv", ma
     unknown = set(mechanisms) - set(REGISTRY)
     if unknown:
         raise ValueError(f"unknown mechanism(s) {sorted(unknown)}; known: {list(REGISTRY)}")
-    values = torch.empty(len(mechanisms), doc.heads)
-    total, done = len(mechanisms) * doc.heads, 0
-    for h in range(doc.heads):
-        q, k, v = doc.head(h)
-        for i, (key, params) in enumerate(mechanisms.items()):
-            res = REGISTRY[key].run(q, k, v, **params)
-            values[i, h] = getattr(fidelity(q, k, v, res, causal=doc.causal, max_rows=max_rows), metric).mean()
-            done += 1
-            if progress:
-                progress(done, total)
+    results = {}
+    for i, (key, params) in enumerate(mechanisms.items()):  # all heads of the layer in one run
+        results[key] = REGISTRY[key].run(doc.q, doc.k, doc.v, **params)
+        if progress:
+            progress(i + 1, len(mechanisms) + 1)
+    measured = fidelities(doc.q, doc.k, doc.v, results, causal=doc.causal, max_rows=max_rows)
+    if progress:
+        progress(len(mechanisms) + 1, len(mechanisms) + 1)
+    values = torch.stack([getattr(measured[key], metric).mean(dim=1) for key in mechanisms])
     return pd.DataFrame(values.numpy(), index=list(mechanisms), columns=[f"head {h}" for h in range(doc.heads)])

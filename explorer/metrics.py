@@ -49,25 +49,31 @@ def _entropy(w: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
 
 
-def fidelity(q, k, v, res: Result, causal: bool = False, topk: int = 8,
-             max_rows: int = 4096, chunk: int = 256) -> Fidelity:
-    """Compare `res` with exact attention on a row sample, chunk rows at a time."""
+def fidelities(q, k, v, results: dict[str, Result], causal: bool = False, topk: int = 8,
+               max_rows: int = 4096, chunk: int = 256) -> dict[str, Fidelity]:
+    """Compare several results with exact attention on one row sample; dense rows are computed once per chunk."""
     heads, n, _ = q.shape
     rows = sample_rows(n, max_rows).to(q.device)
     kk = min(topk, n)
-    parts = {name: [] for name in Fidelity.METRICS}
+    parts = {name: {metric: [] for metric in Fidelity.METRICS} for name in results}
     for start in range(0, rows.numel(), chunk):
         block = rows[start : start + chunk]
         dense = attention.weights(q, k, block, causal)
-        mech = res.weights(block)
-        o_dense, o_mech = dense @ v, res.output[:, block]
-        parts["rel_error"].append((o_mech - o_dense).norm(dim=-1) / o_dense.norm(dim=-1).clamp_min(1e-12))
-        parts["tv"].append(0.5 * (mech - dense).abs().sum(-1))
-        top_dense = dense.topk(kk, dim=-1).indices
-        top_mech = mech.topk(kk, dim=-1).indices
-        hits = (top_dense[..., :, None] == top_mech[..., None, :]).any(-1).float().mean(-1)
-        parts["recall"].append(hits)
-        parts["reach_mass"].append((dense * res.reach(block)).sum(-1))
-        parts["entropy_delta"].append(_entropy(mech) - _entropy(dense))
-    cat = {name: torch.cat(vals, dim=1).cpu() for name, vals in parts.items()}
-    return Fidelity(rows=rows.cpu(), **cat)
+        o_dense, top_dense, h_dense = dense @ v, dense.topk(kk, dim=-1).indices, _entropy(dense)
+        for name, res in results.items():
+            mech, part = res.weights(block), parts[name]
+            part["rel_error"].append((res.output[:, block] - o_dense).norm(dim=-1)
+                                     / o_dense.norm(dim=-1).clamp_min(1e-12))
+            part["tv"].append(0.5 * (mech - dense).abs().sum(-1))
+            top_mech = mech.topk(kk, dim=-1).indices
+            part["recall"].append((top_dense[..., :, None] == top_mech[..., None, :]).any(-1).float().mean(-1))
+            part["reach_mass"].append((dense * res.reach(block)).sum(-1))
+            part["entropy_delta"].append(_entropy(mech) - h_dense)
+    return {name: Fidelity(rows=rows.cpu(), **{m: torch.cat(vals, dim=1).cpu() for m, vals in part.items()})
+            for name, part in parts.items()}
+
+
+def fidelity(q, k, v, res: Result, causal: bool = False, topk: int = 8,
+             max_rows: int = 4096, chunk: int = 256) -> Fidelity:
+    """Compare `res` with exact attention on a row sample, chunk rows at a time."""
+    return fidelities(q, k, v, {"": res}, causal, topk, max_rows, chunk)[""]

@@ -82,3 +82,11 @@ def test_t5_checkpoint_values_drive_the_bias(page_app, tmp_path):
     at.sidebar.number_input(key="head").set_value(5).run()  # the checkpoint has no head 5: said, not raised
     assert not at.exception
     assert any("t5_values" in e.value for e in at.error)
+
+
+def test_a_head_other_than_the_first_gets_its_own_bias(page_app):
+    at = open_page(encode_in_app(page_app, source="Paste", text="A short text about keys and doors. " * 5))
+    at.selectbox(key="p.relpos.kind").set_value("alibi").run()
+    at.sidebar.number_input(key="head").set_value(3).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]

@@ -459,3 +459,12 @@ def test_view_helpers_validate():
         relpos.bias_curve(q, k, kind="nope")
     with pytest.raises(ValueError, match="empty distance range"):
         relpos.curve_distances(3, 2)
+
+
+def test_one_head_run_through_for_head_equals_that_head_of_a_full_run():
+    d = explorer.synthetic(40, heads=4, seed=9)
+    full = MECH.run(d.q, d.k, d.v, kind="alibi")
+    for h in range(4):
+        q, k, v = d.head(h)
+        alone = MECH.run(q, k, v, **MECH.for_head({"kind": "alibi"}, h, 4))
+        torch.testing.assert_close(alone.output[0], full.output[h])

@@ -82,7 +82,7 @@ def params_json(params: dict) -> str:
 def run(doc_key: str, head: int, mech: str, params: str, _doc):
     """A mechanism's Result on one head; params is params_json(...)."""
     q, k, v = _doc.head(head)
-    return REGISTRY[mech].run(q, k, v, **json.loads(params))
+    return REGISTRY[mech].run(q, k, v, **REGISTRY[mech].for_head(json.loads(params), head, _doc.heads))
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -25,7 +25,8 @@ def param_form(mech: Mechanism, columns: int = 4, names: tuple[str, ...] | None 
     if doc is not None and any(p.name == "causal" for p in mech.params):
         st.session_state.setdefault(f"p.{mech.key}.causal", doc.causal)
     values, cols = {}, st.columns(columns)
-    shown = [p for p in mech.params if p.default is not None and (names is None or p.name in names)]
+    shown = [p for p in mech.params if p.default is not None and (names is None or p.name in names)
+             and p.name not in (mech.head_params or ())]
     for i, p in enumerate(shown):
         key = f"p.{mech.key}.{p.name}"
         st.session_state.setdefault(key, p.default)

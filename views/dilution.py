@@ -50,7 +50,7 @@ for mech_key in picked:
         st.session_state.setdefault(f"p.{mech_key}.causal", doc.causal)
     with st.expander(f"{mech.title} parameters"):
         params[mech_key] = panels.param_form(mech, doc=doc)
-mechanisms = {REGISTRY[k].title: (REGISTRY[k], p) for k, p in params.items()}
+mechanisms = {REGISTRY[k].title: (REGISTRY[k], REGISTRY[k].for_head(p, head, doc.heads)) for k, p in params.items()}
 
 DEFAULTS = {"dil_points": 12, "dil_queries": 128, "dil_topk": 8, "dil_sample": "spread", "dil_margin": 5.0,
             "dil_needle_margin": 8.0, "dil_noise": 1.0, "dil_longest": 4096, "dil_key_at": 0.5, "dil_needle_log": False}

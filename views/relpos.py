@@ -45,7 +45,8 @@ def bias_curves(doc_key: str, params: str, lo: int, hi: int, _doc):
 def bias_window(doc_key: str, head: int, params: str, window: tuple, grid: int, _doc):
     q, k, _ = _doc.head(head)
     q0, q1, k0, k1 = window
-    return relpos.bias_map(q, k, rows=(q0, q1), cols=(k0, k1), grid=grid, per_bin=4, **json.loads(params))
+    return relpos.bias_map(q, k, rows=(q0, q1), cols=(k0, k1), grid=grid, per_bin=4,
+                           **MECH.for_head(json.loads(params), head, _doc.heads))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -69,7 +70,7 @@ def rope_decay(doc_key: str, head: int, theta: float, lo: int, hi: int, _doc):
 kind = st.session_state.get(f"p.{MECH.key}.kind", MECH.defaults()["kind"])
 shown = {"kind", "causal"} | ({"scale"} if kind != "rope" else set()) | set(relpos.KIND_PARAMS[kind])
 values = panels.param_form(MECH, doc=doc, names=tuple(shown))
-params = {**MECH.defaults(), **values, "head_offset": head, "total_heads": doc.heads}
+params = {**MECH.defaults(), **values}  # every head's curve needs the full set; compute.run adds the head
 params.pop("t5_values")
 st.caption(EXPLAIN[values["kind"]])
 if values["kind"] == "t5":

@@ -134,9 +134,19 @@ class Mechanism:
     title: str = ""
     summary: str = ""
     params: tuple[Param, ...] = ()
+    # Names of the parameters saying which model head the first given head is and how many
+    # the model has, for mechanisms whose parameters differ per head (ALiBi slopes, T5 biases).
+    head_params: tuple[str, str] | None = None
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
+
+    def for_head(self, params: dict, head: int, heads: int) -> dict:
+        """params for a run on head `head` alone of a model with `heads` heads."""
+        if self.head_params is None:
+            return dict(params)
+        first, total = self.head_params
+        return {**params, first: head, total: heads}
 
     def validate(self, params: dict) -> dict:
         known = {p.name: p for p in self.params}

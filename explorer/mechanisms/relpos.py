@@ -481,6 +481,7 @@ class RelativePosition(Mechanism):
         Param("head_offset", 0, 0, 4096, help="model head number of the first head given (one-head runs)"),
         Param("total_heads", 0, 0, 4096, help="heads of the model, for ALiBi slopes (0: head_offset + heads)"),
     )
+    head_params = ("head_offset", "total_heads")
 
     def position_term(self, q, k, params: dict) -> PositionTerm:
         """Validated parameters -> the run's position term (also used by the page's views)."""

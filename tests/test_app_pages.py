@@ -30,3 +30,13 @@ def test_page_on_a_one_token_synthetic_document(app, page):
     at.switch_page(page).run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_on_a_later_head_and_layer(app, page):
+    at = app
+    at.sidebar.number_input(key="layer").set_value(4).run()
+    at = open_page(at, page, source="Paste", text="Keys open doors; doors open rooms; rooms hold keys. " * 8)
+    at.sidebar.number_input(key="head").set_value(11).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]

@@ -1,16 +1,16 @@
 """Long-sequence attention explorer: the library behind the app (no streamlit here)."""
-from explorer.dense import DenseStats, dense_stats
-from explorer.device import pick_device
-from explorer.doc import Doc
-from explorer.synthetic import synthetic
+from explorer.core.device import pick_device
+from explorer.core.doc import Doc
+from explorer.core.stats import AttentionStats, attention_stats
+from explorer.core.synthetic import synthetic
 
-__all__ = ["Doc", "DenseStats", "dense_stats", "encode", "pick_device", "synthetic"]
+__all__ = ["Doc", "AttentionStats", "attention_stats", "encode", "pick_device", "synthetic"]
 
 
 def __getattr__(name):
     # encoding pulls in transformers; import it only when asked for
     if name == "encode":
-        from explorer.encoding import encode
+        from explorer.core.encoding import encode
 
         return encode
     raise AttributeError(name)

@@ -17,14 +17,12 @@ import time
 
 import torch
 
-from explorer.dense import dense_stats
-from explorer.device import pick_device
-from explorer.encoding import encode, load_model
+from explorer.core.device import pick_device, synchronize
+from explorer.core.encoding import encode, load_model
+from explorer.core.samples import SAMPLES_DIR
+from explorer.core.stats import attention_stats
+from explorer.core.synthetic import synthetic
 from explorer.mechanisms import REGISTRY
-from explorer.mechanisms.base import synchronize
-from explorer.samples import SAMPLES_DIR
-from explorer.synthetic import synthetic
-
 
 # Settings worth timing beside each mechanism's defaults.
 VARIANTS = {
@@ -123,8 +121,8 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
         n = q.shape[1]  # a real text adds the model's special tokens
         sdpa_t, sdpa_m = measure(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), device, repeat)
         row = {"n": n, "device": str(device), "encode_s": enc, "sdpa_s": sdpa_t, "sdpa_peak": sdpa_m}
-        t, m = measure(lambda: dense_stats(q, k, v), device, repeat)
-        row["steps"] = {"dense_stats": (t, m)}
+        t, m = measure(lambda: attention_stats(q, k, v), device, repeat)
+        row["steps"] = {"attention_stats": (t, m)}
         for label, (key, params) in runs(mechanisms).items():
             row["steps"][label] = measure(lambda: REGISTRY[key].run(q, k, v, **params), device, repeat)
         rows.append(row)

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import explorer
-from explorer.compare import fidelity_table, heads_overview, table_row
+from explorer.analysis.compare import fidelity_table, heads_overview, table_row
 from explorer.mechanisms import REGISTRY
-from explorer.metrics import fidelities, fidelity
+from explorer.analysis.fidelity import fidelities, fidelity
 
 
 def test_fidelities_share_dense_and_equal_single_measurements():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.dense import dense_stats
+from explorer.core.stats import attention_stats
 from explorer.mechanisms import REGISTRY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -18,8 +18,8 @@ def _on(doc, device):
 @pytest.mark.parametrize("n", [1, 333, 2048])
 def test_dense_pass_on_cuda_equals_cpu(n):
     doc = explorer.synthetic(n, heads=2, needles=2 if n > 2 else 0)
-    cpu = dense_stats(*_on(doc, "cpu"), grid=64)
-    gpu = dense_stats(*_on(doc, "cuda"), grid=64)
+    cpu = attention_stats(*_on(doc, "cpu"), grid=64)
+    gpu = attention_stats(*_on(doc, "cuda"), grid=64)
     torch.testing.assert_close(gpu.output.cpu(), cpu.output, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(gpu.entropy, cpu.entropy, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(gpu.map.mean, cpu.map.mean, atol=1e-5, rtol=1e-3)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.dense import dense_stats
+from explorer.core.stats import attention_stats
 from explorer.mechanisms import REGISTRY
 
 
@@ -21,7 +21,7 @@ def brute(q, k, v, causal):
 @pytest.mark.parametrize("causal", [False, True])
 def test_stats_equal_brute_force(n, chunk, grid, causal):
     d = explorer.synthetic(n, heads=3, head_dim=16, seed=n)
-    st = dense_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
+    st = attention_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
     p, lse, ent, out = brute(d.q, d.k, d.v, causal)
     torch.testing.assert_close(st.output, out, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(st.lse, lse, atol=1e-5, rtol=1e-5)
@@ -52,11 +52,11 @@ def test_dense_mechanism_and_its_weights():
 def test_bad_arguments_raise_value_error():
     d = explorer.synthetic(8)
     with pytest.raises(ValueError, match="grid"):
-        dense_stats(d.q, d.k, d.v, grid=0)
+        attention_stats(d.q, d.k, d.v, grid=0)
     with pytest.raises(ValueError, match="3-D"):
-        dense_stats(d.q[0], d.k, d.v)
+        attention_stats(d.q[0], d.k, d.v)
     with pytest.raises(ValueError, match="share heads and n"):
-        dense_stats(d.q, d.k[:, :4], d.v)
+        attention_stats(d.q, d.k[:, :4], d.v)
     with pytest.raises(ValueError, match="causal"):
         REGISTRY["dense"].run(d.q, d.k, d.v, causal="yes")
     with pytest.raises(ValueError, match="unknown parameter"):

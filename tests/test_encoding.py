@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, GPT2Config, LlamaConfig, Qwen2Config
 
 import explorer
-from explorer import attention
-from explorer.encoding import load_model, window_plan
+from explorer.core import attention
+from explorer.core.encoding import load_model, window_plan
 
 TEXT = ("The archive opened at dawn. Mara read the first chapter twice, then the index, "
         "then the notes at the back, looking for the name she had seen on the map.")
@@ -75,7 +75,7 @@ def test_long_text_rows_come_from_their_own_window(checkpoints, family):
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     plan = window_plan(len(ids), 40, 25, lm.causal)
     assert len(plan) > 3 and doc.n == len(ids) + len(lm.prefix) + len(lm.suffix)
-    from explorer.encoding import _capture, _heads_first
+    from explorer.core.encoding import _capture, _heads_first
 
     p = len(lm.prefix)
     for s, e, ks, ke in plan:

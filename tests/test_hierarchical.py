@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import explorer
+from explorer.analysis.hierarchical import by_level, level_maps
 from explorer.mechanisms import REGISTRY
 
 MECH = REGISTRY["hierarchical"]
@@ -91,7 +92,7 @@ def test_one_chunk_is_dense():
     q, k, v = qkv(20)
     res = MECH.run(q, k, v, chunk_length=50, branching=2)
     assert [lv["starts"].tolist() for lv in res.structure["levels"]] == [[0]]
-    torch.testing.assert_close(res.output, explorer.dense_stats(q, k, v).output, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(res.output, explorer.attention_stats(q, k, v).output, atol=1e-5, rtol=1e-5)
 
 
 def test_reach_partitions_the_keys():
@@ -112,9 +113,9 @@ def test_structure_and_levels():
     assert [lv["starts"].tolist() for lv in levels] == [[0, 8, 16, 24, 32, 40, 48], [0, 24, 48], [0]]
     assert levels[0]["parent"].tolist() == [0, 0, 0, 1, 1, 1, 2]
     assert levels[1]["ends"].tolist() == [24, 48, 50] and levels[-1]["parent"].tolist() == [-1]
-    by_level = MECH.by_level(q, k, v, chunk_length=8, branching=3)(torch.arange(n))
-    torch.testing.assert_close(by_level.sum(1), res.weights(torch.arange(n)), atol=1e-6, rtol=0)
-    torch.testing.assert_close(res.structure["level_mass"], by_level.sum(-1), atol=1e-5, rtol=0)
+    parts = by_level(q, k, v, chunk_length=8, branching=3)(torch.arange(n))
+    torch.testing.assert_close(parts.sum(1), res.weights(torch.arange(n)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.structure["level_mass"], parts.sum(-1), atol=1e-5, rtol=0)
     assert res.structure["level_mass"].shape == (2, 3, n)
     assert 0 < res.cost["flops"] < res.cost["dense_flops"]
 
@@ -143,7 +144,7 @@ def test_bad_params(params, match):
     with pytest.raises(ValueError, match=match):
         MECH.run(q, k, v, **params)
     with pytest.raises(ValueError, match=match):
-        MECH.by_level(q, k, v, **params)
+        by_level(q, k, v, **params)
 
 
 @settings(max_examples=25, deadline=None)
@@ -168,18 +169,17 @@ def test_invariant(n, length, branching, pool, causal, explicit, data):
 
 
 def test_level_maps_add_up_to_the_pooled_weights():
-    from explorer.mechanisms.hierarchical import level_maps
-    from explorer.pooling import pooled_map
+    from explorer.core.pooling import pooled_map
 
     n = 45
     q, k, v = qkv(n, heads=1)
     params = dict(chunk_length=4, branching=2)
     res = MECH.run(q, k, v, **params)
     parts = res.structure["level_mass"].shape[1]
-    maps = level_maps(MECH.by_level(q, k, v, **params), parts, 1, n, rows=(3, 40), cols=(0, 30), grid=8)
+    maps = level_maps(by_level(q, k, v, **params), parts, 1, n, rows=(3, 40), cols=(0, 30), grid=8)
     whole = pooled_map(res.weights, 1, n, rows=(3, 40), cols=(0, 30), grid=8)
     assert len(maps) == parts
     torch.testing.assert_close(sum(m.mean for m in maps), whole.mean, atol=1e-6, rtol=1e-5)
     assert maps[0].row_edges == whole.row_edges
     with pytest.raises(ValueError, match="window"):
-        level_maps(MECH.by_level(q, k, v, **params), parts, 1, n, rows=(0, n + 1), cols=(0, n))
+        level_maps(by_level(q, k, v, **params), parts, 1, n, rows=(0, n + 1), cols=(0, n))

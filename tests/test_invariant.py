@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import explorer
-from explorer.mechanisms import ORDER, REGISTRY
+from explorer.mechanisms import DENSE, REGISTRY
 
 
-def test_registry_holds_known_keys_in_order():
-    assert "dense" in REGISTRY
-    assert all(key in ORDER for key in REGISTRY)
-    assert list(REGISTRY) == [key for key in ORDER if key in REGISTRY]
+def test_registry_holds_the_contract_keys_dense_first():
+    assert list(REGISTRY)[0] == DENSE == "dense"
+    assert {"lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos"} <= set(REGISTRY)
+    assert all(mech.key == key and mech.title and mech.summary for key, mech in REGISTRY.items())
 
 
 @pytest.mark.parametrize("key", list(REGISTRY))

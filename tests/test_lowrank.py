@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import explorer
 from explorer.mechanisms import REGISTRY
+from explorer.analysis.lowrank import signed_mass
 from explorer.mechanisms import lowrank
 from explorer.mechanisms.lowrank import EXACT_MAX_N, iterative_pinv, randomized_svd, stream_products
 
@@ -256,8 +257,8 @@ def test_exact_svd_refused_beyond_limit():
 def test_signed_mass_tells_projections_apart():
     q, k, v = qkv(64)
     rows = torch.arange(0, 64, 5)
-    mean = lowrank.signed_mass(MECH.run(q, k, v, method="linformer", projection="mean", rank=8), rows)
+    mean = signed_mass(MECH.run(q, k, v, method="linformer", projection="mean", rank=8), rows)
     assert mean["negative_share"] == 0.0
     assert mean["row_sum_min"] == pytest.approx(1.0, abs=1e-5) and mean["row_sum_max"] == pytest.approx(1.0, abs=1e-5)
-    gauss = lowrank.signed_mass(MECH.run(q, k, v, method="linformer", rank=8), rows)
+    gauss = signed_mass(MECH.run(q, k, v, method="linformer", rank=8), rows)
     assert 0.2 < gauss["negative_share"] < 0.8

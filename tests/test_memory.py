@@ -132,7 +132,7 @@ def test_bad_params(name, value):
 
 
 def test_dense_mass_by_region_matches_masks():
-    from explorer.mechanisms.memory import REGIONS, dense_mass_by_region
+    from explorer.analysis.memory import REGIONS, dense_mass_by_region
 
     n = 41
     q, k, v = qkv(n)

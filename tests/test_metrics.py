@@ -2,9 +2,10 @@
 import torch
 
 import explorer
-from explorer import attention
+from explorer.core import attention
 from explorer.mechanisms import REGISTRY, Result
-from explorer.metrics import fidelity, sample_rows
+from explorer.analysis.fidelity import fidelity
+from explorer.core.rows import sample_rows
 
 
 def test_dense_against_itself_is_perfect():

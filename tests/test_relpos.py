@@ -20,6 +20,7 @@ try:  # BLOOM's ALiBi slopes: a second implementation to agree with (private, so
     from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
 except ImportError:  # pragma: no cover - older or newer transformers
     _get_alibi_slopes = None
+from explorer.analysis import relpos as relpos_views
 from explorer.mechanisms import relpos
 
 MECH = REGISTRY["relpos"]
@@ -324,8 +325,8 @@ def test_structure_bias_is_the_explicit_position_term(kind):
 def test_bias_map_pools_the_window():
     n = 50
     q, k, _ = qkv(n, 2)
-    full = relpos.bias_map(q, k, kind="alibi", grid=n)
-    pooled = relpos.bias_map(q, k, rows=(10, 40), cols=(5, 50), grid=6, kind="alibi")
+    full = relpos_views.bias_map(q, k, kind="alibi", grid=n)
+    pooled = relpos_views.bias_map(q, k, rows=(10, 40), cols=(5, 50), grid=6, kind="alibi")
     block = full.mean[:, 10:40, 5:50]
     rb, cb = pooled.row_edges, pooled.col_edges
     assert rb[0] == 10 and rb[-1] == 40 and cb[0] == 5 and cb[-1] == 50
@@ -334,7 +335,7 @@ def test_bias_map_pools_the_window():
     torch.testing.assert_close(pooled.mean, expected)
     torch.testing.assert_close(full.mean[0], -(2**-4) * distance_matrix(n).abs().float())  # head 0 of 2
     assert pooled.per_bin is None
-    sampled = relpos.bias_map(q, k, rows=(10, 40), cols=(5, 50), grid=6, per_bin=1, kind="alibi")
+    sampled = relpos_views.bias_map(q, k, rows=(10, 40), cols=(5, 50), grid=6, per_bin=1, kind="alibi")
     assert sampled.per_bin == 1  # one query row per bin: the bin's first (linspace(a, b - 1, 1) = a)
     first_rows = torch.stack([torch.stack([full.mean[:, rb[i], cb[j]:cb[j + 1]].mean(-1)
                                            for j in range(len(cb) - 1)], 1) for i in range(len(rb) - 1)], 1)
@@ -343,9 +344,9 @@ def test_bias_map_pools_the_window():
 
 def test_bias_curve_over_a_view():
     q, k, _ = qkv(300, 2)
-    dist, curve = relpos.bias_curve(q, k, distances=[-5, 0, 7, 299], kind="alibi", total_heads=8)
+    dist, curve = relpos_views.bias_curve(q, k, distances=[-5, 0, 7, 299], kind="alibi", total_heads=8)
     torch.testing.assert_close(curve, -relpos.alibi_slopes(8)[:2, None].float() * dist.abs())
-    dist, curve = relpos.bias_curve(q, k, kind="t5")
+    dist, curve = relpos_views.bias_curve(q, k, kind="t5")
     assert dist.min() == -299 and dist.max() == 299 and curve.shape == (2, dist.numel()) and dist.numel() <= 401
 
 
@@ -361,7 +362,7 @@ def test_attention_by_distance_matches_loops(causal):
     n = 37
     q, k, v = qkv(n, 2)
     dense = REGISTRY["dense"].run(q, k, v, causal=causal)
-    got = relpos.attention_by_distance(dense.weights, n, 2, causal=causal, bins=8, chunk=5)
+    got = relpos_views.attention_by_distance(dense.weights, n, 2, causal=causal, bins=8, chunk=5)
     w = dense.weights(torch.arange(n))
     edges = got["edges"].tolist()
     for b in range(len(edges) - 1):
@@ -376,7 +377,7 @@ def test_attention_by_distance_matches_loops(causal):
 def test_rope_decay_matches_loops():
     n, theta = 30, 50.0
     q, k, _ = qkv(n, 1, 8)
-    got = relpos.rope_decay(q, k, theta, distances=[-4, 0, 3, 29])
+    got = relpos_views.rope_decay(q, k, theta, distances=[-4, 0, 3, 29])
     qr, kr = rope_complex(q, theta).float(), rope_complex(k, theta).float()
     for col, m in enumerate([-4, 0, 3, 29]):
         pairs = [(i, i + m) for i in range(n) if 0 <= i + m < n]
@@ -452,11 +453,11 @@ def test_other_kinds_ignore_t5_settings():
 def test_view_helpers_validate():
     q, k, _ = qkv(10, 2)
     with pytest.raises(ValueError, match="rows window"):
-        relpos.bias_map(q, k, rows=(5, 5))
+        relpos_views.bias_map(q, k, rows=(5, 5))
     with pytest.raises(ValueError, match="cols window"):
-        relpos.bias_map(q, k, cols=(0, 11))
+        relpos_views.bias_map(q, k, cols=(0, 11))
     with pytest.raises(ValueError, match="kind="):
-        relpos.bias_curve(q, k, kind="nope")
+        relpos_views.bias_curve(q, k, kind="nope")
     with pytest.raises(ValueError, match="empty distance range"):
         relpos.curve_distances(3, 2)
 

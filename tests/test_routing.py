@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import explorer
 from explorer.mechanisms import REGISTRY
 from explorer.mechanisms import routing
-from explorer.router_fit import fit_router
+from explorer.analysis.router_fit import fit_router
 
 ROUTE = REGISTRY["routing"]
 

@@ -90,7 +90,7 @@ def test_long_segment_is_dense():
     q, k, v = qkv(30)
     res = MECH.run(q, k, v, segment_length=1000)
     assert res.structure["starts"].tolist() == [0]
-    torch.testing.assert_close(res.output, explorer.dense_stats(q, k, v).output, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(res.output, explorer.attention_stats(q, k, v).output, atol=1e-5, rtol=1e-5)
 
 
 def test_structure_and_cost():
@@ -163,11 +163,11 @@ def test_invariant(n, length, overlap, summaries, size_weighted, causal, explici
 
 @pytest.mark.parametrize("overlap, causal", [(0, False), (4, True)])
 def test_outside_mass_is_dense_mass_beyond_the_window(overlap, causal):
-    from explorer.mechanisms.segmented import outside_mass
+    from explorer.analysis.segmented import outside_mass
 
     n = 31
     q, k, v = qkv(n, seed=9)
-    lse = explorer.dense_stats(q, k, v, causal=causal).lse
+    lse = explorer.attention_stats(q, k, v, causal=causal).lse
     got = outside_mass(q, k, lse, segment_length=6, overlap=overlap, causal=causal)
     dense = torch.softmax((q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1]) + torch.full((n, n), float("-inf")).triu(1)
                           if causal else (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1]), dim=-1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from explorer import segments
+from explorer.core import segments
 
 
 def words(text: str, special: bool = True):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import explorer
-from explorer import spectra
+from explorer.analysis import spectra
 
 
 def qk(n, d=4, scale=2.0, heads=2, seed=0):

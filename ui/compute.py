@@ -9,13 +9,13 @@ from collections import OrderedDict
 import streamlit as st
 
 import explorer
-from explorer import attention
-from explorer.dense import dense_stats
-from explorer.encoding import load_model
+from explorer.core import attention
+from explorer.core.stats import attention_stats
+from explorer.core.encoding import load_model
 from explorer.mechanisms import REGISTRY
-from explorer.metrics import fidelity
-from explorer.pooling import pooled_map
-from explorer.samples import load_sample
+from explorer.analysis.fidelity import fidelity
+from explorer.core.pooling import pooled_map
+from explorer.core.samples import load_sample
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -66,7 +66,7 @@ def dense(doc_key: str, head: int, grid: int, _doc):
         q, k, v = _doc.head(head)
         bar = st.progress(0.0, text="dense attention pass")
         try:
-            return dense_stats(q, k, v, causal=_doc.causal, grid=grid, progress=lambda done, n: bar.progress(
+            return attention_stats(q, k, v, causal=_doc.causal, grid=grid, progress=lambda done, n: bar.progress(
                 done / n, text=f"dense attention pass: {done:,} of {n:,} queries"))
         finally:
             bar.empty()
@@ -118,7 +118,7 @@ def query_row(doc_key: str, head: int, mech: str, params: str, query: int, _doc)
 @st.cache_data(show_spinner=False, max_entries=16)
 def boundaries(doc_key: str, mode: str, length: int, split: bool, _doc) -> tuple[list[int], int]:
     """Segment starts from the text's own structure, and how many units it gave before splitting."""
-    from explorer import segments
+    from explorer.core import segments
 
     found = segments.by_mode(mode, _doc.n, length, _doc.text, _doc.offsets, split=False)
     starts = segments.split_long(found, _doc.n, length) if split else found

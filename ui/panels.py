@@ -259,7 +259,7 @@ def text_view(doc, weights: torch.Tensor, query: int, span: int = 300) -> None:
 def structure_params(key: str, doc, mech: Mechanism, label: str, noun: str, length: str) -> tuple[dict, int | None]:
     """Parameters of a mechanism that cuts the text (segments, chunks): fixed length or the text's
     own sentences or paragraphs, turned into explicit boundaries. Returns (params, units found or None)."""
-    from explorer import segments
+    from explorer.core import segments
 
     left, right = st.columns([2, 1])
     mode = left.radio(label, segments.MODES, horizontal=True, key=f"{mech.key}_mode")

@@ -40,7 +40,7 @@ INTS = ("layer", "window", "head", "grid", "synth_n", "synth_needles", "synth_se
 
 def _valid(key: str, value) -> bool:
     """Whether a setting from outside (a URL, a file) has the shape its widget accepts."""
-    from explorer.samples import sample_names
+    from explorer.core.samples import sample_names
     from ui.sidebar import SOURCES
 
     if key == "source":

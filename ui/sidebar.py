@@ -6,8 +6,8 @@ import time
 
 import streamlit as st
 
-from explorer.device import pick_device
-from explorer.samples import sample_names
+from explorer.core.device import pick_device
+from explorer.core.samples import sample_names
 from ui import compute, share, state
 
 SOURCES = ("Sample", "Paste", "Upload", "Synthetic")

@@ -24,7 +24,7 @@ import hashlib
 
 import streamlit as st
 
-from explorer.doc import Doc
+from explorer.core.doc import Doc
 
 DEFAULTS = {"source": "Sample", "model": "minilm", "layer": 0, "head": 0, "window": 0, "grid": 160,
             "synth_n": 2048, "synth_needles": 4, "synth_margin": 8.0, "synth_seed": 0, "query": 1}

@@ -3,7 +3,7 @@ a fidelity table and a mechanism x head overview."""
 import plotly.express as px
 import streamlit as st
 
-from explorer.compare import COLUMNS, fidelity_table, heads_overview, table_row
+from explorer.analysis.compare import COLUMNS, fidelity_table, heads_overview, table_row
 from explorer.figures import common
 from explorer.mechanisms import REGISTRY
 from ui import compute, panels, state

@@ -5,7 +5,7 @@ import json
 
 import streamlit as st
 
-from explorer import dilution
+from explorer.analysis import dilution
 from explorer.figures import dilution as figs
 from explorer.mechanisms import REGISTRY
 from ui import compute, panels, state

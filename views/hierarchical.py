@@ -7,7 +7,7 @@ import torch
 
 from explorer.figures import common, segments as figures
 from explorer.mechanisms import REGISTRY
-from explorer.mechanisms.hierarchical import level_maps
+from explorer.analysis.hierarchical import by_level, level_maps
 from ui import compute, panels, state
 
 MECH = REGISTRY["hierarchical"]
@@ -23,14 +23,14 @@ st.caption("A token reads its own chunk token by token; the rest of the text it 
 def maps_by_level(doc_key: str, head: int, params: str, parts: int, window: tuple, grid: int, _doc):
     q, k, v = _doc.head(head)
     q0, q1, k0, k1 = window
-    return level_maps(MECH.by_level(q, k, v, **json.loads(params)), parts, 1, _doc.n, rows=(q0, q1),
+    return level_maps(by_level(q, k, v, **json.loads(params)), parts, 1, _doc.n, rows=(q0, q1),
                       cols=(k0, k1), grid=grid, per_bin=4, device=q.device)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def row_by_level(doc_key: str, head: int, params: str, query: int, _doc) -> torch.Tensor:
     q, k, v = _doc.head(head)
-    return MECH.by_level(q, k, v, **json.loads(params))([query])[0, :, 0].cpu()
+    return by_level(q, k, v, **json.loads(params))([query])[0, :, 0].cpu()
 
 
 def part_names(count: int) -> list[str]:
@@ -90,15 +90,15 @@ st.subheader("What one token receives from each level")
 st.caption("Pick a query token: the bars split its attention by level; the chart shows what each level puts on "
            "every token of the text beside dense attention's row; the text is shaded by the combined weight.")
 query = panels.query_picker(doc)
-by_level = row_by_level(key, head, p, query, doc)
+levels_row = row_by_level(key, head, p, query, doc)
 dense_row = compute.query_row(key, head, "", "", query, doc)
 left, right = st.columns([1, 2])
 left.plotly_chart(figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.tokens[query]}"),
                   width="stretch", key="hier_query_bars")
-right.plotly_chart(common.along_text({"dense": dense_row, **dict(zip(names, by_level))}, doc.tokens,
+right.plotly_chart(common.along_text({"dense": dense_row, **dict(zip(names, levels_row))}, doc.tokens,
                                      y_title="weight", title=f"Attention of token {query} by level"),
                    width="stretch", key="hier_query_row")
-panels.text_view(doc, by_level.sum(0), query)
+panels.text_view(doc, levels_row.sum(0), query)
 
 st.subheader("How far from dense")
 panels.fidelity_panel(key, doc, head, MECH, params)

@@ -4,11 +4,11 @@ from collections import OrderedDict
 
 import streamlit as st
 
-from explorer import spectra
+from explorer.analysis import spectra
 from explorer.figures import lowrank as figs
 from explorer.mechanisms import REGISTRY
-from explorer.mechanisms.lowrank import signed_mass
-from explorer.metrics import sample_rows
+from explorer.analysis.lowrank import signed_mass
+from explorer.core.rows import sample_rows
 from ui import compute, panels, state
 
 MECH = REGISTRY["lowrank"]

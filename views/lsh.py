@@ -8,8 +8,8 @@ import torch
 
 from explorer.figures import lsh as figs
 from explorer.mechanisms import REGISTRY
-from explorer.mechanisms import lsh
-from explorer.metrics import sample_rows
+from explorer.analysis import lsh
+from explorer.core.rows import sample_rows
 from ui import compute, panels, state
 
 MECH = REGISTRY["lsh"]

@@ -6,8 +6,8 @@ import torch
 
 from explorer.figures import common, memory as figs
 from explorer.mechanisms import REGISTRY
-from explorer.mechanisms.memory import dense_mass_by_region
-from explorer.metrics import sample_rows
+from explorer.analysis.memory import dense_mass_by_region
+from explorer.core.rows import sample_rows
 from ui import compute, panels, state
 
 MECH = REGISTRY["memory"]

@@ -5,8 +5,9 @@ import json
 import streamlit as st
 import torch
 
-from explorer import attention
+from explorer.core import attention
 from explorer.figures import common, relpos as figures
+from explorer.analysis import relpos as relpos_views
 from explorer.mechanisms import REGISTRY, relpos
 from ui import compute, panels, state
 
@@ -38,14 +39,14 @@ def bias_curves(doc_key: str, params: str, lo: int, hi: int, _doc):
     """Position term against distance for every head of the layer (T5 checkpoints: the heads they have)."""
     p = json.loads(params)
     heads = _doc.heads if p.get("t5_values") is None else min(_doc.heads, len(p["t5_values"][0]))
-    return relpos.bias_curve(_doc.q[:heads], _doc.k[:heads], relpos.curve_distances(lo, hi), **p)
+    return relpos_views.bias_curve(_doc.q[:heads], _doc.k[:heads], relpos.curve_distances(lo, hi), **p)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def bias_window(doc_key: str, head: int, params: str, window: tuple, grid: int, _doc):
     q, k, _ = _doc.head(head)
     q0, q1, k0, k1 = window
-    return relpos.bias_map(q, k, rows=(q0, q1), cols=(k0, k1), grid=grid, per_bin=4,
+    return relpos_views.bias_map(q, k, rows=(q0, q1), cols=(k0, k1), grid=grid, per_bin=4,
                            **MECH.for_head(json.loads(params), head, _doc.heads))
 
 
@@ -54,16 +55,16 @@ def by_distance(doc_key: str, head: int, params: str, _doc):
     """Mean attention weight by |distance|: the model's own (dense) and with the bias."""
     q, k, _ = _doc.head(head)
     res = compute.run(doc_key, head, MECH.key, params, _doc)
-    own = relpos.attention_by_distance(lambda rows: attention.weights(q, k, rows, _doc.causal), _doc.n, 1,
+    own = relpos_views.attention_by_distance(lambda rows: attention.weights(q, k, rows, _doc.causal), _doc.n, 1,
                                        causal=_doc.causal, device=q.device)
-    biased = relpos.attention_by_distance(res.weights, _doc.n, 1, causal=res.params["causal"], device=q.device)
+    biased = relpos_views.attention_by_distance(res.weights, _doc.n, 1, causal=res.params["causal"], device=q.device)
     return {"model's own attention (dense)": own, "with the bias": biased}
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def rope_decay(doc_key: str, head: int, theta: float, lo: int, hi: int, _doc):
     q, k, _ = _doc.head(head)
-    return relpos.rope_decay(q, k, theta, relpos.curve_distances(lo, hi))
+    return relpos_views.rope_decay(q, k, theta, relpos.curve_distances(lo, hi))
 
 
 # ---------------------------------------------------------------- parameters

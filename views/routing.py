@@ -6,7 +6,7 @@ import torch
 
 from explorer.figures import common, routing as figs
 from explorer.mechanisms import REGISTRY
-from explorer.router_fit import fit_router
+from explorer.analysis.router_fit import fit_router
 from ui import compute, panels, state
 
 MECH = REGISTRY["routing"]

@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from explorer import segments
+from explorer.core import segments
 from explorer.figures import common, segments as figures
 from explorer.mechanisms import REGISTRY
-from explorer.mechanisms.segmented import outside_mass
+from explorer.analysis.segmented import outside_mass
 from ui import compute, panels, state
 
 MECH = REGISTRY["segmented"]

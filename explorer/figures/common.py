@@ -1,7 +1,7 @@
 """Charts every page shares: pooled attention maps, metrics along the text,
 colour strips over the text, and text shaded by attention weight.
 
-Long sequences arrive here already pooled (explorer.pooling) or are pooled
+Long sequences arrive here already pooled (explorer.core.pooling) or are pooled
 here to at most `points` marks, so a chart never sends more than it can show.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def pooled_heatmap(matrix, tokens: list[str], row_edges: list[int], col_edges: l
 
 def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Mean, min and max of a per-token series in at most `points` bins, with bin edges."""
-    from explorer.pooling import edges as bin_edges
+    from explorer.core.pooling import edges as bin_edges
 
     x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float)
     e = bin_edges(0, len(x), points)
@@ -118,7 +118,7 @@ def strips(ids, tokens: list[str], names: list[str], title: str = "", points: in
 
     Long texts show the id of the first token of each bin (categorical values cannot be averaged).
     """
-    from explorer.pooling import edges as bin_edges
+    from explorer.core.pooling import edges as bin_edges
 
     z = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids)
     z = z.reshape(len(names), -1)

@@ -1,6 +1,6 @@
 """Charts of the score-dilution page: a statistic against prefix length (median line
 and interquartile band per curve, theory lines beside), and the planted needle's
-weight against n. Data in (explorer.dilution results), plotly figures out.
+weight against n. Data in (explorer.analysis.dilution results), plotly figures out.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 
-from explorer.dilution import DENSE, LABELS, Curves, Needle
+from explorer.analysis.dilution import DENSE, LABELS, Curves, Needle
 
 MARGIN = {"l": 60, "r": 10, "t": 40, "b": 40}
 LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}  # below the x axis title

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 
 from explorer.figures.common import span_text, strips
-from explorer.mechanisms.memory import REGIONS, region_bounds
+from explorer.analysis.memory import REGIONS, region_bounds
 
 KINDS = (("compressed", "compressed", "#9c6ade"), ("memory", "memory", "#f2a541"),
          ("segment", "segments", "#3b7dd8"))

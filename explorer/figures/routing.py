@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from explorer.pooling import bins
+from explorer.core.pooling import bins
 
 MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
 

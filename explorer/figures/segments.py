@@ -1,7 +1,7 @@
 """Charts of segmentations: spans per level over the text, boundaries on a pooled
 attention map, a value per segment, and text tinted segment by segment.
 
-Segmentations are given as segment start token indices (explorer.segments).
+Segmentations are given as segment start token indices (explorer.core.segments).
 Long texts are pooled to at most `points` bins or bars, like explorer.figures.common.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from explorer import segments
+from explorer.core import segments
+from explorer.core.pooling import edges as bin_edges
 from explorer.figures.common import bin_labels, span_text
-from explorer.pooling import edges as bin_edges
 
 SPAN_COLOURS = ("#9ecae1", "#3182bd", "#bdbdbd")  # even node, odd node, a bin holding several nodes
 TINTS = ("rgba(49,130,189,0.10)", "rgba(230,85,13,0.12)")

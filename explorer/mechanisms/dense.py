@@ -1,12 +1,12 @@
 """Dense softmax attention: the exact reference, streamed over query chunks."""
 from __future__ import annotations
 
-from explorer import attention
-from explorer.attention import row_chunks
-from explorer.device import chunk_rows
-from explorer.mechanisms.base import Mechanism, Param, Result, dense_cost
-
 import torch
+
+from explorer.core import attention
+from explorer.core.device import chunk_rows
+from explorer.core.rows import row_chunks
+from explorer.mechanisms.base import Mechanism, Param, Result, dense_cost
 
 
 class Dense(Mechanism):

@@ -1,7 +1,7 @@
 """Hierarchical attention: tokens -> chunks -> (super-chunks ->) document, one exact softmax.
 
 Level 0 is the tokens, level 1 the chunks (fixed `chunk_length`, or explicit
-`boundaries` such as sentences or paragraphs from explorer.segments), and with
+`boundaries` such as sentences or paragraphs from explorer.core.segments), and with
 `branching` b >= 2 every further level groups b consecutive nodes of the level
 below, until one node, the document, remains (b = 0: chunks, then directly the
 document). Each node has its own key and value: the mean of its tokens'.
@@ -34,7 +34,7 @@ structure: levels (for level 1 .. the document: starts, ends, parent LongTensors
 parent indexes the next level, -1 at the document), level_mass
 ([heads, parts, n]: the share of each query's attention that came from part p:
 0 = own-chunk tokens, l = level-l nodes), branching, pool_queries, causal.
-`Hierarchical.by_level(q, k, v, **params)` returns rows -> [heads, parts, rows, n],
+explorer.analysis.hierarchical.by_level(q, k, v, **params) returns rows -> [heads, parts, rows, n],
 what each level puts on the original keys (their sum is `weights`); `level_maps`
 pools them over a window for display.
 """
@@ -44,12 +44,16 @@ from typing import Callable
 
 import torch
 
-from explorer import segments
-from explorer.device import chunk_rows
-from explorer.mechanisms.base import Mechanism, Param, Result, as_rows, check_qkv
-from explorer.mechanisms.segmented import (NodeLevel, SpanAttention, make_starts, pooled_nodes, row_chunk,
-                                           span_cost)
-from explorer.pooling import MapAccumulator, PooledMap, sampled_rows
+from explorer.core import segments
+from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.spans import (
+    NodeLevel,
+    SpanAttention,
+    make_starts,
+    pooled_nodes,
+    row_chunk,
+    span_cost,
+)
 
 
 def tree(chunks: torch.Tensor, branching: int) -> list[torch.Tensor]:
@@ -161,30 +165,6 @@ class Hierarchical(Mechanism):
                      "pool_queries": params["pool_queries"], "causal": params["causal"]}
         cost = span_cost(engine, q, k, v, nodes, levels=len(starts) - 1, pooled_queries=params["pool_queries"])
         return Result(out, engine.weights, structure=structure, cost=cost, reach_fn=engine.reach)
-
-    def by_level(self, q, k, v, **params) -> Callable[[torch.Tensor], torch.Tensor]:
-        """rows -> [heads, parts, len(rows), n]: each level's share of the effective weights."""
-        check_qkv(q, k, v)
-        _, engine = self.build(q, k, v, **self.validate(params))
-        return lambda rows: engine.weights_by_part(as_rows(rows, q.shape[1], q.device))
-
-
-def level_maps(parts_fn: Callable[[torch.Tensor], torch.Tensor], parts: int, heads: int, n: int,
-               rows: tuple[int, int], cols: tuple[int, int], grid: int = 256, per_bin: int | None = None,
-               device=None) -> list[PooledMap]:
-    """One pooled map per part of `Hierarchical.by_level`, over one window, in a single streamed pass."""
-    for name, (a, b) in (("rows", rows), ("cols", cols)):
-        if not 0 <= a < b <= n:
-            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
-    device = torch.device(device or "cpu")
-    accs = [MapAccumulator(heads, rows, cols, grid, device) for _ in range(parts)]
-    picked = sampled_rows(*rows, grid, per_bin, device)
-    for block in picked.split(chunk_rows(n * parts, heads, device)):
-        w = parts_fn(block)
-        for p, acc in enumerate(accs):
-            acc.add(block, w[:, p])
-    sampled = per_bin if picked.numel() < rows[1] - rows[0] else None
-    return [acc.result(sampled) for acc in accs]
 
 
 MECHANISM = Hierarchical()

@@ -55,11 +55,11 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer import attention
-from explorer.attention import row_chunks
-from explorer.device import chunk_rows
+from explorer.core import attention
+from explorer.core.device import chunk_rows
+from explorer.core.pooling import bins, edges
+from explorer.core.rows import row_chunks
 from explorer.mechanisms.base import Mechanism, Param, Result
-from explorer.pooling import bins, edges
 
 METHODS = ("linformer", "nystrom", "svd")
 AUTO_EXACT_N = 1024  # "auto" runs the exact SVD up to here (well under a second per head on a CPU)
@@ -73,7 +73,7 @@ def generator(seed: int, device) -> torch.Generator:
 
 
 class SegmentMeans:
-    """Contiguous near-equal segments (explorer.pooling.bins): project = mean over each."""
+    """Contiguous near-equal segments (explorer.core.pooling.bins): project = mean over each."""
 
     def __init__(self, n: int, count: int, device):
         self.index, self.count = bins(0, n, count, device)
@@ -289,19 +289,6 @@ def truncated_svd(q, k, v, rank, solver, oversample, power_iters, seed) -> Resul
                  "relative_frobenius_error": (fro / dec.fro2.sqrt()).cpu(),
                  "spectral_error": dec.spectral_error(rank).cpu(), "error_note": dec.note()}
     return Result(out, lambda rows: us[:, rows] @ vt, structure, cost, all_reach(heads, n, q.device))
-
-
-def signed_mass(res: Result, rows: torch.Tensor) -> dict[str, float]:
-    """How far effective weights are from a distribution, on the given query rows.
-
-    negative_share: share of sum |w| carried by negative weights (0 for softmax
-    attention); row_sum_min/max: the extremes of sum_j w_ij (1 for softmax).
-    """
-    w = res.weights(rows)
-    total = w.abs().sum().clamp_min(1e-30)
-    sums = w.sum(-1)
-    return {"negative_share": float(w.clamp_max(0).abs().sum() / total),
-            "row_sum_min": float(sums.min()), "row_sum_max": float(sums.max())}
 
 
 class LowRank(Mechanism):

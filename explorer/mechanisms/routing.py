@@ -19,13 +19,13 @@ round(sqrt(n)), the paper's choice for O(n^1.5) cost; values above n are clamped
 
 mode "router". P attention paths run side by side: "local" (a sliding window
 of +-`window` keys, only earlier ones when causal), "clusters" (the k-means
-attention above), and whichever of "segmented", "lsh", "lowrank", "dense" the
-registry holds, each with its own defaults (dense only when `dense_path`;
-when causal, only paths with a causal form). Routing probabilities are
-r = softmax(x W_r) with x the head's query vectors; output = sum_p r_p Attn_p
-and the effective weights are the same mix of the paths' weights. W_r
-([heads, head_dim, P] or [head_dim, P], a tensor or a nested list so it can
-travel as JSON) is seeded random N(0, 1/head_dim) unless given; explorer.router_fit fits it to match dense on this text.
+attention above), and "segmented", "lsh", "lowrank", "dense" (PATHS), each with
+its own defaults (dense only when `dense_path`; when causal, only paths with a
+causal form). Routing probabilities are r = softmax(x W_r) with x the head's
+query vectors; output = sum_p r_p Attn_p and the effective weights are the same
+mix of the paths' weights. W_r ([heads, head_dim, P] or [head_dim, P], a tensor
+or a nested list so it can travel as JSON) is seeded random N(0, 1/head_dim)
+unless given; explorer.analysis.router_fit fits it to match dense on this text.
 
 structure (both modes; 'query_members' etc. describe the k-means clusters):
   n_clusters, cluster_size   clusters used and tokens each cluster takes (w)
@@ -48,11 +48,17 @@ import math
 
 import torch
 
-from explorer import attention
-from explorer.device import chunk_rows
+from explorer.core import attention
+from explorer.core.device import chunk_rows
+from explorer.core.rows import row_chunks
 from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.dense import MECHANISM as DENSE
+from explorer.mechanisms.lowrank import MECHANISM as LOWRANK
+from explorer.mechanisms.lsh import MECHANISM as LSH
+from explorer.mechanisms.segmented import MECHANISM as SEGMENTED
 
-OPTIONAL_PATHS = ("segmented", "lsh", "lowrank", "dense")
+# The other mechanisms router mode can route to, in the order the paths are listed.
+PATHS = {"segmented": SEGMENTED, "lsh": LSH, "lowrank": LOWRANK, "dense": DENSE}
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -212,7 +218,7 @@ def local_attention(q, k, v, window: int, causal: bool) -> Result:
     heads, n, d = q.shape
     ahead = 0 if causal else window
     out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
-    for rows in attention.row_chunks(n, 1024, q.device):
+    for rows in row_chunks(n, 1024, q.device):
         lo, hi = max(0, int(rows[0]) - window), min(n, int(rows[-1]) + ahead + 1)
         out[:, rows] = band_weights(q, k, rows, lo, hi, window, causal) @ v[:, lo:hi]
 
@@ -227,13 +233,10 @@ def local_attention(q, k, v, window: int, causal: bool) -> Result:
 
 
 def available_paths(causal: bool, dense_path: bool) -> list[str]:
-    """Path names in order: local, clusters, then the registered mechanisms that fit the setting."""
-    from explorer.mechanisms import REGISTRY  # imported late: the registry is being built when this loads
-
+    """Path names in order: local, clusters, then the other mechanisms that fit the setting."""
     names = ["local", "clusters"]
-    for key in OPTIONAL_PATHS:
-        mech = REGISTRY.get(key)
-        if mech is None or (key == "dense" and not dense_path):
+    for key, mech in PATHS.items():
+        if key == "dense" and not dense_path:
             continue
         if causal and "causal" not in {p.name for p in mech.params}:
             continue
@@ -242,9 +245,7 @@ def available_paths(causal: bool, dense_path: bool) -> list[str]:
 
 
 def run_paths(q, k, v, params: dict) -> tuple[list[str], list[Result]]:
-    """Every path's Result on the whole sequence (registered ones with their own defaults)."""
-    from explorer.mechanisms import REGISTRY
-
+    """Every path's Result on the whole sequence (other mechanisms with their own defaults)."""
     causal = params["causal"]
     names = available_paths(causal, params["dense_path"])
     results = []
@@ -255,7 +256,7 @@ def run_paths(q, k, v, params: dict) -> tuple[list[str], list[Result]]:
             results.append(kmeans_attention(q, k, v, params["n_clusters"], params["cluster_size"],
                                             params["iterations"], params["seed"], causal))
         else:
-            mech = REGISTRY[name]
+            mech = PATHS[name]
             extra = {"causal": causal} if "causal" in {p.name for p in mech.params} else {}
             results.append(mech.run(q, k, v, **extra))
     return names, results

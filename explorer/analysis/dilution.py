@@ -6,7 +6,7 @@ normalised by log L: the log of the keys the text offers the query, i + 1 for
 row i under a causal mask, whatever a mechanism then reaches), effective
 support exp(entropy) and the mass on its top-k keys; per length we keep the median and the
 interquartile band (25%, 75%) over the sampled rows of every head. Dense is
-exact softmax (explorer.attention); each mechanism runs on the prefix and is
+exact softmax (explorer.core.attention); each mechanism runs on the prefix and is
 read through `res.weights(rows)`. Effective weights of some mechanisms are
 signed (Linformer), so every statistic is taken of |w| / sum |w|; for
 non-negative rows that sum to one (dense and most mechanisms) this is w itself.
@@ -23,7 +23,7 @@ e^margin + (n - 1) e^(sigma^2 / 2) (the log-normal mean); plugging it in is
 an approximation of the expected weight (Jensen: a slight underestimate),
 good once n - 1 >> e^(sigma^2), where the noise sum concentrates.
 
-Controlled experiment (`needle_experiment`): explorer.synthetic plants one
+Controlled experiment (`needle_experiment`): explorer.core.synthetic plants one
 needle, the last query (n - 1) to a key at relative position `key_at`
 (default the middle, so its distance grows with n); noise scales the other
 keys, so their logits are N(0, noise^2) and exactly 0 at noise 0, where dense
@@ -39,11 +39,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from explorer import attention
-from explorer.device import chunk_rows
-from explorer.mechanisms.base import Mechanism, check_qkv
-from explorer.metrics import sample_rows
-from explorer.synthetic import synthetic
+from explorer.core import attention
+from explorer.core.checks import check_qkv
+from explorer.core.device import chunk_rows
+from explorer.core.rows import sample_rows
+from explorer.core.synthetic import synthetic
+from explorer.mechanisms.base import Mechanism
 
 DENSE = "dense"
 METRICS = ("max_weight", "entropy", "entropy_norm", "support", "topk_mass")

@@ -25,10 +25,10 @@ from typing import Callable
 
 import torch
 
-from explorer import attention
+from explorer.core import attention
+from explorer.core.rows import sample_rows
 from explorer.mechanisms.lowrank import MECHANISM as LOWRANK
 from explorer.mechanisms.lowrank import attention_svd, randomized_svd
-from explorer.metrics import sample_rows
 
 EXACT_MAX_N = {"cpu": 2048, "cuda": 4096}  # svdvals of 2048^2 takes about a second on a CPU, 4096^2 thirty
 

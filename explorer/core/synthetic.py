@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from explorer.doc import Doc
+from explorer.core.doc import Doc
 
 
 def _needle_pairs(needles, n: int, gen: torch.Generator) -> list[tuple[int, int]]:

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.attention import row_chunks, scores
-from explorer.device import chunk_rows
-from explorer.mechanisms.base import check_qkv, synchronize
-from explorer.pooling import MapAccumulator, PooledMap
+from explorer.core.attention import scores
+from explorer.core.checks import check_qkv
+from explorer.core.device import chunk_rows, synchronize
+from explorer.core.pooling import MapAccumulator, PooledMap
+from explorer.core.rows import row_chunks
 
 
 @dataclass
-class DenseStats:
+class AttentionStats:
     lse: torch.Tensor  # [heads, n] log-sum-exp of the scaled scores
     entropy: torch.Tensor  # [heads, n] nats
     max_weight: torch.Tensor  # [heads, n]
@@ -30,8 +31,8 @@ class DenseStats:
     chunk: int
 
 
-def dense_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None) -> DenseStats:
+def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None) -> AttentionStats:
     """One pass over query chunks; `chunk` defaults to what the device's memory allows.
 
     progress, if given, is called with (rows done, n) after every chunk.
@@ -68,5 +69,5 @@ def dense_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool 
             if progress:
                 progress(int(rows[-1]) + 1, n)
     synchronize(q.device)
-    return DenseStats(lse.cpu(), entropy.clamp_min(0).cpu(), peak.cpu(), top_i.cpu(), top_w.cpu(),
+    return AttentionStats(lse.cpu(), entropy.clamp_min(0).cpu(), peak.cpu(), top_i.cpu(), top_w.cpu(),
                       acc.result(), out, time.perf_counter() - start, chunk)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer import attention
-from explorer.mechanisms import REGISTRY
-from explorer.mechanisms import routing
-from explorer.mechanisms.base import check_qkv, dense_cost, synchronize
-from explorer.metrics import sample_rows
+from explorer.core import attention
+from explorer.core.checks import check_qkv
+from explorer.core.device import synchronize
+from explorer.core.rows import sample_rows
+from explorer.mechanisms import REGISTRY, routing
+from explorer.mechanisms.base import dense_cost
 
 
 @dataclass

@@ -16,9 +16,3 @@ def scores(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = 
 def weights(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """Softmax attention rows [heads, len(rows), n]."""
     return torch.softmax(scores(q, k, rows, causal), dim=-1)
-
-
-def row_chunks(n: int, size: int, device=None):
-    """Consecutive LongTensor blocks of row indices covering 0..n-1."""
-    for start in range(0, n, size):
-        yield torch.arange(start, min(n, start + size), device=device)

@@ -17,8 +17,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from explorer.device import pick_device
-from explorer.doc import Doc
+from explorer.core.device import pick_device
+from explorer.core.doc import Doc
 
 BUNDLED = "minilm"
 # (query, key, value) module names of the families this reads; a fused

@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 
 
-
 def bins(start: int, stop: int, grid: int, device=None) -> tuple[torch.Tensor, int]:
     """Bin index of each position in [start, stop) and the number of bins."""
     length = stop - start

@@ -6,9 +6,9 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from explorer.doc import Doc
+from explorer.analysis.fidelity import Fidelity, fidelities
+from explorer.core.doc import Doc
 from explorer.mechanisms import REGISTRY
-from explorer.metrics import Fidelity, fidelities
 
 COLUMNS = {"rel_error": "output rel. error", "tv": "total variation", "recall": "top-k recall",
            "reach_mass": "reachable dense mass", "entropy_delta": "entropy change"}

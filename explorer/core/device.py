@@ -37,3 +37,9 @@ def chunk_rows(n_keys: int, heads: int, device: torch.device, buffers: int = 4) 
     """Query rows per chunk so that `buffers` score-sized tensors fit the budget."""
     per_row = max(1, heads * n_keys * 4 * buffers)
     return max(1, min(n_keys, _available_bytes(device) // per_row))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a measured time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

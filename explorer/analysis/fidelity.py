@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer import attention
+from explorer.core import attention
+from explorer.core.rows import sample_rows
 from explorer.mechanisms.base import Result
 
 
@@ -35,13 +36,6 @@ class Fidelity:
             worst = torch.quantile(x, 0.9 if worse_high else 0.1)
             out[name] = {"mean": float(x.mean()), "median": float(x.median()), "worst_decile": float(worst)}
         return out
-
-
-def sample_rows(n: int, max_rows: int) -> torch.Tensor:
-    """All rows when they fit, else max_rows evenly spaced ones (first and last included)."""
-    if n <= max_rows:
-        return torch.arange(n)
-    return torch.linspace(0, n - 1, max_rows).round().long().unique()
 
 
 def _entropy(w: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """Long-sequence attention explorer: `streamlit run app.py`.
 
-The entry point holds the navigation and the shared sidebar (text, model,
-layer, head); every page reads the encoded document from session state.
+The entry point holds the navigation and the shared sidebar (text, model, layer, head);
+every page reads the encoded document through ui.document.
 """
+from pathlib import Path
+
 import streamlit as st
 
-from ui import share, sidebar
+from ui import settings, share, sidebar
 
 st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wide")
 
@@ -24,8 +26,14 @@ SECTIONS = {
 PAGES = {section: [st.Page(path, title=title, icon=icon, default=path == "views/overview.py")
                    for path, title, icon in pages]
          for section, pages in SECTIONS.items()}
+STEMS = {title: Path(path).stem for pages in SECTIONS.values() for path, title, _ in pages}
+OWNERS = set(STEMS.values())  # each page owns the settings "<stem>_..." it declares
 
 navigation = st.navigation(PAGES)
-sidebar.render()
-navigation.run()
+sidebar.render(OWNERS)
+try:
+    navigation.run()
+    settings.settle(STEMS[navigation.title])  # the page ran to its end: what it did not declare is not its setting
+except ValueError as err:  # a library check refused an input: say why, in its words
+    st.error(str(err))
 share.publish_to_url()  # again: the page may have moved the zoom or the query

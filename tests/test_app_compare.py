@@ -7,14 +7,18 @@ def test_compare_shows_maps_table_and_heads(app):
     at = encode_in_app(app, sample=SHORT_SAMPLE)
     at.switch_page("views/compare.py").run()
     assert not at.exception
-    picked = at.session_state["cmp_mechs"]
+    picked = at.session_state["compare_mechs"]
     assert picked
     assert len(at.get("plotly_chart")) >= 1 + len(picked) + 1  # dense, each mechanism, the query rows
     table = at.dataframe[0].value
     assert len(table) == len(picked) and (table["top-k recall"].between(0, 1)).all()
+    charts = len(at.get("plotly_chart"))
     [b for b in at.button if b.label.startswith("Compute for all")][0].click().run()
     assert not at.exception
-    assert "cmp_heads" in at.session_state
+    heads = at.get("plotly_chart")[-1].proto.spec
+    assert len(at.get("plotly_chart")) == charts + 1 and '"head 11"' in heads
+    at.sidebar.number_input(key="head").set_value(2).run()  # the overview is cached: it stays drawn
+    assert len(at.get("plotly_chart")) == charts + 1
 
 
 def test_a_link_reopens_the_same_view():
@@ -33,4 +37,6 @@ def test_bad_settings_in_a_link_are_ignored_with_a_warning():
     at.query_params.update({"sample": '"No such text"', "layer": '"x"', "run": "true"})
     at.run()
     assert not at.exception
-    assert any("Ignored settings" in w.value for w in at.warning)
+    notice = " ".join(w.value for w in at.warning)
+    assert "Settings not applied" in notice and "sample" in notice and "layer" in notice
+    assert "encoded" not in at.session_state  # the refused sample was not replaced by another text

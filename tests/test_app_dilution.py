@@ -9,7 +9,7 @@ CHARTS = 6  # five statistics against prefix length and the needle
 
 
 @pytest.fixture
-def dil_app(tmp_path):
+def dilution_app(tmp_path):
     """app.py when it lists the page; until then a copy of it that adds the page to the navigation."""
     from streamlit.testing.v1 import AppTest
 
@@ -26,8 +26,8 @@ def dil_app(tmp_path):
     return AppTest.from_file(str(wrapper), default_timeout=TIMEOUT).run(), page
 
 
-def open_page(dil_app, **encode):
-    at, page = dil_app
+def open_page(dilution_app, **encode):
+    at, page = dilution_app
     at = encode_in_app(at, **encode)
     at.switch_page(page).run()
     assert not at.exception, at.exception
@@ -35,39 +35,39 @@ def open_page(dil_app, **encode):
 
 
 def downloads(at):
-    return [b for b in at.get("download_button") if (b.key or "").startswith("dil_csv")]
+    return [b for b in at.get("download_button") if (b.key or "").startswith("dilution_csv")]
 
 
-def test_sample_draws_every_chart_with_mechanisms(dil_app):
-    at = open_page(dil_app, sample=SHORT_SAMPLE)
+def test_sample_draws_every_chart_with_mechanisms(dilution_app):
+    at = open_page(dilution_app, sample=SHORT_SAMPLE)
     assert at.title[0].value == "Score dilution"
-    assert at.multiselect(key="dil_mechs").value == ["segmented", "lowrank"]
+    assert at.multiselect(key="dilution_mechs").value == ["segmented", "lowrank"]
     assert len(at.get("plotly_chart")) == CHARTS
     assert len(downloads(at)) == CHARTS + 1  # one per chart and the long table
     assert len(at.dataframe) == 1 and not at.error
-    at.select_slider(key="dil_longest").set_value(256).run()
-    at.number_input(key="dil_points").set_value(4).run()
-    at.multiselect(key="dil_mechs").select("lsh").run()
+    at.select_slider(key="dilution_longest").set_value(256).run()
+    at.number_input(key="dilution_points").set_value(4).run()
+    at.multiselect(key="dilution_mechs").select("lsh").run()
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == CHARTS
     spec = at.get("plotly_chart")[-1].proto.spec
     assert "LSH attention" in spec and "theory, noise 0" in spec and "theory, noise 1" in spec
 
 
-def test_tiny_pasted_text_and_dense_only(dil_app):
-    at = open_page(dil_app, source="Paste", text="Short <i>text</i>.")
+def test_tiny_pasted_text_and_dense_only(dilution_app):
+    at = open_page(dilution_app, source="Paste", text="Short <i>text</i>.")
     assert len(at.get("plotly_chart")) == CHARTS and not at.error
-    at.multiselect(key="dil_mechs").set_value([]).run()
-    at.radio(key="dil_sample").set_value("last").run()
-    at.number_input(key="dil_queries").set_value(2).run()
+    at.multiselect(key="dilution_mechs").set_value([]).run()
+    at.radio(key="dilution_sample").set_value("last").run()
+    at.number_input(key="dilution_queries").set_value(2).run()
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == CHARTS
     assert "dense" in at.get("plotly_chart")[0].proto.spec
 
 
-def test_a_parameter_error_is_shown_not_raised(dil_app):
-    at = open_page(dil_app, source="Paste", text="Short <i>text</i> for a relative-position check.")
-    at.multiselect(key="dil_mechs").set_value(["relpos"]).run()
+def test_a_parameter_error_is_shown_not_raised(dilution_app):
+    at = open_page(dilution_app, source="Paste", text="Short <i>text</i> for a relative-position check.")
+    at.multiselect(key="dilution_mechs").set_value(["relpos"]).run()
     at.number_input(key="p.relpos.num_buckets").set_value(8).run()
     at.number_input(key="p.relpos.max_distance").set_value(2).run()
     assert not at.exception

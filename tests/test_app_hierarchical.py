@@ -14,7 +14,7 @@ def test_tree_levels_and_maps_on_a_sample(app):
     assert not at.exception
     assert at.title[0].value == "Hierarchical attention"
     at.number_input(key="p.hierarchical.chunk_length").set_value(8).run()
-    at.number_input(key="p.hierarchical.branching").set_value(2).run()
+    at.selectbox(key="p.hierarchical.branching").set_value(2).run()
     assert not at.exception
     levels = int(at.metric[2].value)
     assert levels >= 3  # chunks, super-chunks, ..., document

@@ -1,4 +1,6 @@
 """AppTest of the routing page: k-means on a short sample, router mode with a fit, a tiny text."""
+import json
+
 import conftest
 from conftest import SHORT_SAMPLE
 
@@ -33,7 +35,8 @@ def test_router_mode_fit_and_use(app):
     assert at.session_state["routing_use_fit"] is True
     assert at.metric[2].value == "given"  # the fitted W_r is what ran
     assert len(at.get("plotly_chart")) == charts + 1  # the loss curve
-    losses = at.session_state["routing_fit"]["losses"]
+    loss = json.loads(at.get("plotly_chart")[0].proto.spec)
+    losses = loss["data"][0]["y"]
     assert len(losses) == 31 and losses[-1] < losses[0]
     at.checkbox(key="routing_use_fit").uncheck().run()
     assert not at.exception

@@ -131,7 +131,7 @@ def test_every_page_works_from_a_shared_link(page, base_url, url_path):
 
 
 def test_a_link_copied_from_compare_opens_the_same_view(browser, page, base_url):
-    page.goto(link(base_url, "compare", run="true", query="17", cmp_mechs='["segmented", "memory"]',
+    page.goto(link(base_url, "compare", run="true", query="17", compare_mechs='["segmented", "memory"]',
                    **{"p.segmented.segment_length": "32"}, **SHORT))
     wait_idle(page)
     wait_heatmaps(page, 3)

@@ -1,125 +1,112 @@
-"""Cached compute. Keys are strings and numbers, never tensors: the document
-enters under an unhashed `_doc` argument beside its key, so changing a head,
-a zoom or a colour reuses the encoding and every result already computed."""
+"""The computations every page shares, each through the one cache (ui.cache) under a Run.
+
+Changing a head, a zoom or a colour reuses the encoding and every result already made:
+keys hold the Run (encoding, head, mechanism, parameters) and what else the value depends on.
+"""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from typing import Callable
 
-import streamlit as st
+import torch
 
 import explorer
-from explorer.core import attention
-from explorer.core.stats import attention_stats
-from explorer.core.encoding import load_model
-from explorer.mechanisms import REGISTRY
-from explorer.analysis.fidelity import fidelity
-from explorer.core.pooling import pooled_map
+from explorer.analysis.fidelity import Fidelity, fidelity
+from explorer.core import attention, segments
+from explorer.core.encoding import LoadedModel, load_model
+from explorer.core.pooling import PooledMap, pooled_map
 from explorer.core.samples import load_sample
+from explorer.core.stats import AttentionStats, attention_stats
+from explorer.mechanisms import REGISTRY, Result
+from ui.cache import cached, report
+from ui.state import Run, doc_key
+
+FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
+MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
-def model(name: str):
-    return load_model(name)
+def model(name: str) -> LoadedModel:
+    return cached(("model", name), lambda: load_model(name), label=f"Loading the model {name}")
 
 
-@st.cache_resource(show_spinner=False)
-def _stores() -> dict[str, OrderedDict]:
-    """Process-wide stores of results made with a progress bar (st.cache_* would show a spinner)."""
-    return {}
+def sample(name: str) -> str:
+    return cached(("sample", name), lambda: load_sample(name))
 
 
-def remembered(store: str, name: str, make, keep: int):
-    """make()'s value, made once per name; each store keeps its `keep` newest values."""
-    cache = _stores().setdefault(store, OrderedDict())
-    if name in cache:
-        cache.move_to_end(name)
-        return cache[name]
-    value = cache[name] = make()
-    while len(cache) > keep:
-        cache.popitem(last=False)
-    return value
-
-
-def encoded(args: dict, progress=None):
-    """The Doc for these encoding arguments, made once; progress(done, total) is told per window."""
-    from ui.state import doc_key
-
+def encoded(args: dict) -> explorer.Doc:
+    """The Doc for these encoding arguments (ui.sidebar builds them), made once per process."""
     def make():
         if args.get("synthetic"):
             return explorer.synthetic(**json.loads(args["synthetic"]))
         return explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
-                               window=args["window"] or None, progress=progress)
+                               window=args["window"] or None, progress=report)
 
-    return remembered("encodings", doc_key(args), make, keep=3)
-
-
-@st.cache_data(show_spinner=False)
-def sample(name: str) -> str:
-    return load_sample(name)
+    return cached(("encoding", doc_key(args)), make, label="Encoding the text, model windows")
 
 
-def dense(doc_key: str, head: int, grid: int, _doc):
-    """The streamed dense pass of one head, made once, with a progress bar while it runs."""
+def dense(run: Run, grid: int) -> AttentionStats:
+    """The streamed statistics pass of exact attention on the run's head."""
+    def make():
+        q, k, v = run.qkv()
+        return attention_stats(q, k, v, causal=run.doc.causal, grid=grid, progress=report)
+
+    return cached(("dense", run.reference(), grid), make, label="Dense attention, queries")
+
+
+def result(run: Run) -> Result:
+    """The run's mechanism on its head; its parameters were checked by the form (ValueError if not)."""
+    mech = REGISTRY[run.mech]
 
     def make():
-        q, k, v = _doc.head(head)
-        bar = st.progress(0.0, text="dense attention pass")
-        try:
-            return attention_stats(q, k, v, causal=_doc.causal, grid=grid, progress=lambda done, n: bar.progress(
-                done / n, text=f"dense attention pass: {done:,} of {n:,} queries"))
-        finally:
-            bar.empty()
+        q, k, v = run.qkv()
+        return mech.run(q, k, v, **mech.for_head(run.params, run.head, run.doc.heads))
 
-    return remembered("dense", f"{doc_key}|{head}|{grid}", make, keep=8)
+    return cached(("result", run), make, label=f"Running {mech.title}")
 
 
-def params_json(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
+def weights_fn(run: Run) -> Callable[[torch.Tensor], torch.Tensor]:
+    """rows -> [1, len(rows), n]: exact attention's rows, or the run's effective weights."""
+    if run.dense:
+        q, k, _ = run.qkv()
+        return lambda rows: attention.weights(q, k, rows, run.doc.causal)
+    return result(run).weights
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def run(doc_key: str, head: int, mech: str, params: str, _doc):
-    """A mechanism's Result on one head; params is params_json(...)."""
-    q, k, v = _doc.head(head)
-    return REGISTRY[mech].run(q, k, v, **REGISTRY[mech].for_head(json.loads(params), head, _doc.heads))
+def fidelity_of(run: Run) -> Fidelity:
+    """The run's mechanism against exact attention, on up to FIDELITY_ROWS queries."""
+    def make():
+        q, k, v = run.qkv()
+        return fidelity(q, k, v, result(run), causal=run.doc.causal, max_rows=FIDELITY_ROWS)
+
+    return cached(("fidelity", run), make, label="Measuring fidelity against dense")
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def fidelity_of(doc_key: str, head: int, mech: str, params: str, _doc, max_rows: int = 2048):
-    q, k, v = _doc.head(head)
-    res = run(doc_key, head, mech, params, _doc)
-    return fidelity(q, k, v, res, causal=_doc.causal, max_rows=max_rows)
+def window_map(run: Run, window: tuple[int, int, int, int], grid: int) -> PooledMap:
+    """Pooled map of a (query, key) window; dense's whole-text map is the statistics pass's own."""
+    n = run.doc.n
+    if run.dense and window == (0, n, 0, n):
+        return dense(run, grid).map
+
+    def make():
+        q0, q1, k0, k1 = window
+        return pooled_map(weights_fn(run), 1, n, rows=(q0, q1), cols=(k0, k1), grid=grid,
+                          per_bin=MAP_ROWS_PER_BIN, device=run.doc.q.device, progress=report)
+
+    return cached(("map", run, window, grid), make, label="Pooling the attention map, queries")
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def window_map(doc_key: str, head: int, mech: str, params: str, window: tuple, grid: int, _doc, per_bin: int = 4):
-    """Pooled map of a (query, key) window for dense (mech "") or a mechanism."""
-    q, k, v = _doc.head(head)
-    if mech:
-        fn = run(doc_key, head, mech, params, _doc).weights
-    else:
-        fn = lambda rows: attention.weights(q, k, rows, _doc.causal)  # noqa: E731
-    q0, q1, k0, k1 = window
-    return pooled_map(fn, 1, _doc.n, rows=(q0, q1), cols=(k0, k1), grid=grid, per_bin=per_bin, device=q.device)
+def query_row(run: Run, query: int) -> torch.Tensor:
+    """One query's attention row over the whole text [n]."""
+    rows = torch.tensor([query], device=run.doc.q.device)
+    return cached(("row", run, query), lambda: weights_fn(run)(rows)[0, 0].cpu())
 
 
-def query_row(doc_key: str, head: int, mech: str, params: str, query: int, _doc):
-    """One query's attention row over the whole text (dense when mech is "")."""
-    import torch
-
-    q, k, _ = _doc.head(head)
-    rows = torch.tensor([query], device=q.device)
-    if mech:
-        return run(doc_key, head, mech, params, _doc).weights(rows)[0, 0].cpu()
-    return attention.weights(q, k, rows, _doc.causal)[0, 0].cpu()
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def boundaries(doc_key: str, mode: str, length: int, split: bool, _doc) -> tuple[list[int], int]:
+def boundaries(run: Run, mode: str, length: int, split: bool) -> tuple[list[int], int]:
     """Segment starts from the text's own structure, and how many units it gave before splitting."""
-    from explorer.core import segments
+    def make():
+        doc = run.doc
+        found = segments.by_mode(mode, doc.n, length, doc.text, doc.offsets, split=False)
+        starts = segments.split_long(found, doc.n, length) if split else found
+        return starts.tolist(), found.numel()
 
-    found = segments.by_mode(mode, _doc.n, length, _doc.text, _doc.offsets, split=False)
-    starts = segments.split_long(found, _doc.n, length) if split else found
-    return starts.tolist(), found.numel()
+    return cached(("boundaries", run.doc_key, mode, length, split), make)

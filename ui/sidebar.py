@@ -8,22 +8,33 @@ import streamlit as st
 
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
-from ui import compute, share, state
+from ui import compute, document, settings, share
+from ui.settings import Setting
+from ui.state import SOURCES
 
-SOURCES = ("Sample", "Paste", "Upload", "Synthetic")
 MAX_UPLOAD_BYTES = 20 * 2**20
+SOURCE = Setting("source", SOURCES[0], choices=SOURCES)
+SAMPLE = Setting("sample", sample_names()[0], choices=tuple(sample_names()))
+PASTED = Setting("pasted", "", url=False, max_chars=10**9)
+MODEL = Setting("model", "minilm", max_chars=200)
+LAYER = Setting("layer", 0, lo=0, hi=95)
+WINDOW = Setting("window", 0, lo=0, hi=32768)
+HEAD = Setting("head", 0, lo=0, hi=1023)
+SYNTH_N = Setting("synth_n", 2048, lo=1, hi=200_000)
+SYNTH_NEEDLES = Setting("synth_needles", 4, lo=0, hi=64)
+SYNTH_MARGIN = Setting("synth_margin", 8.0, lo=0.0, hi=40.0)
+SYNTH_SEED = Setting("synth_seed", 0, lo=0, hi=2**31 - 1)
+SIDEBAR = (SOURCE, SAMPLE, PASTED, MODEL, LAYER, WINDOW, HEAD, SYNTH_N, SYNTH_NEEDLES, SYNTH_MARGIN, SYNTH_SEED)
+settings.register(*SIDEBAR)
 
 
 def _text() -> str:
     """The text the chosen source holds now ('' when there is none)."""
-    source = st.session_state["source"]
+    source = st.session_state[SOURCE.key]
     if source == "Sample":
-        names = sample_names()
-        st.session_state.setdefault("sample", names[0])
-        name = st.selectbox("Sample text", names, key="sample")
-        return compute.sample(name)
+        return compute.sample(st.selectbox("Sample text", SAMPLE.choices, key=SAMPLE.key))
     if source == "Paste":
-        return st.text_area("Paste a text", key="pasted", height=160, placeholder="Paste a long document here…")
+        return st.text_area("Paste a text", key=PASTED.key, height=160, placeholder="Paste a long document here…")
     if source == "Upload":
         upload = st.file_uploader("A .txt or .md file", type=["txt", "md"])
         if upload is None:
@@ -40,32 +51,32 @@ def _text() -> str:
 
 
 def _synthetic_args() -> dict:
-    n = st.number_input("Tokens", 1, 200_000, key="synth_n", step=256)
-    needles = st.number_input("Planted needles", 0, 64, key="synth_needles")
-    margin = st.number_input("Needle logit margin", 0.0, 40.0, key="synth_margin", step=0.5)
-    seed = st.number_input("Seed", 0, 2**31 - 1, key="synth_seed")
+    n = st.number_input("Tokens", int(SYNTH_N.lo), int(SYNTH_N.hi), key=SYNTH_N.key, step=256)
+    needles = st.number_input("Planted needles", int(SYNTH_NEEDLES.lo), int(SYNTH_NEEDLES.hi), key=SYNTH_NEEDLES.key)
+    margin = st.number_input("Needle logit margin", SYNTH_MARGIN.lo, SYNTH_MARGIN.hi, key=SYNTH_MARGIN.key, step=0.5)
+    seed = st.number_input("Seed", int(SYNTH_SEED.lo), int(SYNTH_SEED.hi), key=SYNTH_SEED.key)
     spec = {"n": int(n), "heads": 4, "head_dim": 32, "seed": int(seed),
             "needles": int(needles) if n >= 2 else 0, "margin": float(margin)}
     return {"text": "", "model": "synthetic", "layer": 0, "window": 0, "synthetic": json.dumps(spec, sort_keys=True)}
 
 
 def _model_args(text: str) -> dict:
-    st.text_input("Model", key="model", help="'minilm' (bundled, offline), a Hugging Face id or a local folder")
-    st.number_input("Layer", 0, 96, key="layer")
-    st.number_input("Window (tokens per model pass, 0 = model maximum)", 0, 32768, key="window", step=64)
-    return {"text": text, "model": st.session_state["model"].strip(), "layer": int(st.session_state["layer"]),
-            "window": int(st.session_state["window"]), "synthetic": ""}
+    st.text_input("Model", key=MODEL.key, max_chars=MODEL.max_chars,
+                  help="'minilm' (bundled, offline), a Hugging Face id or a local folder")
+    st.number_input("Layer", int(LAYER.lo), int(LAYER.hi), key=LAYER.key)
+    st.number_input("Window (tokens per model pass, 0 = model maximum)", int(WINDOW.lo), int(WINDOW.hi),
+                    key=WINDOW.key, step=64)
+    return {"text": text, "model": st.session_state[MODEL.key].strip(), "layer": int(st.session_state[LAYER.key]),
+            "window": int(st.session_state[WINDOW.key]), "synthetic": ""}
 
 
 def _run(args: dict) -> None:
     with st.status("Encoding…", expanded=True) as status:
-        bar = st.progress(0.0, text="loading the model")
         start = time.perf_counter()
         try:
             if not args["synthetic"]:
                 compute.model(args["model"])
-            doc = compute.encoded(args, progress=lambda done, total: bar.progress(
-                done / total, text=f"window {done} of {total}"))
+            doc = compute.encoded(args)
         except ValueError as err:
             status.update(label="Could not encode", state="error")
             st.error(str(err))
@@ -75,14 +86,15 @@ def _run(args: dict) -> None:
                       state="complete", expanded=False)
 
 
-def render() -> None:
+def render(owners: set[str]) -> None:
     """Draw the sidebar; encode on Run (or when a shared link asks); keep the head in range."""
-    auto = share.restore_from_url() or share.take_pending()
-    state.init()
-    share.keep()
+    auto = share.restore_from_url(owners) or share.take_pending_file(owners)
+    for s in SIDEBAR:
+        st.session_state.setdefault(s.key, s.default)
+    settings.keep()
     with st.sidebar:
-        st.radio("Text", SOURCES, key="source", horizontal=True)
-        if st.session_state["source"] == "Synthetic":
+        st.radio("Text", SOURCES, key=SOURCE.key, horizontal=True)
+        if st.session_state[SOURCE.key] == "Synthetic":
             args = _synthetic_args()
         else:
             text = _text()
@@ -93,12 +105,12 @@ def render() -> None:
                 st.warning("The text is empty: pick a sample, paste or upload a text first.")
             else:
                 _run(args)
-        got = state.current()
+        got = document.current()
         if got is not None:
             _, doc = got
-            st.session_state["head"] = min(int(st.session_state["head"]), doc.heads - 1)
-            st.number_input("Head", 0, doc.heads - 1, key="head")
+            st.session_state[HEAD.key] = min(int(st.session_state[HEAD.key]), doc.heads - 1)
+            st.number_input("Head", 0, doc.heads - 1, key=HEAD.key)
             st.caption(f"{doc.n:,} tokens · {doc.heads} heads · layer {doc.layer} · {doc.model}")
         st.caption(f"Device: {pick_device()}")
-        share.panel()
+        share.panel(owners)
     share.publish_to_url()

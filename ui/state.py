@@ -1,38 +1,27 @@
-"""Session state: the documented keys, and access to the encoded document.
+"""Session state that is not a setting, and the run handle every cached computation takes.
 
-st.session_state keys
-  source     "Sample" | "Paste" | "Upload" | "Synthetic": where the text comes from
-  sample     title of the chosen sample text
-  pasted     the pasted text (kept across pages and runs; never put in the URL)
-  model      "minilm", a Hugging Face id or a local checkpoint path
-  layer      layer whose Q/K/V are shown
-  head       head shown on every page (changing it never re-encodes)
-  window     text tokens per model pass (0: the model's maximum)
-  synth_n, synth_needles, synth_margin, synth_seed   synthetic source settings
-  encoded    the arguments of the last successful encoding (a dict), or absent
-  grid       display resolution of attention maps
-  zoom_q, zoom_k   (start, stop) of the query and key window every map shows
-  query      the query token the inspectors follow
-  pool, log_colour  map style: mean or max pooling, log colour scale
-  cmp_mechs  mechanisms chosen on the compare page
-  p.<mechanism>.<param>  a mechanism's parameter, shared by its page and the compare page
-  _restored  set once the URL's settings were applied to this session
+Settings (what a person chooses: the text source, model, head, zoom, mechanism parameters,
+each page's options) are declared in the settings registry (ui.settings), each next to what
+owns it. Besides them st.session_state holds:
+  encoded              the arguments of the last successful encoding (a dict), or absent
+  _restored            set once the URL's settings were applied to this session
+  _pending_settings    values from a link waiting for the page that declares them
+  _refused_settings    outside values that were refused, shown once as a notice
+  _zoom_dragged, _zoom_box   a box dragged on a map, applied on the next run (ui.maps)
+Results are never kept in session state: they live in the one cache (ui.cache), under keys
+built from a Run.
 """
 from __future__ import annotations
 
 import hashlib
-
-import streamlit as st
+import json
+from dataclasses import dataclass, field, replace
 
 from explorer.core.doc import Doc
+from explorer.mechanisms import DENSE
 
-DEFAULTS = {"source": "Sample", "model": "minilm", "layer": 0, "head": 0, "window": 0, "grid": 160,
-            "synth_n": 2048, "synth_needles": 4, "synth_margin": 8.0, "synth_seed": 0, "query": 1}
-
-
-def init() -> None:
-    for key, value in DEFAULTS.items():
-        st.session_state.setdefault(key, value)
+SOURCES = ("Sample", "Paste", "Upload", "Synthetic")
+REPRODUCIBLE = ("Sample", "Synthetic")  # sources a link can re-create without the text itself
 
 
 def text_key(text: str) -> str:
@@ -45,23 +34,41 @@ def doc_key(args: dict) -> str:
     return "|".join([f"text={text_key(args.get('text', ''))}"] + parts)
 
 
-def current() -> tuple[str, Doc] | None:
-    """(doc key, Doc) of the last encoding, from the cache; None before the first run."""
-    from ui.compute import encoded
-
-    args = st.session_state.get("encoded")
-    if not args:
-        return None
-    with st.spinner("Encoding the text again (it left the cache)…"):
-        return doc_key(args), encoded(args)
+def canonical(params: dict) -> str:
+    """Parameters as one canonical JSON text: the same values always give the same key."""
+    return json.dumps(params, sort_keys=True)
 
 
-def require_doc() -> tuple[str, Doc, int]:
-    """The page's (doc key, doc, head), or a hint and a stop when nothing is encoded yet."""
-    got = current()
-    if got is None:
-        st.info("Choose a text in the sidebar and press **Run** to encode it.")
-        st.stop()
-    key, doc = got
-    head = min(int(st.session_state.get("head", 0)), doc.heads - 1)
-    return key, doc, head
+@dataclass(frozen=True)
+class Run:
+    """What a computation is about: an encoding, one head, and a mechanism with its parameters.
+
+    Hashable and compared by (doc_key, head, mech, params_json), so it is the cache key; the
+    Doc rides along uncompared. `mech` is DENSE for exact attention.
+    """
+
+    doc_key: str
+    head: int
+    mech: str = DENSE
+    params_json: str = "{}"
+    doc: Doc | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def params(self) -> dict:
+        return json.loads(self.params_json)
+
+    @property
+    def dense(self) -> bool:
+        return self.mech == DENSE
+
+    def of(self, mech: str, params: dict | None = None) -> Run:
+        """The same encoding and head, another mechanism."""
+        return replace(self, mech=mech, params_json=canonical(params or {}))
+
+    def reference(self) -> Run:
+        """Exact attention on the same encoding and head."""
+        return self.of(DENSE)
+
+    def qkv(self):
+        """q, k, v of this head, [1, n, head_dim] each."""
+        return self.doc.head(self.head)

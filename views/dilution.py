@@ -1,36 +1,38 @@
 """Score dilution: as the text grows, each query's attention spreads over more keys.
 Curves over prefixes of the text for dense and the chosen mechanisms, theory
 beside them, and a planted needle on synthetic vectors."""
-import json
-
 import streamlit as st
 
 from explorer.analysis import dilution
 from explorer.figures import dilution as figs
-from explorer.mechanisms import REGISTRY
-from ui import compute, panels, state
+from explorer.mechanisms import DENSE, REGISTRY
+from ui import document, forms, settings
+from ui.cache import cached, report
+from ui.settings import Setting
+from ui.state import canonical
 
-def with_progress(name: str, text: str, fn):
-    """fn(progress)'s result, computed once per name, with a progress bar while it runs."""
-
-    def make():
-        bar = st.progress(0.0, text=text)
-        try:
-            return fn(lambda done, total: bar.progress(done / total, text=f"{text}: step {done} of {total}"))
-        except ValueError as err:
-            st.error(str(err))
-            st.stop()
-        finally:
-            bar.empty()
-
-    return compute.remembered("dilution", name, make, keep=8)
+CHOICES = tuple(k for k in REGISTRY if k != DENSE)
+LONGEST = (256, 1024, 4096, 16384, 65536)
+MECHS = Setting("dilution_mechs", ["segmented", "lowrank"], choices=CHOICES)
+POINTS = Setting("dilution_points", 12, lo=2, hi=40)
+QUERIES = Setting("dilution_queries", 128, lo=1, hi=4096)
+TOPK = Setting("dilution_topk", 8, lo=1, hi=256)
+SAMPLE = Setting("dilution_sample", "spread", choices=dilution.SAMPLES)
+MARGIN = Setting("dilution_margin", 5.0, lo=0.0, hi=20.0)
+NEEDLE_MARGIN = Setting("dilution_needle_margin", 8.0, lo=0.0, hi=20.0)
+NOISE = Setting("dilution_noise", 1.0, lo=0.0, hi=3.0)
+LONGEST_N = Setting("dilution_longest", 4096, choices=LONGEST)
+KEY_AT = Setting("dilution_key_at", 0.5, lo=0.0, hi=1.0)
+NEEDLE_LOG = Setting("dilution_needle_log", False)
+settings.declare(MECHS, POINTS, QUERIES, TOPK, SAMPLE, MARGIN, NEEDLE_MARGIN, NOISE, LONGEST_N, KEY_AT, NEEDLE_LOG)
 
 
 def download(frame, label: str, filename: str, key: str) -> None:
     st.download_button(f"{label} (CSV)", frame.to_csv(index=False), filename, "text/csv", key=key)
 
 
-key, doc, head = state.require_doc()
+run = document.require()
+doc = run.doc
 st.title("Score dilution")
 st.caption("As a sequence grows, each query's softmax is shared by more keys: the largest weight falls, the entropy "
            "rises, and noise takes mass from the tokens that matter. Here every statistic is measured on prefixes of "
@@ -38,60 +40,50 @@ st.caption("As a sequence grows, each query's softmax is shared by more keys: th
            "chosen below, with the theory of a uniform row and of a single needle beside it.")
 
 # ---------------------------------------------------------------- choices
-choices = [k for k in REGISTRY if k != dilution.DENSE]
-st.session_state.setdefault("dil_mechs", [k for k in ("segmented", "lowrank") if k in choices])
-st.session_state["dil_mechs"] = [k for k in st.session_state["dil_mechs"] if k in choices]
-picked = st.multiselect("Mechanisms beside dense", choices, key="dil_mechs", format_func=lambda k: REGISTRY[k].title,
+picked = st.multiselect("Mechanisms beside dense", CHOICES, key=MECHS.key, format_func=lambda k: REGISTRY[k].title,
                         help="Each runs on every prefix; slow mechanisms on long texts take a while (progress shown).")
 params = {}
 for mech_key in picked:
     mech = REGISTRY[mech_key]
-    if any(p.name == "causal" for p in mech.params):
-        st.session_state.setdefault(f"p.{mech_key}.causal", doc.causal)
     with st.expander(f"{mech.title} parameters"):
-        params[mech_key] = panels.param_form(mech, doc=doc)
-mechanisms = {REGISTRY[k].title: (REGISTRY[k], REGISTRY[k].for_head(p, head, doc.heads)) for k, p in params.items()}
-
-DEFAULTS = {"dil_points": 12, "dil_queries": 128, "dil_topk": 8, "dil_sample": "spread", "dil_margin": 5.0,
-            "dil_needle_margin": 8.0, "dil_noise": 1.0, "dil_longest": 4096, "dil_key_at": 0.5, "dil_needle_log": False}
-for name, value in DEFAULTS.items():
-    st.session_state.setdefault(name, value)
+        params[mech_key] = forms.checked(mech, forms.param_form(mech, doc=doc))
+mechanisms = {REGISTRY[k].title: (REGISTRY[k], REGISTRY[k].for_head(p, run.head, doc.heads)) for k, p in params.items()}
 
 with st.expander("Measurement: prefixes and queries", expanded=False):
     a, b, c, d = st.columns(4)
-    points = int(a.number_input("Prefix lengths", 2, 40, key="dil_points",
+    points = int(a.number_input("Prefix lengths", int(POINTS.lo), int(POINTS.hi), key=POINTS.key,
                                 help="points of the log grid from 8 tokens to the whole text"))
-    queries = int(b.number_input("Queries per prefix", 1, 4096, key="dil_queries",
+    queries = int(b.number_input("Queries per prefix", int(QUERIES.lo), int(QUERIES.hi), key=QUERIES.key,
                                  help="query rows measured in each prefix"))
-    topk = int(c.number_input("k of top-k mass", 1, 256, key="dil_topk"))
-    sample = d.radio("Which queries", dilution.SAMPLES, key="dil_sample", horizontal=True,
+    topk = int(c.number_input("k of top-k mass", int(TOPK.lo), int(TOPK.hi), key=TOPK.key))
+    sample = d.radio("Which queries", SAMPLE.choices, key=SAMPLE.key, horizontal=True,
                      help="spread: evenly spaced over the prefix (first and last included); last: the prefix's "
                           "last rows, which see the most context under a causal mask")
 lengths = dilution.prefix_lengths(doc.n, points)
-margin = st.slider("Needle margin for the theory lines (logit advantage of one key over the rest)", 0.0, 20.0,
-                   step=0.5, key="dil_margin")
+margin = st.slider("Needle margin for the theory lines (logit advantage of one key over the rest)", MARGIN.lo,
+                   MARGIN.hi, step=0.5, key=MARGIN.key)
 
-q, k, v = doc.head(head)
-measured = {"doc": key, "head": head, "lengths": lengths, "queries": queries, "topk": topk, "sample": sample,
-            "causal": doc.causal}
+q, k, v = run.qkv()
+measured = (tuple(lengths), queries, topk, sample)
 
 
 def curves_of(mech_key: str | None):
     """Dense's curves (None) or one mechanism's, each kept apart so adding a mechanism computes only it."""
     name = REGISTRY[mech_key].title if mech_key else dilution.DENSE
-    spec = json.dumps({**measured, "mech": mech_key, "params": params.get(mech_key)}, sort_keys=True)
-    return with_progress(f"curves|{spec}", f"Measuring prefixes ({name})", lambda progress: dilution.dilution_curves(
+    key = ("dilution curves", run.of(mech_key, params[mech_key]) if mech_key else run.reference(), measured)
+    return cached(key, lambda: dilution.dilution_curves(
         q, k, v, lengths, {name: mechanisms[name]} if mech_key else None, causal=doc.causal, queries=queries,
-        sample=sample, topk=topk, progress=progress, dense=mech_key is None))
+        sample=sample, topk=topk, progress=report, dense=mech_key is None),
+        label=f"Measuring prefixes ({name}), steps")
 
 
 curves = dilution.Curves.merge(*[curves_of(m) for m in [None, *picked]])
 theory = dilution.theory_rows(curves.lengths, margin, topk)
 
 where = "evenly spaced over each prefix" if sample == "spread" else "the last of each prefix"
-st.caption(f"Head {head}; {len(curves.lengths)} prefixes from {curves.lengths[0]:,} to {curves.lengths[-1]:,} tokens; "
-           f"up to {queries:,} queries {where}. Lines are medians over those queries, shaded bands the 25-75% range. "
-           "Mechanisms whose effective weights are signed (low rank) are measured on |w| / sum |w|.")
+st.caption(f"Head {run.head}; {len(curves.lengths)} prefixes from {curves.lengths[0]:,} to {curves.lengths[-1]:,} "
+           f"tokens; up to {queries:,} queries {where}. Lines are medians over those queries, shaded bands the 25-75% "
+           "range. Mechanisms whose effective weights are signed (low rank) are measured on |w| / sum |w|.")
 for name, share in curves.empty.items():
     if share.any():
         st.caption(f"{name}: up to {share.max():.0%} of the measured queries attended to no key at all (they count "
@@ -119,11 +111,11 @@ left, right = st.columns(2)
 for i, (metric, log_y, title, caption) in enumerate(PANELS):
     with (left if i % 2 == 0 else right):
         st.plotly_chart(figs.band_chart(curves, metric, theory, log_y=log_y, title=title), width="stretch",
-                        key=f"dil_chart_{metric}")
+                        key=f"dilution_chart_{metric}")
         st.caption(caption)
-        download(curves.table(metric, theory), title, f"dilution-{metric}.csv", f"dil_csv_{metric}")
+        download(curves.table(metric, theory), title, f"dilution-{metric}.csv", f"dilution_csv_{metric}")
 with right:
-    download(curves.frame(), "Every curve, long format", "dilution-curves.csv", "dil_csv_all")
+    download(curves.frame(), "Every curve, long format", "dilution-curves.csv", "dilution_csv_all")
 
 # ---------------------------------------------------------------- needle experiment
 st.subheader("A planted needle")
@@ -131,27 +123,27 @@ st.caption("Synthetic Gaussian queries and keys (no model): the last query's key
            "margin over all other keys, whose logits are Gaussian noise. The same mechanisms and parameters as "
            "above run at every length; which of them keep the needle as n grows?")
 a, b, c, d = st.columns(4)
-needle_margin = a.slider("Margin", 0.0, 20.0, step=0.5, key="dil_needle_margin",
+needle_margin = a.slider("Margin", NEEDLE_MARGIN.lo, NEEDLE_MARGIN.hi, step=0.5, key=NEEDLE_MARGIN.key,
                          help="logit of the needle minus that of the noise keys")
-noise = b.slider("Noise (std of the other logits)", 0.0, 3.0, step=0.1, key="dil_noise")
-longest = c.select_slider("Longest n", [256, 1024, 4096, 16384, 65536], key="dil_longest")
-key_at = d.slider("Needle key position (share of n)", 0.0, 1.0, step=0.05, key="dil_key_at",
+noise = b.slider("Noise (std of the other logits)", NOISE.lo, NOISE.hi, step=0.1, key=NOISE.key)
+longest = c.select_slider("Longest n", LONGEST, key=LONGEST_N.key)
+key_at = d.slider("Needle key position (share of n)", KEY_AT.lo, KEY_AT.hi, step=0.05, key=KEY_AT.key,
                   help="0: the first token, 1: the query itself (the last token)")
-planted = {"margin": needle_margin, "noise": noise, "longest": longest, "key_at": key_at}
+planted = (needle_margin, noise, longest, key_at)
 
 
 def needle_of(mech_key: str | None):
     """The needle's weight for dense (None) or one mechanism, each kept apart."""
     name = REGISTRY[mech_key].title if mech_key else dilution.DENSE
-    spec = json.dumps({**planted, "mech": mech_key, "params": params.get(mech_key)}, sort_keys=True)
-    return with_progress(f"needle|{spec}", f"Planting needles ({name})", lambda progress: dilution.needle_experiment(
+    spec = canonical(mechanisms[name][1]) if mech_key else ""
+    return cached(("needle", planted, name, spec), lambda: dilution.needle_experiment(
         dilution.prefix_lengths(longest, 10), needle_margin, noise, {name: mechanisms[name]} if mech_key else None,
-        key_at=key_at, progress=progress, dense=mech_key is None))
+        key_at=key_at, progress=report, dense=mech_key is None), label=f"Planting needles ({name}), steps")
 
 
 needle = dilution.Needle.merge(*[needle_of(m) for m in [None, *picked]])
-log_needle = st.checkbox("Log scale for the weight", key="dil_needle_log")
-st.plotly_chart(figs.needle_chart(needle, log_y=log_needle), width="stretch", key="dil_chart_needle")
+log_needle = st.checkbox("Log scale for the weight", key=NEEDLE_LOG.key)
+st.plotly_chart(figs.needle_chart(needle, log_y=log_needle), width="stretch", key="dilution_chart_needle")
 st.caption("The weight the needle query puts on its key at each length: dense follows e^margin / (e^margin + n - 1) "
            "(exactly at noise 0; with noise the dashed Gaussian estimate uses the mean e^(noise²/2) of a noise key). "
            "A hollow marker means the mechanism cannot reach the key at all at that length; a curve above dense means "
@@ -163,4 +155,4 @@ summary = last[["weight", "reach"]].assign(**{"vs dense": last["weight"] / dense
 st.dataframe(summary.style.format("{:.4g}"), width="stretch")
 st.caption(f"At n = {needle.lengths[-1]:,}: the needle's weight, whether the key is reachable, and the weight as a "
            "multiple of dense's. Low-rank weights are signed, so they can be negative.")
-download(final, "Needle weights", "needle.csv", "dil_csv_needle")
+download(final, "Needle weights", "needle.csv", "dilution_csv_needle")

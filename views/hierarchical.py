@@ -1,56 +1,22 @@
 """Hierarchical attention: the level tree over the text, attention at each level, what one
 token receives from each level, and the combined weights beside dense."""
-import json
-
 import streamlit as st
-import torch
 
+from explorer.analysis.hierarchical import by_level, level_maps
 from explorer.figures import common, segments as figures
 from explorer.mechanisms import REGISTRY
-from explorer.analysis.hierarchical import by_level, level_maps
-from ui import compute, panels, state
+from ui import compute, fidelity, forms, inspector, maps
+from ui.cache import cached, report
 
 MECH = REGISTRY["hierarchical"]
 
-key, doc, head = state.require_doc()
-st.title("Hierarchical attention")
-st.caption("A token reads its own chunk token by token; the rest of the text it reads through pooled nodes - the "
-           "other chunks of its group, then the other groups, coarser the farther away (a tree up to the whole "
-           "document). Everything shares one softmax, and a node's weight is shared evenly by the tokens it covers.")
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def maps_by_level(doc_key: str, head: int, params: str, parts: int, window: tuple, grid: int, _doc):
-    q, k, v = _doc.head(head)
-    q0, q1, k0, k1 = window
-    return level_maps(by_level(q, k, v, **json.loads(params)), parts, 1, _doc.n, rows=(q0, q1),
-                      cols=(k0, k1), grid=grid, per_bin=4, device=q.device)
-
-
-@st.cache_resource(show_spinner=False, max_entries=32)
-def row_by_level(doc_key: str, head: int, params: str, query: int, _doc) -> torch.Tensor:
-    q, k, v = _doc.head(head)
-    return by_level(q, k, v, **json.loads(params))([query])[0, :, 0].cpu()
-
-
-def part_names(count: int) -> list[str]:
-    return ["own chunk (tokens)"] + [f"level {level} nodes" for level in range(1, count)]
-
-
-# ---------------------------------------------------------------- parameters
-params, _ = panels.structure_params(key, doc, MECH, "Chunks from", "chunks", "chunk_length")
-p = compute.params_json(params)
-
-res = panels.run_or_stop(key, doc, head, MECH, params)
+run, res = forms.header(MECH, structure=("Chunks from", "chunks", "chunk_length"))
+doc = run.doc
 levels = res.structure["levels"]
 mass = res.structure["level_mass"][0]  # [parts, n]
-names = part_names(mass.shape[0])
-a, b, c, d, e = st.columns(5)
-a.metric("Tokens", f"{doc.n:,}")
-b.metric("Chunks", f"{levels[0]['starts'].numel():,}")
-c.metric("Levels above the tokens", len(levels))
-d.metric("Run (this head)", f"{res.cost['seconds']:.2f} s")
-e.metric("Work vs dense", f"{res.cost['flops'] / res.cost['dense_flops']:.3f}×")
+names = ["own chunk (tokens)"] + [f"level {level} nodes" for level in range(1, mass.shape[0])]
+forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Chunks": (f"{levels[0]['starts'].numel():,}", None),
+                    "Levels above the tokens": (len(levels), None)})
 
 # ---------------------------------------------------------------- the tree
 st.subheader("The hierarchy over the text")
@@ -71,34 +37,37 @@ st.caption("Top: dense attention and the combined effective weights of hierarchi
            "window. Below: what each level alone puts on the original keys (a node's weight is spread over its "
            "tokens, so coarse levels show as flat blocks); they add up to the combined map. White lines are the "
            "chunk boundaries (on level maps, that level's nodes) when few enough fall in view. One colour scale.")
-window = panels.zoom(doc.n)
-grid = int(st.session_state["grid"])
-with st.spinner("Pooling dense, combined and per-level attention…"):
-    pair = {"Dense": panels.window_map(key, doc, head, "", "", window, grid),
-            "Hierarchical (combined)": panels.window_map(key, doc, head, MECH.key, p, window, grid)}
-    per_level = dict(zip(names, maps_by_level(key, head, p, len(names), window, grid, doc)))
-scale = panels.shared_scale({**pair, **per_level})
+window = maps.zoom(doc.n)
+grid = maps.grid()
+q, k, v = run.qkv()
+pair = {"Dense": compute.window_map(run.reference(), window, grid),
+        "Hierarchical (combined)": compute.window_map(run, window, grid)}
+per_level = dict(zip(names, cached(("hierarchical level maps", run, window, grid), lambda: level_maps(
+    by_level(q, k, v, **run.params), len(names), 1, doc.n, rows=window[:2], cols=window[2:], grid=grid,
+    per_bin=compute.MAP_ROWS_PER_BIN, device=q.device, progress=report), label="Pooling each level's map, queries")))
+scale = maps.scale_for({**pair, **per_level})
 spans = {name: levels[max(0, i - 1)]["starts"] for i, name in enumerate(per_level)}
-panels.draw_maps(doc, pair, scale=scale,
-                 decorate=lambda fig, name, m: figures.add_boundaries(fig, levels[0]["starts"], m.row_edges, m.col_edges))
-panels.draw_maps(doc, per_level, scale=scale,
-                 decorate=lambda fig, name, m: (fig.update_layout(height=380),
-                                                figures.add_boundaries(fig, spans[name], m.row_edges, m.col_edges)))
+maps.draw(doc, pair, scale=scale,
+          decorate=lambda fig, name, m: figures.add_boundaries(fig, levels[0]["starts"], m.row_edges, m.col_edges))
+maps.draw(doc, per_level, scale=scale,
+          decorate=lambda fig, name, m: (fig.update_layout(height=380),
+                                         figures.add_boundaries(fig, spans[name], m.row_edges, m.col_edges)))
 
 # ---------------------------------------------------------------- one token
 st.subheader("What one token receives from each level")
 st.caption("Pick a query token: the bars split its attention by level; the chart shows what each level puts on "
            "every token of the text beside dense attention's row; the text is shaded by the combined weight.")
-query = panels.query_picker(doc)
-levels_row = row_by_level(key, head, p, query, doc)
-dense_row = compute.query_row(key, head, "", "", query, doc)
+query = inspector.query_picker(doc)
+levels_row = cached(("hierarchical row by level", run, query),
+                    lambda: by_level(q, k, v, **run.params)([query])[0, :, 0].cpu())
 left, right = st.columns([1, 2])
 left.plotly_chart(figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.tokens[query]}"),
                   width="stretch", key="hier_query_bars")
-right.plotly_chart(common.along_text({"dense": dense_row, **dict(zip(names, levels_row))}, doc.tokens,
+right.plotly_chart(common.along_text({"dense": compute.query_row(run.reference(), query),
+                                      **dict(zip(names, levels_row))}, doc.tokens,
                                      y_title="weight", title=f"Attention of token {query} by level"),
                    width="stretch", key="hier_query_row")
-panels.text_view(doc, levels_row.sum(0), query)
+inspector.text_view(doc, levels_row.sum(0), query)
 
 st.subheader("How far from dense")
-panels.fidelity_panel(key, doc, head, MECH, params)
+fidelity.panel(run)

@@ -1,86 +1,50 @@
 """Low-rank attention: Linformer, Nystromformer and the truncated SVD beside dense
 attention, the spectrum of this head's attention matrix, and error against k."""
-from collections import OrderedDict
-
 import streamlit as st
 
 from explorer.analysis import spectra
-from explorer.figures import lowrank as figs
-from explorer.mechanisms import REGISTRY
 from explorer.analysis.lowrank import signed_mass
 from explorer.core.rows import sample_rows
-from ui import compute, panels, state
+from explorer.figures import lowrank as figs
+from explorer.mechanisms import REGISTRY
+from ui import compute, fidelity, forms, inspector, maps
+from ui.cache import cached, report, store
 
 MECH = REGISTRY["lowrank"]
 AUTO_N = 8192  # beyond this on a CPU the spectrum and curves (minutes of streamed passes) wait for a button
 SPECTRUM_RANK = 256  # singular values computed by the randomized method
 SIGNED_ROWS = 256  # queries whose weights are checked for sign and row sums
-KEEP = 16
 
-
-@st.cache_resource(show_spinner=False)
-def _store() -> OrderedDict:
-    """Results of this page's slow steps, newest last (outside st.cache so progress bars can be driven)."""
-    return OrderedDict()
-
-
-def remembered(name: tuple, make):
-    store = _store()
-    if name not in store:
-        store[name] = make()
-        while len(store) > KEEP:
-            store.popitem(last=False)
-    store.move_to_end(name)
-    return store[name]
-
-
-def curve_cap(n: int) -> int:
-    """Largest k on the error curves: the SVD's streamed passes cost n^2 (d + k), so long texts stop sooner."""
-    return 256 if n <= 16384 else 128
-
-
-key, doc, head = state.require_doc()
-st.title("Low-rank attention")
-st.caption("All three methods squeeze attention through k numbers per query. **Linformer** projects keys and values "
-           "along the sequence to k rows (seeded Gaussian or segment means) and attends to those; **Nystromformer** "
-           "rebuilds the attention matrix from k landmark tokens (segment means) and a pseudo-inverse; the **SVD** is "
-           "the best rank-k matrix there is, the yardstick for the other two. Every map shows the weights each method "
-           "effectively puts on the original tokens.")
+run, res = forms.header(MECH)
+doc, s, params = run.doc, res.structure, run.params
 if doc.causal:
     st.info("This model's attention is causal. Linformer and Nystromformer have no causal form, so the low-rank "
             "methods, the spectrum and the error curves here all work on the bidirectional matrix softmax(qkᵀ/√d); "
             "the dense map and the fidelity table show the model's own causal attention.")
+q, k, v = run.qkv()
 
-params = panels.param_form(MECH, doc=doc)
-res = panels.run_or_stop(key, doc, head, MECH, params)
-s = res.structure
-p_json = compute.params_json(params)
-q, k, v = doc.head(head)
-
-a, b, c, d = st.columns(4)
-a.metric("k used", s["rank"], help="the rank parameter, clamped to the text length")
-b.metric("FLOPs vs dense", f"{res.cost['flops'] / res.cost['dense_flops']:.1%}",
-         help="the SVD yardstick streams the dense matrix several times: it costs more than dense")
-c.metric("Run time (this head)", f"{res.cost['seconds']:.2f} s")
+items = {"k used": (s["rank"], "the rank parameter, clamped to the text length")}
 if s["method"] == "linformer":
-    with st.spinner("Checking the signs of the effective weights…"):
-        mass = remembered(("signed", key, head, p_json),
-                          lambda: signed_mass(res, sample_rows(doc.n, SIGNED_ROWS).to(q.device)))
-    d.metric("Negative weight share", f"{mass['negative_share']:.1%}",
-             help="share of the total |weight| carried by negative weights, on evenly spaced queries")
+    mass = cached(("signed mass", run), lambda: signed_mass(res, sample_rows(doc.n, SIGNED_ROWS).to(q.device)))
+    items["Negative weight share"] = (f"{mass['negative_share']:.1%}", "share of the total |weight| carried by "
+                                      "negative weights, on evenly spaced queries")
+elif s["method"] == "nystrom":
+    items["Pseudo-inverse residual"] = (f"{float(s['pinv_residual'].max()):.2e}",
+                                        "||A Z A − A||_F / ||A||_F of the landmark kernel A")
+else:
+    items["‖P − P_k‖_F / ‖P‖_F"] = (f"{float(s['relative_frobenius_error'][0]):.3g}", None)
+forms.metrics(res, items)
+if s["method"] == "linformer":
     st.caption(f"Effective weights are softmax(q (EK)ᵀ/√d) · F. Rows sum to between {mass['row_sum_min']:.3g} and "
                f"{mass['row_sum_max']:.3g} (softmax attention: exactly 1)"
                + (", and Gaussian projections make weights negative: the maps use a red-blue scale centred on 0."
                   if s["projection"] == "gaussian" else "; segment means keep them a distribution."))
 elif s["method"] == "nystrom":
-    residual = float(s["pinv_residual"].max())
-    d.metric("Pseudo-inverse residual", f"{residual:.2e}", help="||A Z A − A||_F / ||A||_F of the landmark kernel A")
     how = ("torch.linalg.pinv" if s["pinv"] == "exact"
            else f"the paper's iterative Moore-Penrose method, {s['pinv_iters']} iterations")
     st.caption(f"Pseudo-inverse: {how}. Effective weights are softmax(q K̃ᵀ) · pinv(softmax(Q̃ K̃ᵀ)) · "
                "softmax(Q̃ kᵀ) over the landmarks' segment means; they can be negative too.")
 else:
-    d.metric("‖P − P_k‖_F / ‖P‖_F", f"{float(s['relative_frobenius_error'][0]):.3g}")
     st.caption(f"{s['error_note']}. Spectral error ‖P − P_k‖₂ "
                f"{'=' if s['solver'] == 'exact' else '≤'} {float(s['spectral_error'][0]):.3g}.")
 
@@ -93,33 +57,31 @@ if edges:
 st.subheader("Dense and low-rank, side by side")
 st.caption("The same query and key window for dense attention and for the chosen method, on one colour scale. "
            "Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red negative).")
-window = panels.zoom(doc.n)
-panels.map_pair(key, doc, head, MECH, params, window, diverging=True)
+window = maps.zoom(doc.n)
+maps.pair(run, MECH.title, window, diverging=True)
 
 st.subheader("One query, every key")
 st.caption("The weights one query puts on each token of the text, dense beside the method. Long texts are pooled: "
            "the line is the mean of each stretch and the band spans its min and max.")
-query = panels.query_picker(doc)
-dense_row = compute.query_row(key, head, "", "", query, doc)
-mech_row = compute.query_row(key, head, MECH.key, p_json, query, doc)
-st.plotly_chart(figs.weight_rows(dense_row, mech_row, doc.tokens, s["method"], query), width="stretch",
-                key="lowrank_row")
+query = inspector.query_picker(doc)
+st.plotly_chart(figs.weight_rows(compute.query_row(run.reference(), query), compute.query_row(run, query), doc.tokens,
+                                 MECH.params[0].text_of(s["method"]), query), width="stretch", key="lowrank_row")
 
 st.subheader("How low-rank is this head?")
 st.caption("Singular values of this head's dense attention matrix (bidirectional) and the share of its squared "
            "Frobenius norm the top k of them hold. The effective rank is the k that holds 90% or 99%; the dotted "
            "line is the k chosen above. A fast-falling spectrum means low-rank methods can work here.")
-auto = doc.n <= AUTO_N or q.device.type == "cuda"
-asked = st.session_state.get("lowrank_go") == (key, head)
-if not (auto or asked):
+spectrum_key = ("spectrum", run.reference(), SPECTRUM_RANK)
+settings_ = {name: value for name, value in params.items() if name not in ("method", "rank")}
+ks = spectra.k_grid(doc.n, 256 if doc.n <= 16384 else 128)  # the SVD's streamed passes cost n² (d + k)
+curves_key = ("error curves", run.of(MECH.key, settings_), tuple(ks))
+asked = doc.n <= AUTO_N or q.device.type == "cuda" or spectrum_key in store()
+if not asked:
     st.info(f"{doc.n:,} tokens: the spectrum and the error curves stream the whole attention matrix several times "
             "(minutes on a CPU).")
-    if st.button("Compute spectrum and error curves", key="lowrank_go_button"):
-        st.session_state["lowrank_go"] = (key, head)
-        asked = True
-if auto or asked:
-    with st.spinner("Computing singular values…"):
-        spec = remembered(("spectrum", key, head), lambda: spectra.spectrum(q, k, rank=SPECTRUM_RANK))
+    asked = st.button("Compute spectrum and error curves", key="lowrank_go_button")
+if asked:
+    spec = cached(spectrum_key, lambda: spectra.spectrum(q, k, rank=SPECTRUM_RANK), label="Computing singular values")
     ranks = {level: spec.effective_rank(level) for level in figs.LEVELS}
     e1, e2, e3 = st.columns(3)
     for col, level in ((e1, 0.9), (e2, 0.99)):
@@ -136,24 +98,15 @@ if auto or asked:
     st.caption(note)
 
     st.subheader("Error against k")
-    settings = {name: value for name, value in params.items() if name not in ("method", "rank")}
-    ks = spectra.k_grid(doc.n, curve_cap(doc.n))
     st.caption(f"Linformer and Nystrom run at each k in {ks} with the settings above; the SVD is computed once at "
                f"k = {ks[-1]} and truncated. Left: relative error of the output against dense; right: relative "
                f"Frobenius error of the effective weights. Measured on up to 512 evenly spaced queries; the SVD "
                "line is the floor no rank-k method can beat on the weights.")
-    bar = st.progress(0.0, text="error curves")
-    try:
-        curves = remembered(("curves", key, head, compute.params_json(settings), tuple(ks)),
-                            lambda: spectra.error_curves(q, k, v, ks=ks, settings=settings,
-                                                         progress=lambda f, text: bar.progress(min(f, 1.0), text=text)))
-    except ValueError as err:
-        st.error(str(err))
-    else:
-        st.plotly_chart(figs.error_curves_chart(curves.ks, curves.output_error, curves.weight_error,
-                                                chosen=s["rank"]), width="stretch", key="lowrank_curves")
-        st.caption(f"SVD: {curves.svd_note}.")
-    bar.empty()
+    curves = cached(curves_key, lambda: spectra.error_curves(q, k, v, ks=ks, settings=settings_, progress=report),
+                    label="Error curves, steps")
+    st.plotly_chart(figs.error_curves_chart(curves.ks, curves.output_error, curves.weight_error,
+                                            chosen=s["rank"]), width="stretch", key="lowrank_curves")
+    st.caption(f"SVD: {curves.svd_note}.")
 
 st.subheader("Fidelity against dense")
-panels.fidelity_panel(key, doc, head, MECH, params)
+fidelity.panel(run)

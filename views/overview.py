@@ -3,16 +3,16 @@ along the text, and a token inspector."""
 import streamlit as st
 
 from explorer.figures import common
-from ui import compute, panels, state
+from ui import compute, document, downloads, inspector, maps
 
-key, doc, head = state.require_doc()
+run = document.require()
+doc = run.doc
 st.title("Dense attention")
 st.caption("Every query token attends to every key token of the text. The map pools query rows and key columns "
            "to the screen's resolution; drag a box on it (or use the zoom sliders) to see any window token by token, "
            "its first row becoming the inspected query. Hover for the text.")
 
-grid = int(st.session_state["grid"])
-stats = compute.dense(key, head, grid, doc)
+stats = compute.dense(run, maps.grid())
 
 a, b, c, d = st.columns(4)
 a.metric("Tokens", f"{doc.n:,}")
@@ -22,8 +22,8 @@ d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s")
 steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in doc.timings.items())
 st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
 
-window = panels.zoom(doc.n)
-panels.draw_maps(doc, {f"Layer {doc.layer}, head {head}": panels.window_map(key, doc, head, "", "", window, grid)})
+window = maps.zoom(doc.n)
+maps.draw(doc, {f"Layer {doc.layer}, head {run.head}": compute.window_map(run, window, maps.grid())})
 
 st.subheader("Along the text")
 st.caption("Entropy (nats) is high where a query spreads its attention thin; the max weight is the single largest "
@@ -33,15 +33,15 @@ left.plotly_chart(common.along_text({"entropy": stats.entropy[0]}, doc.tokens, y
                   width="stretch", key="entropy")
 right.plotly_chart(common.along_text({"max weight": stats.max_weight[0]}, doc.tokens, y_title="weight"),
                    width="stretch", key="max_weight")
-st.download_button("Per-token statistics (CSV)", panels.series_csv(
+st.download_button("Per-token statistics (CSV)", downloads.series_csv(
     {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
     "dense-per-token.csv", "text/csv")
 
 st.subheader("Token inspector")
 st.caption("Pick a query token: the text around it is shaded by the weight it puts on each token, and the table "
            "lists the keys it weighs most anywhere in the text.")
-query = panels.query_picker(doc)
-row = compute.query_row(key, head, "", "", query, doc)
-panels.text_view(doc, row, query)
-st.dataframe(panels.topk_table(doc, row), width="stretch", hide_index=True,
+query = inspector.query_picker(doc)
+row = compute.query_row(run, query)
+inspector.text_view(doc, row, query)
+st.dataframe(inspector.topk_table(doc, row), width="stretch", hide_index=True,
              column_config={"weight": st.column_config.NumberColumn(format="%.4f")})

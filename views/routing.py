@@ -4,28 +4,22 @@ with an explicit fit of the router against dense."""
 import streamlit as st
 import torch
 
+from explorer.analysis.router_fit import fit_router
 from explorer.figures import common, routing as figs
 from explorer.mechanisms import REGISTRY
-from explorer.analysis.router_fit import fit_router
-from ui import compute, panels, state
+from ui import compute, fidelity, forms, inspector, maps, settings
+from ui.cache import cached, report, store
 
 MECH = REGISTRY["routing"]
-FIT = "routing_fit"  # session key: the last fit, with the settings it was made for
-USE_FIT = "routing_use_fit"
+STEPS = settings.Setting("routing_fit_steps", 200, lo=10, hi=2000)
+ROWS = settings.Setting("routing_fit_rows", 512, lo=16, hi=8192)
+COST = settings.Setting("routing_fit_cost", 0.0, lo=0.0, hi=10.0)
+USE_FIT = settings.Setting("routing_use_fit", True)
+settings.declare(STEPS, ROWS, COST, USE_FIT)
 
-key, doc, head = state.require_doc()
-st.title("Routing")
-st.caption("Routing Transformer: queries and keys are unit-normalized and clustered together by spherical k-means; "
-           "every cluster takes its w closest queries and keys, and a query attends only to the keys of the "
-           "clusters it joined (a query no cluster took gets nothing). In router mode a softmax over the query "
-           "vector, r = softmax(x W_r), mixes several attention paths token by token; W_r is random until you "
-           "fit it to dense attention on this text.")
-
-params = panels.param_form(MECH, doc=doc)
-router_mode = params["mode"] == "router"
-fit_for = (key, head, compute.params_json(params))
-fit = st.session_state.get(FIT)
-fit = fit if fit and fit["for"] == fit_for else None
+run = forms.opening(MECH)
+doc = run.doc
+router_mode = run.params["mode"] == "router"
 
 if router_mode:
     st.subheader("Fit the router")
@@ -33,35 +27,28 @@ if router_mode:
                "attention (relative squared error); the cost penalty adds the expected flops of the chosen paths "
                "relative to dense, so the router is pushed towards cheap paths.")
     a, b, c, d = st.columns([1, 1, 1, 2])
-    steps = int(a.number_input("Steps", 10, 2000, 200, step=50, key="routing_fit_steps"))
-    sample = int(b.number_input("Sampled queries", 16, 8192, 512, step=64, key="routing_fit_rows"))
-    penalty = float(c.number_input("Cost penalty", 0.0, 10.0, 0.0, step=0.1, key="routing_fit_cost"))
-    if d.button("Fit router", type="primary", key="routing_fit_button"):
-        q, k, v = doc.head(head)
-        settings = {name: value for name, value in params.items() if name != "mode"}
-        with st.status("Fitting the router: running every path, then Adam…", expanded=False) as status:
-            result = fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty, **settings)
-            status.update(label=f"Router fitted in {result.seconds:.1f} s", state="complete")
-        fit = {"for": fit_for, "router": result.router.cpu().tolist(), "losses": result.losses,
-               "seconds": result.seconds, "paths": result.paths}
-        st.session_state[FIT] = fit
-        st.session_state[USE_FIT] = True
-    if fit:
-        st.plotly_chart(figs.loss_curve(fit["losses"], fit["seconds"]), width="stretch", key="routing_loss")
-        st.checkbox("Use the fitted router", key=USE_FIT)
-        if st.session_state.get(USE_FIT):
-            params = {**params, "router": fit["router"]}
+    steps = int(a.number_input("Steps", int(STEPS.lo), int(STEPS.hi), step=50, key=STEPS.key))
+    sample = int(b.number_input("Sampled queries", int(ROWS.lo), int(ROWS.hi), step=64, key=ROWS.key))
+    penalty = float(c.number_input("Cost penalty", COST.lo, COST.hi, step=0.1, key=COST.key))
+    fit_key = ("router fit", run, steps, min(sample, doc.n), penalty)
+    pressed = d.button("Fit router", type="primary", key="routing_fit_button")
+    if pressed:
+        st.session_state[USE_FIT.key] = True
+    if pressed or fit_key in store():
+        q, k, v = run.qkv()
+        settings_ = {name: value for name, value in run.params.items() if name != "mode"}
+        fit = cached(fit_key, lambda: fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty,
+                                                 progress=report, **settings_), label="Fitting the router, Adam steps")
+        st.plotly_chart(figs.loss_curve(fit.losses, fit.seconds), width="stretch", key="routing_loss")
+        if st.checkbox("Use the fitted router", key=USE_FIT.key):
+            run = run.of(MECH.key, {**run.params, "router": fit.router.cpu().tolist()})
 
-res = panels.run_or_stop(key, doc, head, MECH, params)
+res = forms.result(run)
 s = res.structure
-unrouted = float((s["query_routes"][0] == 0).float().mean())
-
-a, b, c, d, e = st.columns(5)
-a.metric("Clusters × w", f"{s['n_clusters']} × {s['cluster_size']}")
-b.metric("Queries in no cluster", f"{unrouted:.1%}", help="they get zero output from the cluster attention")
-c.metric("Router", s.get("router_source", "—") if router_mode else "—")
-d.metric("Work vs dense", f"{res.cost['flops'] / res.cost['dense_flops']:.3f}×")
-e.metric("Run (this head)", f"{res.cost['seconds']:.2f} s")
+forms.metrics(res, {"Clusters × w": (f"{s['n_clusters']} × {s['cluster_size']}", None),
+                    "Queries in no cluster": (f"{float((s['query_routes'][0] == 0).float().mean()):.1%}",
+                                              "they get zero output from the cluster attention"),
+                    "Router": (s.get("router_source", "—") if router_mode else "—", None)})
 
 if router_mode:
     st.subheader("Routing probabilities along the text")
@@ -71,7 +58,8 @@ if router_mode:
     route = s["route"][0]
     left, right = st.columns([2, 1])
     left.plotly_chart(common.along_text({name: route[:, p] for p, name in enumerate(s["paths"])}, doc.tokens,
-                                              y_title="routing probability", stacked=True), width="stretch", key="routing_area")
+                                        y_title="routing probability", stacked=True), width="stretch",
+                      key="routing_area")
     right.plotly_chart(figs.path_usage(s["usage"][0], s["paths"], s["path_flops"], res.cost["dense_flops"]),
                        width="stretch", key="routing_usage")
 
@@ -100,19 +88,18 @@ st.subheader("Dense and routing")
 st.caption("The same window of dense attention and of routing's effective weights, on one colour scale. In "
            "k-means mode weight appears only between tokens sharing a cluster; in router mode it is the routed "
            "mix of every path's weights (Linformer's may be negative).")
-window = panels.zoom(doc.n)
-panels.map_pair(key, doc, head, MECH, params, window, diverging=router_mode)
+window = maps.zoom(doc.n)
+maps.pair(run, MECH.title, window, diverging=router_mode)
 
 st.subheader("Token inspector")
 st.caption("Pick a query: the text around it is shaded by the weight routing gives each token"
            + (", and the bars show the routing probabilities of the tokens around it." if router_mode else "."))
-query = panels.query_picker(doc)
+query = inspector.query_picker(doc)
 if router_mode:
     lo = max(0, min(query - 40, doc.n - 80))
     st.plotly_chart(figs.route_per_token(s["route"][0], s["paths"], doc.tokens, lo, min(doc.n, lo + 80), query),
                     width="stretch", key="routing_per_token")
-row = compute.query_row(key, head, MECH.key, compute.params_json(params), query, doc)
-panels.text_view(doc, row, query)
+inspector.text_view(doc, compute.query_row(run, query), query)
 
 st.subheader("How far from dense")
-panels.fidelity_panel(key, doc, head, MECH, params)
+fidelity.panel(run)

@@ -7,7 +7,7 @@ import torch
 
 from explorer.core.checks import as_rows, check_qkv
 from explorer.core.device import chunk_rows
-from explorer.core.pooling import MapAccumulator, PooledMap, sampled_rows
+from explorer.core.pooling import MapAccumulator, PooledMap, check_window, sampled_rows
 from explorer.mechanisms.hierarchical import MECHANISM
 
 
@@ -21,18 +21,21 @@ def by_level(q, k, v, **params) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def level_maps(parts_fn: Callable[[torch.Tensor], torch.Tensor], parts: int, heads: int, n: int,
                rows: tuple[int, int], cols: tuple[int, int], grid: int = 256, per_bin: int | None = None,
-               device=None) -> list[PooledMap]:
-    """One pooled map per part of `by_level`, over one window, in a single streamed pass."""
-    for name, (a, b) in (("rows", rows), ("cols", cols)):
-        if not 0 <= a < b <= n:
-            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+               device=None, progress: Callable[[int, int], None] | None = None) -> list[PooledMap]:
+    """One pooled map per part of `by_level`, over one window, in a single streamed pass
+    (progress(rows pooled, rows to pool) after every chunk)."""
+    rows, cols = check_window(rows, cols, n)
     device = torch.device(device or "cpu")
     accs = [MapAccumulator(heads, rows, cols, grid, device) for _ in range(parts)]
     picked = sampled_rows(*rows, grid, per_bin, device)
+    done = 0
     for block in picked.split(chunk_rows(n * parts, heads, device)):
         w = parts_fn(block)
         for p, acc in enumerate(accs):
             acc.add(block, w[:, p])
+        done += block.numel()
+        if progress:
+            progress(done, picked.numel())
     sampled = per_bin if picked.numel() < rows[1] - rows[0] else None
     return [acc.result(sampled) for acc in accs]
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from explorer.core.pooling import MapAccumulator, PooledMap, sampled_rows
+from explorer.core.pooling import MapAccumulator, PooledMap, check_window, sampled_rows
 from explorer.core.rows import sample_rows
 from explorer.mechanisms.relpos import (
     MECHANISM,
@@ -38,10 +38,7 @@ def bias_map(q, k, rows: tuple[int, int] | None = None, cols: tuple[int, int] | 
     """
     term = MECHANISM.position_term(q, k, params)
     heads, n, _ = q.shape
-    (r0, r1), (c0, c1) = rows or (0, n), cols or (0, n)
-    for name, (a, b) in (("rows", (r0, r1)), ("cols", (c0, c1))):
-        if not 0 <= a < b <= n:
-            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+    (r0, r1), (c0, c1) = check_window(rows, cols, n)
     acc = MapAccumulator(heads, (r0, r1), (0, c1 - c0), grid, q.device)  # columns counted from c0
     keys = torch.arange(c0, c1, device=q.device)
     picked = sampled_rows(r0, r1, grid, per_bin, q.device)

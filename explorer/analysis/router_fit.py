@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -54,8 +55,10 @@ def routed_loss(x, router, outs, target, rel_cost, cost_weight: float) -> torch.
 
 
 def fit_router(q, k, v, steps: int = 200, lr: float = 0.05, sample: int = 512, cost_weight: float = 0.0,
-               **params) -> RouterFit:
-    """Fit W_r for routing with `params` (its other params; mode is router) on `sample` rows."""
+               progress: Callable[[int, int], None] | None = None, **params) -> RouterFit:
+    """Fit W_r for routing with `params` (its other params; mode is router) on `sample` rows.
+
+    progress(steps done, steps) is told after every Adam step."""
     check_qkv(q, k, v)
     for name, value, low in (("steps", steps, 1), ("sample", sample, 1)):
         if not isinstance(value, int) or value < low:
@@ -80,12 +83,14 @@ def fit_router(q, k, v, steps: int = 200, lr: float = 0.05, sample: int = 512, c
     opt = torch.optim.Adam([router], lr=lr)
     losses = []
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             opt.zero_grad()
             loss = routed_loss(x, router, outs, target, rel_cost, cost_weight)
             losses.append(float(loss.detach()))
             loss.backward()
             opt.step()
+            if progress:
+                progress(step + 1, steps)
         with torch.no_grad():
             losses.append(float(routed_loss(x, router, outs, target, rel_cost, cost_weight)))
     synchronize(q.device)

@@ -110,12 +110,13 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def error_curves(q, k, v, head: int = 0, ks: list[int] | None = None, max_rows: int = 512,
                  settings: dict | None = None,
-                 progress: Callable[[float, str], None] | None = None) -> ErrorCurves:
+                 progress: Callable[[int, int], None] | None = None) -> ErrorCurves:
     """Error against k of the three low-rank methods on one head (bidirectional attention).
 
     settings: the lowrank mechanism's other parameters (projection, seed, pinv, ...);
     method and rank are what the curves vary. The SVD is computed once at max(ks)
     and truncated to each k: that is the yardstick, the best rank-k matrix found.
+    progress(steps done, steps) after each method at each k, and after the SVD.
     """
     qh, kh = _head(q, k, head)
     vh = v[head : head + 1]
@@ -131,21 +132,16 @@ def error_curves(q, k, v, head: int = 0, ks: list[int] | None = None, max_rows: 
         o_dense = dense @ vh
     out_err, w_err = {}, {}
     total, done = 2 * len(ks) + 1, 0
-
-    def tick(text: str) -> None:
-        if progress is not None:
-            progress(done / total, text)
-
     for method in ("linformer", "nystrom"):
         out_err[method], w_err[method] = [], []
         for rank in ks:
-            tick(f"{method}, k = {rank}")
             res = LOWRANK.run(qh, kh, vh, **{**values, "method": method, "rank": rank})
             with torch.no_grad():
                 out_err[method].append(_relative(res.output[:, rows], o_dense))
                 w_err[method].append(_relative(res.weights(rows), dense))
             done += 1
-    tick(f"svd, rank {ks[-1]}")
+            if progress:
+                progress(done, total)
     with torch.no_grad():
         dec = attention_svd(qh, kh, ks[-1], values["svd_solver"], values["oversample"],
                             values["power_iters"], values["seed"])
@@ -155,6 +151,6 @@ def error_curves(q, k, v, head: int = 0, ks: list[int] | None = None, max_rows: 
             w = us[:, rows] @ vt
             out_err["svd"].append(_relative(w @ vh, o_dense))
             w_err["svd"].append(_relative(w, dense))
-    done = total
-    tick("done")
+    if progress:
+        progress(total, total)
     return ErrorCurves(ks, rows.cpu(), out_err, w_err, dec.note())

@@ -84,21 +84,32 @@ def sampled_rows(start: int, stop: int, grid: int, per_bin: int | None, device=N
     return torch.cat(picks).unique().to(device)
 
 
+def check_window(rows: tuple[int, int] | None, cols: tuple[int, int] | None, n: int):
+    """(rows, cols) of a map window inside 0..n, each non-empty; None means the whole text."""
+    rows, cols = rows or (0, n), cols or (0, n)
+    for name, (a, b) in (("rows", rows), ("cols", cols)):
+        if not 0 <= a < b <= n:
+            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+    return rows, cols
+
+
 def pooled_map(weights_fn: Callable[[torch.Tensor], torch.Tensor], heads: int, n: int,
                rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
-               grid: int = 256, chunk: int = 512, device=None, per_bin: int | None = None) -> PooledMap:
+               grid: int = 256, chunk: int = 512, device=None, per_bin: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> PooledMap:
     """Pool weights_fn's rows over a window; never holds more than chunk x n weights.
 
     per_bin: on long windows, pool only that many evenly spaced query rows per
     row bin (a level-of-detail sample; the PooledMap records it).
+    progress(rows pooled, rows to pool) is told after every chunk.
     """
-    rows = rows or (0, n)
-    cols = cols or (0, n)
-    for name, (a, b) in (("rows", rows), ("cols", cols)):
-        if not 0 <= a < b <= n:
-            raise ValueError(f"{name} window {a}..{b} must lie inside 0..{n} and be non-empty")
+    rows, cols = check_window(rows, cols, n)
     acc = MapAccumulator(heads, rows, cols, grid, device)
     picked = sampled_rows(*rows, grid, per_bin, device)
+    done = 0
     for block in picked.split(chunk):
         acc.add(block, weights_fn(block))
+        done += block.numel()
+        if progress:
+            progress(done, picked.numel())
     return acc.result(per_bin if picked.numel() < rows[1] - rows[0] else None)

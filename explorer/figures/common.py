@@ -16,6 +16,13 @@ SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
 
 
+def as_array(x, dtype=float) -> np.ndarray:
+    """A tensor (on any device), list or array as a NumPy array (dtype None keeps the values' own)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=dtype)
+
+
 def span_text(tokens: list[str], start: int, stop: int, max_chars: int = 48) -> str:
     """Readable text of tokens[start:stop] for hover labels, word pieces joined."""
     words = []
@@ -52,7 +59,7 @@ def pooled_heatmap(matrix, tokens: list[str], row_edges: list[int], col_edges: l
     log shows log10 of the weight (attention is heavy-tailed); diverging centres
     a red-blue scale on zero for signed effective weights (Linformer).
     """
-    z = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=float)
+    z = as_array(matrix)
     label = "weight"
     if log:
         z = np.log10(np.clip(z, 1e-12, None))
@@ -72,7 +79,7 @@ def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Mean, min and max of a per-token series in at most `points` bins, with bin edges."""
     from explorer.core.pooling import edges as bin_edges
 
-    x = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float)
+    x = as_array(values)
     e = bin_edges(0, len(x), points)
     parts = [x[a:b] for a, b in zip(e[:-1], e[1:])]
     mean = np.array([p.mean() for p in parts])
@@ -120,7 +127,7 @@ def strips(ids, tokens: list[str], names: list[str], title: str = "", points: in
     """
     from explorer.core.pooling import edges as bin_edges
 
-    z = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids)
+    z = as_array(ids, dtype=None)
     z = z.reshape(len(names), -1)
     e = bin_edges(0, z.shape[1], points)
     labels = bin_labels(tokens, e)
@@ -139,7 +146,7 @@ def shaded_text(text: str, offsets: list[tuple[int, int]], weights, start: int, 
     The characters between tokens are kept, so the text reads as written; every
     piece of user text is escaped. Weights are scaled by their maximum in view.
     """
-    w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=float)
+    w = as_array(weights)
     shown = [i for i in range(start, stop) if offsets[i][0] < offsets[i][1]]
     top = float(np.abs(w[shown]).max()) if shown else 0.0
     top = top or 1.0

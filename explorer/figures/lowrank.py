@@ -12,14 +12,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.figures import common
+from explorer.figures.common import as_array
 
 METHOD_COLOURS = {"linformer": "#d62728", "nystrom": "#1f77b4", "svd": "#2ca02c"}
 LEVELS = (0.9, 0.99)
 MAX_POINTS = 2000  # singular values drawn; longer spectra are thinned evenly on the log axis
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
 
 
 def _thin(count: int, points: int = MAX_POINTS) -> np.ndarray:
@@ -37,7 +34,7 @@ def spectrum_chart(values, energy, ranks: dict[float, int | None], chosen: int |
     ranks: energy level -> effective rank (None when beyond the computed values);
     chosen: the mechanism's k, drawn as a dotted line.
     """
-    s, e = _np(values), _np(energy)
+    s, e = as_array(values), as_array(energy)
     pick = _thin(len(s))
     x = pick + 1
     fig = make_subplots(rows=1, cols=2, subplot_titles=("singular values", "cumulative energy"),

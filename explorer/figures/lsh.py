@@ -8,19 +8,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.figures import common
+from explorer.figures.common import as_array
+from explorer.figures.scale import fit_scale
 
 BUCKETS = "Turbo"
 CAUGHT, MISSED = "#2ca02c", "#d62728"
 MAX_BOXES = 120  # chunk outlines drawn only when this few chunks are in view
 
 
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
-
-
 def bucket_strips(buckets, key_buckets, tokens: list[str], shared_qk: bool) -> go.Figure:
     """One colour strip per round (queries; keys too when they are hashed apart); [rounds, n] ids."""
-    b, kb = _np(buckets), _np(key_buckets)
+    b, kb = as_array(buckets, dtype=None), as_array(key_buckets, dtype=None)
     rounds = b.shape[0]
     if shared_qk:
         return common.strips(b, tokens, [f"round {r}" for r in range(rounds)], colorscale=BUCKETS)
@@ -39,8 +37,8 @@ def map_with_buckets(matrix, tokens: list[str], row_edges: list[int], col_edges:
     base = common.pooled_heatmap(matrix, tokens, row_edges, col_edges, zmin=zmin, zmax=zmax, log=log)
     heat = base.data[0]
     rows, cols = list(heat.y), list(heat.x)
-    r_ids = _np(row_ids)[np.asarray(row_edges[:-1])]
-    c_ids = _np(col_ids)[np.asarray(col_edges[:-1])]
+    r_ids = as_array(row_ids, dtype=None)[np.asarray(row_edges[:-1])]
+    c_ids = as_array(col_ids, dtype=None)[np.asarray(col_edges[:-1])]
     fig = make_subplots(rows=2, cols=2, column_widths=[0.04, 0.96], row_heights=[0.05, 0.95],
                         shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.006, vertical_spacing=0.006)
     fig.add_trace(heat.update(colorbar={"title": heat.colorbar.title.text, "len": 0.9, "y": 0.45}), 2, 2)
@@ -64,12 +62,12 @@ def _axis_ticks(axis) -> dict:
 
 def bucket_sizes(sizes, key_sizes=None, height: int = 300) -> go.Figure:
     """Tokens in each bucket of one round ([n_buckets]); keys beside queries when hashed apart."""
-    s = _np(sizes)
+    s = as_array(sizes, dtype=None)
     nb = len(s)
     fig = go.Figure(go.Bar(x=np.arange(nb), y=s, name="queries" if key_sizes is not None else "tokens",
                            hovertemplate="bucket %{x}<br>%{y} tokens<extra></extra>"))
     if key_sizes is not None:
-        fig.add_trace(go.Bar(x=np.arange(nb), y=_np(key_sizes), name="keys",
+        fig.add_trace(go.Bar(x=np.arange(nb), y=as_array(key_sizes, dtype=None), name="keys",
                              hovertemplate="bucket %{x}<br>%{y} keys<extra></extra>"))
     fig.add_hline(y=s.sum() / nb, line={"dash": "dot", "color": "grey"}, annotation_text="even split",
                   annotation_position="top left")
@@ -85,7 +83,7 @@ def size_histogram(sizes, key_sizes=None, height: int = 300) -> go.Figure:
     if key_sizes is not None:
         series.append(("keys", key_sizes))
     for name, values in series:
-        fig.add_trace(go.Histogram(x=_np(values).reshape(-1), name=name, opacity=0.75,
+        fig.add_trace(go.Histogram(x=as_array(values, dtype=None).reshape(-1), name=name, opacity=0.75,
                                    hovertemplate="%{x} tokens<br>%{y} buckets<extra></extra>"))
     fig.update_layout(barmode="overlay", height=height, xaxis_title="tokens in the bucket",
                       yaxis_title="buckets (all rounds)", margin={"l": 50, "r": 10, "t": 30, "b": 40},
@@ -101,8 +99,8 @@ def sorted_matrix(pooled, row_tokens: list[str], col_tokens: list[str], boxes: l
     at most MAX_BOXES of them touch the view.
     """
     m = pooled.mean[0]
-    top = float(m.max()) or 1.0
-    zmin, zmax = (np.log10(top) - 6, np.log10(top)) if log else (0.0, top)
+    scale = fit_scale([m], "mean", log)
+    zmin, zmax = scale.zmin, scale.zmax
     fig = common.pooled_heatmap(m, row_tokens, pooled.row_edges, pooled.col_edges, title=title,
                                 zmin=zmin, zmax=zmax, log=log, height=height)
     fig.update_xaxes(title="key, sorted by bucket then position")
@@ -138,7 +136,7 @@ def _positions(edges: list[int]):
 
 def caught_pairs(rows, top_index, caught, tokens: list[str], height: int = 420, max_points: int = 20000) -> go.Figure:
     """Dense's top-k (query, key) pairs, green where LSH can reach the key, red where it cannot."""
-    r, idx, ok = _np(rows), _np(top_index), _np(caught)
+    r, idx, ok = as_array(rows, dtype=None), as_array(top_index, dtype=None), as_array(caught, dtype=None)
     q = np.repeat(r, idx.shape[1])
     k, hit = idx.reshape(-1), ok.reshape(-1)
     if q.size > max_points:
@@ -159,7 +157,7 @@ def caught_pairs(rows, top_index, caught, tokens: list[str], height: int = 420, 
 
 def caught_by_rank(caught, height: int = 300) -> go.Figure:
     """Share of dense's r-th strongest key that LSH can reach, for r = 1..k."""
-    share = _np(caught).reshape(-1, _np(caught).shape[-1]).mean(0)
+    share = as_array(caught, dtype=None).reshape(-1, as_array(caught, dtype=None).shape[-1]).mean(0)
     fig = go.Figure(go.Bar(x=np.arange(1, len(share) + 1), y=share, marker_color=CAUGHT,
                            hovertemplate="rank %{x}<br>caught %{y:.1%}<extra></extra>"))
     fig.update_layout(height=height, xaxis_title="rank of the key in dense attention", yaxis_title="share caught",
@@ -171,7 +169,7 @@ def seed_spread(result: dict, height: int = 320) -> go.Figure:
     """Recall and reachable dense mass of each re-hash (one dot per seed), with their mean."""
     fig = go.Figure()
     for name, label in (("recall", "top-k recall"), ("reach_mass", "reachable dense mass")):
-        y = _np(result[name])
+        y = as_array(result[name], dtype=None)
         fig.add_trace(go.Box(y=y, name=label, boxpoints="all", jitter=0.3, pointpos=0, boxmean="sd",
                              text=[f"seed {s}" for s in result["seed"]],
                              hovertemplate="%{text}<br>%{y:.3f}<extra></extra>"))

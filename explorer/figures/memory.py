@@ -7,12 +7,11 @@ common.along_text(stacked=True); lookback uses common.along_text.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explorer.figures.common import span_text, strips
+from explorer.figures.common import as_array, span_text, strips
 from explorer.analysis.memory import REGIONS, region_bounds
 
 KINDS = (("compressed", "compressed", "#9c6ade"), ("memory", "memory", "#f2a541"),
@@ -85,8 +84,7 @@ def query_reach(structure: dict, tokens: list[str], query: int) -> go.Figure:
 def slot_table(structure: dict, tokens: list[str], segment: int, weights=None) -> pd.DataFrame:
     """The compressed slots segment `segment` sees: tokens each averages, their text, and the query's weight."""
     first, last = structure["segment_slots"][segment].tolist()
-    w = None if weights is None else np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor)
-                                                 else weights, dtype=float)
+    w = None if weights is None else as_array(weights)
     rows = []
     for i, (a, b) in enumerate(structure["slot_spans"][first:last].tolist(), start=first):
         row = {"slot": i, "tokens": f"{a}–{b - 1}", "size": b - a, "summarizes": span_text(tokens, a, b, 80)}

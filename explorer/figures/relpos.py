@@ -10,11 +10,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.figures.common import as_array
+
 MARGIN = {"l": 60, "r": 60, "t": 40, "b": 40}
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
 
 
 def bias_by_distance(distances, bias, highlight: int | None = None, buckets=None,
@@ -24,13 +22,13 @@ def bias_by_distance(distances, bias, highlight: int | None = None, buckets=None
     highlight: the head drawn bold (the page's head); buckets: T5 bucket of
     each distance, shown on hover.
     """
-    x, b = _np(distances), _np(bias)
+    x, b = as_array(distances), as_array(bias)
     extra = "" if buckets is None else "<br>bucket %{customdata}"
     fig = go.Figure()
     for h in range(b.shape[0]):
         bold = h == highlight
         fig.add_trace(go.Scatter(
-            x=x, y=b[h], mode="lines", name=f"head {h}", customdata=None if buckets is None else _np(buckets).astype(int),
+            x=x, y=b[h], mode="lines", name=f"head {h}", customdata=None if buckets is None else as_array(buckets).astype(int),
             line={"width": 3 if bold else 1}, opacity=1.0 if bold or highlight is None else 0.45,
             hovertemplate=f"head {h}<br>distance %{{x}}<br>bias %{{y:.4g}}{extra}<extra></extra>"))
     fig.add_vline(x=0, line={"width": 1, "dash": "dot", "color": "grey"})
@@ -40,7 +38,7 @@ def bias_by_distance(distances, bias, highlight: int | None = None, buckets=None
 
 
 def _band_centres(edges) -> np.ndarray:
-    e = _np(edges)
+    e = as_array(edges)
     return np.sqrt((e[:-1] + 1) * e[1:])  # geometric middle of [lo, hi) on the 1 + |d| axis
 
 
@@ -53,7 +51,7 @@ def bias_and_attention(distances, bias_row, measured: dict, causal: bool = False
     1 + |distance| on a log scale, so token neighbours and far context both show.
     """
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    x, b = _np(distances), _np(bias_row)
+    x, b = as_array(distances), as_array(bias_row)
     sides = [("keys before", x <= 0)] if causal else [("keys before", x <= 0), ("keys after", x >= 0)]
     for name, keep in sides:
         order = np.argsort(np.abs(x[keep]))
@@ -62,10 +60,10 @@ def bias_and_attention(distances, bias_row, measured: dict, causal: bool = False
                                  hovertemplate="|distance| %{customdata}<br>bias %{y:.4g}<extra></extra>",
                                  customdata=np.abs(x[keep])[order].astype(int)), secondary_y=False)
     for name, m in measured.items():
-        e = _np(m["edges"]).astype(int)
+        e = as_array(m["edges"]).astype(int)
         spans = [f"{a}" if c - a == 1 else f"{a}–{c - 1}" for a, c in zip(e[:-1], e[1:])]
-        mean = _np(m["mean"])[0]
-        keep = _np(m["pairs"]) > 0
+        mean = as_array(m["mean"])[0]
+        keep = as_array(m["pairs"]) > 0
         fig.add_trace(go.Scatter(x=_band_centres(e)[keep], y=mean[keep], mode="lines+markers", name=name,
                                  marker={"size": 4}, customdata=np.array(spans)[keep],
                                  hovertemplate="|distance| %{customdata}<br>mean weight %{y:.3g}<extra></extra>"),
@@ -81,12 +79,12 @@ def rope_decay(decay: dict, head: int = 0, title: str = "RoPE: mean score agains
                height: int = 360) -> go.Figure:
     """Mean q.k / sqrt(d) with and without the rotation (left) and RoFormer's bound (right)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    x = _np(decay["distances"])
+    x = as_array(decay["distances"])
     for name, key in (("with RoPE", "rope"), ("without (content only)", "plain")):
-        fig.add_trace(go.Scatter(x=x, y=_np(decay[key])[head], mode="lines", name=name,
+        fig.add_trace(go.Scatter(x=x, y=as_array(decay[key])[head], mode="lines", name=name,
                                  hovertemplate="distance %{x}<br>mean score %{y:.4g}<extra></extra>"),
                       secondary_y=False)
-    fig.add_trace(go.Scatter(x=x, y=_np(decay["bound"]), mode="lines", name="RoFormer bound (content-free)",
+    fig.add_trace(go.Scatter(x=x, y=as_array(decay["bound"]), mode="lines", name="RoFormer bound (content-free)",
                              line={"dash": "dot", "color": "grey"},
                              hovertemplate="distance %{x}<br>bound %{y:.3g}<extra></extra>"), secondary_y=True)
     fig.update_xaxes(title_text="distance (key − query)")

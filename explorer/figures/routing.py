@@ -8,18 +8,15 @@ import plotly.graph_objects as go
 import torch
 
 from explorer.core.pooling import bins
+from explorer.figures.common import as_array
 
 MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=float)
 
 
 def route_per_token(route, names: list[str], tokens: list[str], start: int, stop: int,
                     focus: int | None = None) -> go.Figure:
     """Routing probabilities of each token in [start, stop) as stacked bars (one bar per token)."""
-    r = _np(route)[start:stop]
+    r = as_array(route)[start:stop]
     x = list(range(start, stop))
     labels = [f"{i} │ {tokens[i]}" for i in x]
     fig = go.Figure([go.Bar(x=x, y=r[:, p], name=name, customdata=labels,
@@ -34,7 +31,7 @@ def route_per_token(route, names: list[str], tokens: list[str], start: int, stop
 
 def path_usage(usage, names: list[str], flops: dict[str, float], dense_flops: float) -> go.Figure:
     """Mean routing probability of each path, labelled with what the path costs relative to dense."""
-    u = _np(usage)
+    u = as_array(usage)
     rel = [flops[name] / dense_flops for name in names]
     fig = go.Figure(go.Bar(y=names, x=u, orientation="h", text=[f"{r:.2g}× dense flops" for r in rel],
                            textposition="auto", customdata=rel,
@@ -48,7 +45,7 @@ def path_usage(usage, names: list[str], flops: dict[str, float], dense_flops: fl
 def cluster_balance(natural_sizes, width: int) -> go.Figure:
     """Queries + keys nearest to each centroid (k-means' own clusters), largest first,
     against the 2w tokens a balanced cluster takes."""
-    sizes = np.sort(_np(natural_sizes))[::-1]
+    sizes = np.sort(as_array(natural_sizes))[::-1]
     fig = go.Figure(go.Bar(x=np.arange(len(sizes)), y=sizes, name="nearest to the centroid",
                            hovertemplate="rank %{x}<br>%{y:.0f} tokens<extra></extra>"))
     fig.add_hline(y=2 * width, line={"dash": "dash", "color": "firebrick"},
@@ -63,7 +60,7 @@ def routes_histogram(query_routes, key_routes) -> go.Figure:
     """How many clusters each query and key was routed to (0: left out of the attention)."""
     fig = go.Figure()
     for name, counts in (("queries", query_routes), ("keys", key_routes)):
-        c = _np(counts).astype(int)
+        c = as_array(counts).astype(int)
         hist = np.bincount(c, minlength=1)
         fig.add_trace(go.Bar(x=np.arange(len(hist)), y=hist, name=name,
                              hovertemplate="%{y} " + name + " in %{x} cluster(s)<extra></extra>"))
@@ -74,7 +71,7 @@ def routes_histogram(query_routes, key_routes) -> go.Figure:
 
 def centroid_similarity(sim, grid: int = 160) -> go.Figure:
     """Cosine similarity between centroids; more than `grid` clusters are mean-pooled."""
-    s = torch.as_tensor(_np(sim), dtype=torch.float32)
+    s = torch.as_tensor(as_array(sim), dtype=torch.float32)
     c = s.shape[0]
     index, count = bins(0, c, grid)
     pooled = torch.zeros(count, c).index_add_(0, index, s)

@@ -10,6 +10,7 @@ import bisect
 import html
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import torch
 
@@ -144,3 +145,19 @@ def level_bars(shares, names: list[str], title: str = "", height: int = 260) -> 
     fig.update_layout(title=title, height=height, yaxis={"title": "share of attention", "range": [0, 1]},
                       margin={"l": 50, "r": 10, "t": 40, "b": 40})
     return fig
+
+
+def segment_table(text: str, offsets: list[tuple[int, int]], starts, ends, per_token=None,
+                  name: str = "dense mass beyond") -> pd.DataFrame:
+    """One row per segment: token span, character span in the text, size, its text, and the mean of a
+    per-token series over it (e.g. the dense mass crossing out)."""
+    starts, ends = _cpu(starts), _cpu(ends)
+    chars = segments.char_spans(starts, offsets)
+    table = pd.DataFrame({"first token": starts.tolist(), "last token": (ends - 1).tolist(),
+                          "tokens": (ends - starts).tolist(), "first char": [a for a, _ in chars],
+                          "end char": [b for _, b in chars]})
+    if per_token is not None:
+        series = torch.as_tensor(per_token, dtype=torch.float32).reshape(1, -1, 1)
+        table[name] = segments.pool_mean(series, starts)[0, :, 0].tolist()
+    table["text"] = [text[a:b][:80].replace("\n", " ") for a, b in chars]
+    return table

@@ -19,11 +19,13 @@ from explorer.core.device import synchronize
 
 @dataclass(frozen=True)
 class Param:
-    """One tunable parameter: its default, its legal range and a line of help.
+    """One tunable parameter: its default, its legal range, how a form shows it, a line of help.
 
     The type comes from the default (bool, int, float, or str with choices).
     A default of None marks a parameter the mechanism checks itself
-    (a tensor such as explicit LSH rotations).
+    (a tensor such as explicit LSH rotations). `label` is what a person reads
+    (with its unit), `step` the increment a form offers, `offered` the values a
+    form lists when only some of the legal range makes sense.
     """
 
     name: str
@@ -32,6 +34,18 @@ class Param:
     hi: float | None = None
     choices: tuple | None = None
     help: str = ""
+    label: str = ""
+    step: float | None = None
+    offered: tuple | None = None
+    choice_text: dict | None = None  # choice -> the words a form shows for it
+
+    def text_of(self, choice) -> str:
+        return (self.choice_text or {}).get(choice, str(choice))
+
+    @property
+    def title(self) -> str:
+        """The label a form shows: `label`, or the name in words."""
+        return self.label or self.name.replace("_", " ").capitalize()
 
     def check(self, owner: str, value: Any) -> Any:
         def bad(what: str) -> ValueError:
@@ -124,6 +138,7 @@ class Mechanism:
         return {**params, first: head, total: heads}
 
     def validate(self, params: dict) -> dict:
+        """Every parameter checked alone (Param.check), then together (check_together)."""
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -131,7 +146,11 @@ class Mechanism:
         values = self.defaults()
         for name, value in params.items():
             values[name] = known[name].check(self.key, value)
+        self.check_together(values)
         return values
+
+    def check_together(self, values: dict) -> None:
+        """Rules between parameters (or values a range cannot express): ValueError naming the parameter."""
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **params) -> Result:
         check_qkv(q, k, v)

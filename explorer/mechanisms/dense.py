@@ -12,9 +12,11 @@ from explorer.mechanisms.base import Mechanism, Param, Result, dense_cost
 class Dense(Mechanism):
     key = "dense"
     title = "Dense attention"
-    summary = ("Every query attends to every key: softmax(q k^T / sqrt(d)) v. "
-               "It is the reference every other mechanism is measured against.")
-    params = (Param("causal", False, help="mask keys after the query (decoder models)"),)
+    summary = (
+        "Every query attends to every key: softmax(q kᵀ / √d) v. It is the reference "
+        "every other mechanism is measured against.")
+    params = (Param("causal", False, help="mask keys after the query (decoder models)",
+              label="Causal mask: keys after the query hidden"),)
 
     def compute(self, q, k, v, causal):
         heads, n, d = q.shape

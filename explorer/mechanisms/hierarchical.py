@@ -128,20 +128,29 @@ def node_level(q, k, v, starts, parent_starts, pool: bool, causal: bool, prefix)
 class Hierarchical(Mechanism):
     key = "hierarchical"
     title = "Hierarchical attention"
-    summary = ("Each token attends to its own chunk token by token, and to the rest of the text through "
-               "pooled chunks and super-chunks that get coarser with distance in the tree, all in one softmax.")
+    summary = (
+        "A token reads its own chunk token by token; the rest of the text it reads through pooled "
+        "nodes - the other chunks of its group, then the other groups, coarser the farther away (a "
+        "tree up to the whole document). Everything shares one softmax, and a node's weight is "
+        "shared evenly by the tokens it covers.")
     params = (
-        Param("chunk_length", 64, 1, None, help="tokens per chunk at level 1 (clamped to n); ignored with boundaries"),
-        Param("branching", 0, 0, None, help="0: chunks then the document; b >= 2: b nodes per parent at every level"),
-        Param("pool_queries", True, help="coarse levels use the mean query of the token's node (H-Transformer-1D)"),
-        Param("causal", False, help="mask later tokens, and nodes that do not end before the query's own"),
+        Param("chunk_length", 64, 1, None, help="tokens per chunk at level 1 (clamped to n); ignored with boundaries",
+              label="Chunk length (tokens)"),
+        Param("branching", 0, 0, None, help="0: chunks then the document; b >= 2: b nodes per parent at every level",
+              label="Branching (nodes per parent; 0: chunks, then the document)", offered=(0, 2, 3, 4, 8, 16, 32)),
+        Param("pool_queries", True, help="coarse levels use the mean query of the token's node (H-Transformer-1D)",
+              label="Coarse levels use their node's mean query"),
+        Param("causal", False, help="mask later tokens, and nodes that do not end before the query's own",
+              label="Causal mask"),
         Param("boundaries", None, help="chunk start token indices (sorted, first 0, < n); overrides chunk_length"),
     )
 
+    def check_together(self, values: dict) -> None:
+        if values["branching"] == 1:
+            raise ValueError(f"{self.key}: parameter branching=1 must be 0 (no super-chunks) or at least 2")
+
     def build(self, q, k, v, chunk_length, branching, pool_queries, causal, boundaries):
         """The level starts and the engine computing the merged softmax."""
-        if branching == 1:
-            raise ValueError(f"{self.key}: parameter branching=1 must be 0 (no super-chunks) or at least 2")
         n = q.shape[1]
         starts = tree(make_starts(n, chunk_length, boundaries, q.device), branching)
         chunk_ids = segments.ids(starts[0], n)

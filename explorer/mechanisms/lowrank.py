@@ -294,23 +294,37 @@ def truncated_svd(q, k, v, rank, solver, oversample, power_iters, seed) -> Resul
 class LowRank(Mechanism):
     key = "lowrank"
     title = "Low-rank attention"
-    summary = ("Attention through a rank-k bottleneck: Linformer projects keys and values along the "
-               "sequence to k rows, Nystromformer rebuilds the attention matrix from k landmarks, and "
-               "the truncated SVD of dense attention is the best any rank-k method could do.")
+    summary = (
+        "All three methods squeeze attention through k numbers per query. **Linformer** projects "
+        "keys and values along the sequence to k rows (seeded Gaussian or segment means) and "
+        "attends to those; **Nystromformer** rebuilds the attention matrix from k landmark tokens "
+        "(segment means) and a pseudo-inverse; the **SVD** is the best rank-k matrix there is, the "
+        "yardstick for the other two. Every map shows the weights each method effectively puts on "
+        "the original tokens.")
     params = (
-        Param("method", "nystrom", choices=METHODS, help="linformer, nystrom, or svd (the best rank-k yardstick)"),
-        Param("rank", 64, 1, 4096, help="k: Linformer rows, Nystrom landmarks, SVD rank; clamped to n"),
+        Param("method", "nystrom", choices=METHODS, help="linformer, nystrom, or svd (the best rank-k yardstick)",
+              label="Method", choice_text={"linformer": "Linformer", "nystrom": "Nystromformer", "svd": "Truncated SVD (the best rank k)"}),
+        Param("rank", 64, 1, 4096, help="k: Linformer rows, Nystrom landmarks, SVD rank; clamped to n",
+              label="Rank k (rows, landmarks or singular vectors)"),
         Param("projection", "gaussian", choices=("gaussian", "mean"),
-              help="Linformer E, F: seeded Gaussian N(0, 1/k) or segment means"),
-        Param("share_kv", False, help="Linformer: use one projection for keys and values (F = E)"),
-        Param("seed", 0, 0, 2**31 - 1, help="seed of Linformer's projections and the randomized SVD"),
+              help="Linformer E, F: seeded Gaussian N(0, 1/k) or segment means",
+              label="Linformer projection", choice_text={"gaussian": "seeded Gaussian", "mean": "segment means"}),
+        Param("share_kv", False, help="Linformer: use one projection for keys and values (F = E)",
+              label="Linformer: one projection for keys and values"),
+        Param("seed", 0, 0, 2**31 - 1, help="seed of Linformer's projections and the randomized SVD",
+              label="Seed of the projections and sketches"),
         Param("pinv", "iterative", choices=("iterative", "exact"),
-              help="Nystrom pseudo-inverse: the paper's iteration or torch.linalg.pinv"),
-        Param("pinv_iters", 6, 1, 100, help="Nystrom: Moore-Penrose iterations (the paper uses 6)"),
+              help="Nystrom pseudo-inverse: the paper's iteration or torch.linalg.pinv",
+              label="Nystromformer pseudo-inverse", choice_text={"iterative": "the paper's iteration", "exact": "exact (torch.linalg.pinv)"}),
+        Param("pinv_iters", 6, 1, 100, help="Nystrom: Moore-Penrose iterations (the paper uses 6)",
+              label="Nystromformer: pseudo-inverse iterations"),
         Param("svd_solver", "auto", choices=("auto", "exact", "randomized"),
-              help=f"SVD: exact (n <= {EXACT_MAX_N}), randomized, or auto (exact up to n = {AUTO_EXACT_N})"),
-        Param("oversample", 10, 0, 1000, help="randomized SVD: extra sketch columns beyond k"),
-        Param("power_iters", 2, 0, 20, help="randomized SVD: power (subspace) iterations"),
+              help=f"SVD: exact (n <= {EXACT_MAX_N}), randomized, or auto (exact up to n = {AUTO_EXACT_N})",
+              label="SVD solver", choice_text={"auto": f"automatic (exact up to {AUTO_EXACT_N:,} tokens)", "exact": "exact", "randomized": "randomized"}),
+        Param("oversample", 10, 0, 1000, help="randomized SVD: extra sketch columns beyond k",
+              label="Randomized SVD: extra sketch columns"),
+        Param("power_iters", 2, 0, 20, help="randomized SVD: power (subspace) iterations",
+              label="Randomized SVD: power iterations"),
     )
 
     def compute(self, q, k, v, method, rank, projection, share_kv, seed, pinv, pinv_iters,

@@ -276,23 +276,35 @@ def combine_rounds(lse: torch.Tensor) -> torch.Tensor:
 class LSH(Mechanism):
     key = "lsh"
     title = "LSH attention (Reformer)"
-    summary = ("Queries and keys are hashed by random rotations into buckets; each round sorts "
-               "tokens by bucket, cuts the sorted order into chunks, and lets each chunk attend "
-               "to itself and the chunk before. Several rounds are mixed by their log-sum-exp.")
+    summary = (
+        "Random rotations hash every query and key into a bucket; each round sorts the tokens by "
+        "bucket, cuts the sorted order into chunks, and lets each chunk attend only to itself and "
+        "the chunk before. Rounds with fresh rotations are mixed by their log-sum-exp, so a key "
+        "one hash misses another can catch. Shared-QK is Reformer's own mode (keys are the "
+        "normalized queries, so it computes a different function from dense); with it off, queries "
+        "and keys are hashed apart and a query attends to keys of its own bucket.")
     params = (
-        Param("n_buckets", 32, 2, 8192, help="buckets per round (even); Reformer uses about 2n / chunk_length"),
-        Param("n_rounds", 4, 1, 16, help="hashing rounds; more rounds catch more neighbours at more cost"),
-        Param("chunk_length", 64, 1, 8192, help="sorted tokens per chunk (in separate-QK mode: queries, as many keys); clamped to n"),
-        Param("seed", 0, 0, 2**31 - 1, help="seed of the random rotations"),
-        Param("shared_qk", False, help="Reformer's shared query-key mode: keys are the normalized queries"),
-        Param("causal", False, help="mask keys after the query"),
+        Param("n_buckets", 32, 2, 8192, help="buckets per round (even); Reformer uses about 2n / chunk_length",
+              label="Buckets per round (even)", step=2),
+        Param("n_rounds", 4, 1, 16, help="hashing rounds; more rounds catch more neighbours at more cost",
+              label="Hashing rounds"),
+        Param("chunk_length", 64, 1, 8192, help="sorted tokens per chunk (in separate-QK mode: queries, as many keys); clamped to n",
+              label="Chunk length (sorted queries)"),
+        Param("seed", 0, 0, 2**31 - 1, help="seed of the random rotations",
+              label="Seed of the rotations"),
+        Param("shared_qk", False, help="Reformer's shared query-key mode: keys are the normalized queries",
+              label="Shared query-key (Reformer's own mode)"),
+        Param("causal", False, help="mask keys after the query",
+              label="Causal mask"),
         Param("rotations", None, help="explicit rotations [heads, head_dim, n_rounds, n_buckets/2]; overrides seed"),
     )
 
+    def check_together(self, values: dict) -> None:
+        if values["n_buckets"] % 2:
+            raise ValueError(f"lsh: parameter n_buckets={values['n_buckets']} must be even (buckets come in +/- pairs)")
+
     def compute(self, q, k, v, n_buckets, n_rounds, chunk_length, seed, shared_qk, causal, rotations):
         heads, n, d = q.shape
-        if n_buckets % 2:
-            raise ValueError(f"lsh: parameter n_buckets={n_buckets} must be even (buckets come in +/- pairs)")
         shape = (heads, d, n_rounds, n_buckets // 2)
         if rotations is None:
             rotations = random_rotations(*shape[:3], n_buckets, seed)

@@ -94,16 +94,25 @@ def slot_means(x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
 
 class Memory(Mechanism):
     key = "memory"
-    title = "Recurrent memory"
-    summary = ("Transformer-XL: the text is read segment by segment; each segment attends to itself "
-               "and a cached memory of the previous tokens, optionally plus older memories "
-               "compressed by mean pooling (Compressive Transformer). Nothing beyond reach is seen.")
+    title = "Recurrent memory (Transformer-XL)"
+    summary = (
+        "The text is read in segments. Each segment's queries attend to the segment itself and to "
+        "a cached memory of the tokens just before it; with compressed slots, memories older than "
+        "that are mean-pooled, a ratio of tokens per slot, into a compressed memory (Compressive "
+        "Transformer), and a slot's weight is shared by the tokens it summarizes. Here the cache "
+        "holds this layer's own keys and values of earlier tokens, not states recomputed by a "
+        "stack of layers.")
     params = (
-        Param("segment", 128, 1, 1_000_000, help="segment length L (clamped to n)"),
-        Param("memory", 128, 0, 1_000_000, help="cached previous tokens M each segment also attends to"),
-        Param("compressed", 0, 0, 1_000_000, help="compressed memory slots (0 = no compressive memory)"),
-        Param("ratio", 4, 1, 4096, help="compression ratio c: tokens mean-pooled into one slot"),
-        Param("causal", False, help="mask keys after the query inside the segment"),
+        Param("segment", 128, 1, 1_000_000, help="segment length L (clamped to n)",
+              label="Segment length L (tokens)"),
+        Param("memory", 128, 0, 1_000_000, help="cached previous tokens M each segment also attends to",
+              label="Cached memory M (tokens)"),
+        Param("compressed", 0, 0, 1_000_000, help="compressed memory slots (0 = no compressive memory)",
+              label="Compressed slots (0: no compressive memory)"),
+        Param("ratio", 4, 1, 4096, help="compression ratio c: tokens mean-pooled into one slot",
+              label="Compression ratio (tokens per slot)"),
+        Param("causal", False, help="mask keys after the query inside the segment",
+              label="Causal mask inside the segment"),
     )
 
     def compute(self, q, k, v, segment, memory, compressed, ratio, causal):

@@ -373,25 +373,40 @@ def curve_distances(lo: int, hi: int, count: int = 401) -> torch.Tensor:
 class RelativePosition(Mechanism):
     key = "relpos"
     title = "Relative position"
-    summary = ("Dense attention whose scores depend on how far the key is from the query: "
-               "T5's bucketed bias, ALiBi's linear penalty, Shaw's clipped relative embeddings "
-               "or RoPE's rotation of queries and keys.")
+    summary = (
+        "The same dense attention over the text, with a score that also depends on how far the key "
+        "is from the query: T5's bucketed bias, ALiBi's linear penalty, Shaw's clipped relative "
+        "embeddings or RoPE's rotation of queries and keys. The bias is computed only for what is "
+        "drawn: the distances on the curve and the window on the map.")
     params = (
-        Param("kind", "t5", choices=KINDS, help="which relative-position scheme"),
-        Param("causal", False, help="mask keys after the query (decoder form; T5 then buckets one-sided)"),
-        Param("scale", 1.0, 0.0, 1000.0, help="multiplier on the position term (1 = as published; not RoPE)"),
-        Param("num_buckets", 32, 2, 1024, help="T5: buckets (split over both directions when bidirectional)"),
-        Param("max_distance", 128, 1, 10**7, help="T5: distances beyond this share the last bucket"),
+        Param("kind", "t5", choices=KINDS, help="which relative-position scheme",
+              label="Scheme", choice_text={"t5": "T5 buckets", "alibi": "ALiBi", "shaw": "Shaw et al.", "rope": "RoPE"}),
+        Param("causal", False, help="mask keys after the query (decoder form; T5 then buckets one-sided)",
+              label="Causal (decoder form)"),
+        Param("scale", 1.0, 0.0, 1000.0, help="multiplier on the position term (1 = as published; not RoPE)",
+              label="Position term scale (1: as published)"),
+        Param("num_buckets", 32, 2, 1024, help="T5: buckets (split over both directions when bidirectional)",
+              label="T5: buckets"),
+        Param("max_distance", 128, 1, 10**7, help="T5: distances beyond this share the last bucket",
+              label="T5: max distance (tokens)"),
         Param("profile", "seeded", choices=PROFILES,
-              help="T5 without a checkpoint: seeded random, log-distance decay, or local window"),
+              help="T5 without a checkpoint: seeded random, log-distance decay, or local window",
+              label="T5 bucket values", choice_text={"seeded": "seeded random", "decay": "log-distance decay", "local": "local window"}),
         Param("t5_values", None, help="T5: bucket values [num_buckets, heads] from a checkpoint (tensor or lists)"),
-        Param("clip", 16, 0, 16384, help="Shaw: relative distances clipped to [-clip, clip]"),
-        Param("theta", 10000.0, 1.0, 1e12, help="RoPE: base of the rotation frequencies"),
-        Param("seed", 0, 0, 2**31 - 1, help="seed of T5's seeded profile and Shaw's embeddings"),
+        Param("clip", 16, 0, 16384, help="Shaw: relative distances clipped to [-clip, clip]",
+              label="Shaw: clip distance (tokens)"),
+        Param("theta", 10000.0, 1.0, 1e12, help="RoPE: base of the rotation frequencies",
+              label="RoPE: base θ"),
+        Param("seed", 0, 0, 2**31 - 1, help="seed of T5's seeded profile and Shaw's embeddings",
+              label="Seed of the T5 values and Shaw's embeddings"),
         Param("head_offset", 0, 0, 4096, help="model head number of the first head given (one-head runs)"),
         Param("total_heads", 0, 0, 4096, help="heads of the model, for ALiBi slopes (0: head_offset + heads)"),
     )
     head_params = ("head_offset", "total_heads")
+
+    def check_together(self, values: dict) -> None:
+        if values["kind"] == "t5":
+            check_buckets(not values["causal"], values["num_buckets"], values["max_distance"])
 
     def position_term(self, q, k, params: dict) -> PositionTerm:
         """Validated parameters -> the run's position term (also used by the page's views)."""

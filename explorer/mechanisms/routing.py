@@ -321,29 +321,43 @@ def mix(results: list[Result], route: torch.Tensor, names: list[str], router: to
 class Routing(Mechanism):
     key = "routing"
     title = "Routing"
-    summary = ("Routing Transformer: queries and keys are clustered by spherical k-means and each query "
-               "attends only to keys of its own clusters. Router mode mixes several attention paths "
-               "(local window, clusters, segmented, LSH, low rank, dense) with learned per-token probabilities.")
+    summary = (
+        "Routing Transformer: queries and keys are unit-normalized and clustered together by "
+        "spherical k-means; every cluster takes its w closest queries and keys, and a query "
+        "attends only to the keys of the clusters it joined (a query no cluster took gets "
+        "nothing). In router mode a softmax over the query vector, r = softmax(x W_r), mixes "
+        "several attention paths token by token; W_r is random until you fit it to dense attention "
+        "on this text.")
     params = (
-        Param("mode", "kmeans", choices=("kmeans", "router"), help="k-means cluster attention, or a router over paths"),
-        Param("n_clusters", 0, 0, 100_000, help="k-means clusters (0 = round(sqrt(n)); clamped to n)"),
-        Param("cluster_size", 0, 0, 1_000_000, help="tokens each cluster takes, w (0 = ceil(n / clusters))"),
-        Param("iterations", 10, 0, 100, help="k-means (Lloyd) iterations after the seeded start"),
-        Param("window", 64, 0, 1_000_000, help="router mode: the local path's half window"),
-        Param("dense_path", True, help="router mode: include dense attention as a path"),
-        Param("seed", 0, 0, 2**31 - 1, help="seed of the k-means start and of the random router"),
-        Param("causal", False, help="mask keys after the query (in every path)"),
+        Param("mode", "kmeans", choices=("kmeans", "router"), help="k-means cluster attention, or a router over paths",
+              label="Mode", choice_text={"kmeans": "k-means clusters", "router": "router over paths"}),
+        Param("n_clusters", 0, 0, 100_000, help="k-means clusters (0 = round(sqrt(n)); clamped to n)",
+              label="Clusters (0: automatic, √n)"),
+        Param("cluster_size", 0, 0, 1_000_000, help="tokens each cluster takes, w (0 = ceil(n / clusters))",
+              label="Tokens per cluster (0: automatic, n / clusters)"),
+        Param("iterations", 10, 0, 100, help="k-means (Lloyd) iterations after the seeded start",
+              label="k-means iterations"),
+        Param("window", 64, 0, 1_000_000, help="router mode: the local path's half window",
+              label="Router: local path window (± tokens)"),
+        Param("dense_path", True, help="router mode: include dense attention as a path",
+              label="Router: dense attention as a path"),
+        Param("seed", 0, 0, 2**31 - 1, help="seed of the k-means start and of the random router",
+              label="Seed of k-means and the router"),
+        Param("causal", False, help="mask keys after the query (in every path)",
+              label="Causal mask (every path)"),
         Param("router", None, help="router mode: W_r [heads, head_dim, paths] or [head_dim, paths], a tensor "
                                     "or nested list; None = seeded random"),
     )
+
+    def check_together(self, values: dict) -> None:
+        if values["mode"] == "kmeans" and values["router"] is not None:
+            raise ValueError("routing: parameter router is only used with mode='router'")
 
     def compute(self, q, k, v, mode, n_clusters, cluster_size, iterations, window, dense_path, seed,
                 causal, router):
         params = dict(n_clusters=n_clusters, cluster_size=cluster_size, iterations=iterations,
                       window=window, dense_path=dense_path, seed=seed, causal=causal)
         if mode == "kmeans":
-            if router is not None:
-                raise ValueError("routing: parameter router is only used with mode='router'")
             return kmeans_attention(q, k, v, n_clusters, cluster_size, iterations, seed, causal)
         heads, _, d = q.shape
         names = available_paths(causal, dense_path)

@@ -50,14 +50,23 @@ from explorer.mechanisms.spans import (
 class Segmented(Mechanism):
     key = "segmented"
     title = "Segmented attention"
-    summary = ("Each token attends only within its segment (fixed length or the text's sentences and "
-               "paragraphs), optionally plus a few keys before it and a pooled summary of every other segment.")
+    summary = (
+        "Each token attends only to the tokens of its own segment (fixed length, or the text's "
+        "sentences or paragraphs), plus the look-back tokens before it; with summaries it also "
+        "sees one mean-pooled key and value per other segment, whose weight is shared evenly by "
+        "that segment's tokens. White lines and alternating shades mark the segments on every "
+        "chart.")
     params = (
-        Param("segment_length", 128, 1, None, help="tokens per segment (clamped to n); ignored with boundaries"),
-        Param("overlap", 0, 0, None, help="extra keys before its segment's start that a query also sees"),
-        Param("summaries", False, help="also attend to a mean-pooled summary (key, value) of every other segment"),
-        Param("size_weighted", True, help="a summary scores as its segment's size of keys (adds log size)"),
-        Param("causal", False, help="mask keys (and summaries of segments) after the query"),
+        Param("segment_length", 128, 1, None, help="tokens per segment (clamped to n); ignored with boundaries",
+              label="Segment length (tokens)"),
+        Param("overlap", 0, 0, None, help="extra keys before its segment's start that a query also sees",
+              label="Look-back before the segment (tokens)"),
+        Param("summaries", False, help="also attend to a mean-pooled summary (key, value) of every other segment",
+              label="Summaries of the other segments"),
+        Param("size_weighted", True, help="a summary scores as its segment's size of keys (adds log size)",
+              label="A summary counts as its segment's size"),
+        Param("causal", False, help="mask keys (and summaries of segments) after the query",
+              label="Causal mask"),
         Param("boundaries", None, help="segment start token indices (sorted, first 0, < n); overrides segment_length"),
     )
 

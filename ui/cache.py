@@ -1,0 +1,243 @@
+"""The one cache idiom of the app: `cached(key, make, label)`.
+
+Everything computed from a text (the model, encodings, dense passes, mechanism results,
+fidelity, every page's analyses) goes through `cached`. The key is a tuple of plain,
+hashable values, by convention a name and the ui.state.Run handle it is about, then the
+other arguments: ("fidelity", run), ("sorted map", run, round, span, grid). Pages define no
+caches of their own and keep no results in session state.
+
+The store is one per process, shared by every session:
+- a key is made once: sessions that ask for it while it is being made wait for that one
+  computation (and see its progress) instead of starting their own;
+- it is bounded by bytes, not entries: the tensors values hold (storages counted once, however
+  many values share them) may take EXPLORER_CACHE_MB megabytes (default 4096); past that, the
+  least recently used values are dropped, and are made again, with the same progress and error
+  handling as the first time, when next asked for;
+- it is safe to read while another session writes (one lock guards the index; values are
+  made outside it).
+
+`label` names a step that may take seconds: a progress bar shows while it is made (or waited
+for), fed by `report(done, total)` calls that the step's code makes, e.g. by passing
+`progress=report` to a library function.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import types
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, TypeVar
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+T = TypeVar("T")
+BUDGET_ENV = "EXPLORER_CACHE_MB"
+DEFAULT_BUDGET_MB = 4096
+
+
+def storages(value: Any) -> dict[int, int]:
+    """Storage address -> bytes of every tensor, array and frame that `value` holds, looked for
+    through containers, dataclasses, objects' attributes, bound methods and closures."""
+    found: dict[int, int] = {}
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen or x is None or isinstance(x, (str, bytes, int, float, bool, type, types.ModuleType)):
+            continue
+        seen.add(id(x))
+        if isinstance(x, torch.Tensor):
+            s = x.untyped_storage()
+            found[s.data_ptr()] = s.nbytes()
+        elif isinstance(x, np.ndarray):
+            base = x if x.base is None else x.base
+            found[id(base)] = int(getattr(base, "nbytes", x.nbytes))
+        elif isinstance(x, pd.DataFrame):
+            found[id(x)] = int(x.memory_usage(index=True).sum())
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            stack.extend(x)
+        elif isinstance(x, types.MethodType):
+            stack.extend((x.__self__, x.__func__))
+        elif isinstance(x, types.FunctionType):
+            stack.extend(cell.cell_contents for cell in x.__closure__ or () if _filled(cell))
+        elif isinstance(x, torch.nn.Module):
+            stack.extend(x.state_dict().values())
+        elif dataclasses.is_dataclass(x):
+            stack.extend(getattr(x, f.name) for f in dataclasses.fields(x))
+        elif hasattr(x, "__dict__"):
+            stack.extend(vars(x).values())
+    return found
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:  # an empty cell: the variable was not bound yet
+        return False
+
+
+class _Flight:
+    """A value being made: waiters block on `done` and read the maker's progress."""
+
+    def __init__(self, listener: Callable[[tuple[int, int]], None] | None):
+        self.done = threading.Event()
+        self.progress: tuple[int, int] | None = None
+        self.listener = listener  # the maker's own display, called in the maker's thread
+        self.error: BaseException | None = None
+        self.value: Any = None
+
+
+class Store:
+    """Values made once per key and shared, least recently used dropped beyond `budget` bytes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._held: dict[Hashable, dict[int, int]] = {}  # key -> its storages
+        self._refs: dict[int, int] = {}  # storage -> how many values hold it
+        self._sizes: dict[int, int] = {}
+        self._flights: dict[Hashable, _Flight] = {}
+        self._local = threading.local()
+        self.made = 0  # values made since the start (a test reads it)
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._values
+
+    def get(self, key: Hashable, make: Callable[[], T],
+            progress: Callable[[tuple[int, int]], None] | None = None,
+            waiting: Callable[[tuple[int, int] | None], None] | None = None) -> T:
+        """The value of `key`, made by make() unless it is held or already being made.
+
+        progress(done, total) follows this thread's own make (its `report` calls);
+        waiting(progress or None) is called about every 0.2 s while another thread makes it.
+        """
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            flight = self._flights.get(key)
+            mine = flight is None
+            if mine:
+                flight = self._flights[key] = _Flight(progress)
+        if not mine:
+            while not flight.done.wait(0.2):
+                if waiting:
+                    waiting(flight.progress)
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        outer = getattr(self._local, "flight", None)
+        self._local.flight = flight
+        try:
+            flight.value = make()
+        except BaseException as err:
+            flight.error = err
+            raise
+        finally:
+            self._local.flight = outer
+            with self._lock:
+                del self._flights[key]
+                if flight.error is None:
+                    self._keep(key, flight.value)
+            flight.done.set()
+        return flight.value
+
+    def report(self, done: int, total: int) -> None:
+        """Progress of the value this thread is making (ignored outside a make)."""
+        flight = getattr(self._local, "flight", None)
+        if flight is not None:
+            flight.progress = (int(done), int(total))
+            if flight.listener is not None:
+                flight.listener(flight.progress)
+
+    def _keep(self, key, value) -> None:
+        held = storages(value)
+        self.made += 1
+        self._values[key] = value
+        self._held[key] = held
+        for ptr, size in held.items():
+            self._refs[ptr] = self._refs.get(ptr, 0) + 1
+            self._sizes[ptr] = size
+        while len(self._values) > 1 and sum(self._sizes.values()) > self.budget:
+            self._drop(next(iter(self._values)))
+
+    def _drop(self, key) -> None:
+        del self._values[key]
+        for ptr in self._held.pop(key):
+            self._refs[ptr] -= 1
+            if not self._refs[ptr]:
+                del self._refs[ptr], self._sizes[ptr]
+
+    def clear(self) -> None:
+        with self._lock:
+            for key in list(self._values):
+                self._drop(key)
+
+
+def budget_bytes() -> int:
+    """EXPLORER_CACHE_MB as bytes, or the default; a bad value is a clear error at start."""
+    raw = os.environ.get(BUDGET_ENV, str(DEFAULT_BUDGET_MB))
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1
+    if not mb > 0:
+        raise ValueError(f"{BUDGET_ENV}={raw!r} must be a positive number of megabytes")
+    return int(mb * 2**20)
+
+
+@st.cache_resource(show_spinner=False)
+def store() -> Store:
+    """The process-wide store (st.cache_resource only holds this one object)."""
+    return Store(budget_bytes())
+
+
+def report(done: int, total: int) -> None:
+    """Tell the step being made how far it is: pass as `progress=report` to library functions."""
+    store().report(done, total)
+
+
+def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
+    """The value for `key`, made by make() once per process (see the module docstring).
+
+    label: a step that may take seconds; a bar with counts shows while it is made or waited for.
+    """
+    shared = store()
+    if label is None or key in shared:
+        return shared.get(key, make)
+    bar = st.empty()
+    started = time.perf_counter()
+
+    def show(progress: tuple[int, int] | None, who: str = "") -> None:
+        if progress is None:
+            bar.progress(0.0, text=f"{label}{who}…")
+            return
+        done, total = progress
+        elapsed = time.perf_counter() - started
+        left = f", about {elapsed / done * (total - done):.0f} s left" if done and elapsed > 2 else ""
+        bar.progress(min(1.0, done / max(1, total)), text=f"{label}{who}: {done:,} of {total:,}{left}")
+
+    def make_shown() -> T:
+        show(None)
+        return make()
+
+    try:
+        return shared.get(key, make_shown, progress=show,
+                          waiting=lambda p: show(p, " (being computed for another session)"))
+    finally:
+        bar.empty()

@@ -1,0 +1,27 @@
+"""The session's current document: the last encoding, fetched from the cache (made again if dropped)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.core.doc import Doc
+from ui import compute
+from ui.state import Run, doc_key
+
+
+def current() -> tuple[str, Doc] | None:
+    """(doc key, Doc) of the last successful encoding; None before the first."""
+    args = st.session_state.get("encoded")
+    if not args:
+        return None
+    return doc_key(args), compute.encoded(args)
+
+
+def require() -> Run:
+    """Exact attention on the current document and head, or a hint and a stop when nothing is encoded."""
+    got = current()
+    if got is None:
+        st.info("Choose a text in the sidebar and press **Run** to encode it.")
+        st.stop()
+    key, doc = got
+    head = min(int(st.session_state.get("head", 0)), doc.heads - 1)
+    return Run(key, head, doc=doc)

@@ -1,0 +1,121 @@
+"""Attention maps on every page: the shared zoom window, the colour controls, and maps drawn
+side by side on one colour scale, each a box-drag away from zooming every map into it."""
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.figures import common
+from explorer.figures.scale import Scale, fit_scale
+from ui import compute, downloads, settings
+from ui.state import Run
+
+WHOLE = (0, 2**31 - 1)  # a window's default: from the first token to the last, whatever the text
+ZOOM_Q = settings.Setting("zoom_q", WHOLE)
+ZOOM_K = settings.Setting("zoom_k", WHOLE)
+POOL = settings.Setting("pool", "mean", choices=("mean", "max"))
+LOG_COLOUR = settings.Setting("log_colour", True)
+GRID = settings.Setting("grid", 160, lo=8, hi=1024)
+QUERY = settings.Setting("query", 1, lo=0, hi=2**31 - 1)
+settings.register(ZOOM_Q, ZOOM_K, POOL, LOG_COLOUR, GRID, QUERY)
+
+
+def grid() -> int:
+    """Bins per axis of every map (the display resolution)."""
+    return int(settings.value(GRID))
+
+
+def _in_text(setting: settings.Setting, n: int) -> tuple[int, int]:
+    """The setting's window inside 0..n; a value from a link that does not fit this text is named."""
+    a, b = st.session_state.get(setting.key, WHOLE)
+    fitted = (min(a, n - 1), min(b, n))
+    if (a, b) != WHOLE and (a, b) != fitted:
+        axis = "query" if setting is ZOOM_Q else "key"
+        st.caption(f"The {axis} window {a}–{b} lies beyond this text's {n:,} tokens; showing "
+                   f"{fitted[0]}–{fitted[1]}.")
+    return fitted
+
+
+def zoom(n: int) -> tuple[int, int, int, int]:
+    """The shared (q0, q1, k0, k1) window every map on every page shows (settings zoom_q, zoom_k)."""
+    if n < 2:
+        return 0, n, 0, n
+    dragged = st.session_state.pop("_zoom_dragged", None)
+    if dragged:  # a box dragged on a map last run: it becomes the window, its first row the query
+        st.session_state["zoom_q"], st.session_state["zoom_k"] = dragged[:2], dragged[2:]
+        st.session_state["query"] = dragged[0]
+    for s in (ZOOM_Q, ZOOM_K):
+        st.session_state[s.key] = _in_text(s, n)
+    with st.expander("Zoom: query and key window", expanded=False):
+        if st.button("Whole text", key="zoom_reset"):
+            st.session_state["zoom_q"] = st.session_state["zoom_k"] = (0, n)
+        a, b = st.columns(2)
+        rows = a.slider("Queries", 0, n, key="zoom_q")
+        cols = b.slider("Keys", 0, n, key="zoom_k")
+    (q0, q1), (k0, k1) = rows, cols
+    q0, k0 = min(q0, n - 1), min(k0, n - 1)
+    return q0, max(q1, q0 + 1), k0, max(k1, k0 + 1)
+
+
+def scale_for(maps: dict, diverging: bool = False) -> Scale:
+    """Draw the pooling and colour controls and fit one scale to every map given."""
+    a, b = st.columns(2)
+    st.session_state.setdefault(POOL.key, POOL.default)
+    st.session_state.setdefault(LOG_COLOUR.key, LOG_COLOUR.default)
+    pool = a.radio("Pooling", POOL.choices, horizontal=True, key=POOL.key,
+                   help="mean shows where mass goes; max keeps single sharp peaks visible")
+    log = b.checkbox("Log colour scale", key=LOG_COLOUR.key)
+    return fit_scale([getattr(m, pool)[0] for m in maps.values()], pool, log, diverging)
+
+
+def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
+         build=common.pooled_heatmap, decorate=None) -> None:
+    """Pooled maps side by side (three to a row) on one colour scale.
+
+    scale: share one fitted over more maps (scale_for); build: the figure builder
+    (pooled_heatmap's signature); decorate(fig, name, pooled_map): draw on top,
+    e.g. segment boundaries.
+    """
+    scale = scale or scale_for(maps, diverging)
+    per_row = min(len(maps), 3)
+    slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
+    for col, (name, m) in zip(slots, maps.items()):
+        fig = build(getattr(m, scale.pool)[0], doc.tokens, m.row_edges, m.col_edges, title=name,
+                    zmin=scale.zmin, zmax=scale.zmax, log=scale.log, **({"diverging": True} if scale.signed else {}))
+        if decorate:
+            decorate(fig, name, m)
+        if build is common.pooled_heatmap:
+            fig.update_layout(dragmode="select")
+            event = col.plotly_chart(fig, width="stretch", key=f"map_{name}", on_select="rerun",
+                                     selection_mode="box")
+            _zoom_to_box(name, m, event)
+        else:
+            col.plotly_chart(fig, width="stretch", key=f"map_{name}")
+        if m.per_bin:
+            col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
+        col.download_button("Map data (NPZ)", downloads.map_npz(m), f"map-{name}.npz", "application/octet-stream",
+                            key=f"npz_{name}")
+
+
+def _zoom_to_box(name: str, m, event) -> None:
+    """Turn a box dragged on a map into the shared window (applied by zoom() on the rerun)."""
+    boxes = (event or {}).get("selection", {}).get("box") or []
+    if not boxes or st.session_state.get("_zoom_box") == (name, str(boxes[0])):
+        return
+    st.session_state["_zoom_box"] = (name, str(boxes[0]))
+    spans = []
+    for axis, edges in (("y", m.row_edges), ("x", m.col_edges)):
+        values = boxes[0].get(axis) or []
+        if len(values) < 2:
+            return
+        last = len(edges) - 2
+        a, b = (min(last, max(0, round(v))) for v in (min(values), max(values)))
+        spans += [edges[a], edges[b + 1]]
+    st.session_state["_zoom_dragged"] = tuple(spans)
+    st.rerun()
+
+
+def pair(run: Run, title: str, window, diverging: bool = False, **style) -> None:
+    """Dense and the run's mechanism over the same window, side by side (style: build/decorate of draw)."""
+    maps = {"Dense": compute.window_map(run.reference(), window, grid()),
+            title: compute.window_map(run, window, grid())}
+    draw(run.doc, maps, diverging, **style)

@@ -1,8 +1,11 @@
 """Shared test setup: no hub access, the repository root importable, small app fixtures."""
+import base64
+import json
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -39,3 +42,40 @@ def open_page(at, page: str, **encode):
     if encode:
         at = encode_in_app(at, **encode)
     return at.switch_page(page).run()
+
+
+def figure(chart) -> dict:
+    """A plotly chart element's figure as JSON."""
+    return json.loads(chart.proto.spec)
+
+
+def values(x) -> np.ndarray:
+    """A plotly data array: a list, or plotly's typed array {dtype, bdata[, shape]}."""
+    if isinstance(x, dict) and "bdata" in x:
+        out = np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"]))
+        shape = x.get("shape")
+        if shape:
+            out = out.reshape([int(s) for s in str(shape).split(",")])
+        return out
+    return np.asarray(x)
+
+
+def heatmap(at, title: str) -> np.ndarray:
+    """z of the heatmap trace in the chart titled `title`."""
+    for chart in at.get("plotly_chart"):
+        fig = figure(chart)
+        if (fig["layout"].get("title") or {}).get("text") == title:
+            return values(next(t for t in fig["data"] if t["type"] == "heatmap")["z"])
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def tokens(at) -> int:
+    """The encoded document's token count, as the sidebar states it."""
+    return int(next(c.value for c in at.sidebar.caption if " tokens · " in c.value).split(" tokens")[0].replace(",", ""))
+
+
+def dense_map_is_exact(at) -> None:
+    """For a tiny text the page's dense map is at full resolution: n x n, each row a distribution."""
+    z = heatmap(at, "Dense")
+    assert z.shape == (tokens(at), tokens(at))
+    np.testing.assert_allclose((10.0 ** z).sum(1), 1.0, rtol=1e-3)

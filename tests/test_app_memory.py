@@ -38,7 +38,7 @@ def test_compressive_memory_on_pasted_text(app):
 def test_short_text_long_segment_and_causal(app):
     at = open_page(app, source="Paste", text="Tiny text.")
     assert not at.exception
-    assert at.get("plotly_chart")
+    conftest.dense_map_is_exact(at)
     at.number_input(key="p.memory.segment").set_value(100_000).run()  # clamped: one segment
     at.checkbox(key="p.memory.causal").check().run()
     assert not at.exception

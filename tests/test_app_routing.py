@@ -1,6 +1,8 @@
 """AppTest of the routing page: k-means on a short sample, router mode with a fit, a tiny text."""
 import json
 
+import numpy as np
+
 import conftest
 from conftest import SHORT_SAMPLE
 
@@ -50,4 +52,8 @@ def test_tiny_text(app):
     assert not at.exception
     at.selectbox(key="p.routing.mode").set_value("router").run()
     assert not at.exception
-    assert at.get("plotly_chart")
+    conftest.dense_map_is_exact(at)
+    route = conftest.figure(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("routing_per_token")
+                                 or "routing probability" in c.proto.spec))
+    shares = sum(conftest.values(trace["y"]) for trace in route["data"])
+    np.testing.assert_allclose(shares, 1.0, rtol=1e-5)  # the paths' probabilities add up to one per token

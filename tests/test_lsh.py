@@ -348,16 +348,58 @@ def test_sorted_dense_map_is_the_permuted_dense_matrix():
     assert torch.allclose(pooled.mean[0], dense[perm][:, key_perm], atol=1e-6)
 
 
-def test_topk_caught_and_seed_recall():
+def brute_force_reach(q, k, rotations, n_buckets, chunk_length, shared_qk):
+    """Which keys each query can see, rebuilt from Reformer's layout by hand, token by token.
+
+    Per round, items are listed in (bucket, position[, key before query]) order, the rounds are
+    concatenated and cut into chunks; an item sees its own chunk and the one before (cyclic). In
+    separate-QK mode a query sees only keys of its own round and bucket."""
+    heads, n, d = q.shape
+    rounds = rotations.shape[2]
+    reach = torch.zeros(heads, n, n, dtype=torch.bool)
+    for h in range(heads):
+        items = []  # (round, bucket, position, is_query, is_key)
+        for r in range(rounds):
+            def bucket(x):
+                rot = x @ rotations[h, :, r]
+                return int(torch.cat([rot, -rot]).argmax())
+            if shared_qk:
+                row = sorted((bucket(q[h, i]), i) for i in range(n))
+                items += [(r, b, i, True, True) for b, i in row]
+            else:
+                row = sorted([(bucket(k[h, j]), j, 0) for j in range(n)] + [(bucket(q[h, i]), i, 1) for i in range(n)])
+                items += [(r, b, i, kind == 1, kind == 0) for b, i, kind in row]
+        size = chunk_length if shared_qk else 2 * chunk_length
+        chunks = -(-len(items) // size)
+        for a, (r, b, i, is_q, _) in enumerate(items):
+            if not is_q:
+                continue
+            c = a // size
+            for other in {c, (c - 1) % chunks}:
+                for r2, b2, j, _, is_k in items[other * size:(other + 1) * size]:
+                    if is_k and (shared_qk or (r2 == r and b2 == b)):
+                        reach[h, i, j] = True
+    return reach
+
+
+@pytest.mark.parametrize("shared_qk", [False, True])
+def test_reach_and_caught_pairs_equal_a_brute_force_rebuild_of_the_layout(shared_qk):
+    n = 45
+    doc = explorer.synthetic(n, heads=2, head_dim=8, needles=3, seed=9)
+    params = {"n_buckets": 6, "n_rounds": 2, "chunk_length": 7, "shared_qk": shared_qk}
+    res = LSH.run(doc.q, doc.k, doc.v, **params)
+    expect = brute_force_reach(doc.q, doc.k, res.structure["rotations"], 6, 7, shared_qk)
+    rows = torch.arange(n)
+    assert torch.equal(res.reach(rows), expect)
+    top = attention.weights(doc.q, doc.k, rows).topk(4, dim=-1).indices
+    picked = torch.tensor([0, 5, 44])
+    assert torch.equal(topk_caught(res, top, picked, chunk=2), expect[:, picked].gather(2, top[:, picked]))
+
+
+def test_seed_recall():
     n = 64
     doc = explorer.synthetic(n, heads=1, head_dim=8, needles=3)
     params = {"n_buckets": 4, "n_rounds": 2, "chunk_length": 8}
-    res = LSH.run(doc.q, doc.k, doc.v, **params)
-    top = attention.weights(doc.q, doc.k, torch.arange(n)).topk(4, dim=-1).indices
-    rows = torch.tensor([0, 5, 63])
-    hit = topk_caught(res, top, rows, chunk=2)
-    expect = res.reach(rows).gather(2, top[:, rows])
-    assert torch.equal(hit, expect)
     calls = []
     out = seed_recall(doc.q, doc.k, doc.v, params, [3, 4, 3], False, max_rows=16, progress=lambda i, t: calls.append(i))
     assert calls == [1, 2, 3] and out["seed"] == [3, 4, 3]

@@ -446,8 +446,13 @@ def test_bad_parameters_raise(params, match):
 
 
 def test_other_kinds_ignore_t5_settings():
+    """Bucket settings T5 would refuse change nothing for ALiBi, which does not read them."""
     q, k, v = qkv(10, 2)
-    MECH.run(q, k, v, kind="alibi", num_buckets=2, max_distance=1)  # only T5 reads them
+    with pytest.raises(ValueError, match="num_buckets"):
+        MECH.run(q, k, v, kind="t5", num_buckets=2, max_distance=1)
+    odd = MECH.run(q, k, v, kind="alibi", num_buckets=2, max_distance=1)
+    plain = MECH.run(q, k, v, kind="alibi")
+    torch.testing.assert_close(odd.output, plain.output, atol=0, rtol=0)
 
 
 def test_view_helpers_validate():

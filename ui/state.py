@@ -6,8 +6,11 @@ owns it. Besides them st.session_state holds:
   encoded              the arguments of the last successful encoding (a dict), or absent
   _restored            set once the URL's settings were applied to this session
   _pending_settings    values from a link waiting for the page that declares them
-  _refused_settings    outside values that were refused, shown once as a notice
+  _refused_settings    outside values that were refused, shown once as a notice (ui.share)
+  _ignored_settings    keys from a link or file that no part of the app owns, shown once
+  _pending_file, _loaded     a settings file read on the last run, applied before any widget
   _zoom_dragged, _zoom_box   a box dragged on a map, applied on the next run (ui.maps)
+  find                 the inspector's search text
 Results are never kept in session state: they live in the one cache (ui.cache), under keys
 built from a Run.
 """

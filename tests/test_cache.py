@@ -1,0 +1,94 @@
+"""The one cache (ui.cache.Store): made once under concurrency, bounded by the bytes of the
+tensors it holds (shared storages counted once), errors never kept."""
+import threading
+import time
+
+import pytest
+import torch
+
+from ui.cache import Store, storages
+
+
+def mib(n: float) -> torch.Tensor:
+    return torch.zeros(int(n * 2**20) // 4)
+
+
+def test_concurrent_requests_make_a_value_once_and_waiters_see_its_progress():
+    store, calls, seen = Store(2**30), [], []
+    started = threading.Event()
+
+    def make():
+        calls.append(1)
+        started.set()
+        store.report(1, 4)
+        time.sleep(0.6)
+        return "value"
+
+    results = []
+    maker = threading.Thread(target=lambda: results.append(store.get("k", make)))
+    maker.start()
+    started.wait(5)
+    waiters = [threading.Thread(target=lambda: results.append(store.get("k", make, waiting=seen.append)))
+               for _ in range(3)]
+    for t in waiters:
+        t.start()
+    for t in [maker, *waiters]:
+        t.join(10)
+    assert results == ["value"] * 4 and len(calls) == 1 and store.made == 1
+    assert (1, 4) in seen  # the waiters were shown the maker's progress
+
+
+def test_budget_in_bytes_drops_the_least_recently_used():
+    store = Store(int(2.5 * 2**20))
+    store.get("a", lambda: mib(1))
+    store.get("b", lambda: mib(1))
+    store.get("a", lambda: pytest.fail("a is held"))  # a is now the most recent
+    store.get("c", lambda: mib(1))  # 3 MiB > 2.5 MiB: b, the least recently used, goes
+    assert "a" in store and "c" in store and "b" not in store
+    assert store.bytes == 2 * 2**20
+
+
+def test_a_storage_shared_by_several_values_counts_once():
+    base = mib(1)
+    store = Store(int(1.5 * 2**20))
+    store.get("whole", lambda: base)
+    store.get("view", lambda: {"head": base[:10], "again": [base]})
+    assert "whole" in store and "view" in store and store.bytes == 2**20
+
+
+def test_storages_are_found_in_closures_bound_methods_and_dataclasses():
+    from explorer.mechanisms import REGISTRY
+    import explorer
+
+    doc = explorer.synthetic(64, heads=1, head_dim=8)
+    res = REGISTRY["lsh"].run(doc.q, doc.k, doc.v)
+    found = storages(res)
+    assert doc.v.untyped_storage().data_ptr() in found  # the weights closure keeps v alive: it counts
+    assert sum(found.values()) > res.output.untyped_storage().nbytes()
+
+
+def test_a_failed_make_is_raised_to_every_caller_and_not_kept():
+    store = Store(2**30)
+    gate = threading.Event()
+
+    def fail():
+        gate.wait(5)
+        raise ValueError("bad input")
+
+    errors = []
+
+    def call():
+        try:
+            store.get("k", fail)
+        except ValueError as err:
+            errors.append(str(err))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert errors == ["bad input"] * 3 and "k" not in store
+    assert store.get("k", lambda: 7) == 7  # asked again, it is made again

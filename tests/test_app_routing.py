@@ -1,9 +1,8 @@
 """AppTest of the routing page: k-means on a short sample, router mode with a fit, a tiny text."""
 import json
 
-import numpy as np
-
 import conftest
+import numpy as np
 from conftest import SHORT_SAMPLE
 
 PAGE = "views/routing.py"

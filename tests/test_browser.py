@@ -8,8 +8,20 @@ import json
 import urllib.parse
 
 import pytest
-from browser import (HEATMAP, MAIN, SIDEBAR, VIEWPORT, assert_no_exception, chromium, run_default_sample,
-                     streamlit_server, visit, wait_charts, wait_heatmaps, wait_idle)
+from browser import (
+    HEATMAP,
+    MAIN,
+    SIDEBAR,
+    VIEWPORT,
+    assert_no_exception,
+    chromium,
+    run_default_sample,
+    streamlit_server,
+    visit,
+    wait_charts,
+    wait_heatmaps,
+    wait_idle,
+)
 
 NAV = f'{SIDEBAR} [data-testid="stSidebarNav"]'
 

@@ -57,8 +57,8 @@ def test_a_storage_shared_by_several_values_counts_once():
 
 
 def test_storages_are_found_in_closures_bound_methods_and_dataclasses():
-    from explorer.mechanisms import REGISTRY
     import explorer
+    from explorer.mechanisms import REGISTRY
 
     doc = explorer.synthetic(64, heads=1, head_dim=8)
     res = REGISTRY["lsh"].run(doc.q, doc.k, doc.v)

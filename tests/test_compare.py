@@ -4,8 +4,8 @@ import torch
 
 import explorer
 from explorer.analysis.compare import fidelity_table, heads_overview, table_row
-from explorer.mechanisms import REGISTRY
 from explorer.analysis.fidelity import fidelities, fidelity
+from explorer.mechanisms import REGISTRY
 
 
 def test_fidelities_share_dense_and_equal_single_measurements():

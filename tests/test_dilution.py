@@ -6,8 +6,19 @@ import pytest
 import torch
 
 import explorer
-from explorer.analysis.dilution import (DENSE, METRICS, Curves, Needle, dilution_curves, needle_experiment, needle_row,
-                               needle_weight, prefix_lengths, row_stats, uniform_row)
+from explorer.analysis.dilution import (
+    DENSE,
+    METRICS,
+    Curves,
+    Needle,
+    dilution_curves,
+    needle_experiment,
+    needle_row,
+    needle_weight,
+    prefix_lengths,
+    row_stats,
+    uniform_row,
+)
 from explorer.mechanisms import REGISTRY
 
 

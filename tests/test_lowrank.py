@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import explorer
-from explorer.mechanisms import REGISTRY
 from explorer.analysis.lowrank import signed_mass
-from explorer.mechanisms import lowrank
+from explorer.mechanisms import REGISTRY, lowrank
 from explorer.mechanisms.lowrank import EXACT_MAX_N, iterative_pinv, randomized_svd, stream_products
 
 MECH = REGISTRY["lowrank"]

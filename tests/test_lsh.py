@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import explorer
+from explorer.analysis.lsh import chunk_starts, chunk_windows, seed_recall, sorted_dense_map, topk_caught
 from explorer.core import attention
 from explorer.mechanisms import REGISTRY
-from explorer.analysis.lsh import chunk_starts, chunk_windows, seed_recall, sorted_dense_map, topk_caught
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LSH = REGISTRY["lsh"]
@@ -408,8 +408,8 @@ def test_seed_recall():
 
 
 def test_figures_build_for_one_token_and_for_long_pooled_input():
-    from explorer.figures import lsh as figs
     from explorer.core.pooling import pooled_map
+    from explorer.figures import lsh as figs
 
     for n in (1, 3000):
         doc = explorer.synthetic(n, heads=1, head_dim=4)

@@ -1,7 +1,8 @@
 """Recurrent memory against brute-force references: an explicit reach mask and a FIFO simulation."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import explorer
 from explorer.mechanisms import REGISTRY

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import explorer
-from explorer.core import attention
-from explorer.mechanisms import REGISTRY, Result
 from explorer.analysis.fidelity import fidelity
+from explorer.core import attention
 from explorer.core.rows import sample_rows
+from explorer.mechanisms import REGISTRY, Result
 
 
 def test_dense_against_itself_is_perfect():

@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import explorer
-from explorer.mechanisms import REGISTRY
-from explorer.mechanisms import routing
 from explorer.analysis.router_fit import fit_router
+from explorer.mechanisms import REGISTRY, routing
 
 ROUTE = REGISTRY["routing"]
 

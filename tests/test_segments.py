@@ -3,7 +3,8 @@ import re
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from explorer.core import segments
 
@@ -122,7 +123,8 @@ def test_by_mode():
 
 
 def test_figures_place_boundaries_and_escape_text():
-    from explorer.figures import common, segments as figures
+    from explorer.figures import common
+    from explorer.figures import segments as figures
 
     tokens = ["<b>", "x", "y", "z", "w", "v"]
     fig = common.pooled_heatmap(torch.rand(3, 3), tokens, [0, 2, 4, 6], [0, 2, 4, 6])

@@ -3,7 +3,8 @@ token receives from each level, and the combined weights beside dense."""
 import streamlit as st
 
 from explorer.analysis.hierarchical import by_level, level_maps
-from explorer.figures import common, segments as figures
+from explorer.figures import common
+from explorer.figures import segments as figures
 from explorer.mechanisms import REGISTRY
 from ui import compute, fidelity, forms, inspector, maps
 from ui.cache import cached, report

@@ -6,7 +6,8 @@ import torch
 
 from explorer.analysis.memory import dense_mass_by_region
 from explorer.core.rows import sample_rows
-from explorer.figures import common, memory as figs
+from explorer.figures import common
+from explorer.figures import memory as figs
 from explorer.mechanisms import REGISTRY
 from ui import compute, fidelity, forms, inspector, maps
 from ui.cache import cached

@@ -4,7 +4,8 @@ import streamlit as st
 import torch
 
 from explorer.analysis import relpos as views
-from explorer.figures import common, relpos as figures
+from explorer.figures import common
+from explorer.figures import relpos as figures
 from explorer.mechanisms import REGISTRY, relpos
 from ui import compute, fidelity, forms, maps, settings
 from ui.cache import cached

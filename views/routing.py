@@ -5,7 +5,8 @@ import streamlit as st
 import torch
 
 from explorer.analysis.router_fit import fit_router
-from explorer.figures import common, routing as figs
+from explorer.figures import common
+from explorer.figures import routing as figs
 from explorer.mechanisms import REGISTRY
 from ui import compute, fidelity, forms, inspector, maps, settings
 from ui.cache import cached, report, store

@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis.segmented import outside_mass
-from explorer.figures import common, segments as figures
+from explorer.figures import common
+from explorer.figures import segments as figures
 from explorer.mechanisms import REGISTRY
 from ui import compute, fidelity, forms, inspector, maps
 from ui.cache import cached

@@ -11,8 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explorer.figures.common import as_array, span_text, strips
 from explorer.analysis.memory import REGIONS, region_bounds
+from explorer.figures.common import as_array, span_text, strips
 
 KINDS = (("compressed", "compressed", "#9c6ade"), ("memory", "memory", "#f2a541"),
          ("segment", "segments", "#3b7dd8"))

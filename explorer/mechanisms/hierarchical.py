@@ -46,14 +46,7 @@ import torch
 
 from explorer.core import segments
 from explorer.mechanisms.base import Mechanism, Param, Result
-from explorer.mechanisms.spans import (
-    NodeLevel,
-    SpanAttention,
-    make_starts,
-    pooled_nodes,
-    row_chunk,
-    span_cost,
-)
+from explorer.mechanisms.spans import NodeLevel, SpanAttention, make_starts, pooled_nodes, row_chunk, span_cost
 
 
 def tree(chunks: torch.Tensor, branching: int) -> list[torch.Tensor]:

@@ -36,15 +36,7 @@ import torch
 
 from explorer.core import segments
 from explorer.mechanisms.base import Mechanism, Param, Result
-from explorer.mechanisms.spans import (
-    NodeLevel,
-    SpanAttention,
-    make_starts,
-    pooled_nodes,
-    row_chunk,
-    span_cost,
-    windows,
-)
+from explorer.mechanisms.spans import NodeLevel, SpanAttention, make_starts, pooled_nodes, row_chunk, span_cost, windows
 
 
 class Segmented(Mechanism):

@@ -1,13 +1,14 @@
 """Long-sequence attention explorer: `streamlit run app.py`.
 
 The entry point holds the navigation and the shared sidebar (text, model, layer, head);
-every page reads the encoded document through ui.document.
+every page reads the encoded document through ui.document. A ValueError anywhere becomes its
+message; any other error a short message and a log line, never a traceback (ui.messages).
 """
 from pathlib import Path
 
 import streamlit as st
 
-from ui import settings, share, sidebar
+from ui import maps, messages, settings, share, sidebar
 
 st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wide")
 
@@ -28,12 +29,17 @@ PAGES = {section: [st.Page(path, title=title, icon=icon, default=path == "views/
          for section, pages in SECTIONS.items()}
 STEMS = {title: Path(path).stem for pages in SECTIONS.values() for path, title, _ in pages}
 OWNERS = set(STEMS.values())  # each page owns the settings "<stem>_..." it declares
+SHARED = maps.SETTINGS  # the map and query settings every page shares, known before a link is read
 
 navigation = st.navigation(PAGES)
-sidebar.render(OWNERS)
-try:
+with messages.guarded("drawing the sidebar"):
+    sidebar.render(OWNERS)
+notices = st.container()  # above the page: what of a link or a settings file was not applied
+with notices:
+    share.notices()  # before the page, which may stop early (no text encoded yet)
+with messages.guarded(f"drawing the page {navigation.title}"):
     navigation.run()
     settings.settle(STEMS[navigation.title])  # the page ran to its end: what it did not declare is not its setting
-except ValueError as err:  # a library check refused an input: say why, in its words
-    st.error(str(err))
+with notices:
+    share.notices()  # and what the page itself refused as it declared its settings
 share.publish_to_url()  # again: the page may have moved the zoom or the query

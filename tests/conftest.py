@@ -2,6 +2,7 @@
 import base64
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -79,3 +80,8 @@ def dense_map_is_exact(at) -> None:
     z = heatmap(at, "Dense")
     assert z.shape == (tokens(at), tokens(at))
     np.testing.assert_allclose((10.0 ** z).sum(1), 1.0, rtol=1e-3)
+
+
+def said(elements) -> str:
+    """Messages as a visitor reads them: the markdown escapes of ui.messages.plain taken out."""
+    return " ".join(re.sub(r"\\(.)", r"\1", e.value) for e in elements)

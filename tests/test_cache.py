@@ -92,3 +92,34 @@ def test_a_failed_make_is_raised_to_every_caller_and_not_kept():
         t.join(10)
     assert errors == ["bad input"] * 3 and "k" not in store
     assert store.get("k", lambda: 7) == 7  # asked again, it is made again
+
+
+def test_slots_run_at_most_count_at_once_in_arrival_order():
+    from ui.cache import Slots
+
+    slots, order, running, peak = Slots(2), [], [0], [0]
+    lock = threading.Lock()
+    places = []
+
+    def job(i):
+        slots.acquire(waiting=places.append)
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            order.append(i)
+        time.sleep(0.3)
+        slots.acquire()  # a step inside a step: no second slot, no waiting for itself
+        slots.release()
+        with lock:
+            running[0] -= 1
+        slots.release()
+
+    threads = []
+    for i in range(5):
+        threads.append(threading.Thread(target=job, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.05)  # arrive in order
+    for t in threads:
+        t.join(10)
+    assert peak[0] == 2 and order == [0, 1, 2, 3, 4]
+    assert places and max(places) <= 3 and min(places) == 1  # queued ones were told their place

@@ -18,7 +18,8 @@ The store is one per process, shared by every session:
 
 `label` names a step that may take seconds: a progress bar shows while it is made (or waited
 for), fed by `report(done, total)` calls that the step's code makes, e.g. by passing
-`progress=report` to a library function.
+`progress=report` to a library function. In a hosted demo (ui.hosting) such steps also queue:
+at most EXPLORER_WORKERS of them run at once, and a waiting visitor sees how many are ahead.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
+
+from ui import hosting
 
 T = TypeVar("T")
 BUDGET_ENV = "EXPLORER_CACHE_MB"
@@ -93,6 +96,51 @@ class _Flight:
         self.listener = listener  # the maker's own display, called in the maker's thread
         self.error: BaseException | None = None
         self.value: Any = None
+
+
+class Slots:
+    """At most `count` heavy computations at once, the others waiting in arrival order.
+
+    A thread that holds a slot may ask again (a step inside a step) without waiting for itself.
+    """
+
+    def __init__(self, count: int):
+        self.count = count
+        self._cond = threading.Condition()
+        self._queue: list[int] = []  # tickets waiting, oldest first
+        self._running = 0
+        self._next = 0
+        self._local = threading.local()
+
+    def acquire(self, waiting: Callable[[int], None] | None = None) -> None:
+        """Take a slot; waiting(place in the queue, from 1) is called about every 0.2 s while queued."""
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
+            return
+        with self._cond:
+            ticket, self._next = self._next, self._next + 1
+            self._queue.append(ticket)
+            while self._running >= self.count or self._queue[0] != ticket:
+                if waiting:
+                    self._cond.release()
+                    try:
+                        waiting(self._queue.index(ticket) + 1)
+                    finally:
+                        self._cond.acquire()
+                self._cond.wait(0.2)
+            self._queue.pop(0)
+            self._running += 1
+            self._cond.notify_all()
+        self._local.depth = 1
+
+    def release(self) -> None:
+        self._local.depth -= 1
+        if self._local.depth:
+            return
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
 
 
 class Store:
@@ -207,6 +255,12 @@ def store() -> Store:
     return Store(budget_bytes())
 
 
+@st.cache_resource(show_spinner=False)
+def slots(count: int) -> Slots:
+    """The process-wide queue of heavy steps of a hosted demo (ui.hosting)."""
+    return Slots(count)
+
+
 def report(done: int, total: int) -> None:
     """Tell the step being made how far it is: pass as `progress=report` to library functions."""
     store().report(done, total)
@@ -236,8 +290,17 @@ def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
         show(None)
         return make()
 
+    workers = hosting.workers()
+    queue = slots(workers) if workers else None
     try:
-        return shared.get(key, make_shown, progress=show,
-                          waiting=lambda p: show(p, " (being computed for another session)"))
+        if queue:  # taken before the value is asked for, so a maker never waits for a slot (no deadlock)
+            queue.acquire(lambda ahead: bar.progress(0.0, text=f"{label}: waiting for a free worker, "
+                                                            f"place {ahead} in the queue"))
+        try:
+            return shared.get(key, make_shown, progress=show,
+                              waiting=lambda p: show(p, " (being computed for another session)"))
+        finally:
+            if queue:
+                queue.release()
     finally:
         bar.empty()

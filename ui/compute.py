@@ -12,21 +12,34 @@ import torch
 
 import explorer
 from explorer.analysis.fidelity import Fidelity, fidelity
-from explorer.core import attention, segments
-from explorer.core.encoding import LoadedModel, load_model
+from explorer.core import attention, encoding, segments
+from explorer.core.encoding import LoadedModel, load_model, tokenize
 from explorer.core.pooling import PooledMap, pooled_map
 from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, attention_stats
 from explorer.mechanisms import REGISTRY, Result
 from ui.cache import cached, report
-from ui.state import Run, doc_key
+from ui.state import Run, doc_key, text_key
 
 FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
 MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
 
 
-def model(name: str) -> LoadedModel:
-    return cached(("model", name), lambda: load_model(name), label=f"Loading the model {name}")
+def model(name: str, allow_download: bool = False) -> LoadedModel:
+    """A loaded model (shared by every session); a download only when the person allowed one."""
+    return cached(("model", name), lambda: load_model(name, allow_download=allow_download),
+                  label="Loading the model")
+
+
+def token_count(model_name: str, text: str) -> int:
+    return cached(("token count", model_name, text_key(text)), lambda: len(tokenize(text, model(model_name))[0]),
+                  label="Counting tokens")
+
+
+def first_tokens(model_name: str, text: str, count: int) -> str:
+    """The start of the text holding its first `count` tokens for this model."""
+    return cached(("first tokens", model_name, text_key(text), count),
+                  lambda: encoding.first_tokens(text, model(model_name), count))
 
 
 def sample(name: str) -> str:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from explorer.core import segments
 from explorer.mechanisms import Mechanism, Param, Result
-from ui import compute, document, settings
+from ui import compute, document, messages, settings
 from ui.state import Run
 
 
@@ -54,7 +54,7 @@ def checked(mech: Mechanism, params: dict) -> dict:
     try:
         mech.validate(params)
     except ValueError as err:
-        st.error(str(err))
+        messages.error(err)
         st.stop()
     return params
 
@@ -113,7 +113,7 @@ def result(run: Run) -> Result:
     try:
         return compute.result(run)
     except ValueError as err:
-        st.error(str(err))
+        messages.error(err)
         st.stop()
 
 

@@ -16,7 +16,8 @@ POOL = settings.Setting("pool", "mean", choices=("mean", "max"))
 LOG_COLOUR = settings.Setting("log_colour", True)
 GRID = settings.Setting("grid", 160, lo=8, hi=1024)
 QUERY = settings.Setting("query", 1, lo=0, hi=2**31 - 1)
-settings.register(ZOOM_Q, ZOOM_K, POOL, LOG_COLOUR, GRID, QUERY)
+SETTINGS = (ZOOM_Q, ZOOM_K, POOL, LOG_COLOUR, GRID, QUERY)
+settings.register(*SETTINGS)
 
 
 def grid() -> int:

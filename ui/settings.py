@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -47,6 +47,7 @@ class Setting:
     max_chars: int = MAX_TEXT
     param: Param | None = None  # the mechanism parameter this setting holds, checked by it as well
     owner: str = ""  # the mechanism key of a parameter setting
+    rule: Callable[[Any], None] | None = None  # a check the type cannot say (ValueError when it fails)
 
     def check(self, value: Any) -> Any:
         """The value in the form its widget holds, or ValueError saying why it does not fit."""
@@ -73,7 +74,7 @@ class Setting:
         elif isinstance(self.default, str):
             if not isinstance(value, str) or len(value) > self.max_chars:
                 raise bad(f"must be a text of at most {self.max_chars} characters")
-            return value
+            return self._ruled(value, bad)
         elif isinstance(self.default, list):
             return self._check_list(value, bad)
         elif isinstance(self.default, tuple):
@@ -85,6 +86,14 @@ class Setting:
         if self.param is not None:
             try:
                 value = self.param.check(self.owner, value)
+            except ValueError as err:
+                raise bad(str(err)) from err
+        return value
+
+    def _ruled(self, value, bad):
+        if self.rule is not None:
+            try:
+                self.rule(value)
             except ValueError as err:
                 raise bad(str(err)) from err
         return value

@@ -2,27 +2,22 @@
 
 The URL carries every setting the registry marks `url` (ui.settings), as JSON values, plus
 "run" (the text was encoded and can be encoded again). Values coming back go through each
-setting's own check. A link cannot carry a pasted or uploaded text: it reopens the view only
-for samples and the synthetic source.
+setting's own check. A pasted or uploaded text travels as the key of its copy in this server's
+text store (ui.texts, the setting "text"); samples and the synthetic source need no copy.
 """
 from __future__ import annotations
 
 import json
-import re
 
 import streamlit as st
 
 from ui import settings
+from ui.messages import plain
 from ui.state import REPRODUCIBLE
 
 RUN = "run"
 MAX_KEYS = 200  # keys read from one link or file; the rest are ignored (and counted)
 MAX_VALUE = 4096  # characters of one value in a link
-
-
-def plain(text: str) -> str:
-    """Text shown as written, never as markdown or HTML (names from a link are not to be trusted)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 def apply(values: dict, owners: set[str]) -> bool:
@@ -51,7 +46,7 @@ def apply(values: dict, owners: set[str]) -> bool:
     if ignored:
         st.session_state["_ignored_settings"] = ignored
     # a view that cannot be reproduced as asked is not encoded on its own
-    return complete and values.get(RUN) is True and st.session_state.get("source") in REPRODUCIBLE
+    return complete and values.get(RUN) is True and reproducible()
 
 
 def restore_from_url(owners: set[str]) -> bool:
@@ -59,23 +54,29 @@ def restore_from_url(owners: set[str]) -> bool:
     if st.session_state.get("_restored"):
         return False
     st.session_state["_restored"] = True
-    values = {}
+    values, oversized = {}, False
     for key in list(st.query_params)[: MAX_KEYS + 1]:
         raw = st.query_params[key]
         if len(raw) > MAX_VALUE:
             settings.refuse(key, f"its value is longer than {MAX_VALUE:,} characters")
+            oversized = True
             continue
         try:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
-    return apply(values, owners) if values else False
+    return apply(values, owners) and not oversized if values else False
+
+
+def reproducible() -> bool:
+    """Whether a link can bring this session's text back: a sample, synthetic, or a stored text."""
+    return st.session_state.get("source") in REPRODUCIBLE or bool(st.session_state.get("text"))
 
 
 def current() -> dict:
     """The settings to share now, JSON-ready."""
     out = settings.shared()
-    out[RUN] = bool(st.session_state.get("encoded")) and st.session_state.get("source") in REPRODUCIBLE
+    out[RUN] = bool(st.session_state.get("encoded")) and reproducible()
     return out
 
 
@@ -101,11 +102,11 @@ def notices() -> None:
 
 def panel(owners: set[str]) -> None:
     """Sidebar expander: download the settings as JSON, load them back, a note on pasted text."""
-    notices()
     with st.expander("Share and save"):
         st.caption("The address bar holds every setting: copy it to share this view.")
         if st.session_state.get("source") not in REPRODUCIBLE:
-            st.caption("A link cannot carry a pasted or uploaded text: whoever opens it must paste the same text.")
+            st.caption("A pasted or uploaded text travels as a key to its copy on this server, kept while there "
+                       "is room (the oldest texts are removed first).")
         st.download_button("Settings (JSON)", json.dumps(current(), indent=1), "attention-settings.json",
                            "application/json")
         upload = st.file_uploader("Load settings", type=["json"], key="settings_upload")

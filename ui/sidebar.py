@@ -8,15 +8,20 @@ import streamlit as st
 
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
-from ui import compute, document, settings, share
+from ui import compute, document, hosting, messages, settings, share
+from ui.messages import plain
 from ui.settings import Setting
 from ui.state import SOURCES
+from ui.texts import TextStore
 
-MAX_UPLOAD_BYTES = 20 * 2**20
+MAX_UPLOAD_BYTES = 20 * 2**20  # as .streamlit/config.toml's server.maxUploadSize
+MAX_CHARS = 4_000_000  # a pasted text (the Python reference is under 500,000)
 SOURCE = Setting("source", SOURCES[0], choices=SOURCES)
 SAMPLE = Setting("sample", sample_names()[0], choices=tuple(sample_names()))
-PASTED = Setting("pasted", "", url=False, max_chars=10**9)
-MODEL = Setting("model", "minilm", max_chars=200)
+PASTED = Setting("pasted", "", url=False, max_chars=MAX_CHARS)
+TEXT = Setting("text", "", max_chars=32)  # the key of a pasted or uploaded text in the text store (ui.texts)
+MODEL = Setting("model", "minilm", max_chars=200, rule=hosting.check_model)
+DOWNLOAD = Setting("allow_download", False, url=False)
 LAYER = Setting("layer", 0, lo=0, hi=95)
 WINDOW = Setting("window", 0, lo=0, hi=32768)
 HEAD = Setting("head", 0, lo=0, hi=1023)
@@ -24,8 +29,24 @@ SYNTH_N = Setting("synth_n", 2048, lo=1, hi=200_000)
 SYNTH_NEEDLES = Setting("synth_needles", 4, lo=0, hi=64)
 SYNTH_MARGIN = Setting("synth_margin", 8.0, lo=0.0, hi=40.0)
 SYNTH_SEED = Setting("synth_seed", 0, lo=0, hi=2**31 - 1)
-SIDEBAR = (SOURCE, SAMPLE, PASTED, MODEL, LAYER, WINDOW, HEAD, SYNTH_N, SYNTH_NEEDLES, SYNTH_MARGIN, SYNTH_SEED)
+SIDEBAR = (SOURCE, SAMPLE, PASTED, TEXT, MODEL, DOWNLOAD, LAYER, WINDOW, HEAD, SYNTH_N, SYNTH_NEEDLES,
+           SYNTH_MARGIN, SYNTH_SEED)
 settings.register(*SIDEBAR)
+TRIM = "_trim_to"  # session key: the visitor chose to encode only the first tokens of a long text
+
+
+def _reopen_shared_text() -> None:
+    """A link's text key (setting "text") becomes the pasted text, before its widget exists."""
+    key = st.session_state.get(TEXT.key)
+    if not key or st.session_state.get("_reopened") == key:
+        return
+    st.session_state["_reopened"] = key
+    text = TextStore.from_env().get(key)
+    if text is None:
+        settings.refuse(TEXT.key, "the shared text is no longer stored here; paste it again")
+        st.session_state[TEXT.key] = ""
+        return
+    st.session_state[SOURCE.key], st.session_state[PASTED.key] = "Paste", text
 
 
 def _text() -> str:
@@ -34,7 +55,8 @@ def _text() -> str:
     if source == "Sample":
         return compute.sample(st.selectbox("Sample text", SAMPLE.choices, key=SAMPLE.key))
     if source == "Paste":
-        return st.text_area("Paste a text", key=PASTED.key, height=160, placeholder="Paste a long document here…")
+        return st.text_area("Paste a text", key=PASTED.key, height=160, max_chars=MAX_CHARS,
+                            placeholder="Paste a long document here…")
     if source == "Upload":
         upload = st.file_uploader("A .txt or .md file", type=["txt", "md"])
         if upload is None:
@@ -56,13 +78,26 @@ def _synthetic_args() -> dict:
     margin = st.number_input("Needle logit margin", SYNTH_MARGIN.lo, SYNTH_MARGIN.hi, key=SYNTH_MARGIN.key, step=0.5)
     seed = st.number_input("Seed", int(SYNTH_SEED.lo), int(SYNTH_SEED.hi), key=SYNTH_SEED.key)
     spec = {"n": int(n), "heads": 4, "head_dim": 32, "seed": int(seed),
-            "needles": int(needles) if n >= 2 else 0, "margin": float(margin)}
+            "needles": min(int(needles), int(n) // 2), "margin": float(margin)}
     return {"text": "", "model": "synthetic", "layer": 0, "window": 0, "synthetic": json.dumps(spec, sort_keys=True)}
 
 
-def _model_args(text: str) -> dict:
+def _model_field() -> None:
+    if hosting.hosted():
+        offered = hosting.models()
+        if st.session_state[MODEL.key] not in offered:  # from a link: refused here, nothing is loaded for it
+            settings.refuse(MODEL.key, f"this demo offers only {', '.join(offered)}")
+            st.session_state[MODEL.key] = offered[0]
+        st.selectbox("Model", offered, key=MODEL.key)
+        return
     st.text_input("Model", key=MODEL.key, max_chars=MODEL.max_chars,
-                  help="'minilm' (bundled, offline), a Hugging Face id or a local folder")
+                  help="'minilm' (bundled, offline), a Hugging Face id already downloaded, or a local folder")
+    st.checkbox("Allow downloading models from the Hugging Face Hub", key=DOWNLOAD.key,
+                help="off: only the bundled model, local folders and models already in your cache load")
+
+
+def _model_args(text: str) -> dict:
+    _model_field()
     st.number_input("Layer", int(LAYER.lo), int(LAYER.hi), key=LAYER.key)
     st.number_input("Window (tokens per model pass, 0 = model maximum)", int(WINDOW.lo), int(WINDOW.hi),
                     key=WINDOW.key, step=64)
@@ -70,20 +105,56 @@ def _model_args(text: str) -> dict:
             "window": int(st.session_state[WINDOW.key]), "synthetic": ""}
 
 
-def _run(args: dict) -> None:
+def _within_cap(args: dict, trim: int | None) -> dict | None:
+    """The arguments to encode: the text as it is, or its first tokens when the visitor chose so
+    (trim) for a text over a hosted demo's cap; None (after saying so) while a choice is due."""
+    cap = hosting.max_tokens()
+    if cap is None or args["synthetic"]:
+        return args
+    lm = compute.model(args["model"])
+    count = compute.token_count(args["model"], args["text"])
+    if count <= cap:
+        return args
+    if trim == cap:
+        return {**args, "text": compute.first_tokens(args["model"], args["text"], cap)}
+    st.warning(f"This text has {count:,} tokens for {plain(lm.name)}; this demo encodes at most {cap:,}.")
+    st.button(f"Use the first {cap:,} tokens", on_click=lambda: st.session_state.update({TRIM: cap}),
+              key="use_first_tokens")
+    return None
+
+
+def _run(args: dict, trim: int | None = None) -> None:
     with st.status("Encoding…", expanded=True) as status:
         start = time.perf_counter()
         try:
             if not args["synthetic"]:
-                compute.model(args["model"])
-            doc = compute.encoded(args)
+                hosting.check_model(args["model"])
+                compute.model(args["model"], bool(st.session_state.get(DOWNLOAD.key)))
+            capped = _within_cap(args, trim)
+            if capped is None:
+                status.update(label="Too long for this demo", state="error")
+                return
+            doc = compute.encoded(capped)
         except ValueError as err:
             status.update(label="Could not encode", state="error")
-            st.error(str(err))
+            messages.error(err)
             return
-        st.session_state["encoded"] = args
+        st.session_state["encoded"] = capped
+        _keep_text(capped)
         status.update(label=f"Encoded {doc.n:,} tokens in {time.perf_counter() - start:.1f} s",
                       state="complete", expanded=False)
+
+
+def _keep_text(args: dict) -> None:
+    """A pasted or uploaded text goes into the text store, so a link can reopen it."""
+    if st.session_state[SOURCE.key] not in ("Paste", "Upload"):
+        st.session_state[TEXT.key] = ""
+        return
+    try:
+        st.session_state[TEXT.key] = TextStore.from_env().put(args["text"])
+    except (ValueError, OSError) as err:
+        st.session_state[TEXT.key] = ""
+        st.caption(f"A link cannot carry this text: {plain(str(err))}")
 
 
 def render(owners: set[str]) -> None:
@@ -91,6 +162,7 @@ def render(owners: set[str]) -> None:
     auto = share.restore_from_url(owners) or share.take_pending_file(owners)
     for s in SIDEBAR:
         st.session_state.setdefault(s.key, s.default)
+    _reopen_shared_text()
     settings.keep()
     with st.sidebar:
         st.radio("Text", SOURCES, key=SOURCE.key, horizontal=True)
@@ -100,17 +172,18 @@ def render(owners: set[str]) -> None:
             text = _text()
             st.caption(f"{len(text):,} characters")
             args = _model_args(text)
-        if st.button("Run", type="primary", width="stretch") or auto:
+        trim = st.session_state.pop(TRIM, None)
+        if st.button("Run", type="primary", width="stretch") or auto or trim:
             if not args["synthetic"] and not args["text"].strip():
                 st.warning("The text is empty: pick a sample, paste or upload a text first.")
             else:
-                _run(args)
+                _run(args, trim)
         got = document.current()
         if got is not None:
             _, doc = got
             st.session_state[HEAD.key] = min(int(st.session_state[HEAD.key]), doc.heads - 1)
             st.number_input("Head", 0, doc.heads - 1, key=HEAD.key)
-            st.caption(f"{doc.n:,} tokens · {doc.heads} heads · layer {doc.layer} · {doc.model}")
-        st.caption(f"Device: {pick_device()}")
+            st.caption(f"{doc.n:,} tokens · {doc.heads} heads · layer {doc.layer} · {plain(doc.model)}")
+        st.caption(f"Device: {pick_device()}" + (" · hosted demo" if hosting.hosted() else ""))
         share.panel(owners)
     share.publish_to_url()

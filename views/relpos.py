@@ -7,7 +7,7 @@ from explorer.analysis import relpos as views
 from explorer.figures import common
 from explorer.figures import relpos as figures
 from explorer.mechanisms import REGISTRY, relpos
-from ui import compute, fidelity, forms, maps, settings
+from ui import compute, fidelity, forms, maps, messages, settings
 from ui.cache import cached
 
 MECH = REGISTRY["relpos"]
@@ -43,8 +43,8 @@ if params["kind"] == "t5":
             params.update(t5_values=table.tolist(), num_buckets=info["num_buckets"], max_distance=info["max_distance"])
             st.caption(f"Bucket values of {name}: {info['num_buckets']} buckets, max distance "
                        f"{info['max_distance']}, {info['heads']} heads (head h of the layer uses column h).")
-        except (OSError, ValueError) as err:
-            st.error(f"Could not read T5 bucket values from {name!r}: {err}")
+        except ValueError as err:
+            messages.error(err)
 run = run.of(MECH.key, params)
 res = forms.result(run)
 causal = res.params["causal"]

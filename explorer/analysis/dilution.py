@@ -288,7 +288,7 @@ def dilution_curves(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths,
     dense=False leaves the exact reference out (to merge with one computed once).
     progress(done, total) is told after each (length, mechanism) step.
     """
-    check_qkv(q, k, v)
+    q, k, v = check_qkv(q, k, v)
     heads, n, _ = q.shape
     lengths = check_lengths(lengths, n)
     queries = _int_at_least("queries", queries, 1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer.core import attention
+from explorer.core.checks import check_qkv
 from explorer.core.rows import sample_rows
 from explorer.mechanisms.base import Result
 
@@ -46,6 +47,7 @@ def _entropy(w: torch.Tensor) -> torch.Tensor:
 def fidelities(q, k, v, results: dict[str, Result], causal: bool = False, topk: int = 8,
                max_rows: int = 4096, chunk: int = 256) -> dict[str, Fidelity]:
     """Compare several results with exact attention on one row sample; dense rows are computed once per chunk."""
+    q, k, v = check_qkv(q, k, v)
     heads, n, _ = q.shape
     rows = sample_rows(n, max_rows).to(q.device)
     kk = min(topk, n)

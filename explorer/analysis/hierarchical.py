@@ -14,7 +14,7 @@ from explorer.mechanisms.hierarchical import MECHANISM
 def by_level(q, k, v, **params) -> Callable[[torch.Tensor], torch.Tensor]:
     """rows -> [heads, parts, len(rows), n]: each part's share of the effective weights
     (part 0: the own chunk's tokens, part l: the level-l nodes); their sum is `weights`."""
-    check_qkv(q, k, v)
+    q, k, v = check_qkv(q, k, v)
     _, engine = MECHANISM.build(q, k, v, **MECHANISM.validate(params))
     return lambda rows: engine.weights_by_part(as_rows(rows, q.shape[1], q.device))
 

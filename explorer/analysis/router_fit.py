@@ -59,7 +59,7 @@ def fit_router(q, k, v, steps: int = 200, lr: float = 0.05, sample: int = 512, c
     """Fit W_r for routing with `params` (its other params; mode is router) on `sample` rows.
 
     progress(steps done, steps) is told after every Adam step."""
-    check_qkv(q, k, v)
+    q, k, v = check_qkv(q, k, v)
     for name, value, low in (("steps", steps, 1), ("sample", sample, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"router_fit: {name}={value!r} must be an integer >= {low}")

@@ -10,8 +10,9 @@ embeddings); rotary models get their rotation at the token's global position.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -48,6 +49,8 @@ class LoadedModel:
     suffix: list[int]
     rotary: nn.Module | None
     device: torch.device
+    # The capture hooks live on the shared model: one forward pass at a time may carry them.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 def _resolve(name: str) -> str:
@@ -81,25 +84,36 @@ def _is_causal(config) -> bool:
     return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_encoder_decoder", False)
 
 
-@lru_cache(maxsize=2)
-def load_model(name: str = BUNDLED, device: str | None = None) -> LoadedModel:
+_LOADING = threading.Lock()  # one load at a time: lru_cache alone would load twice for two callers at once
+
+
+def load_model(name: str = BUNDLED, device: str | None = None, allow_download: bool = False) -> LoadedModel:
     """Load a model and tokenizer from the bundled package, a local folder or the hub cache.
 
-    trust_remote_code is never enabled: only architectures transformers ships load.
+    Nothing is downloaded unless `allow_download`; trust_remote_code is never enabled, so only
+    architectures transformers ships load. Loaded models are kept (two at a time) and shared.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     if not isinstance(name, str) or not name.strip():
         raise ValueError("model must be 'minilm', a Hugging Face model id or a local checkpoint path")
-    path = _resolve(name.strip())
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not os.path.isdir(path)
+    with _LOADING:
+        return _load(name.strip(), device, bool(allow_download))
+
+
+@lru_cache(maxsize=2)
+def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = _resolve(name)
+    local = not allow_download or os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        model = AutoModel.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, ImportError) as err:
-        hint = " (no network here: only local folders and models already in the cache load)" if offline else ""
-        raise ValueError(f"could not load model {name!r}{hint}: {err}") from err
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local)
+        model = AutoModel.from_pretrained(path, trust_remote_code=False, local_files_only=local)
+    except (OSError, ValueError, KeyError, ImportError, TypeError) as err:
+        hint = (" (only local folders and models already in the Hugging Face cache load without a download)"
+                if local else "")
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ValueError(f"could not load model {name!r}{hint}: {reason}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {name!r} has no fast tokenizer, which is needed for character offsets")
     if getattr(config, "is_encoder_decoder", False):
@@ -163,14 +177,15 @@ def _capture(lm: LoadedModel, layer: int, batch: torch.Tensor) -> list[torch.Ten
 
         return fire
 
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
-    try:
-        lm.model(input_ids=batch, attention_mask=torch.ones_like(batch))
-    except _Captured:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
+    with lm.lock:
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+        try:
+            lm.model(input_ids=batch, attention_mask=torch.ones_like(batch))
+        except _Captured:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
     if len(outputs) != len(modules):
         raise ValueError(f"layer {layer}'s projections did not run in the model's forward pass")
     got = [outputs[i] for i in range(len(modules))]
@@ -197,6 +212,20 @@ def _tokenize(lm: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, in
     return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
 
 
+def tokenize(text: str, model: str | LoadedModel = BUNDLED) -> tuple[list[int], list[tuple[int, int]]]:
+    """The text's token ids and character spans, the model's special tokens left out."""
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    return _tokenize(lm, text)
+
+
+def first_tokens(text: str, model: str | LoadedModel, count: int) -> str:
+    """The start of the text that holds its first `count` tokens (all of it when it has fewer)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count={count!r} must be a whole number of at least 1")
+    ids, offsets = tokenize(text, model)
+    return text if len(ids) <= count else text[: offsets[count - 1][1]]
+
+
 def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device: str | None = None,
            window: int | None = None, stride: int | None = None, batch: int = 8, progress=None) -> Doc:
     """Queries, keys and values [heads, n, head_dim] of every head of `layer` over the whole text.
@@ -207,8 +236,18 @@ def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text is empty: paste or pick a text to encode")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"the text holds a character that is not valid Unicode at position {err.start} "
+                         "(a lone surrogate): it cannot be tokenized") from err
+    for name, value in (("window", window), ("stride", stride), ("batch", batch)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name}={value!r} must be a whole number")
+    if batch < 1:
+        raise ValueError(f"batch={batch} must be at least 1")
     lm = model if isinstance(model, LoadedModel) else load_model(model, device)
-    if not isinstance(layer, int) or not 0 <= layer < len(lm.layers):
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(lm.layers):
         raise ValueError(f"layer={layer!r} is out of range 0..{len(lm.layers) - 1}")
     window = window or lm.max_tokens
     stride = stride or max(1, window * 3 // 4)

@@ -37,7 +37,7 @@ def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
 
     progress, if given, is called with (rows done, n) after every chunk.
     """
-    check_qkv(q, k, v)
+    q, k, v = check_qkv(q, k, v)
     if grid < 1 or topk < 1:
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
     heads, n, _ = q.shape

@@ -6,18 +6,26 @@ formula e^margin / (e^margin + n - 1) (exact when noise is 0).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from explorer.core.doc import Doc
 
 
 def _needle_pairs(needles, n: int, gen: torch.Generator) -> list[tuple[int, int]]:
-    if isinstance(needles, int):
+    if isinstance(needles, int) and not isinstance(needles, bool):
         if needles < 0 or (needles and n < 2):
             raise ValueError(f"needles={needles}: need a count >= 0 and n >= 2 to plant any")
+        if 2 * needles > n:
+            raise ValueError(f"needles={needles} cannot be planted in {n} tokens: each needs its own query and key, "
+                             f"so at most {n // 2}")
         picks = torch.randperm(n, generator=gen)[: 2 * needles].view(-1, 2).sort(dim=1).values
         return [(int(b), int(a)) for a, b in picks.tolist()]  # query after its key
-    pairs = [(int(qi), int(ki)) for qi, ki in needles]
+    try:
+        pairs = [(int(qi), int(ki)) for qi, ki in needles]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"needles must be a count or a list of (query, key) positions, got {needles!r}") from err
     for qi, ki in pairs:
         if not (0 <= qi < n and 0 <= ki < n):
             raise ValueError(f"needle (query {qi}, key {ki}) lies outside 0..{n - 1}")
@@ -32,10 +40,15 @@ def synthetic(n: int, heads: int = 4, head_dim: int = 32, seed: int = 0, needles
     or an explicit list of (query, key) positions.
     """
     for name, value, low in (("n", n, 1), ("heads", heads, 1), ("head_dim", head_dim, 1)):
-        if not isinstance(value, int) or value < low:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    for name, value in (("margin", margin), ("noise", noise)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} must be a finite number")
     if noise < 0:
         raise ValueError(f"noise={noise} must be >= 0")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r} must be an integer in 0..2^63-1")
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(heads, n, head_dim, generator=gen)
     k = torch.randn(heads, n, head_dim, generator=gen) * noise

@@ -153,7 +153,7 @@ class Mechanism:
         """Rules between parameters (or values a range cannot express): ValueError naming the parameter."""
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **params) -> Result:
-        check_qkv(q, k, v)
+        q, k, v = check_qkv(q, k, v)
         values = self.validate(params)
         start = time.perf_counter()
         with torch.no_grad():

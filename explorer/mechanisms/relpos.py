@@ -138,21 +138,30 @@ def t5_profile(profile: str, heads: torch.Tensor, total_heads: int, bidirectiona
     return torch.where(dist <= window, 0.0, _LOCAL_PENALTY)
 
 
-def t5_checkpoint_values(name_or_path: str, decoder: bool = False) -> tuple[torch.Tensor, dict]:
+def t5_checkpoint_values(name_or_path: str, decoder: bool = False,
+                         allow_download: bool = False) -> tuple[torch.Tensor, dict]:
     """relative_attention_bias.weight [num_buckets, heads] of a T5 checkpoint and its bucket settings.
 
-    Works from a local folder or the Hugging Face cache (no download when
-    HF_HUB_OFFLINE is set). Reads only the one tensor from safetensors files.
+    Works from a local folder or the Hugging Face cache; nothing is downloaded unless
+    `allow_download`. Reads only the one tensor from safetensors files. ValueError when the
+    checkpoint cannot be read.
     """
+    from functools import partial
+
     from transformers import AutoConfig
     from transformers.utils import cached_file
 
-    config = AutoConfig.from_pretrained(name_or_path)
-    if not hasattr(config, "relative_attention_num_buckets"):
-        raise ValueError(f"{name_or_path!r} is not a T5-style checkpoint (no relative_attention_num_buckets)")
-    stack = "decoder" if decoder else "encoder"
-    key = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-    values = _read_tensor(name_or_path, key, cached_file)
+    local = not allow_download
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+        if not hasattr(config, "relative_attention_num_buckets"):
+            raise ValueError(f"{name_or_path!r} is not a T5-style checkpoint (no relative_attention_num_buckets)")
+        stack = "decoder" if decoder else "encoder"
+        key = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        values = _read_tensor(name_or_path, key, partial(cached_file, local_files_only=local))
+    except (OSError, KeyError, TypeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ValueError(f"could not read T5 bucket values from {name_or_path!r}: {reason}") from err
     settings = {"num_buckets": config.relative_attention_num_buckets,
                 "max_distance": getattr(config, "relative_attention_max_distance", 128),
                 "heads": config.num_heads}

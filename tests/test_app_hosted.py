@@ -1,0 +1,107 @@
+"""AppTests of what strangers can send: links with bad or hostile settings, hosted mode's
+model list and token cap, and a link that reopens a pasted text."""
+import re
+
+import pytest
+from conftest import APP, TIMEOUT, encode_in_app, said
+from streamlit.testing.v1 import AppTest
+
+import explorer.core.encoding as encoding
+
+
+def opened(params: dict) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    return at.run()
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("grid", "0", "grid: is out of range"),
+    ("grid", "1000000000", "grid: is out of range"),
+    ("log_colour", '"yes"', "log_colour: must be true or false"),
+    ("p.lsh.n_buckets", '"abc"', "p.lsh.n_buckets: must be a whole number"),
+    ("synth_margin", "NaN", "synth_margin: must be a finite number"),
+    ("layer", "999", "layer: is out of range"),
+    ("window", "1000000000", "window: is out of range"),
+    ("source", '"Telepathy"', "source: must be one of"),
+    ("model", '"' + "m" * 5000 + '"', "longer than 4,096 characters"),
+])
+def test_a_bad_setting_in_a_link_is_refused_and_named(key, value, says):
+    at = opened({"source": '"Synthetic"', "run": "true", key: value})
+    assert not at.exception
+    assert says in said(at.warning)
+    assert "encoded" not in at.session_state  # a view that cannot be reproduced as asked is not run
+
+
+def test_hundreds_of_junk_keys_get_one_bounded_notice():
+    at = opened({**{f"p.junk{i}.x": "1" for i in range(900)}, "zzz": "1"})  # Streamlit drops over 1,000
+    assert not at.exception
+    notice = said(at.warning)
+    assert "Ignored settings this app does not have" in notice and len(notice) < 1200
+    assert not [k for k in at.session_state if str(k).startswith("p.junk")]
+
+
+def test_a_model_name_from_a_link_is_shown_as_text_not_markup():
+    hostile = "[click me](https://evil.example/x) ![img](https://evil.example/p.png) <b>bold</b>"
+    at = opened({"model": f'"{hostile}"', "source": '"Sample"', "run": "true"})
+    assert not at.exception
+    message = " ".join(e.value for e in at.error)
+    assert "could not load model" in said(at.error)
+    assert "](" not in message and "<b>" not in message and "\\[click me\\]" in message
+
+
+def test_page_settings_from_a_link_are_checked_by_the_pages_declaration():
+    """Checked when the link is read if the page already declared them in this process, else
+    kept until the page runs: either way refused values are named and good ones applied."""
+    at = opened({"source": '"Synthetic"', "synth_n": "64", "run": "true",
+                 "dilution_points": "99", "dilution_queries": "7", "dilution_nonsense": "1"})
+    assert not at.exception and "encoded" in at.session_state
+    notice = said(at.warning)
+    at.switch_page("views/dilution.py").run()
+    assert not at.exception
+    assert at.session_state["dilution_queries"] == 7
+    notice += said(at.warning)
+    assert "dilution_points: is out of range" in notice and "dilution_nonsense" in notice
+
+
+@pytest.fixture
+def hosted(monkeypatch):
+    monkeypatch.setenv("EXPLORER_HOSTED", "1")
+    monkeypatch.setenv("EXPLORER_MAX_TOKENS", "600")
+    monkeypatch.delenv("EXPLORER_MODELS", raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("name", ["/etc", "no-such-org/no-such-model", "../models/secret"])
+def test_hosted_mode_refuses_any_model_off_its_list_without_reading_it(hosted, name):
+    asked = []
+    hosted.setattr(encoding, "_load", lambda *a: asked.append(a) or pytest.fail("nothing may be loaded"))
+    at = opened({"model": f'"{name}"', "source": '"Sample"', "run": "true"})
+    assert not at.exception
+    assert "model: this demo offers only these models: minilm" in said(at.warning)
+    assert at.sidebar.selectbox(key="model").options == ["minilm"] and not asked
+
+
+def test_hosted_mode_caps_tokens_and_offers_the_first_ones(hosted):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at = encode_in_app(at, sample="Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station")
+    assert not at.exception and "encoded" not in at.session_state
+    notice = said(at.sidebar.warning)
+    count = int(re.search(r"This text has ([\d,]+) tokens", notice).group(1).replace(",", ""))
+    assert count > 600 and "at most 600" in notice
+    at.sidebar.button(key="use_first_tokens").click().run()
+    assert not at.exception
+    assert any("602 tokens" in c.value for c in at.sidebar.caption)  # 600 and the model's [CLS], [SEP]
+
+
+def test_a_link_reopens_a_pasted_text_from_the_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPLORER_TEXT_DIR", str(tmp_path))
+    text = "A text pasted by hand, shared by a link: keys, doors and rooms."
+    at = encode_in_app(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), source="Paste", text=text)
+    assert not at.exception
+    link = {k: at.query_params[k][0] if isinstance(at.query_params[k], list) else at.query_params[k]
+            for k in at.query_params}
+    assert len(link["text"].strip('"')) == 32 and link["run"] == "true"
+    other = opened(link)  # a fresh session, as another person opening the link
+    assert not other.exception
+    assert other.session_state["pasted"] == text and other.session_state["encoded"]["text"] == text

@@ -53,10 +53,11 @@ def test_a_model_name_from_a_link_is_shown_as_text_not_markup():
 def test_page_settings_from_a_link_are_checked_by_the_pages_declaration():
     """Checked when the link is read if the page already declared them in this process, else
     kept until the page runs: either way refused values are named and good ones applied."""
-    at = opened({"source": '"Synthetic"', "synth_n": "64", "run": "true",
+    at = opened({"source": '"Synthetic"', "synth_n": "64",
                  "dilution_points": "99", "dilution_queries": "7", "dilution_nonsense": "1"})
-    assert not at.exception and "encoded" in at.session_state
     notice = said(at.warning)
+    at.sidebar.button[0].click().run()
+    assert not at.exception and "encoded" in at.session_state
     at.switch_page("views/dilution.py").run()
     assert not at.exception
     assert at.session_state["dilution_queries"] == 7

@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,17 +56,32 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+    def peak_rss_mib(self) -> float:
+        """The server process's peak resident memory so far (VmHWM), in MiB."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+
+
 @contextlib.contextmanager
-def streamlit_server(timeout: float = SERVER_TIMEOUT, root: Path = ROOT):
-    """Run `streamlit run app.py` in `root` (the repository) on a free port; yield its base URL."""
+def streamlit_server(timeout: float = SERVER_TIMEOUT, root: Path = ROOT, env: dict | None = None,
+                     command: list[str] | None = None):
+    """Run `streamlit run app.py` in `root` (the repository) on a free port; yield the Server.
+
+    command: another way to start it (e.g. deploy/serve.sh), told the port by $PORT."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PORT=str(port), ADDRESS="127.0.0.1",
+               PYTHON=sys.executable, **(env or {}))
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
+        command or [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                    "--server.port", str(port), "--server.address", "127.0.0.1",
+                    "--browser.gatherUsageStats", "false"],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
@@ -75,7 +91,7 @@ def streamlit_server(timeout: float = SERVER_TIMEOUT, root: Path = ROOT):
                 out = log.read().decode(errors="replace")
                 raise RuntimeError(f"streamlit did not come up on {url} (exit {proc.poll()}):\n{out}")
             time.sleep(0.3)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -28,8 +28,8 @@ NAV = f'{SIDEBAR} [data-testid="stSidebarNav"]'
 
 @pytest.fixture(scope="module")
 def base_url():
-    with streamlit_server() as url:
-        yield url
+    with streamlit_server() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

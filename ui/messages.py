@@ -9,11 +9,13 @@ import streamlit as st
 
 LOG = logging.getLogger("explorer.app")
 _MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:/@&=])")
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=\bwww)(?=\.)|(?<=@)", re.I)  # GFM links these even escaped
+JOINER = "\u2060"  # WORD JOINER: invisible, it keeps "https://", "www." and "a@b" from becoming links
 
 
 def plain(text: str) -> str:
     """Text shown as written, never as markdown, a link or HTML (names from a link are not to be trusted)."""
-    return _MARKUP.sub(r"\\\1", str(text))
+    return _MARKUP.sub(r"\\\1", _AUTOLINK.sub(JOINER, str(text)))
 
 
 def error(err: BaseException) -> None:

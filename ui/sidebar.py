@@ -132,11 +132,11 @@ def _run(args: dict, trim: int | None = None) -> None:
                 compute.model(args["model"], bool(st.session_state.get(DOWNLOAD.key)))
             capped = _within_cap(args, trim)
             if capped is None:
-                status.update(label="Too long for this demo", state="error")
+                status.update(label="Too long for this demo", state="error", expanded=True)
                 return
             doc = compute.encoded(capped)
         except ValueError as err:
-            status.update(label="Could not encode", state="error")
+            status.update(label="Could not encode", state="error", expanded=True)
             messages.error(err)
             return
         st.session_state["encoded"] = capped

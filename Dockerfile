@@ -1,0 +1,21 @@
+# The hosted demo (EXPLORER_HOSTED=1): CPU torch, the bundled MiniLM, nothing fetched at run time.
+#   docker build -t attention-explorer .  &&  docker run -p 8501:8501 attention-explorer
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    EXPLORER_HOSTED=1 EXPLORER_TEXT_DIR=/home/explorer/texts
+
+RUN useradd --create-home --uid 1000 explorer
+WORKDIR /app
+COPY requirements.txt .
+# The CPU build of torch first, so the pinned line in requirements.txt finds it installed.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==$(grep -oP '^torch==\K\S+' requirements.txt)" \
+    && pip install -r requirements.txt
+COPY --chown=explorer:explorer . .
+USER explorer
+
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+    CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"
+CMD ["deploy/serve.sh"]

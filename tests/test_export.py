@@ -1,0 +1,55 @@
+"""Pictures out: real PNG and SVG exports through kaleido and the machine's Chromium (offline)."""
+import re
+import struct
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from explorer.figures import export, lowrank, relpos
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def spectrum():
+    values = torch.logspace(0, -4, 200)
+    return lowrank.spectrum_chart(values, values.square().cumsum(0) / values.square().sum(), {0.9: 12, 0.99: 80},
+                                  chosen=32, title="Spectrum <of> head 3")
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_png_at_publication_size():
+    assert export.unavailable() is None  # kaleido==1.5.0 (requirements.txt) and Debian's chromium (.ci/run)
+    fig = spectrum()
+    assert png_size(export.to_png(fig)) == (export.WIDTH * export.SCALE, export.HEIGHT * export.SCALE)
+    assert png_size(export.to_png(fig, width=640, height=400, scale=1)) == (640, 400)
+    assert fig.layout.font.size is None  # the page's figure is left as it was
+
+
+def test_svg_parses_and_keeps_its_text():
+    svg = export.to_svg(spectrum(), width=900, height=500)
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg" and root.get("width") == "900"
+    words = " ".join("".join(t.itertext()) for t in root.iter(f"{SVG}text"))
+    assert "Spectrum <of> head 3" in words and "cumulative energy" in words and "90% at k = 12" in words
+
+
+def test_rendered_legend_sits_below_the_x_axis_title():
+    d = torch.arange(-300, 301)
+    fig = relpos.bias_by_distance(d, -torch.log1p(d.abs().float()).repeat(12, 1), highlight=3)
+    svg = export.to_svg(fig, width=500, height=360, font_size=None).decode()  # narrow: the legend wraps
+    legend_top = float(re.search(r'<g class="legend"[^>]*translate\([\d.]+,([\d.]+)\)', svg).group(1))
+    title_baseline = float(re.search(r'<text class="xtitle"[^>]*\by="([\d.]+)"', svg).group(1))
+    assert legend_top > title_baseline
+
+
+def test_bad_sizes_and_a_missing_exporter_say_why(monkeypatch):
+    with pytest.raises(ValueError, match="width"):
+        export.to_png(spectrum(), width=0)
+    monkeypatch.setattr(export, "unavailable", lambda: "static export needs the kaleido package")
+    with pytest.raises(RuntimeError, match="needs the kaleido package"):
+        export.to_svg(spectrum())

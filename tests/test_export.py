@@ -3,8 +3,10 @@ import re
 import struct
 import xml.etree.ElementTree as ET
 
+import plotly.io as pio
 import pytest
 import torch
+from streamlit.elements.lib.streamlit_plotly_theme import configure_streamlit_plotly_theme
 
 from explorer.figures import export, lowrank, relpos
 
@@ -38,12 +40,18 @@ def test_svg_parses_and_keeps_its_text():
     assert "Spectrum <of> head 3" in words and "cumulative energy" in words and "90% at k = 12" in words
 
 
-def test_rendered_legend_sits_below_the_x_axis_title():
+@pytest.mark.parametrize("template", ["plotly", "streamlit"])  # the app builds its figures under Streamlit's
+def test_rendered_legend_sits_below_the_x_axis_title(template, monkeypatch):
+    monkeypatch.setattr(pio.templates, "default", pio.templates.default)  # put back after the test
+    configure_streamlit_plotly_theme()  # registers the "streamlit" template (and makes it the default)
+    pio.templates.default = template
     d = torch.arange(-300, 301)
     fig = relpos.bias_by_distance(d, -torch.log1p(d.abs().float()).repeat(12, 1), highlight=3)
     svg = export.to_svg(fig, width=500, height=360, font_size=None).decode()  # narrow: the legend wraps
     legend_top = float(re.search(r'<g class="legend"[^>]*translate\([\d.]+,([\d.]+)\)', svg).group(1))
-    title_baseline = float(re.search(r'<text class="xtitle"[^>]*\by="([\d.]+)"', svg).group(1))
+    title = re.search(r'<g class="g-xtitle"(?: transform="translate\([\d.-]+,([\d.-]+)\)")?>'
+                      r'<text class="xtitle"[^>]*\by="([\d.]+)"', svg)
+    title_baseline = float(title.group(2)) + float(title.group(1) or 0)  # plotly shifts the title's group
     assert legend_top > title_baseline
 
 

@@ -31,9 +31,12 @@ def assert_powers_of_ten(axis):
 
 
 def assert_legend_below(fig):
-    """The legend hangs from the foot of the figure, so plotly grows the margin under the x title."""
+    """The legend hangs from the foot of the figure, so plotly grows the margin under the x title,
+    and every axis grows its own margin for ticks and title (whatever the template)."""
     legend = fig.layout.legend
     assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == ("h", "container", 0, "bottom")
+    axes = [getattr(fig.layout, a) for a in dir(fig.layout) if re.fullmatch(r"[xy]axis\d*", a)]
+    assert axes and all(axis.automargin is True for axis in axes if axis is not None)
 
 
 # ---------------------------------------------------------------- low rank

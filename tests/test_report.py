@@ -17,7 +17,8 @@ def sections():
             values, values.square().cumsum(0) / values.square().sum(), {0.9: 5, 0.99: 20}, chosen=8)),
         ("Map <b>", "", common.pooled_heatmap(torch.rand(8, 8), tokens, list(range(0, 41, 5)), list(range(0, 41, 5)),
                                               title="</script><script>window.__ran = 2</script>")),
-        ("Along the text", "cap & caption", common.along_text({"dense": torch.rand(40), "lsh": torch.rand(40)}, tokens)),
+        ("Along the text", "cap & caption",
+         common.along_text({"dense": torch.rand(40), "lsh": torch.rand(40)}, tokens)),
         ("Table", "", pd.DataFrame({"mechanism": ["<i>LSH</i>"], "recall": [0.5]})),
         ("Pasted text", "", HOSTILE),
     ]

@@ -4,7 +4,7 @@ A reader learns a mechanism's colour once and finds it again on every page, so t
 keyed by registry key (explorer.mechanisms.REGISTRY), never by a chart's order. Dense is the
 neutral reference, always dark grey. The mechanisms take Paul Tol's "muted" scheme and every
 other categorical series Okabe and Ito's: both stay apart under the common colour-vision
-deficiencies (Tol, "Colour Schemes", SRON/EPS/TN/09-002, 2021; Okabe & Ito, 2008).
+deficiencies (P. Tol, "Colour Schemes", SRON/EPS/TN/09-002; Okabe & Ito, "Color Universal Design", 2008).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ MECHANISMS = {
     "hierarchical": "#117733",  # green
     "memory": "#ddcc77",  # sand
     "routing": "#882255",  # wine
-    "relpos": "#88ccee",  # cyan
+    "relpos": "#999933",  # olive
     "sinks": "#aa4499",  # purple
-}
+}  # Tol's pale cyan (#88ccee) is left out: too faint for a line on white
 # Okabe-Ito without black and yellow (too close to dense, too faint on white): series that are
 # not mechanisms (metrics, methods, regions), in this order.
 SERIES = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9")

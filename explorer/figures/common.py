@@ -17,8 +17,6 @@ from explorer.figures import colours
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
-# A horizontal legend at the foot of the figure (container coordinates): plotly then grows the
-# bottom margin to hold it below the x-axis title, however many lines it wraps to.
 LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"}
 
 
@@ -55,6 +53,17 @@ def bin_labels(tokens: list[str], edges: list[int]) -> list[str]:
 def _ticks(labels: list[str], edges: list[int], count: int = 8) -> dict:
     step = max(1, len(labels) // count)
     return {"tickmode": "array", "tickvals": labels[::step], "ticktext": [str(e) for e in edges[:-1][::step]]}
+
+
+def legend_below(fig: go.Figure) -> go.Figure:
+    """Put the legend under the x-axis title, never on it: hung from the foot of the figure
+    (container coordinates), so plotly grows the bottom margin to hold it however many lines it
+    wraps to, with every axis growing its margin for its ticks and title (Streamlit's plotly
+    template leaves that off, which puts the x title on the plot and the legend on the title)."""
+    fig.update_layout(legend=LEGEND_BELOW)
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
 
 
 def heat_values(matrix, log: bool, label: str) -> tuple[np.ndarray, str]:
@@ -103,7 +112,7 @@ def pooled_heatmap(matrix, tokens: list[str], row_edges: list[int], col_edges: l
     return fig
 
 
-def box_window(box: dict, row_edges: list[int], col_edges: list[int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+def box_window(box: dict, row_edges: list[int], col_edges: list[int]) -> tuple[tuple[int, int], ...] | None:
     """The token window ((q0, q1), (k0, k1)) a box selected on a pooled map covers.
 
     box: one entry of a Streamlit selection's "box" list ({"x": [x0, x1], "y": [y0, y1]} in
@@ -139,7 +148,8 @@ def log_axis(values, counts: bool = False, pad: float = 0.02) -> dict:
     if hi - lo >= 3:
         return {**axis, "dtick": 1}
     steps = [m * 10.0**k for k in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in (1, 2, 5)]
-    return {**axis, "tickmode": "array", "tickvals": [t for t in steps if lo - margin <= math.log10(t) <= hi + margin]}
+    shown = [t for t in steps if lo - margin <= math.log10(t) <= hi + margin]
+    return {**axis, "tickmode": "array", "tickvals": shown}
 
 
 def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
@@ -189,8 +199,8 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
         fig.add_vline(x=m, line={"width": 1, "dash": "dot", "color": "grey"})
     fig.update_layout(title=title, height=height, xaxis_title="token position", yaxis_title=y_title,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(series) > 1,
-                      legend=LEGEND_BELOW, hovermode="x unified" if stacked else "closest")
-    return fig
+                      hovermode="x unified" if stacked else "closest")
+    return legend_below(fig)
 
 
 def strips(ids, tokens: list[str], names: list[str], title: str = "", points: int = 1500,

@@ -45,11 +45,11 @@ def band_chart(curves: Curves, metric: str, theory: dict[str, dict[str, np.ndarr
                           "25-75%: %{customdata[0]:.4g} – %{customdata[1]:.4g}<extra></extra>"))
     _theory_lines(fig, x, {name: rows[metric] for name, rows in (theory or {}).items()})
     fig.update_layout(title=title or f"{label} against prefix length", height=height, margin=MARGIN,
-                      legend=common.LEGEND_BELOW, hovermode="closest")
+                      hovermode="closest")
     fig.update_xaxes(common.log_axis(x, counts=True), title_text="prefix length (tokens, log)")
     bands = [b[metric] for b in curves.bands.values()] + [rows[metric] for rows in (theory or {}).values()]
     fig.update_yaxes(_y_axis(bands, log_y), title_text=label + (" (log)" if log_y else ""))
-    return fig
+    return common.legend_below(fig)
 
 
 def needle_chart(needle: Needle, log_y: bool = False, height: int = 440) -> go.Figure:
@@ -74,8 +74,8 @@ def needle_chart(needle: Needle, log_y: bool = False, height: int = 440) -> go.F
     theory = needle.theory()
     _theory_lines(fig, x, theory)
     fig.update_layout(title=f"Needle weight against n (margin {needle.margin:g}, noise {needle.noise:g})",
-                      height=height, margin=MARGIN, legend=common.LEGEND_BELOW)
+                      height=height, margin=MARGIN)
     fig.update_xaxes(common.log_axis(x, counts=True), title_text="sequence length n (log)")
     fig.update_yaxes(_y_axis(shown + list(theory.values()), log_y),
                      title_text="|weight| on the needle key (log)" if log_y else "weight on the needle key")
-    return fig
+    return common.legend_below(fig)

@@ -22,7 +22,7 @@ from explorer.figures import colours, common
 from explorer.figures.scale import Scale
 
 ROW_HEIGHT = 440  # pixels per row of maps: about square at two maps to a wide page
-SPACING = 60  # pixels between rows (room for the next row's title)
+SPACING = 90  # pixels between rows: the upper maps' key ticks, then the next row's titles
 
 
 def map_grid(maps: dict, tokens: list[str], scale: Scale, per_row: int = 2, row_height: int = ROW_HEIGHT,

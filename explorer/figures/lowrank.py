@@ -96,8 +96,8 @@ def error_curves_chart(ks: list[int], output_error: dict[str, list[float]], weig
             fig.add_vline(x=chosen, line={"dash": "dot", "color": "black", "width": 1}, row=1, col=col)
     fig.update_xaxes(common.log_axis(ks, counts=True), title="k (rank, rows, landmarks)")
     fig.update_yaxes(common.log_axis(np.concatenate([*shown, [1.0]])), title="relative error")
-    fig.update_layout(height=height, legend=common.LEGEND_BELOW, margin={"l": 50, "r": 10, "t": 60, "b": 40})
-    return fig
+    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 60, "b": 40})
+    return common.legend_below(fig)
 
 
 def weight_rows(dense_row, mech_row, tokens: list[str], name: str, query: int, height: int = 320) -> go.Figure:

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.figures import colours, common
-from explorer.figures.common import LEGEND_BELOW, as_array
+from explorer.figures.common import as_array
 from explorer.figures.scale import fit_scale
 
 BUCKETS = "Turbo"
@@ -73,8 +73,8 @@ def bucket_sizes(sizes, key_sizes=None, height: int = 300) -> go.Figure:
     fig.add_hline(y=s.sum() / nb, line={"dash": "dot", "color": "grey"}, annotation_text="even split",
                   annotation_position="top left")
     fig.update_layout(barmode="group", height=height, xaxis_title="bucket", yaxis_title="tokens",
-                      margin={"l": 50, "r": 10, "t": 30, "b": 40}, legend=LEGEND_BELOW)
-    return fig
+                      margin={"l": 50, "r": 10, "t": 30, "b": 40})
+    return common.legend_below(fig)
 
 
 def size_histogram(sizes, key_sizes=None, height: int = 300) -> go.Figure:
@@ -88,9 +88,8 @@ def size_histogram(sizes, key_sizes=None, height: int = 300) -> go.Figure:
                                    marker_color=colour,
                                    hovertemplate="%{x} tokens<br>%{y} buckets<extra></extra>"))
     fig.update_layout(barmode="overlay", height=height, xaxis_title="tokens in the bucket",
-                      yaxis_title="buckets (all rounds)", margin={"l": 50, "r": 10, "t": 30, "b": 40},
-                      legend=LEGEND_BELOW)
-    return fig
+                      yaxis_title="buckets (all rounds)", margin={"l": 50, "r": 10, "t": 30, "b": 40})
+    return common.legend_below(fig)
 
 
 def sorted_matrix(pooled, row_tokens: list[str], col_tokens: list[str], boxes: list[tuple[int, int, int, int]],
@@ -152,10 +151,10 @@ def caught_pairs(rows, top_index, caught, tokens: list[str], height: int = 420, 
         fig.add_trace(go.Scattergl(x=k[sel], y=q[sel], mode="markers", name=f"{name} ({int(sel.sum()):,})",
                                    marker={"color": colour, "symbol": symbol, "size": 5, "opacity": 0.7}, text=text,
                                    hovertemplate="query %{y}, key %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(height=height, xaxis_title="key position", legend=LEGEND_BELOW,
+    fig.update_layout(height=height, xaxis_title="key position",
                       yaxis={"title": "query position", "autorange": "reversed"},
                       margin={"l": 50, "r": 10, "t": 30, "b": 40})
-    return fig
+    return common.legend_below(fig)
 
 
 def caught_by_rank(caught, height: int = 300) -> go.Figure:

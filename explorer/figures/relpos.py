@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.figures import colours, common
-from explorer.figures.common import LEGEND_BELOW, as_array
+from explorer.figures.common import as_array
 
 MARGIN = {"l": 60, "r": 60, "t": 40, "b": 40}
 BIAS = "bias added to the score"
@@ -45,8 +45,8 @@ def bias_by_distance(distances, bias, highlight: int | None = None, buckets=None
             hovertemplate=f"head {h}<br>distance %{{x}}<br>bias %{{y:.4g}}{extra}<extra></extra>"))
     fig.add_vline(x=0, line={"width": 1, "dash": "dot", "color": "grey"})
     fig.update_layout(title=title, height=height, margin=MARGIN, xaxis_title="distance (key − query)",
-                      yaxis_title=BIAS, legend=LEGEND_BELOW)
-    return fig
+                      yaxis_title=BIAS)
+    return common.legend_below(fig)
 
 
 def _band_centres(edges) -> np.ndarray:
@@ -91,8 +91,8 @@ def bias_and_attention(distances, bias_row, measured: dict, causal: bool = False
     fig.update_yaxes(title_text=BIAS, secondary_y=False)
     fig.update_yaxes(common.log_axis(np.concatenate([[], *weights])), title_text="mean attention weight (log)",
                      secondary_y=True)
-    fig.update_layout(title=title, height=height, margin=MARGIN, legend=LEGEND_BELOW)
-    return fig
+    fig.update_layout(title=title, height=height, margin=MARGIN)
+    return common.legend_below(fig)
 
 
 def rope_decay(decay: dict, head: int = 0, title: str = "RoPE: mean score against distance",
@@ -111,5 +111,5 @@ def rope_decay(decay: dict, head: int = 0, title: str = "RoPE: mean score agains
     fig.update_xaxes(title_text="distance (key − query)")
     fig.update_yaxes(title_text="mean scaled score", secondary_y=False)
     fig.update_yaxes(title_text="relative upper bound", secondary_y=True)
-    fig.update_layout(title=title, height=height, margin=MARGIN, legend=LEGEND_BELOW)
-    return fig
+    fig.update_layout(title=title, height=height, margin=MARGIN)
+    return common.legend_below(fig)

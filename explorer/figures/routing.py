@@ -28,8 +28,8 @@ def route_per_token(route, names: list[str], tokens: list[str], start: int, stop
     if focus is not None and start <= focus < stop:
         fig.add_vline(x=focus, line={"width": 2, "color": "black", "dash": "dot"})
     fig.update_layout(barmode="stack", height=300, margin=MARGIN, xaxis_title="token position",
-                      yaxis_title="routing probability", legend=common.LEGEND_BELOW, bargap=0.05)
-    return fig
+                      yaxis_title="routing probability", bargap=0.05)
+    return common.legend_below(fig)
 
 
 def path_usage(usage, names: list[str], flops: dict[str, float], dense_flops: float) -> go.Figure:
@@ -71,8 +71,8 @@ def routes_histogram(query_routes, key_routes) -> go.Figure:
         fig.add_trace(go.Bar(x=np.arange(len(hist)), y=hist, name=name, marker_color=colour,
                              hovertemplate="%{y} " + name + " in %{x} cluster(s)<extra></extra>"))
     fig.update_layout(barmode="group", height=300, margin=MARGIN, xaxis_title="clusters a token is routed to",
-                      yaxis_title="tokens", legend=common.LEGEND_BELOW, xaxis={"dtick": 1})
-    return fig
+                      yaxis_title="tokens", xaxis={"dtick": 1})
+    return common.legend_below(fig)
 
 
 def centroid_similarity(sim, grid: int = 160) -> go.Figure:

@@ -38,6 +38,8 @@ def test_svg_parses_and_keeps_its_text():
     assert root.tag == f"{SVG}svg" and root.get("width") == "900"
     words = " ".join("".join(t.itertext()) for t in root.iter(f"{SVG}text"))
     assert "Spectrum <of> head 3" in words and "cumulative energy" in words and "90% at k = 12" in words
+    export.close()  # frees the browser; the next export opens another
+    assert ET.fromstring(export.to_svg(spectrum(), width=300, height=200)).get("height") == "200"
 
 
 @pytest.mark.parametrize("template", ["plotly", "streamlit"])  # the app builds its figures under Streamlit's

@@ -4,8 +4,8 @@ Kaleido (>= 1.0) renders in a headless Chrome or Chromium it finds on PATH (Debi
 /usr/bin/chromium), in choreographer's own download, or at BROWSER_PATH. MathJax is off (no
 figure uses TeX, and kaleido would fetch it from a CDN) and plotly.js comes from the plotly
 package, so nothing is fetched: export works offline. One browser is kept open on a
-background thread, so only the first export pays its start (about 3 s; later ones take about
-0.3 s). Without kaleido or a browser, to_png and to_svg raise RuntimeError saying what is
+background thread, so only the first export pays its start (about 3 s; later ones take 0.3-1 s)
+until close(). Without kaleido or a browser, to_png and to_svg raise RuntimeError saying what is
 missing, and a page falls back to the chart's own download button (the browser's export).
 """
 from __future__ import annotations
@@ -46,6 +46,11 @@ def to_png(fig: go.Figure, width: int = WIDTH, height: int = HEIGHT, scale: floa
 def to_svg(fig: go.Figure, width: int = WIDTH, height: int = HEIGHT, font_size: int | None = FONT) -> bytes:
     """The figure as SVG bytes (vector: text stays text), width x height CSS pixels."""
     return _export(fig, "svg", width, height, 1, font_size)
+
+
+def close() -> None:
+    """Close the export browser now (a server may, when idle: it holds about 1 GB); the next export reopens it."""
+    _BROWSER.close()
 
 
 def _export(fig: go.Figure, fmt: str, width: int, height: int, scale: float, font_size: int | None) -> bytes:

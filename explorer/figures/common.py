@@ -7,13 +7,17 @@ here to at most `points` marks, so a chart never sends more than it can show.
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from explorer.figures import colours
+
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
+LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"}
 
 
 def as_array(x, dtype=float) -> np.ndarray:
@@ -51,28 +55,101 @@ def _ticks(labels: list[str], edges: list[int], count: int = 8) -> dict:
     return {"tickmode": "array", "tickvals": labels[::step], "ticktext": [str(e) for e in edges[:-1][::step]]}
 
 
+def legend_below(fig: go.Figure) -> go.Figure:
+    """Put the legend under the x-axis title, never on it: hung from the foot of the figure
+    (container coordinates), so plotly grows the bottom margin to hold it however many lines it
+    wraps to, with every axis growing its margin for its ticks and title (Streamlit's plotly
+    template leaves that off, which puts the x title on the plot and the legend on the title)."""
+    fig.update_layout(legend=LEGEND_BELOW)
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+def heat_values(matrix, log: bool, label: str) -> tuple[np.ndarray, str]:
+    """The values a map colours and what its colour bar calls them (log10 of weights: attention is heavy-tailed)."""
+    z = as_array(matrix)
+    if log:
+        return np.log10(np.clip(z, 1e-12, None)), f"log10 {label}"
+    return z, label
+
+
+def heat_trace(z, rows: list[str], cols: list[str], label: str, **style) -> go.Heatmap:
+    """A pooled map's heatmap on categorical bin labels (unique per bin, so a selected box maps
+    back to bins), hover naming the query and key ranges, their text and the value."""
+    return go.Heatmap(z=z, x=cols, y=rows, hovertemplate="query %{y}<br>key %{x}<br>" + label
+                      + " %{z:.4g}<extra></extra>", **style)
+
+
+def map_axes(rows: list[str], cols: list[str], row_edges: list[int], col_edges: list[int]) -> tuple[dict, dict]:
+    """(x, y) axis settings of a pooled map: token positions as ticks, queries top to bottom."""
+    return ({"title": "key position", **_ticks(cols, col_edges)},
+            {"title": "query position", "autorange": "reversed", **_ticks(rows, row_edges)})
+
+
+def colour_scale(diverging: bool) -> dict:
+    """Red-blue centred on zero for signed values, the sequential scale otherwise."""
+    return {"colorscale": DIVERGING, "zmid": 0.0} if diverging else {"colorscale": SEQUENTIAL}
+
+
 def pooled_heatmap(matrix, tokens: list[str], row_edges: list[int], col_edges: list[int],
                    title: str = "", zmin: float | None = None, zmax: float | None = None,
-                   log: bool = False, diverging: bool = False, height: int = 460) -> go.Figure:
+                   log: bool = False, diverging: bool = False, height: int = 460,
+                   label: str = "weight") -> go.Figure:
     """Attention map at display resolution: rows are query bins, columns key bins.
 
-    log shows log10 of the weight (attention is heavy-tailed); diverging centres
-    a red-blue scale on zero for signed effective weights (Linformer).
+    log shows log10 of the values (attention is heavy-tailed); diverging centres
+    a red-blue scale on zero for signed values (Linformer's effective weights, an
+    additive bias); label names the values on the colour bar and in the hover.
     """
-    z = as_array(matrix)
-    label = "weight"
-    if log:
-        z = np.log10(np.clip(z, 1e-12, None))
-        label = "log10 weight"
+    z, label = heat_values(matrix, log, label)
     rows, cols = bin_labels(tokens, row_edges), bin_labels(tokens, col_edges)
-    scale = {"colorscale": DIVERGING, "zmid": 0.0} if diverging else {"colorscale": SEQUENTIAL}
-    fig = go.Figure(go.Heatmap(
-        z=z, x=cols, y=rows, zmin=zmin, zmax=zmax, colorbar={"title": label}, **scale,
-        hovertemplate="query %{y}<br>key %{x}<br>" + label + " %{z:.4g}<extra></extra>"))
+    fig = go.Figure(heat_trace(z, rows, cols, label, zmin=zmin, zmax=zmax, colorbar={"title": label},
+                               **colour_scale(diverging)))
+    xaxis, yaxis = map_axes(rows, cols, row_edges, col_edges)
     fig.update_layout(title=title, height=height, margin={"l": 50, "r": 10, "t": 40, "b": 40},
-                      xaxis={"title": "key position", **_ticks(cols, col_edges)},
-                      yaxis={"title": "query position", "autorange": "reversed", **_ticks(rows, row_edges)})
+                      xaxis=xaxis, yaxis=yaxis)
     return fig
+
+
+def box_window(box: dict, row_edges: list[int], col_edges: list[int]) -> tuple[tuple[int, int], ...] | None:
+    """The token window ((q0, q1), (k0, k1)) a box selected on a pooled map covers.
+
+    box: one entry of a Streamlit selection's "box" list ({"x": [x0, x1], "y": [y0, y1]} in
+    category positions: bin b spans b-0.5..b+0.5); every bin the box touches is in the window.
+    None when the box lacks an axis.
+    """
+    spans = []
+    for axis, edges in (("y", row_edges), ("x", col_edges)):
+        values = box.get(axis) or []
+        if len(values) < 2:
+            return None
+        last = len(edges) - 2
+        a, b = (min(last, max(0, round(v))) for v in (min(values), max(values)))
+        spans.append((edges[a], edges[b + 1]))
+    return spans[0], spans[1]
+
+
+def log_axis(values, counts: bool = False, pad: float = 0.02) -> dict:
+    """A log axis fitted to the positive values: its range in log10 (plotly's unit on log axes),
+    ticks at powers of ten labelled 10^k (counts: 1, 10, 100, 1,000), or at 1-2-5 steps when
+    the values span under three decades (fewer powers of ten than that leave too few ticks);
+    never bare mantissas.
+
+    pad: room at either end, as a share of the span (at least 0.02 decade).
+    """
+    v = as_array(values).reshape(-1)
+    v = v[np.isfinite(v) & (v > 0)]
+    lo, hi = (math.log10(v.min()), math.log10(v.max())) if v.size else (0.0, 1.0)
+    margin = max(pad * (hi - lo), 0.02)
+    axis = {"type": "log", "range": [lo - margin, hi + margin], "exponentformat": "power"}
+    if counts:
+        axis["tickformat"] = ",d"
+    if hi - lo >= 3:
+        return {**axis, "dtick": 1}
+    steps = [m * 10.0**k for k in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in (1, 2, 5)]
+    shown = [t for t in steps if lo - margin <= math.log10(t) <= hi + margin]
+    return {**axis, "tickmode": "array", "tickvals": shown}
 
 
 def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
@@ -88,15 +165,19 @@ def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "",
                points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None,
-               positions: list[int] | None = None, stacked: bool = False) -> go.Figure:
+               positions: list[int] | None = None, stacked: bool = False,
+               colour: dict[str, str] | None = None) -> go.Figure:
     """Per-token series drawn along the text; long texts pooled to `points` bins
     with a min-max band so extremes stay visible. `marks` draws vertical lines.
 
     positions: the token position of each value when the series covers a
     sample of the text (as fidelity does), not every token.
     stacked: shares that add up per token, drawn as stacked areas (no band).
+    A series named by a mechanism's key or title takes its colour and title
+    (explorer.figures.colours); `colour` sets others by name.
     """
     fig = go.Figure()
+    hues = {**colours.series_colours(series), **(colour or {})}
     for name, values in series.items():
         x, mean, lo, hi, e = pool_series(values, points)
         if positions is not None:
@@ -104,19 +185,22 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
             e = [at[i] for i in e]
             x = np.array(e[:-1])
         text = bin_labels(tokens, e)
+        shown = colours.title_of(name)
         if band and not stacked and len(x) < len(np.asarray(values)):
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
-                                     fill="toself", opacity=0.2, line={"width": 0}, hoverinfo="skip",
-                                     showlegend=False, name=f"{name} range"))
-        fig.add_trace(go.Scatter(x=x, y=mean, name=name, mode="lines", text=text,
-                                 hovertemplate="%{text}<br>" + name + " %{y:.4g}<extra></extra>",
-                                 **({"stackgroup": "one", "line": {"width": 0.5}} if stacked else {})))
+                                     fill="toself", fillcolor=colours.fill(hues[name]), line={"width": 0},
+                                     hoverinfo="skip", showlegend=False, name=f"{shown} range"))
+        line = {"color": hues[name], **({"width": 0.5} if stacked else {})}
+        fig.add_trace(go.Scatter(x=x, y=mean, name=shown, mode="lines", text=text, line=line,
+                                 hovertemplate="%{text}<br>" + shown + " %{y:.4g}<extra></extra>",
+                                 **({"stackgroup": "one", "fillcolor": colours.fill(hues[name], 0.6)}
+                                    if stacked else {})))
     for m in marks or []:
         fig.add_vline(x=m, line={"width": 1, "dash": "dot", "color": "grey"})
     fig.update_layout(title=title, height=height, xaxis_title="token position", yaxis_title=y_title,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(series) > 1,
-                      legend={"orientation": "h", "y": 1.12}, hovermode="x unified" if stacked else "closest")
-    return fig
+                      hovermode="x unified" if stacked else "closest")
+    return legend_below(fig)
 
 
 def strips(ids, tokens: list[str], names: list[str], title: str = "", points: int = 1500,

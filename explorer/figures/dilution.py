@@ -5,30 +5,13 @@ weight against n. Data in (explorer.analysis.dilution results), plotly figures o
 from __future__ import annotations
 
 import numpy as np
-import plotly.colors
 import plotly.graph_objects as go
 
 from explorer.analysis.dilution import DENSE, LABELS, Curves, Needle
+from explorer.figures import colours, common
 
 MARGIN = {"l": 60, "r": 10, "t": 40, "b": 40}
-LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}  # below the x axis title
 THEORY_DASHES = ("dash", "dot", "dashdot", "longdash")
-DENSE_COLOUR = "#222222"
-
-
-def colours(names: list[str]) -> dict[str, str]:
-    """One colour per curve, the same on every chart: dense dark grey, mechanisms the qualitative palette."""
-    palette = plotly.colors.qualitative.Plotly
-    others = [n for n in names if n != DENSE]
-    out = {n: palette[i % len(palette)] for i, n in enumerate(others)}
-    if DENSE in names:
-        out[DENSE] = DENSE_COLOUR
-    return out
-
-
-def _fill(colour: str, alpha: float = 0.18) -> str:
-    r, g, b = plotly.colors.hex_to_rgb(colour)
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def _theory_lines(fig: go.Figure, x, theory: dict[str, np.ndarray]) -> None:
@@ -38,6 +21,11 @@ def _theory_lines(fig: go.Figure, x, theory: dict[str, np.ndarray]) -> None:
                                  hovertemplate=name + "<br>n %{x}<br>%{y:.4g}<extra></extra>"))
 
 
+def _y_axis(values: list, log: bool) -> dict:
+    """A log axis fitted to every value drawn (ticks at powers of ten), or a linear one."""
+    return common.log_axis(np.concatenate([np.ravel(v) for v in values])) if log else {"type": "linear"}
+
+
 def band_chart(curves: Curves, metric: str, theory: dict[str, dict[str, np.ndarray]] | None = None,
                log_y: bool = False, title: str = "", height: int = 440) -> go.Figure:
     """One statistic against prefix length on a log x axis: per curve the median over the
@@ -45,22 +33,23 @@ def band_chart(curves: Curves, metric: str, theory: dict[str, dict[str, np.ndarr
     x = np.asarray(curves.lengths)
     label = LABELS[metric].replace("top-k", f"top-{curves.topk}")
     fig = go.Figure()
-    for name, colour in colours(list(curves.bands)).items():
-        band = curves.bands[name][metric]
+    for name, colour in colours.series_colours(curves.bands).items():
+        band, shown = curves.bands[name][metric], colours.title_of(name)
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([band[:, 2], band[:, 0][::-1]]),
-                                 fill="toself", fillcolor=_fill(colour), line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False, legendgroup=name, name=f"{name} 25-75%"))
+                                 fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False, legendgroup=name, name=f"{shown} 25-75%"))
         fig.add_trace(go.Scatter(
-            x=x, y=band[:, 1], name=name, mode="lines+markers", legendgroup=name, marker={"size": 5},
+            x=x, y=band[:, 1], name=shown, mode="lines+markers", legendgroup=name, marker={"size": 5},
             line={"color": colour, "width": 2.5 if name == DENSE else 2}, customdata=band[:, [0, 2]],
-            hovertemplate=name + "<br>prefix %{x} tokens<br>median %{y:.4g}<br>"
+            hovertemplate=shown + "<br>prefix %{x} tokens<br>median %{y:.4g}<br>"
                           "25-75%: %{customdata[0]:.4g} – %{customdata[1]:.4g}<extra></extra>"))
     _theory_lines(fig, x, {name: rows[metric] for name, rows in (theory or {}).items()})
     fig.update_layout(title=title or f"{label} against prefix length", height=height, margin=MARGIN,
-                      legend=LEGEND, hovermode="closest")
-    fig.update_xaxes(type="log", title_text="prefix length (tokens, log)")
-    fig.update_yaxes(type="log" if log_y else "linear", title_text=label + (" (log)" if log_y else ""))
-    return fig
+                      hovermode="closest")
+    fig.update_xaxes(common.log_axis(x, counts=True), title_text="prefix length (tokens, log)")
+    bands = [b[metric] for b in curves.bands.values()] + [rows[metric] for rows in (theory or {}).values()]
+    fig.update_yaxes(_y_axis(bands, log_y), title_text=label + (" (log)" if log_y else ""))
+    return common.legend_below(fig)
 
 
 def needle_chart(needle: Needle, log_y: bool = False, height: int = 440) -> go.Figure:
@@ -70,20 +59,23 @@ def needle_chart(needle: Needle, log_y: bool = False, height: int = 440) -> go.F
     """
     x = np.asarray(needle.lengths)
     fig = go.Figure()
-    for name, colour in colours(list(needle.weight)).items():
+    shown = []
+    for name, colour in colours.series_colours(needle.weight).items():
         w = needle.weight[name].mean(1)
         reach = needle.reach[name].any(1)
+        shown.append(np.abs(w) if log_y else w)
         fig.add_trace(go.Scatter(
-            x=x, y=np.abs(w) if log_y else w, name=name, mode="lines+markers",
+            x=x, y=shown[-1], name=colours.title_of(name), mode="lines+markers",
             line={"color": colour, "width": 2.5 if name == DENSE else 2},
             marker={"size": 8, "symbol": np.where(reach, "circle", "circle-open").tolist()},
             customdata=np.stack([w, reach.astype(float)], 1),
-            hovertemplate=name + "<br>n %{x}<br>needle weight %{customdata[0]:.4g}"
+            hovertemplate=colours.title_of(name) + "<br>n %{x}<br>needle weight %{customdata[0]:.4g}"
                                  "<br>reachable: %{customdata[1]:.0f}<extra></extra>"))
-    _theory_lines(fig, x, needle.theory())
+    theory = needle.theory()
+    _theory_lines(fig, x, theory)
     fig.update_layout(title=f"Needle weight against n (margin {needle.margin:g}, noise {needle.noise:g})",
-                      height=height, margin=MARGIN, legend=LEGEND)
-    fig.update_xaxes(type="log", title_text="sequence length n (log)")
-    fig.update_yaxes(type="log" if log_y else "linear",
+                      height=height, margin=MARGIN)
+    fig.update_xaxes(common.log_axis(x, counts=True), title_text="sequence length n (log)")
+    fig.update_yaxes(_y_axis(shown + list(theory.values()), log_y),
                      title_text="|weight| on the needle key (log)" if log_y else "weight on the needle key")
-    return fig
+    return common.legend_below(fig)

@@ -7,12 +7,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.figures import common
+from explorer.figures import colours, common
 from explorer.figures.common import as_array
 from explorer.figures.scale import fit_scale
 
 BUCKETS = "Turbo"
-CAUGHT, MISSED = "#2ca02c", "#d62728"
 MAX_BOXES = 120  # chunk outlines drawn only when this few chunks are in view
 
 
@@ -65,15 +64,17 @@ def bucket_sizes(sizes, key_sizes=None, height: int = 300) -> go.Figure:
     s = as_array(sizes, dtype=None)
     nb = len(s)
     fig = go.Figure(go.Bar(x=np.arange(nb), y=s, name="queries" if key_sizes is not None else "tokens",
+                           marker_color=colours.SERIES[0],
                            hovertemplate="bucket %{x}<br>%{y} tokens<extra></extra>"))
     if key_sizes is not None:
         fig.add_trace(go.Bar(x=np.arange(nb), y=as_array(key_sizes, dtype=None), name="keys",
+                             marker_color=colours.SERIES[1],
                              hovertemplate="bucket %{x}<br>%{y} keys<extra></extra>"))
     fig.add_hline(y=s.sum() / nb, line={"dash": "dot", "color": "grey"}, annotation_text="even split",
                   annotation_position="top left")
     fig.update_layout(barmode="group", height=height, xaxis_title="bucket", yaxis_title="tokens",
-                      margin={"l": 50, "r": 10, "t": 30, "b": 40}, legend={"orientation": "h"})
-    return fig
+                      margin={"l": 50, "r": 10, "t": 30, "b": 40})
+    return common.legend_below(fig)
 
 
 def size_histogram(sizes, key_sizes=None, height: int = 300) -> go.Figure:
@@ -82,13 +83,13 @@ def size_histogram(sizes, key_sizes=None, height: int = 300) -> go.Figure:
     series = [("queries" if key_sizes is not None else "tokens", sizes)]
     if key_sizes is not None:
         series.append(("keys", key_sizes))
-    for name, values in series:
+    for (name, values), colour in zip(series, colours.SERIES):
         fig.add_trace(go.Histogram(x=as_array(values, dtype=None).reshape(-1), name=name, opacity=0.75,
+                                   marker_color=colour,
                                    hovertemplate="%{x} tokens<br>%{y} buckets<extra></extra>"))
     fig.update_layout(barmode="overlay", height=height, xaxis_title="tokens in the bucket",
-                      yaxis_title="buckets (all rounds)", margin={"l": 50, "r": 10, "t": 30, "b": 40},
-                      legend={"orientation": "h"})
-    return fig
+                      yaxis_title="buckets (all rounds)", margin={"l": 50, "r": 10, "t": 30, "b": 40})
+    return common.legend_below(fig)
 
 
 def sorted_matrix(pooled, row_tokens: list[str], col_tokens: list[str], boxes: list[tuple[int, int, int, int]],
@@ -135,7 +136,7 @@ def _positions(edges: list[int]):
 
 
 def caught_pairs(rows, top_index, caught, tokens: list[str], height: int = 420, max_points: int = 20000) -> go.Figure:
-    """Dense's top-k (query, key) pairs, green where LSH can reach the key, red where it cannot."""
+    """Dense's top-k (query, key) pairs: blue dots where LSH can reach the key, orange crosses where it cannot."""
     r, idx, ok = as_array(rows, dtype=None), as_array(top_index, dtype=None), as_array(caught, dtype=None)
     q = np.repeat(r, idx.shape[1])
     k, hit = idx.reshape(-1), ok.reshape(-1)
@@ -143,22 +144,23 @@ def caught_pairs(rows, top_index, caught, tokens: list[str], height: int = 420, 
         pick = np.linspace(0, q.size - 1, max_points).round().astype(int)
         q, k, hit = q[pick], k[pick], hit[pick]
     fig = go.Figure()
-    for flag, name, colour in ((True, "caught", CAUGHT), (False, "missed", MISSED)):
+    for flag, name, colour, symbol in ((True, "caught", colours.CAUGHT, colours.CAUGHT_SYMBOL),
+                                       (False, "missed", colours.MISSED, colours.MISSED_SYMBOL)):
         sel = hit == flag
         text = [f"{tokens[a]!s} → {tokens[b]!s}" for a, b in zip(q[sel], k[sel])]
         fig.add_trace(go.Scattergl(x=k[sel], y=q[sel], mode="markers", name=f"{name} ({int(sel.sum()):,})",
-                                   marker={"color": colour, "size": 4, "opacity": 0.7}, text=text,
+                                   marker={"color": colour, "symbol": symbol, "size": 5, "opacity": 0.7}, text=text,
                                    hovertemplate="query %{y}, key %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(height=height, xaxis_title="key position", legend={"orientation": "h"},
+    fig.update_layout(height=height, xaxis_title="key position",
                       yaxis={"title": "query position", "autorange": "reversed"},
                       margin={"l": 50, "r": 10, "t": 30, "b": 40})
-    return fig
+    return common.legend_below(fig)
 
 
 def caught_by_rank(caught, height: int = 300) -> go.Figure:
     """Share of dense's r-th strongest key that LSH can reach, for r = 1..k."""
     share = as_array(caught, dtype=None).reshape(-1, as_array(caught, dtype=None).shape[-1]).mean(0)
-    fig = go.Figure(go.Bar(x=np.arange(1, len(share) + 1), y=share, marker_color=CAUGHT,
+    fig = go.Figure(go.Bar(x=np.arange(1, len(share) + 1), y=share, marker_color=colours.CAUGHT,
                            hovertemplate="rank %{x}<br>caught %{y:.1%}<extra></extra>"))
     fig.update_layout(height=height, xaxis_title="rank of the key in dense attention", yaxis_title="share caught",
                       yaxis_range=[0, 1], margin={"l": 50, "r": 10, "t": 30, "b": 40})
@@ -168,9 +170,11 @@ def caught_by_rank(caught, height: int = 300) -> go.Figure:
 def seed_spread(result: dict, height: int = 320) -> go.Figure:
     """Recall and reachable dense mass of each re-hash (one dot per seed), with their mean."""
     fig = go.Figure()
-    for name, label in (("recall", "top-k recall"), ("reach_mass", "reachable dense mass")):
+    for (name, label), colour in zip((("recall", "top-k recall"), ("reach_mass", "reachable dense mass")),
+                                     colours.SERIES):
         y = as_array(result[name], dtype=None)
         fig.add_trace(go.Box(y=y, name=label, boxpoints="all", jitter=0.3, pointpos=0, boxmean="sd",
+                             marker_color=colour,
                              text=[f"seed {s}" for s in result["seed"]],
                              hovertemplate="%{text}<br>%{y:.3f}<extra></extra>"))
     fig.update_layout(height=height, yaxis_title="mean over queries", yaxis_range=[0, 1.02], showlegend=False,

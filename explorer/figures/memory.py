@@ -12,10 +12,11 @@ import plotly.graph_objects as go
 import torch
 
 from explorer.analysis.memory import REGIONS, region_bounds
+from explorer.figures import common
+from explorer.figures.colours import SERIES
 from explorer.figures.common import as_array, span_text, strips
 
-KINDS = (("compressed", "compressed", "#9c6ade"), ("memory", "memory", "#f2a541"),
-         ("segment", "segments", "#3b7dd8"))
+KINDS = (("compressed", "compressed", SERIES[4]), ("memory", "memory", SERIES[1]), ("segment", "segments", SERIES[0]))
 
 
 def shown_segments(structure: dict, rows: tuple[int, int], most: int) -> list[int]:
@@ -50,9 +51,9 @@ def segment_timeline(structure: dict, tokens: list[str], rows: tuple[int, int] |
     note = "" if total == len(picked) else f" ({len(picked)} of {total} segments shown, evenly spaced)"
     fig.update_layout(title="Segments and what each one reaches" + note, barmode="overlay",
                       height=min(700, 120 + 14 * max(1, len(picked))), margin={"l": 90, "r": 10, "t": 40, "b": 40},
-                      xaxis={"title": "key position", "range": list(cols)}, legend={"orientation": "h"},
+                      xaxis={"title": "key position", "range": list(cols)},
                       yaxis={"autorange": "reversed", "type": "category"})
-    return fig
+    return common.legend_below(fig)
 
 
 def region_ids(structure: dict, query: int, n: int) -> torch.Tensor:

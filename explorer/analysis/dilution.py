@@ -134,7 +134,7 @@ def _log_laplace(t: np.ndarray, noise: float, block: int = 512) -> np.ndarray:
     """log E[exp(-t e^X)], X ~ N(0, noise^2): the log-normal's Laplace transform, precise near 0 and 1."""
     out = np.empty(len(t))
     for a in range(0, len(t), block):  # [block, nodes] at a time
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore"):
             x = t[a : a + block, None] * np.exp(noise * _Z)[None]
         miss = -np.expm1(-x) @ _Z_WEIGHT  # 1 - L, exact when L is near 1
         keep = np.exp(-x) @ _Z_WEIGHT  # L, exact when L is near 0
@@ -159,8 +159,9 @@ def needle_weight(n, margin: float, noise: float = 0.0):
 
     With a/(a + S) = integral_0^inf a e^(-t(a + S)) dt and t = e^(s - m) this is
     exactly integral exp(s - e^s) L(e^(s - m))^(n - 1) ds, L(t) = E[exp(-t e^X)];
-    both integrals are taken by quadrature (relative error well under 0.1%
-    against a Monte Carlo of 10^6 draws). noise 0: e^m / (e^m + n - 1).
+    both integrals are taken by quadrature (n 22, noise 3, margin 4: 0.14131
+    against 0.14127 +- 0.00014 from 10^6 Monte Carlo draws; n 2, 3 within 1e-5
+    of direct integrals). noise 0: e^m / (e^m + n - 1).
     """
     margin, noise = _finite("margin", margin), _check_noise(noise)
     arr = _check_n(n)

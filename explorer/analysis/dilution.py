@@ -179,11 +179,16 @@ def needle_weight(n, margin: float, noise: float = 0.0):
     return _shaped(np.where(rest > 0, np.minimum(w, 1.0), 1.0), n)
 
 
-def lognormal_valid(n, margin: float, noise: float, tol: float = 0.05):
+PLUGIN_TOL = 0.05  # relative error up to which the plug-in is drawn
+
+
+def _within(plug, exact, tol: float = PLUGIN_TOL):
+    return np.abs(np.asarray(plug) / np.asarray(exact) - 1) <= tol
+
+
+def lognormal_valid(n, margin: float, noise: float, tol: float = PLUGIN_TOL):
     """Where the plug-in needle_weight_lognormal is within `tol` (relative) of the exact expectation."""
-    exact = np.asarray(needle_weight(n, margin, noise), dtype=float)
-    plug = np.asarray(needle_weight_lognormal(n, margin, noise), dtype=float)
-    ok = np.abs(plug / exact - 1) <= tol
+    ok = _within(needle_weight_lognormal(n, margin, noise), needle_weight(n, margin, noise), tol)
     return bool(ok) if np.ndim(n) == 0 else ok
 
 
@@ -443,7 +448,7 @@ class Needle:
             exact, plug = self.expected(), self.expected(lognormal=True)
             out[f"theory, noise {self.noise:g} (exact expectation)"] = exact
             out[f"plug-in e^(noise²/2), noise {self.noise:g} (where within 5%)"] = np.where(
-                np.abs(plug / exact - 1) <= 0.05, plug, np.nan)
+                _within(plug, exact), plug, np.nan)
         return out
 
     def frame(self):
@@ -458,7 +463,7 @@ class Needle:
                               "weight": float(w[i].mean()), "reach": float(self.reach[name][i].mean()),
                               "theory_noise0": float(flat[i]), "theory_gaussian": float(exact[i]),
                               "plugin_lognormal": float(plug[i]),
-                              "plugin_within_5pct": bool(abs(plug[i] / exact[i] - 1) <= 0.05)})
+                              "plugin_within_5pct": bool(_within(plug[i], exact[i]))})
         return pd.DataFrame(lines)
 
 

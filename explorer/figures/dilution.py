@@ -121,8 +121,8 @@ def text_chart(text: TextNeedle, x: str = "n", log_y: bool = False, height: int 
     _theory_lines(fig, xs, {"uniform row (keys seen)": np.asarray(text.uniform)})
     fig.update_layout(title="Attention from the question onto the passage", height=height, margin=MARGIN,
                       legend=LEGEND, hovermode="closest")
-    fig.update_xaxes(type="log" if x == "n" else "linear",
-                     title_text="sequence length n (log)" if x == "n" else "distance: tokens between passage and question")
+    fig.update_xaxes(type="log" if x == "n" else "linear", title_text="sequence length n (log)" if x == "n"
+                     else "distance: tokens between passage and question")
     fig.update_yaxes(type="log" if log_y else "linear",
                      title_text="mass on the passage" + (" (log)" if log_y else ""))
     return fig

@@ -4,6 +4,10 @@ Per query row: relative output error, total-variation distance between the
 two attention rows, recall of dense's top-k keys, the share of dense mass on
 keys the mechanism can reach, and the entropy change. Long sequences are
 measured on an evenly spaced sample of rows (`max_rows`), never n x n at once.
+
+The reference is unmasked unless told: on a causal model's Doc pass
+causal=doc.causal (and run the mechanism with causal=True where it has the
+parameter), or the comparison is against attention the model never computed.
 """
 from __future__ import annotations
 
@@ -71,5 +75,8 @@ def fidelities(q, k, v, results: dict[str, Result], causal: bool = False, topk: 
 
 def fidelity(q, k, v, res: Result, causal: bool = False, topk: int = 8,
              max_rows: int = 4096, chunk: int = 256) -> Fidelity:
-    """Compare `res` with exact attention on a row sample, chunk rows at a time."""
+    """Compare `res` with exact attention on a row sample, chunk rows at a time.
+
+    causal is not read from anywhere: on a causal Doc pass causal=doc.causal.
+    """
     return fidelities(q, k, v, {"": res}, causal, topk, max_rows, chunk)[""]

@@ -1,8 +1,13 @@
 """Seeded Gaussian queries, keys and values, with optional planted needles.
 
-Scores of random pairs are N(0, noise^2) logits; a needle key is placed so
-that its query's logit is exactly `margin`, the setting of the dilution
-formula e^margin / (e^margin + n - 1) (exact when noise is 0).
+Every query has norm sqrt(head_dim) (a Gaussian direction) and every key is
+N(0, noise^2 I), so given its query each key's logit q . k / sqrt(d) is
+exactly N(0, noise^2), independently across keys: the setting of the
+dilution theory (explorer.analysis.dilution.needle_weight). Unnormalised
+Gaussian queries would give each query its own variance noise^2 |q|^2 / d.
+A needle key is q * margin / sqrt(d), so its own query's logit is exactly
+`margin`; another query i sees it at margin * cos(q_i, q), about
+N(0, margin^2 / d), not N(0, noise^2).
 """
 from __future__ import annotations
 
@@ -51,12 +56,12 @@ def synthetic(n: int, heads: int = 4, head_dim: int = 32, seed: int = 0, needles
         raise ValueError(f"seed={seed!r} must be an integer in 0..2^63-1")
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(heads, n, head_dim, generator=gen)
+    q = q * (head_dim**0.5 / q.norm(dim=-1, keepdim=True).clamp_min(1e-30))
     k = torch.randn(heads, n, head_dim, generator=gen) * noise
     v = torch.randn(heads, n, head_dim, generator=gen)
     pairs = _needle_pairs(needles, n, gen)
     for qi, ki in pairs:
-        qv = q[:, qi]
-        k[:, ki] = qv * (margin * head_dim**0.5 / (qv * qv).sum(-1, keepdim=True))
+        k[:, ki] = q[:, qi] * (margin / head_dim**0.5)
     tokens = [f"t{i}" for i in range(n)]
     starts = [0]
     for tok in tokens[:-1]:

@@ -1,23 +1,29 @@
 """Charts of the score-dilution page: a statistic against prefix length (median line
-and interquartile band per curve, theory lines beside), and the planted needle's
-weight against n. Data in (explorer.analysis.dilution results), plotly figures out.
+and interquartile band per curve, theory lines beside), the planted needle's
+weight against n, the question's attention onto a passage of real text, the
+same curves without and with a remedy, and the remedies' reference setup.
+Data in (explorer.analysis results), plotly figures out; every chart colours a
+curve the same way (colours), dense neutral.
 """
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.analysis import remedies
 from explorer.analysis.dilution import DENSE, LABELS, Curves, Needle
+from explorer.analysis.needle_text import TextNeedle
 from explorer.figures import colours, common
 
 MARGIN = {"l": 60, "r": 10, "t": 40, "b": 40}
 THEORY_DASHES = ("dash", "dot", "dashdot", "longdash")
 
 
-def _theory_lines(fig: go.Figure, x, theory: dict[str, np.ndarray]) -> None:
+def _theory_lines(fig: go.Figure, x, theory: dict[str, np.ndarray], dash: str | None = None) -> None:
     for i, (name, y) in enumerate(theory.items()):
         fig.add_trace(go.Scatter(x=x, y=np.asarray(y, dtype=float), name=name, mode="lines",
-                                 line={"color": "grey", "width": 1.5, "dash": THEORY_DASHES[i % len(THEORY_DASHES)]},
+                                 line={"color": "grey", "width": 1.5,
+                                       "dash": dash or THEORY_DASHES[i % len(THEORY_DASHES)]},
                                  hovertemplate=name + "<br>n %{x}<br>%{y:.4g}<extra></extra>"))
 
 
@@ -78,4 +84,95 @@ def needle_chart(needle: Needle, log_y: bool = False, height: int = 440) -> go.F
     fig.update_xaxes(common.log_axis(x, counts=True), title_text="sequence length n (log)")
     fig.update_yaxes(_y_axis(shown + list(theory.values()), log_y),
                      title_text="|weight| on the needle key (log)" if log_y else "weight on the needle key")
+    return common.legend_below(fig)
+
+
+def _line(fig: go.Figure, name: str, x, y, colour: str, dash: str = "solid", group: str | None = None,
+          hover: str = "%{y:.4g}") -> None:
+    group, shown = group or name, colours.title_of(name)
+    fig.add_trace(go.Scatter(x=x, y=y, name=shown, mode="lines+markers", legendgroup=group, marker={"size": 6},
+                             line={"color": colour, "width": 2.5 if group == DENSE else 2, "dash": dash},
+                             hovertemplate=shown + "<br>%{x}<br>" + hover + "<extra></extra>"))
+
+
+def text_chart(text: TextNeedle, x: str = "n", log_y: bool = False, height: int = 440) -> go.Figure:
+    """Attention mass from the question's tokens onto the passage against n (log axis) or the
+    distance (filler tokens between them, linear axis): per curve the mean over heads and question
+    tokens, the 25-75% band shaded; a uniform row's share dashed grey."""
+    if x not in ("n", "distance"):
+        raise ValueError(f"x={x!r} must be 'n' or 'distance'")
+    xs = np.asarray(text.lengths if x == "n" else text.fillers)
+    fig = go.Figure()
+    for name, colour in colours.series_colours(text.mass).items():
+        flat = text.mass[name].reshape(len(xs), -1)
+        lo, hi = np.quantile(flat, 0.25, axis=1), np.quantile(flat, 0.75, axis=1)
+        fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]),
+                                 fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False, legendgroup=name, name=f"{colours.title_of(name)} 25-75%"))
+        _line(fig, name, xs, text.mean(name), colour, hover="mass on the passage %{y:.4g}")
+    _theory_lines(fig, xs, {"uniform row (keys seen)": np.asarray(text.uniform)})
+    fig.update_layout(title="Attention from the question onto the passage", height=height, margin=MARGIN,
+                      hovermode="closest")
+    if x == "n":
+        fig.update_xaxes(common.log_axis(xs, counts=True), title_text="sequence length n (log)")
+    else:
+        fig.update_xaxes(type="linear", title_text="distance: tokens between passage and question")
+    means = [text.mean(name) for name in text.mass] + [np.asarray(text.uniform)]
+    fig.update_yaxes(_y_axis(means, log_y), title_text="mass on the passage" + (" (log)" if log_y else ""))
+    return common.legend_below(fig)
+
+
+def remedy_chart(without: dict[str, tuple], with_: dict[str, tuple], remedy: str, x_title: str, y_title: str,
+                 theory: dict[str, tuple] | None = None, log_y: bool = False, height: int = 440) -> go.Figure:
+    """The same curves without (solid) and with a remedy (dashed), one colour per curve.
+
+    without, with_: name -> (x, y), as needle_lines, text_lines and curve_lines
+    give them; theory: name -> (x, y), drawn thin grey.
+    """
+    fig = go.Figure()
+    for name, colour in colours.series_colours(dict.fromkeys([*without, *with_])).items():
+        for lines, dash, tag in ((without, "solid", "without"), (with_, "dash", remedy)):
+            if name in lines:
+                _line(fig, f"{colours.title_of(name)}, {tag}", *lines[name], colour, dash, group=name)
+    for i, (name, (x, y)) in enumerate((theory or {}).items()):
+        _theory_lines(fig, x, {name: y}, THEORY_DASHES[i % len(THEORY_DASHES)])
+    fig.update_layout(title=f"Without and with {remedy}", height=height, margin=MARGIN)
+    xs = [np.ravel(x) for x, _ in [*without.values(), *with_.values()]]
+    fig.update_xaxes(common.log_axis(np.concatenate(xs), counts=True), title_text=x_title)
+    ys = [y for _, y in [*without.values(), *with_.values(), *(theory or {}).values()]]
+    fig.update_yaxes(_y_axis(ys, log_y), title_text=y_title + (" (log)" if log_y else ""))
+    return common.legend_below(fig)
+
+
+def needle_lines(needle: Needle) -> dict[str, tuple]:
+    """name -> (n, head-mean needle weight), for remedy_chart."""
+    return {name: (np.asarray(needle.lengths), w.mean(1)) for name, w in needle.weight.items()}
+
+
+def text_lines(text: TextNeedle) -> dict[str, tuple]:
+    """name -> (n, mean mass on the passage), for remedy_chart."""
+    return {name: (np.asarray(text.lengths), text.mean(name)) for name in text.mass}
+
+
+def curve_lines(curves: Curves, metric: str) -> dict[str, tuple]:
+    """name -> (prefix length, median of the metric), for remedy_chart."""
+    return {name: (np.asarray(curves.lengths), bands[metric][:, 1]) for name, bands in curves.bands.items()}
+
+
+def reference_chart(lengths, specs: dict[str, remedies.Spec], log_y: bool = True, height: int = 400) -> go.Figure:
+    """Nakanishi's reference setup (one logit +3, every other -2): the closed-form weight on the +3 key
+    against n, one line per remedy (label -> spec; a None spec is plain softmax, drawn neutral)."""
+    x = np.asarray(lengths)
+    fig = go.Figure()
+    palette = colours.series_colours([label for label, spec in specs.items() if spec is not None])
+    for label, spec in specs.items():
+        colour = palette.get(label, colours.NEUTRAL)
+        fig.add_trace(go.Scatter(x=x, y=remedies.reference_weight(x, spec), name=label, mode="lines",
+                                 line={"color": colour, "width": 2},
+                                 hovertemplate=label + "<br>n %{x}<br>weight %{y:.4g}<extra></extra>"))
+    fig.update_layout(title="Reference: one logit +3 among n - 1 at -2 (closed form)", height=height,
+                      margin=MARGIN)
+    fig.update_xaxes(common.log_axis(x, counts=True), title_text="number of keys n (log)")
+    weights = [remedies.reference_weight(x, spec) for spec in specs.values()]
+    fig.update_yaxes(_y_axis(weights, log_y), title_text="weight on the +3 key" + (" (log)" if log_y else ""))
     return common.legend_below(fig)

@@ -106,6 +106,18 @@ class Result:
         return self.weights_fn(rows) != 0
 
 
+def check_params(owner: str, declared: tuple[Param, ...], given: dict) -> dict:
+    """The declared parameters' defaults, overridden by the given values, each checked alone."""
+    known = {p.name: p for p in declared}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"{owner}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+    values = {p.name: p.default for p in declared}
+    for name, value in given.items():
+        values[name] = known[name].check(owner, value)
+    return values
+
+
 def dense_cost(heads: int, n: int, d: int, dv: int | None = None) -> dict:
     """FLOPs and bytes of exact attention: two n x n matmuls and a score matrix."""
     dv = d if dv is None else dv
@@ -139,13 +151,7 @@ class Mechanism:
 
     def validate(self, params: dict) -> dict:
         """Every parameter checked alone (Param.check), then together (check_together)."""
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ValueError(f"{self.key}: unknown parameter(s) {unknown}; known: {sorted(known)}")
-        values = self.defaults()
-        for name, value in params.items():
-            values[name] = known[name].check(self.key, value)
+        values = check_params(self.key, self.params, params)
         self.check_together(values)
         return values
 

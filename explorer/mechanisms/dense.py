@@ -1,4 +1,10 @@
-"""Dense softmax attention: the exact reference, streamed over query chunks."""
+"""Dense softmax attention: the exact reference, streamed over query chunks.
+
+`causal` defaults to False whatever the Doc: a mechanism sees only q, k, v,
+not the Doc they came from, so on a decoder model's Doc (doc.causal True)
+pass causal=doc.causal to get the model's own masked attention (the app's
+forms and analyses do).
+"""
 from __future__ import annotations
 
 import torch

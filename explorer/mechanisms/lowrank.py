@@ -19,9 +19,12 @@ larger than the text means "full size"):
   paper's iterative Moore-Penrose method (Z0 = A^T / (||A||_1 ||A||_inf),
   per head, then `pinv_iters` steps of
   Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4) or exact torch.linalg.pinv.
-  Deviation: the paper's code needs n divisible by the landmark count; here
+  Deviations: the paper's code needs n divisible by the landmark count; here
   segments are near-equal (lengths differ by at most one), which is the
-  paper's scheme whenever the count divides n.
+  paper's scheme whenever the count divides n. The paper's model also adds a
+  depthwise convolution of V along the sequence (a learned skip, kernel 33)
+  to the output; it is left out, because no layer here was trained with one
+  and it is not attention: the output is exactly the effective weights @ v.
 - svd: the best rank-k approximation of the dense attention matrix P
   (Eckart-Young), the yardstick for the other two: output = P_k v. Exact
   (torch.linalg.svd of the materialized P) when n <= AUTO_EXACT_N or asked;

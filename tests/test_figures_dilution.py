@@ -8,11 +8,13 @@ from explorer.analysis.dilution import DENSE, dilution_curves, needle_experiment
 from explorer.analysis.needle_text import text_dilution
 from explorer.analysis.remedies import reference_weight
 from explorer.analysis.sinks import SinkMeasure, sink_measure
-from explorer.figures.dilution import (DENSE_COLOUR, colours, curve_lines, needle_chart, needle_lines,
+from explorer.figures import colours
+from explorer.figures.dilution import (curve_lines, needle_chart, needle_lines,
                                        reference_chart, remedy_chart, text_chart, text_lines)
 from explorer.figures.sinks import OTHER, SINK, sink_chart
 from explorer.mechanisms import REGISTRY
 
+DENSED = colours.title_of(DENSE)  # what a legend says for dense
 SEG = {"seg": (REGISTRY["segmented"], {"segment_length": 16})}
 
 
@@ -31,16 +33,15 @@ def test_text_chart_lines_bands_and_the_uniform_share():
     got = text_result()
     fig = text_chart(got)
     traces = named(fig)
-    assert list(traces) == ["seg 25-75%", "seg", DENSE + " 25-75%", DENSE, "uniform row (keys seen)"]  # dense on top
-    for name in (DENSE, "seg"):
-        np.testing.assert_allclose(traces[name].y, got.mean(name))
-        assert list(traces[name].x) == got.lengths
-        assert traces[name].line.color == colours([DENSE, "seg"])[name]
-    assert traces[DENSE].line.color == DENSE_COLOUR
+    assert list(traces) == ["seg 25-75%", "seg", DENSED + " 25-75%", DENSED, "uniform row (keys seen)"]  # dense on top
+    for name, shown in ((DENSE, DENSED), ("seg", "seg")):
+        np.testing.assert_allclose(traces[shown].y, got.mean(name))
+        assert list(traces[shown].x) == got.lengths
+    assert traces[DENSED].line.color == colours.NEUTRAL and traces["seg"].line.color != colours.NEUTRAL
     np.testing.assert_allclose(traces["uniform row (keys seen)"].y, got.uniform)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "linear"
     by_distance = text_chart(got, x="distance", log_y=True)
-    assert list(named(by_distance)[DENSE].x) == [0, 10, 100]
+    assert list(named(by_distance)[DENSED].x) == [0, 10, 100]
     assert by_distance.layout.xaxis.type == "linear" and by_distance.layout.yaxis.type == "log"
 
 
@@ -49,15 +50,15 @@ def test_remedy_chart_solid_without_dashed_with_same_colour():
     fig = remedy_chart(text_lines(without), text_lines(with_), "SSMax", "n", "mass on the passage",
                        theory={"uniform": (np.array(without.lengths), np.array(without.uniform))})
     traces = named(fig)
-    assert list(traces) == ["seg, without", "seg, SSMax", f"{DENSE}, without", f"{DENSE}, SSMax", "uniform"]
-    for name in (DENSE, "seg"):
-        plain, remedied = traces[f"{name}, without"], traces[f"{name}, SSMax"]
+    assert list(traces) == ["seg, without", "seg, SSMax", f"{DENSED}, without", f"{DENSED}, SSMax", "uniform"]
+    for name, shown in ((DENSE, DENSED), ("seg", "seg")):
+        plain, remedied = traces[f"{shown}, without"], traces[f"{shown}, SSMax"]
         assert plain.line.dash == "solid" and remedied.line.dash == "dash"
         assert plain.line.color == remedied.line.color and plain.legendgroup == remedied.legendgroup == name
         np.testing.assert_allclose(remedied.y, with_.mean(name))
     assert traces["uniform"].line.color == "grey"
     assert fig.layout.xaxis.type == "log" and fig.layout.title.text == "Without and with SSMax"
-    assert not np.allclose(traces[f"{DENSE}, without"].y, traces[f"{DENSE}, SSMax"].y)
+    assert not np.allclose(traces[f"{DENSED}, without"].y, traces[f"{DENSED}, SSMax"].y)
 
 
 def test_needle_and_curve_lines_feed_the_remedy_chart():
@@ -70,7 +71,7 @@ def test_needle_and_curve_lines_feed_the_remedy_chart():
     medians = curve_lines(curves, "entropy")
     np.testing.assert_allclose(medians["seg"][1], curves.bands["seg"]["entropy"][:, 1])
     fig = remedy_chart(medians, {}, "SSMax", "prefix length", "entropy", log_y=True)
-    assert [t.name for t in fig.data] == ["seg, without", f"{DENSE}, without"] and fig.layout.yaxis.type == "log"
+    assert [t.name for t in fig.data] == ["seg, without", f"{DENSED}, without"] and fig.layout.yaxis.type == "log"
 
 
 def test_needle_chart_breaks_the_plugin_line_where_it_is_off():
@@ -90,7 +91,7 @@ def test_reference_chart_draws_the_closed_forms():
     assert list(traces) == list(specs)
     for label, spec in specs.items():
         np.testing.assert_allclose(traces[label].y, reference_weight(lengths, spec))
-    assert traces["softmax"].line.color == DENSE_COLOUR and traces["SSMax s 1"].line.color != DENSE_COLOUR
+    assert traces["softmax"].line.color == colours.NEUTRAL and traces["SSMax s 1"].line.color != colours.NEUTRAL
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
 
 

@@ -63,6 +63,12 @@ def series_colours(names) -> dict[str, str]:
     return out
 
 
+def dense_last(names) -> list:
+    """Names in drawing order: dense, the reference, drawn last so it lies on top."""
+    names = list(names)
+    return [n for n in names if key_of(str(n)) != DENSE] + [n for n in names if key_of(str(n)) == DENSE]
+
+
 def fill(colour: str, alpha: float = 0.18) -> str:
     """The colour as a translucent rgba() fill (bands around a line)."""
     h = colour.lstrip("#")

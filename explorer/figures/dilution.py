@@ -39,7 +39,7 @@ def band_chart(curves: Curves, metric: str, theory: dict[str, dict[str, np.ndarr
     x = np.asarray(curves.lengths)
     label = LABELS[metric].replace("top-k", f"top-{curves.topk}")
     fig = go.Figure()
-    for name, colour in colours.series_colours(curves.bands).items():
+    for name, colour in colours.series_colours(colours.dense_last(curves.bands)).items():
         band, shown = curves.bands[name][metric], colours.title_of(name)
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([band[:, 2], band[:, 0][::-1]]),
                                  fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
@@ -66,7 +66,7 @@ def needle_chart(needle: Needle, log_y: bool = False, height: int = 440) -> go.F
     x = np.asarray(needle.lengths)
     fig = go.Figure()
     shown = []
-    for name, colour in colours.series_colours(needle.weight).items():
+    for name, colour in colours.series_colours(colours.dense_last(needle.weight)).items():
         w = needle.weight[name].mean(1)
         reach = needle.reach[name].any(1)
         shown.append(np.abs(w) if log_y else w)
@@ -103,7 +103,7 @@ def text_chart(text: TextNeedle, x: str = "n", log_y: bool = False, height: int 
         raise ValueError(f"x={x!r} must be 'n' or 'distance'")
     xs = np.asarray(text.lengths if x == "n" else text.fillers)
     fig = go.Figure()
-    for name, colour in colours.series_colours(text.mass).items():
+    for name, colour in colours.series_colours(colours.dense_last(text.mass)).items():
         flat = text.mass[name].reshape(len(xs), -1)
         lo, hi = np.quantile(flat, 0.25, axis=1), np.quantile(flat, 0.75, axis=1)
         fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]),
@@ -130,7 +130,7 @@ def remedy_chart(without: dict[str, tuple], with_: dict[str, tuple], remedy: str
     give them; theory: name -> (x, y), drawn thin grey.
     """
     fig = go.Figure()
-    for name, colour in colours.series_colours(dict.fromkeys([*without, *with_])).items():
+    for name, colour in colours.series_colours(colours.dense_last(dict.fromkeys([*without, *with_]))).items():
         for lines, dash, tag in ((without, "solid", "without"), (with_, "dash", remedy)):
             if name in lines:
                 _line(fig, f"{colours.title_of(name)}, {tag}", *lines[name], colour, dash, group=name)

@@ -18,7 +18,8 @@ def opened(params: dict) -> AppTest:
 @pytest.mark.parametrize("key, value, says", [
     ("grid", "0", "grid: is out of range"),
     ("grid", "1000000000", "grid: is out of range"),
-    ("log_colour", '"yes"', "log_colour: must be true or false"),
+    ("robust_range", '"yes"', "robust_range: must be true or false"),
+    ("colour", '"rainbow"', "colour: must be one of auto, log, relative, linear"),
     ("p.lsh.n_buckets", '"abc"', "p.lsh.n_buckets: must be a whole number"),
     ("synth_margin", "NaN", "synth_margin: must be a finite number"),
     ("layer", "999", "layer: is out of range"),

@@ -136,7 +136,7 @@ def four_maps():
 
 def test_map_grid_two_a_row_one_colour_bar_shared_range():
     maps = four_maps()
-    scale = fit_scale([m.mean[0] for m in maps.values()], "mean", log=True)
+    scale = fit_scale([m.mean[0] for m in maps.values()], "mean", "log")
     fig = grid.map_grid(maps, TOKENS, scale)
     assert [t.name for t in fig.data] == list(maps)
     assert [(t.xaxis, t.yaxis) for t in fig.data] == [("x", "y"), ("x2", "y2"), ("x3", "y3"), ("x4", "y4")]
@@ -155,7 +155,7 @@ def test_map_grid_two_a_row_one_colour_bar_shared_range():
 
 def test_map_grid_hides_the_empty_cell_and_takes_any_row_width():
     maps = dict(list(four_maps().items())[:3])
-    scale = fit_scale([m.mean[0] for m in maps.values()], "mean", log=False, diverging=True)
+    scale = fit_scale([m.mean[0] for m in maps.values()], "mean", "linear", diverging=True)
     fig = grid.map_grid(maps, TOKENS, scale)
     assert fig.layout.xaxis4.visible is False and fig.layout.yaxis4.visible is False
     assert fig.layout.xaxis3.title.text == "key position" and fig.layout.xaxis2.title.text == "key position"
@@ -167,7 +167,7 @@ def test_map_grid_hides_the_empty_cell_and_takes_any_row_width():
 
 def test_a_box_on_a_subplot_maps_back_to_its_map_and_tokens():
     maps = four_maps()
-    scale = fit_scale([m.mean[0] for m in maps.values()], "mean", log=True)
+    scale = fit_scale([m.mean[0] for m in maps.values()], "mean", "log")
     fig = grid.map_grid(maps, TOKENS, scale)
     edges = maps["lowrank"].row_edges  # 20 bins of 15 tokens
     box = {"xref": "x3", "yref": "y3", "x": [2.2, 5.6], "y": [-3.0, 1.4]}

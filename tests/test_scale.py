@@ -1,37 +1,69 @@
 """The colour scale maps share (explorer.figures.scale), against hand-computed ranges."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from explorer.figures.scale import DECADES, fit_scale, log_range
+from explorer.figures.scale import DECADES, fit_scale, keys_seen, suggest, transform
 
 
-def test_log_range_runs_from_the_top_down_to_the_first_percentile():
+def row(values) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float64)[None, :]
+
+
+def test_a_log_scale_runs_from_the_top_down_to_the_first_percentile():
     values = torch.logspace(-3, 0, 101)  # 1e-3 .. 1, evenly in log
-    low, top = log_range([values])
-    assert top == pytest.approx(0.0)
-    assert low == pytest.approx(math.log10(float(torch.quantile(values, 0.01))), abs=1e-6)
+    scale = fit_scale([row(values)], "mean", "log")
+    assert scale.zmax == pytest.approx(0.0)
+    assert scale.zmin == pytest.approx(float(torch.quantile(values.log10(), 0.01)), abs=1e-6)
 
 
-def test_log_range_never_reaches_more_than_six_decades_down():
-    values = torch.tensor([1e-20] * 50 + [0.5] * 50)
-    low, top = log_range([values])
-    assert top == pytest.approx(math.log10(0.5)) and low == pytest.approx(top - DECADES)
+def test_a_log_scale_never_reaches_more_than_six_decades_down():
+    values = [1e-20] * 50 + [0.5] * 50
+    scale = fit_scale([row(values)], "mean", "log")
+    assert scale.zmax == pytest.approx(math.log10(0.5)) and scale.zmin == pytest.approx(scale.zmax - DECADES)
+
+
+def test_a_robust_range_is_the_1st_to_99th_percentile_and_says_so():
+    values = torch.cat([torch.full((98,), 1e-5), torch.tensor([1e-1, 0.5])]).double()  # two bins stand far above
+    scale = fit_scale([row(values)], "mean", "log", robust=True)
+    logged = values.log10()
+    assert (scale.zmin, scale.zmax) == (pytest.approx(float(torch.quantile(logged, 0.01))),
+                                        pytest.approx(float(torch.quantile(logged, 0.99))))
+    assert "1st–99th percentile" in scale.label and scale.zmax < math.log10(0.5)  # the top bin saturates
+
+
+def test_relative_to_uniform_is_zero_for_a_uniform_row_causal_or_not():
+    n = 50
+    uniform = torch.full((1, n), 1 / n)
+    assert np.allclose(transform(uniform, "relative", [0, 1], n), 0.0, atol=1e-6)
+    causal_rows = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]  # row i: 1 / (i + 1) on keys <= i
+    z = transform(causal_rows, "relative", list(range(n + 1)), n, causal=True)
+    assert np.allclose(z[np.isfinite(z)], 0.0, atol=1e-6) and np.isnan(z[0, 1])  # no weight: left uncoloured
+    assert keys_seen([0, 10, 20], 20, causal=True).tolist() == [5.5, 15.5]
+
+
+def test_the_suggested_colouring_shows_structure():
+    n = 4096
+    nearly_flat = torch.full((64, 64), 1 / n) * (1 + 0.3 * torch.rand(64, 64, generator=torch.Generator().manual_seed(0)))
+    assert suggest(nearly_flat, list(range(0, n + 1, 64)), n) == "relative"  # spans under a decade
+    peaked = torch.logspace(-6, 0, 64 * 64).reshape(64, 64)
+    assert suggest(peaked, list(range(0, n + 1, 64)), n) == "log"
 
 
 def test_maps_share_one_range_and_zeros_are_left_out():
     a, b = torch.tensor([0.0, 0.2, 0.1]), torch.tensor([0.0, 0.0, 0.8])
-    scale = fit_scale([a, b], "mean", log=True)
+    scale = fit_scale([a[None], b[None]], "mean", "log")
     positive = torch.tensor([0.2, 0.1, 0.8])
     assert scale.zmax == pytest.approx(math.log10(0.8), abs=1e-6)
-    assert scale.zmin == pytest.approx(math.log10(float(torch.quantile(positive, 0.01))), abs=1e-6)
-    linear = fit_scale([a, b], "max", log=False)
-    assert (linear.zmin, linear.zmax, linear.pool, linear.log) == (0.0, pytest.approx(0.8), "max", False)
+    assert scale.zmin == pytest.approx(float(torch.quantile(positive.double().log10(), 0.01)), abs=1e-6)
+    linear = fit_scale([a[None], b[None]], "max", "linear")
+    assert (linear.zmin, linear.zmax, linear.pool, linear.mode) == (0.0, pytest.approx(0.8), "max", "linear")
 
 
 def test_signed_weights_get_a_scale_centred_on_zero_only_when_asked():
     signed = torch.tensor([-0.3, 0.5])
-    assert fit_scale([signed], "mean", log=True, diverging=True).signed
-    assert not fit_scale([torch.tensor([0.1, 0.5])], "mean", log=True, diverging=True).signed
-    assert fit_scale([torch.zeros(4)], "mean", log=True).zmin == -12.0
+    assert fit_scale([signed[None]], "mean", "log", diverging=True).signed
+    assert not fit_scale([torch.tensor([[0.1, 0.5]])], "mean", "log", diverging=True).signed
+    assert fit_scale([torch.zeros(1, 4)], "mean", "log").zmin == -12.0

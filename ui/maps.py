@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.figures import common
-from explorer.figures.scale import Scale, fit_scale
+from explorer.figures.scale import MODES, Scale, fit_scale, suggest
 from ui import compute, downloads, settings
 from ui.state import Run
 
@@ -13,10 +13,12 @@ WHOLE = (0, 2**31 - 1)  # a window's default: from the first token to the last, 
 ZOOM_Q = settings.Setting("zoom_q", WHOLE)
 ZOOM_K = settings.Setting("zoom_k", WHOLE)
 POOL = settings.Setting("pool", "mean", choices=("mean", "max"))
-LOG_COLOUR = settings.Setting("log_colour", True)
+COLOUR = settings.Setting("colour", "auto", choices=("auto", *MODES))
+ROBUST = settings.Setting("robust_range", True)
 GRID = settings.Setting("grid", 160, lo=8, hi=1024)
 QUERY = settings.Setting("query", 1, lo=0, hi=2**31 - 1)
-SETTINGS = (ZOOM_Q, ZOOM_K, POOL, LOG_COLOUR, GRID, QUERY)
+SETTINGS = (ZOOM_Q, ZOOM_K, POOL, COLOUR, ROBUST, GRID, QUERY)
+COLOURING = {"auto": "automatic", "log": "log weight", "relative": "relative to uniform", "linear": "linear"}
 settings.register(*SETTINGS)
 
 
@@ -57,15 +59,29 @@ def zoom(n: int) -> tuple[int, int, int, int]:
     return q0, max(q1, q0 + 1), k0, max(k1, k0 + 1)
 
 
-def scale_for(maps: dict, diverging: bool = False) -> Scale:
-    """Draw the pooling and colour controls and fit one scale to every map given."""
-    a, b = st.columns(2)
-    st.session_state.setdefault(POOL.key, POOL.default)
-    st.session_state.setdefault(LOG_COLOUR.key, LOG_COLOUR.default)
+def scale_for(maps: dict, diverging: bool = False, causal: bool = False) -> Scale:
+    """Draw the pooling and colour controls and fit one scale to every map given.
+
+    "automatic" colouring picks, from the first map (dense), the one that shows its structure:
+    log weight, or relative to uniform when the map spans less than a decade."""
+    for s in (POOL, COLOUR, ROBUST):
+        st.session_state.setdefault(s.key, s.default)
+    a, b, c = st.columns([1, 2, 1])
     pool = a.radio("Pooling", POOL.choices, horizontal=True, key=POOL.key,
                    help="mean shows where mass goes; max keeps single sharp peaks visible")
-    log = b.checkbox("Log colour scale", key=LOG_COLOUR.key)
-    return fit_scale([getattr(m, pool)[0] for m in maps.values()], pool, log, diverging)
+    chosen = b.radio("Colour", COLOUR.choices, horizontal=True, key=COLOUR.key, format_func=COLOURING.get,
+                     help="log weight: log10 of the weight; relative to uniform: log10 of the weight times the keys "
+                          "a query can see, so 0 is exactly uniform; linear: the weight itself")
+    robust = c.checkbox("Robust range", key=ROBUST.key, help="colours span the 1st to 99th percentile of the maps, "
+                        "so a few extreme bins do not flatten the rest")
+    mats = [getattr(m, pool)[0] for m in maps.values()]
+    edges = [m.row_edges for m in maps.values()]
+    n = next(iter(maps.values())).col_edges[-1] if maps else None
+    mode = suggest(mats[0], edges[0], n, causal) if chosen == "auto" else chosen
+    if chosen == "auto":
+        b.caption(f"Automatic: {COLOURING[mode]}" + (" (this map spans less than a decade)" if mode == "relative"
+                                                     else ""))
+    return fit_scale(mats, pool, mode, diverging, robust, edges, n, causal)
 
 
 def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
@@ -76,12 +92,13 @@ def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
     (pooled_heatmap's signature); decorate(fig, name, pooled_map): draw on top,
     e.g. segment boundaries.
     """
-    scale = scale or scale_for(maps, diverging)
+    scale = scale or scale_for(maps, diverging, doc.causal)
     per_row = min(len(maps), 3)
     slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
     for col, (name, m) in zip(slots, maps.items()):
-        fig = build(getattr(m, scale.pool)[0], doc.tokens, m.row_edges, m.col_edges, title=name,
-                    zmin=scale.zmin, zmax=scale.zmax, log=scale.log, **({"diverging": True} if scale.signed else {}))
+        fig = build(scale.values(getattr(m, scale.pool)[0], m.row_edges, doc.n), doc.tokens, m.row_edges,
+                    m.col_edges, title=name, zmin=scale.zmin, zmax=scale.zmax, log=False, label=scale.label,
+                    **({"diverging": True} if scale.signed else {}))
         if decorate:
             decorate(fig, name, m)
         if build is common.pooled_heatmap:

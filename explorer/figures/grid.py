@@ -26,10 +26,11 @@ SPACING = 90  # pixels between rows: the upper maps' key ticks, then the next ro
 
 
 def map_grid(maps: dict, tokens: list[str], scale: Scale, per_row: int = 2, row_height: int = ROW_HEIGHT,
-             label: str = "weight") -> go.Figure:
+             label: str = "weight", n: int | None = None) -> go.Figure:
     """N pooled maps (name -> explorer.core.pooling.PooledMap, head 0 drawn) on one shared colour axis.
 
-    scale: the pooling, log or signed colours and the (zmin, zmax) every map shares (fit_scale);
+    scale: the pooling, colouring and (zmin, zmax) every map shares (fit_scale); its label names
+    the colour bar unless `label` says otherwise; n: the text's tokens (keys a row can see);
     a name that is a mechanism's key or title is shown as its title. The heatmap of map i is named
     by its key in `maps`, on axes x{i+1}, y{i+1} (plotly calls the first pair x, y).
     """
@@ -40,9 +41,9 @@ def map_grid(maps: dict, tokens: list[str], scale: Scale, per_row: int = 2, row_
     height = rows * row_height + (rows - 1) * SPACING
     fig = make_subplots(rows=rows, cols=per_row, subplot_titles=[colours.title_of(n) for n in maps],
                         horizontal_spacing=0.08, vertical_spacing=SPACING / height)
-    shown = label
+    shown = scale.label if label == "weight" else label
     for i, (name, m) in enumerate(maps.items()):
-        z, shown = common.heat_values(getattr(m, scale.pool)[0], scale.log, label)
+        z = scale.values(getattr(m, scale.pool)[0], m.row_edges, m.row_edges[-1] if n is None else n)
         row_labels, col_labels = common.bin_labels(tokens, m.row_edges), common.bin_labels(tokens, m.col_edges)
         r, c = divmod(i, per_row)
         fig.add_trace(common.heat_trace(z, row_labels, col_labels, shown, name=name, coloraxis="coloraxis"),

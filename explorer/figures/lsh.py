@@ -28,12 +28,12 @@ def bucket_strips(buckets, key_buckets, tokens: list[str], shared_qk: bool) -> g
 
 def map_with_buckets(matrix, tokens: list[str], row_edges: list[int], col_edges: list[int],
                      row_ids, col_ids, title: str = "", zmin=None, zmax=None, log: bool = False,
-                     height: int = 500) -> go.Figure:
+                     height: int = 500, label: str = "weight") -> go.Figure:
     """A pooled attention map with the bucket of each query bin on the left and each key bin on top.
 
     row_ids, col_ids: bucket per token over the whole text ([n]); a bin shows its first token's bucket.
     """
-    base = common.pooled_heatmap(matrix, tokens, row_edges, col_edges, zmin=zmin, zmax=zmax, log=log)
+    base = common.pooled_heatmap(matrix, tokens, row_edges, col_edges, zmin=zmin, zmax=zmax, log=log, label=label)
     heat = base.data[0]
     rows, cols = list(heat.y), list(heat.x)
     r_ids = as_array(row_ids, dtype=None)[np.asarray(row_edges[:-1])]
@@ -100,7 +100,7 @@ def sorted_matrix(pooled, row_tokens: list[str], col_tokens: list[str], boxes: l
     at most MAX_BOXES of them touch the view.
     """
     m = pooled.mean[0]
-    scale = fit_scale([m], "mean", log)
+    scale = fit_scale([m], "mean", "log" if log else "linear")
     zmin, zmax = scale.zmin, scale.zmax
     fig = common.pooled_heatmap(m, row_tokens, pooled.row_edges, pooled.col_edges, title=title,
                                 zmin=zmin, zmax=zmax, log=log, height=height)

@@ -21,10 +21,13 @@ TIMEOUT = 180
 
 @pytest.fixture
 def app():
-    """A fresh AppTest of app.py, run once (sidebar drawn, nothing encoded)."""
+    """A fresh AppTest of app.py, run once (sidebar drawn, nothing encoded: the link says run=false,
+    so it is not the first visit that encodes the default sample on its own)."""
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["run"] = "false"
+    return at.run()
 
 
 def encode_in_app(at, source="Sample", sample=None, text=None):

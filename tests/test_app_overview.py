@@ -1,4 +1,6 @@
 """AppTest of the dense-attention page: a sample, a pasted text, an empty text."""
+import re
+
 import conftest
 from conftest import SHORT_SAMPLE, encode_in_app
 
@@ -38,3 +40,29 @@ def test_bad_model_shows_an_error_not_a_traceback(app):
     at.sidebar.button[0].click().run()
     assert not at.exception
     assert "could not load model" in conftest.said(at.error)
+
+
+def test_a_first_visit_shows_the_default_sample_without_a_click():
+    from conftest import APP, TIMEOUT
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # no link settings: a person's first visit
+    assert not at.exception
+    assert at.session_state["encoded"]["text"].startswith("# A Field Guide to Reading Long Documents")
+    assert any(c.proto.id for c in at.get("plotly_chart"))  # the map and curves are drawn
+    assert "attention behaves on long text" in at.markdown[0].value
+    assert conftest.tokens(at) > 20_000
+
+
+def test_the_inspector_starts_on_content_and_steps_through_a_words_matches(app):
+    at = encode_in_app(app, source="Paste", text="# Keys\n\nThe key opens the door; a second key opens the cellar.")
+    assert not at.exception
+    assert at.session_state["query"] == 2  # [CLS], "#", then "keys": the first token with content
+    at.text_input(key="find").input("key").run()
+    assert "Match 1 of 3: token 2." in conftest.said(at.caption)
+    at.button(key="find_next").click().run()
+    at.button(key="find_next").click().run()
+    third = int(re.search(r"Match 3 of 3: token (\d+)\.", conftest.said(at.caption)).group(1))
+    html = "".join(h.proto.body for h in at.get("html"))
+    focus = re.search(r'<span title="#(\d+) weight [^"]*" style="[^"]*outline[^"]*">([^<]*)<', html)
+    assert (int(focus.group(1)), focus.group(2)) == (third, "key")  # the inspector follows the third match

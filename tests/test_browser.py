@@ -125,10 +125,28 @@ def link(base_url: str, url_path: str, **settings) -> str:
     return f"{base_url}/{url_path}?" + urllib.parse.urlencode(settings)
 
 
-def test_a_page_opened_by_url_without_settings_asks_for_a_text(page, base_url):
-    visit(page, base_url, "compare")
-    assert page.locator(SIDEBAR).get_by_role("button", name="Run", exact=True).is_visible()
+def test_a_link_without_run_asks_for_a_text(page, base_url):
+    page.goto(link(base_url, "compare", run="false"))
+    wait_idle(page)
+    assert_no_exception(page)
     assert page.locator(MAIN).get_by_text("Choose a text in the sidebar").is_visible()
+
+
+def test_a_first_visit_draws_the_default_sample_with_run_in_view(browser, base_url):
+    """No click: the field guide's dense map appears, and the text source and Run are in view at 1600x1000."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        fresh = context.new_page()
+        visit(fresh, base_url)
+        wait_heatmaps(fresh)
+        sidebar = fresh.locator(SIDEBAR)
+        assert sidebar.get_by_text("22,4", exact=False).count()  # the field guide's token count
+        for target in (sidebar.get_by_role("button", name="Run", exact=True),
+                       sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Sample text")):
+            box = target.bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 1000, box
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize("url_path", PAGES)

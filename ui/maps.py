@@ -16,7 +16,7 @@ POOL = settings.Setting("pool", "mean", choices=("mean", "max"))
 COLOUR = settings.Setting("colour", "auto", choices=("auto", *MODES))
 ROBUST = settings.Setting("robust_range", True)
 GRID = settings.Setting("grid", 160, lo=8, hi=1024)
-QUERY = settings.Setting("query", 1, lo=0, hi=2**31 - 1)
+QUERY = settings.Setting("query", -1, lo=-1, hi=2**31 - 1)  # -1: the first token that carries content
 SETTINGS = (ZOOM_Q, ZOOM_K, POOL, COLOUR, ROBUST, GRID, QUERY)
 COLOURING = {"auto": "automatic", "log": "log weight", "relative": "relative to uniform", "linear": "linear"}
 settings.register(*SETTINGS)

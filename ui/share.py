@@ -54,6 +54,7 @@ def restore_from_url(owners: set[str]) -> bool:
     if st.session_state.get("_restored"):
         return False
     st.session_state["_restored"] = True
+    st.session_state["_first_visit"] = not st.query_params  # a plain visit: nothing asked for yet
     values, oversized = {}, False
     for key in list(st.query_params)[: MAX_KEYS + 1]:
         raw = st.query_params[key]
@@ -66,6 +67,11 @@ def restore_from_url(owners: set[str]) -> bool:
         except json.JSONDecodeError:
             values[key] = raw
     return apply(values, owners) and not oversized if values else False
+
+
+def first_visit() -> bool:
+    """True once, on the first run of a session opened without settings: show a result at once."""
+    return st.session_state.pop("_first_visit", False)
 
 
 def reproducible() -> bool:

@@ -17,7 +17,8 @@ from ui.texts import TextStore
 MAX_UPLOAD_BYTES = 20 * 2**20  # as .streamlit/config.toml's server.maxUploadSize
 MAX_CHARS = 4_000_000  # a pasted text (the Python reference is under 500,000)
 SOURCE = Setting("source", SOURCES[0], choices=SOURCES)
-SAMPLE = Setting("sample", sample_names()[0], choices=tuple(sample_names()))
+DEFAULT_SAMPLE = "A Field Guide to Reading Long Documents"  # 22,000 tokens: long, and quick to encode
+SAMPLE = Setting("sample", DEFAULT_SAMPLE, choices=tuple(sample_names()))
 PASTED = Setting("pasted", "", url=False, max_chars=MAX_CHARS)
 TEXT = Setting("text", "", max_chars=32)  # the key of a pasted or uploaded text in the text store (ui.texts)
 MODEL = Setting("model", "minilm", max_chars=200, rule=hosting.check_model)
@@ -158,22 +159,27 @@ def _keep_text(args: dict) -> None:
 
 
 def render(owners: set[str]) -> None:
-    """Draw the sidebar; encode on Run (or when a shared link asks); keep the head in range."""
-    auto = share.restore_from_url(owners) or share.take_pending_file(owners)
+    """Draw the sidebar; encode on Run, on a first visit, or when a shared link asks; keep the head in range.
+
+    The text and Run come first, so both are in view without scrolling; the model settings
+    follow in an expander."""
+    auto = share.restore_from_url(owners) or share.take_pending_file(owners) or share.first_visit()
     for s in SIDEBAR:
         st.session_state.setdefault(s.key, s.default)
     _reopen_shared_text()
     settings.keep()
     with st.sidebar:
         st.radio("Text", SOURCES, key=SOURCE.key, horizontal=True)
-        if st.session_state[SOURCE.key] == "Synthetic":
-            args = _synthetic_args()
-        else:
-            text = _text()
+        synthetic = st.session_state[SOURCE.key] == "Synthetic"
+        text = "" if synthetic else _text()
+        if not synthetic:
             st.caption(f"{len(text):,} characters")
-            args = _model_args(text)
+        pressed = st.button("Run", type="primary", width="stretch")
+        with st.expander("Synthetic vectors" if synthetic else "Model, layer and window",
+                         expanded=synthetic):
+            args = _synthetic_args() if synthetic else _model_args(text)
         trim = st.session_state.pop(TRIM, None)
-        if st.button("Run", type="primary", width="stretch") or auto or trim:
+        if pressed or auto or trim:
             if not args["synthetic"] and not args["text"].strip():
                 st.warning("The text is empty: pick a sample, paste or upload a text first.")
             else:

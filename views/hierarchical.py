@@ -68,7 +68,7 @@ right.plotly_chart(common.along_text({"dense": compute.query_row(run.reference()
                                       **dict(zip(names, levels_row))}, doc.tokens,
                                      y_title="weight", title=f"Attention of token {query} by level"),
                    width="stretch", key="hier_query_row")
-inspector.text_view(doc, levels_row.sum(0), query)
+inspector.text_view(doc, levels_row.sum(0), query, who=MECH.title)
 
 st.subheader("How far from dense")
 fidelity.panel(run)

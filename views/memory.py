@@ -68,7 +68,7 @@ if len(slots):
 else:
     st.caption("This query's segment sees no compressed slots (set compressed slots above 0; the memory must "
                "overflow first).")
-inspector.text_view(doc, row, query)
+inspector.text_view(doc, row, query, who=MECH.title)
 
 st.subheader("How far from dense")
 fidelity.panel(run)

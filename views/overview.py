@@ -8,9 +8,11 @@ from ui import compute, document, downloads, inspector, maps
 run = document.require()
 doc = run.doc
 st.title("Dense attention")
-st.caption("Every query token attends to every key token of the text. The map pools query rows and key columns "
-           "to the screen's resolution; drag a box on it (or use the zoom sliders) to see any window token by token, "
-           "its first row becoming the inspected query. Hover for the text.")
+st.markdown("This app shows how attention behaves on long text: the queries, keys and values come from a real "
+            "model layer over the whole document, and every long-sequence mechanism runs on them beside exact "
+            "dense attention. Below is dense attention over the text in the sidebar; drag a box on the map to "
+            "zoom in, and click a point of a curve or a row of the table to follow that token. Paste your own "
+            "text in the sidebar, or open a mechanism page to see what it keeps and what it misses.")
 
 stats = compute.dense(run, maps.grid())
 
@@ -27,12 +29,14 @@ maps.draw(doc, {f"Layer {doc.layer}, head {run.head}": compute.window_map(run, w
 
 st.subheader("Along the text")
 st.caption("Entropy (nats) is high where a query spreads its attention thin; the max weight is the single largest "
-           "share one key takes. The shaded band spans the min and max of each pooled stretch.")
+           "share one key takes. The shaded band spans the min and max of each pooled stretch; click a point to "
+           "inspect that token.")
 left, right = st.columns(2)
-left.plotly_chart(common.along_text({"entropy": stats.entropy[0]}, doc.tokens, y_title="nats"),
-                  width="stretch", key="entropy")
-right.plotly_chart(common.along_text({"max weight": stats.max_weight[0]}, doc.tokens, y_title="weight"),
-                   width="stretch", key="max_weight")
+for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
+                                (right, "max weight", stats.max_weight[0], "weight")):
+    event = col.plotly_chart(common.along_text({name: values}, doc.tokens, y_title=unit), width="stretch",
+                             key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
+    inspector.pick_from(event)
 st.download_button("Per-token statistics (CSV)", downloads.series_csv(
     {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
     "dense-per-token.csv", "text/csv")
@@ -43,5 +47,4 @@ st.caption("Pick a query token: the text around it is shaded by the weight it pu
 query = inspector.query_picker(doc)
 row = compute.query_row(run, query)
 inspector.text_view(doc, row, query)
-st.dataframe(inspector.topk_table(doc, row), width="stretch", hide_index=True,
-             column_config={"weight": st.column_config.NumberColumn(format="%.4f")})
+inspector.topk_picker(doc, row)

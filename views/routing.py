@@ -100,7 +100,7 @@ if router_mode:
     lo = max(0, min(query - 40, doc.n - 80))
     st.plotly_chart(figs.route_per_token(s["route"][0], s["paths"], doc.tokens, lo, min(doc.n, lo + 80), query),
                     width="stretch", key="routing_per_token")
-inspector.text_view(doc, compute.query_row(run, query), query)
+inspector.text_view(doc, compute.query_row(run, query), query, who=MECH.title)
 
 st.subheader("How far from dense")
 fidelity.panel(run)

@@ -89,7 +89,7 @@ with left:
 row = compute.query_row(run, query)
 with right:
     st.markdown("**Weights of segmented attention**")
-    inspector.text_view(doc, row, query)
+    inspector.text_view(doc, row, query, who=MECH.title)
 st.plotly_chart(common.along_text({"dense": compute.query_row(run.reference(), query), MECH.title: row}, doc.tokens,
                                   y_title="weight", title=f"Attention of token {query} over the text"),
                 width="stretch", key="segmented_row")

@@ -46,3 +46,18 @@ class Doc:
         if not 0 <= h < self.heads:
             raise ValueError(f"head {h} is out of range 0..{self.heads - 1}")
         return self.q[h : h + 1], self.k[h : h + 1], self.v[h : h + 1]
+
+    def first_content(self) -> int:
+        """The first token that carries content (a letter or a digit of the text), 0 if none does:
+        where an inspector starts, rather than on [CLS] or the "#" of a title."""
+        for i, (a, b) in enumerate(self.offsets):
+            if any(c.isalnum() for c in self.text[a:b]):
+                return i
+        return 0
+
+    def matches(self, word: str) -> list[int]:
+        """Tokens whose text contains `word` (case folded), in text order."""
+        needle = word.strip().casefold()
+        if not needle:
+            return []
+        return [i for i, (a, b) in enumerate(self.offsets) if b > a and needle in self.text[a:b].casefold()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import maps, messages, settings, share, sidebar
+from ui import charts, maps, messages, settings, share, sidebar
 
 st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wide")
 
@@ -32,6 +32,7 @@ OWNERS = set(STEMS.values())  # each page owns the settings "<stem>_..." it decl
 SHARED = maps.SETTINGS  # the map and query settings every page shares, known before a link is read
 
 navigation = st.navigation(PAGES)
+charts.start_report(navigation.title)
 with messages.guarded("drawing the sidebar"):
     sidebar.render(OWNERS)
 notices = st.container()  # above the page: what of a link or a settings file was not applied
@@ -42,4 +43,6 @@ with messages.guarded(f"drawing the page {navigation.title}"):
     settings.settle(STEMS[navigation.title])  # the page ran to its end: what it did not declare is not its setting
 with notices:
     share.notices()  # and what the page itself refused as it declared its settings
+with st.sidebar:
+    charts.report_button(f"{navigation.title} · attention explorer")
 share.publish_to_url()  # again: the page may have moved the zoom or the query

@@ -1,4 +1,5 @@
 """AppTest of the compare page, and of settings carried by the URL."""
+import conftest
 from conftest import APP, SHORT_SAMPLE, TIMEOUT, encode_in_app
 from streamlit.testing.v1 import AppTest
 
@@ -9,7 +10,9 @@ def test_compare_shows_maps_table_and_heads(app):
     assert not at.exception
     picked = at.session_state["compare_mechs"]
     assert picked
-    assert len(at.get("plotly_chart")) >= 1 + len(picked) + 1  # dense, each mechanism, the query rows
+    grid = conftest.figure(at.get("plotly_chart")[0])  # every map in one figure, on one colour axis
+    assert [t["name"] for t in grid["data"]] == ["dense", *picked]
+    assert {t["coloraxis"] for t in grid["data"]} == {"coloraxis"} and len(at.get("plotly_chart")) >= 2
     table = at.dataframe[0].value
     assert len(table) == len(picked) and (table["top-k recall"].between(0, 1)).all()
     charts = len(at.get("plotly_chart"))

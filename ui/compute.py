@@ -18,7 +18,7 @@ from explorer.core.pooling import PooledMap, pooled_map
 from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, attention_stats
 from explorer.mechanisms import REGISTRY, Result
-from ui.cache import cached, report
+from ui.cache import cached, report, store
 from ui.state import Run, doc_key, text_key
 
 FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
@@ -55,6 +55,11 @@ def encoded(args: dict) -> explorer.Doc:
                                window=args["window"] or None, progress=report)
 
     return cached(("encoding", doc_key(args)), make, label="Encoding the text, model windows")
+
+
+def is_encoded(args: dict) -> bool:
+    """Whether these encoding arguments are in the cache already (encoding them is then instant)."""
+    return ("encoding", doc_key(args)) in store()
 
 
 def dense(run: Run, grid: int) -> AttentionStats:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.figures import common
+from explorer.figures import grid as grids
 from explorer.figures.scale import MODES, Scale, fit_scale, suggest
-from ui import compute, downloads, settings
+from ui import charts, compute, downloads, settings
 from ui.state import Run
 
 WHOLE = (0, 2**31 - 1)  # a window's default: from the first token to the last, whatever the text
@@ -103,11 +104,10 @@ def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
             decorate(fig, name, m)
         if build is common.pooled_heatmap:
             fig.update_layout(dragmode="select")
-            event = col.plotly_chart(fig, width="stretch", key=f"map_{name}", on_select="rerun",
-                                     selection_mode="box")
+            event = charts.show(col, fig, key=f"map_{name}", on_select="rerun", selection_mode="box")
             _zoom_to_box(name, m, event)
         else:
-            col.plotly_chart(fig, width="stretch", key=f"map_{name}")
+            charts.show(col, fig, key=f"map_{name}")
         if m.per_bin:
             col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
         col.download_button("Map data (NPZ)", downloads.map_npz(m), f"map-{name}.npz", "application/octet-stream",
@@ -117,19 +117,32 @@ def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
 def _zoom_to_box(name: str, m, event) -> None:
     """Turn a box dragged on a map into the shared window (applied by zoom() on the rerun)."""
     boxes = (event or {}).get("selection", {}).get("box") or []
-    if not boxes or st.session_state.get("_zoom_box") == (name, str(boxes[0])):
+    if boxes:
+        _zoom_to(name, boxes[0], common.box_window(boxes[0], m.row_edges, m.col_edges))
+
+
+def _zoom_to(name: str, box: dict, window) -> None:
+    if window is None or st.session_state.get("_zoom_box") == (name, str(box)):
         return
-    st.session_state["_zoom_box"] = (name, str(boxes[0]))
-    spans = []
-    for axis, edges in (("y", m.row_edges), ("x", m.col_edges)):
-        values = boxes[0].get(axis) or []
-        if len(values) < 2:
-            return
-        last = len(edges) - 2
-        a, b = (min(last, max(0, round(v))) for v in (min(values), max(values)))
-        spans += [edges[a], edges[b + 1]]
-    st.session_state["_zoom_dragged"] = tuple(spans)
+    st.session_state["_zoom_box"] = (name, str(box))
+    (q0, q1), (k0, k1) = window
+    st.session_state["_zoom_dragged"] = (q0, q1, k0, k1)
     st.rerun()
+
+
+def draw_grid(doc, maps: dict, diverging: bool = False, per_row: int = 2, key: str = "maps") -> None:
+    """Several maps as one figure, `per_row` to a row, with one colour bar for their one scale;
+    a box dragged on any of them zooms every map into it."""
+    scale = scale_for(maps, diverging, doc.causal)
+    fig = grids.map_grid(maps, doc.tokens, scale, per_row=per_row, row_height=max(260, 880 // per_row), n=doc.n)
+    event = charts.show(st, fig, key=key, on_select="rerun", selection_mode="box")
+    for box in (event or {}).get("selection", {}).get("box") or []:
+        picked = grids.selected_window(fig, maps, box)
+        if picked:
+            _zoom_to(picked[0], box, picked[1:])
+    if any(m.per_bin for m in maps.values()):
+        st.caption("Long window: mechanisms' maps pool evenly spaced queries per row bin "
+                   f"({next(m.per_bin for m in maps.values() if m.per_bin)} each).")
 
 
 def pair(run: Run, title: str, window, diverging: bool = False, **style) -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 from explorer.analysis import dilution
 from explorer.figures import dilution as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import document, forms, settings
+from ui import charts, document, forms, settings
 from ui.cache import cached, report
 from ui.settings import Setting
 from ui.state import canonical
@@ -110,7 +110,7 @@ PANELS = [
 left, right = st.columns(2)
 for i, (metric, log_y, title, caption) in enumerate(PANELS):
     with (left if i % 2 == 0 else right):
-        st.plotly_chart(figs.band_chart(curves, metric, theory, log_y=log_y, title=title), width="stretch",
+        charts.show(st, figs.band_chart(curves, metric, theory, log_y=log_y, title=title),
                         key=f"dilution_chart_{metric}")
         st.caption(caption)
         download(curves.table(metric, theory), title, f"dilution-{metric}.csv", f"dilution_csv_{metric}")
@@ -118,10 +118,10 @@ with right:
     download(curves.frame(), "Every curve, long format", "dilution-curves.csv", "dilution_csv_all")
 
 # ---------------------------------------------------------------- needle experiment
-st.subheader("A planted needle")
-st.caption("Synthetic Gaussian queries and keys (no model): the last query's key is planted with a fixed logit "
-           "margin over all other keys, whose logits are Gaussian noise. The same mechanisms and parameters as "
-           "above run at every length; which of them keep the needle as n grows?")
+charts.section("A planted needle",
+               "Synthetic Gaussian queries and keys (no model): the last query's key is planted with a fixed logit "
+               "margin over all other keys, whose logits are Gaussian noise. The same mechanisms and parameters as "
+               "above run at every length; which of them keep the needle as n grows?")
 a, b, c, d = st.columns(4)
 needle_margin = a.slider("Margin", NEEDLE_MARGIN.lo, NEEDLE_MARGIN.hi, step=0.5, key=NEEDLE_MARGIN.key,
                          help="logit of the needle minus that of the noise keys")
@@ -143,7 +143,7 @@ def needle_of(mech_key: str | None):
 
 needle = dilution.Needle.merge(*[needle_of(m) for m in [None, *picked]])
 log_needle = st.checkbox("Log scale for the weight", key=NEEDLE_LOG.key)
-st.plotly_chart(figs.needle_chart(needle, log_y=log_needle), width="stretch", key="dilution_chart_needle")
+charts.show(st, figs.needle_chart(needle, log_y=log_needle), key="dilution_chart_needle")
 st.caption("The weight the needle query puts on its key at each length: dense follows e^margin / (e^margin + n - 1) "
            "(exactly at noise 0; with noise the dashed Gaussian estimate uses the mean e^(noise²/2) of a noise key). "
            "A hollow marker means the mechanism cannot reach the key at all at that length; a curve above dense means "
@@ -152,7 +152,7 @@ final = needle.frame()
 last = final[final["n"] == needle.lengths[-1]].set_index("mechanism")
 dense_w = float(last.loc[dilution.DENSE, "weight"])
 summary = last[["weight", "reach"]].assign(**{"vs dense": last["weight"] / dense_w if dense_w else float("nan")})
-st.dataframe(summary.style.format("{:.4g}"), width="stretch")
+st.dataframe(summary.style.format("{:.4g}"))
 st.caption(f"At n = {needle.lengths[-1]:,}: the needle's weight, whether the key is reachable, and the weight as a "
            "multiple of dense's. Low-rank weights are signed, so they can be negative.")
 download(final, "Needle weights", "needle.csv", "dilution_csv_needle")

@@ -6,7 +6,7 @@ from explorer.analysis.hierarchical import by_level, level_maps
 from explorer.figures import common
 from explorer.figures import segments as figures
 from explorer.mechanisms import REGISTRY
-from ui import compute, fidelity, forms, inspector, maps
+from ui import charts, compute, fidelity, forms, inspector, maps
 from ui.cache import cached, report
 
 MECH = REGISTRY["hierarchical"]
@@ -20,24 +20,24 @@ forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Chunks": (f"{levels[0]['sta
                     "Levels above the tokens": (len(levels), None)})
 
 # ---------------------------------------------------------------- the tree
-st.subheader("The hierarchy over the text")
-st.caption("One strip per level, from the chunks down to the whole document; shades alternate from node to node "
-           "(grey: a pooled stretch of the strip holding several nodes). Hover for a node's tokens and text.")
+charts.section("The hierarchy over the text",
+               "One strip per level, from the chunks down to the whole document; shades alternate from node to node "
+               "(grey: a pooled stretch of the strip holding several nodes). Hover for a node's tokens and text.")
 strips = {("document" if i == len(levels) - 1 else f"level {i + 1}"): lv["starts"] for i, lv in enumerate(levels)}
-st.plotly_chart(figures.span_strips(strips, doc.n, doc.tokens), width="stretch", key="hier_tree")
+charts.show(st, figures.span_strips(strips, doc.n, doc.tokens), key="hier_tree")
 
-st.subheader("Where each query's attention comes from")
-st.caption("For every query, the share of its attention that comes from its own chunk's tokens and from the nodes "
-           "of each level. The shares add up to one.")
-st.plotly_chart(common.along_text(dict(zip(names, mass)), doc.tokens, y_title="share"), width="stretch",
+charts.section("Where each query's attention comes from",
+               "For every query, the share of its attention that comes from its own chunk's tokens and from the nodes "
+               "of each level. The shares add up to one.")
+charts.show(st, common.along_text(dict(zip(names, mass)), doc.tokens, y_title="share"),
                 key="hier_mass_along")
 
 # ---------------------------------------------------------------- maps
-st.subheader("Combined weights beside dense, and attention at each level")
-st.caption("Top: dense attention and the combined effective weights of hierarchical attention over the zoomed "
-           "window. Below: what each level alone puts on the original keys (a node's weight is spread over its "
-           "tokens, so coarse levels show as flat blocks); they add up to the combined map. White lines are the "
-           "chunk boundaries (on level maps, that level's nodes) when few enough fall in view. One colour scale.")
+charts.section("Combined weights beside dense, and attention at each level",
+               "Top: dense attention and the combined effective weights of hierarchical attention over the zoomed "
+               "window. Below: what each level alone puts on the original keys (a node's weight is spread over its "
+               "tokens, so coarse levels show as flat blocks); they add up to the combined map. White lines are the "
+               "chunk boundaries (on level maps, that level's nodes) when few enough fall in view. One colour scale.")
 window = maps.zoom(doc.n)
 grid = maps.grid()
 q, k, v = run.qkv()
@@ -55,20 +55,20 @@ maps.draw(doc, per_level, scale=scale,
                                          figures.add_boundaries(fig, spans[name], m.row_edges, m.col_edges)))
 
 # ---------------------------------------------------------------- one token
-st.subheader("What one token receives from each level")
-st.caption("Pick a query token: the bars split its attention by level; the chart shows what each level puts on "
-           "every token of the text beside dense attention's row; the text is shaded by the combined weight.")
+charts.section("What one token receives from each level",
+               "Pick a query token: the bars split its attention by level; the chart shows what each level puts on "
+               "every token of the text beside dense attention's row; the text is shaded by the combined weight.")
 query = inspector.query_picker(doc)
 levels_row = cached(("hierarchical row by level", run, query),
                     lambda: by_level(q, k, v, **run.params)([query])[0, :, 0].cpu())
 left, right = st.columns([1, 2])
-left.plotly_chart(figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.tokens[query]}"),
+charts.show(left, figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.tokens[query]}"),
                   width="stretch", key="hier_query_bars")
-right.plotly_chart(common.along_text({"dense": compute.query_row(run.reference(), query),
+charts.show(right, common.along_text({"dense": compute.query_row(run.reference(), query),
                                       **dict(zip(names, levels_row))}, doc.tokens,
                                      y_title="weight", title=f"Attention of token {query} by level"),
                    width="stretch", key="hier_query_row")
 inspector.text_view(doc, levels_row.sum(0), query, who=MECH.title)
 
-st.subheader("How far from dense")
+charts.section("How far from dense")
 fidelity.panel(run)

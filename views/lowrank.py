@@ -7,7 +7,7 @@ from explorer.analysis.lowrank import signed_mass
 from explorer.core.rows import sample_rows
 from explorer.figures import lowrank as figs
 from explorer.mechanisms import REGISTRY
-from ui import compute, fidelity, forms, inspector, maps
+from ui import charts, compute, fidelity, forms, inspector, maps
 from ui.cache import cached, report, store
 
 MECH = REGISTRY["lowrank"]
@@ -52,25 +52,25 @@ edges = s.get("landmark_edges") or s.get("segment_edges")
 if edges:
     st.caption("Segments along the text: each colour is one landmark (Nystrom) or one pooled row (Linformer). "
                "Lengths differ by at most one token when k does not divide the text.")
-    st.plotly_chart(figs.segment_strip(edges, doc.tokens, "segment"), width="stretch", key="lowrank_segments")
+    charts.show(st, figs.segment_strip(edges, doc.tokens, "segment"), key="lowrank_segments")
 
-st.subheader("Dense and low-rank, side by side")
-st.caption("The same query and key window for dense attention and for the chosen method, on one colour scale. "
-           "Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red negative).")
+charts.section("Dense and low-rank, side by side",
+               "The same query and key window for dense attention and for the chosen method, on one colour scale. "
+               "Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red negative).")
 window = maps.zoom(doc.n)
 maps.pair(run, MECH.title, window, diverging=True)
 
-st.subheader("One query, every key")
-st.caption("The weights one query puts on each token of the text, dense beside the method. Long texts are pooled: "
-           "the line is the mean of each stretch and the band spans its min and max.")
+charts.section("One query, every key",
+               "The weights one query puts on each token of the text, dense beside the method. Long texts are pooled: "
+               "the line is the mean of each stretch and the band spans its min and max.")
 query = inspector.query_picker(doc)
-st.plotly_chart(figs.weight_rows(compute.query_row(run.reference(), query), compute.query_row(run, query), doc.tokens,
-                                 MECH.params[0].text_of(s["method"]), query), width="stretch", key="lowrank_row")
+charts.show(st, figs.weight_rows(compute.query_row(run.reference(), query), compute.query_row(run, query), doc.tokens,
+                                 MECH.params[0].text_of(s["method"]), query), key="lowrank_row")
 
-st.subheader("How low-rank is this head?")
-st.caption("Singular values of this head's dense attention matrix (bidirectional) and the share of its squared "
-           "Frobenius norm the top k of them hold. The effective rank is the k that holds 90% or 99%; the dotted "
-           "line is the k chosen above. A fast-falling spectrum means low-rank methods can work here.")
+charts.section("How low-rank is this head?",
+               "Singular values of this head's dense attention matrix (bidirectional) and the share of its squared "
+               "Frobenius norm the top k of them hold. The effective rank is the k that holds 90% or 99%; the dotted "
+               "line is the k chosen above. A fast-falling spectrum means low-rank methods can work here.")
 spectrum_key = ("spectrum", run.reference(), SPECTRUM_RANK)
 settings_ = {name: value for name, value in params.items() if name not in ("method", "rank")}
 ks = spectra.k_grid(doc.n, 256 if doc.n <= 16384 else 128)  # the SVD's streamed passes cost n² (d + k)
@@ -88,7 +88,7 @@ if asked:
         rank = ranks[level]
         col.metric(f"Effective rank ({level:.0%})", f"{rank:,}" if rank else f"> {spec.values.numel():,}")
     e3.metric("Largest singular value", f"{float(spec.values[0]):.4g}")
-    st.plotly_chart(figs.spectrum_chart(spec.values, spec.energy, ranks, chosen=s["rank"]), width="stretch",
+    charts.show(st, figs.spectrum_chart(spec.values, spec.energy, ranks, chosen=s["rank"]),
                     key="lowrank_spectrum")
     note = f"Method: {spec.method}."
     if spec.residual_bound:
@@ -97,16 +97,16 @@ if asked:
                  f"{spec.residual_fro ** 2 / spec.total_energy:.2%} of the energy.")
     st.caption(note)
 
-    st.subheader("Error against k")
+    charts.section("Error against k")
     st.caption(f"Linformer and Nystrom run at each k in {ks} with the settings above; the SVD is computed once at "
                f"k = {ks[-1]} and truncated. Left: relative error of the output against dense; right: relative "
                f"Frobenius error of the effective weights. Measured on up to 512 evenly spaced queries; the SVD "
                "line is the floor no rank-k method can beat on the weights.")
     curves = cached(curves_key, lambda: spectra.error_curves(q, k, v, ks=ks, settings=settings_, progress=report),
                     label="Error curves, steps")
-    st.plotly_chart(figs.error_curves_chart(curves.ks, curves.output_error, curves.weight_error,
-                                            chosen=s["rank"]), width="stretch", key="lowrank_curves")
+    charts.show(st, figs.error_curves_chart(curves.ks, curves.output_error, curves.weight_error,
+                                            chosen=s["rank"]), key="lowrank_curves")
     st.caption(f"SVD: {curves.svd_note}.")
 
-st.subheader("Fidelity against dense")
+charts.section("Fidelity against dense")
 fidelity.panel(run)

@@ -7,7 +7,7 @@ from explorer.analysis import lsh
 from explorer.core.rows import sample_rows
 from explorer.figures import lsh as figs
 from explorer.mechanisms import REGISTRY
-from ui import compute, fidelity, forms, maps, settings
+from ui import charts, compute, fidelity, forms, maps, settings
 from ui.cache import cached, report, store
 
 MECH = REGISTRY["lsh"]
@@ -25,16 +25,16 @@ forms.metrics(res, {"Buckets × rounds": (f"{s['n_buckets']} × {rounds}", None)
                     "Chunk length": (s["chunk_length"], "clamped to the text length; in separate-QK mode a chunk "
                                      "holds twice this many items, about this many queries and as many keys")})
 
-st.subheader("Buckets along the text")
-st.caption("Each strip is one hashing round; a colour is a bucket. Tokens whose vectors point the same way share a "
-           "colour. Long texts show the bucket of the first token of each stretch.")
-st.plotly_chart(figs.bucket_strips(s["buckets"][:, 0], s["key_buckets"][:, 0], doc.tokens, s["shared_qk"]),
+charts.section("Buckets along the text",
+               "Each strip is one hashing round; a colour is a bucket. Tokens whose vectors point the same way share a "
+               "colour. Long texts show the bucket of the first token of each stretch.")
+charts.show(st, figs.bucket_strips(s["buckets"][:, 0], s["key_buckets"][:, 0], doc.tokens, s["shared_qk"]),
                 width="stretch", key="lsh_strips")
 
-st.subheader("Dense and LSH, with buckets on the map")
-st.caption("The same query and key window for dense attention and for LSH, on one colour scale. The strips on the "
-           "top and left edges show one round's bucket of each key and query: LSH weight can only appear "
-           "where the two share a bucket's neighbourhood in the sorted order.")
+charts.section("Dense and LSH, with buckets on the map",
+               "The same query and key window for dense attention and for LSH, on one colour scale. The strips on the "
+               "top and left edges show one round's bucket of each key and query: LSH weight can only appear "
+               "where the two share a bucket's neighbourhood in the sorted order.")
 st.session_state[ROUND.key] = min(int(st.session_state[ROUND.key]), rounds - 1)
 rnd = st.selectbox("Round shown on the map edges, the bucket sizes and the sorted matrix", list(range(rounds)),
                    key=ROUND.key)
@@ -42,21 +42,21 @@ window = maps.zoom(doc.n)
 maps.pair(run, MECH.title, window, build=lambda mat, tokens, rows, cols, **style: figs.map_with_buckets(
     mat, tokens, rows, cols, s["buckets"][rnd, 0], s["key_buckets"][rnd, 0], **style))
 
-st.subheader("Bucket sizes")
-st.caption(f"Left: tokens per bucket in round {rnd}; right: how many buckets of all rounds hold how many tokens. "
-           "Uneven buckets make chunks mix buckets (shared QK) or leave queries without keys of their bucket "
-           "nearby (separate QK); the dotted line is an even split.")
+charts.section("Bucket sizes",
+               f"Left: tokens per bucket in round {rnd}; right: how many buckets of all rounds hold how many tokens. "
+               "Uneven buckets make chunks mix buckets (shared QK) or leave queries without keys of their bucket "
+               "nearby (separate QK); the dotted line is an even split.")
 separate = not s["shared_qk"]
 left, right = st.columns(2)
-left.plotly_chart(figs.bucket_sizes(s["bucket_sizes"][rnd, 0], s["key_bucket_sizes"][rnd, 0] if separate else None),
+charts.show(left, figs.bucket_sizes(s["bucket_sizes"][rnd, 0], s["key_bucket_sizes"][rnd, 0] if separate else None),
                   width="stretch", key="lsh_sizes")
-right.plotly_chart(figs.size_histogram(s["bucket_sizes"][:, 0], s["key_bucket_sizes"][:, 0] if separate else None),
+charts.show(right, figs.size_histogram(s["bucket_sizes"][:, 0], s["key_bucket_sizes"][:, 0] if separate else None),
                    width="stretch", key="lsh_size_hist")
 
-st.subheader("One round, sorted and chunked")
-st.caption("Dense attention with queries and keys reordered by this round's buckets. The outlined blocks are what "
-           "LSH computes: each chunk of queries against its own and the previous chunk's keys. Dense mass outside "
-           "the blocks is what this round misses (outlines appear once few enough chunks are in view).")
+charts.section("One round, sorted and chunked",
+               "Dense attention with queries and keys reordered by this round's buckets. The outlined blocks are what "
+               "LSH computes: each chunk of queries against its own and the previous chunk's keys. Dense mass outside "
+               "the blocks is what this round misses (outlines appear once few enough chunks are in view).")
 n = doc.n
 if n > 1:
     a, b = st.session_state[SPAN.key]
@@ -71,11 +71,11 @@ pooled = cached(("lsh sorted map", run, rnd, span, maps.grid()), lambda: lsh.sor
     label="Reordering dense attention")
 perm, key_perm = s["perm"][rnd, 0].tolist(), s["key_perm"][rnd, 0].tolist()
 boxes = lsh.chunk_windows(s["query_chunk"][rnd, 0], s["key_chunk"][rnd, 0], s["n_chunks"])
-st.plotly_chart(figs.sorted_matrix(pooled, [doc.tokens[i] for i in perm], [doc.tokens[i] for i in key_perm],
+charts.show(st, figs.sorted_matrix(pooled, [doc.tokens[i] for i in perm], [doc.tokens[i] for i in key_perm],
                                    boxes, title=f"Round {rnd}: {len(set(s['query_chunk'][rnd, 0].tolist()))} chunks"),
                 width="stretch", key="lsh_sorted")
 
-st.subheader("Dense's strongest pairs: caught or missed")
+charts.section("Dense's strongest pairs: caught or missed")
 rows = sample_rows(doc.n, PAIR_ROWS)
 dense_top = compute.dense(run, maps.grid()).topk_index
 top_index = dense_top[0, rows]
@@ -84,12 +84,12 @@ st.caption(f"For {rows.numel():,} evenly spaced queries, each of dense's top-{to
            f"when some round put it in the query's window, red when no round did. "
            f"{float(hit.float().mean()):.1%} are caught.")
 left, right = st.columns([2, 1])
-left.plotly_chart(figs.caught_pairs(rows, top_index, hit, doc.tokens), width="stretch", key="lsh_pairs")
-right.plotly_chart(figs.caught_by_rank(hit), width="stretch", key="lsh_rank")
+charts.show(left, figs.caught_pairs(rows, top_index, hit, doc.tokens), key="lsh_pairs")
+charts.show(right, figs.caught_by_rank(hit), key="lsh_rank")
 
-st.subheader("Re-hash: recall across seeds")
-st.caption(f"The same parameters with rotations drawn from other seeds, measured on {REHASH_ROWS} evenly spaced "
-           "queries: the spread shows how much one hash's luck decides what LSH finds.")
+charts.section("Re-hash: recall across seeds",
+               f"The same parameters with rotations drawn from other seeds, measured on {REHASH_ROWS} evenly spaced "
+               "queries: the spread shows how much one hash's luck decides what LSH finds.")
 count = int(st.number_input("Seeds", int(SEEDS.lo), int(SEEDS.hi), key=SEEDS.key))
 params = run.params
 base = {name: value for name, value in params.items() if name != "seed"}
@@ -98,10 +98,10 @@ rehash_key = ("lsh rehash", run.of(MECH.key, base), tuple(seeds))
 if st.button("Re-hash", key="lsh_rehash") or rehash_key in store():
     result = cached(rehash_key, lambda: lsh.seed_recall(q, k, v, base, seeds, doc.causal, max_rows=REHASH_ROWS,
                                                         progress=report), label="Re-hashing, seeds")
-    st.plotly_chart(figs.seed_spread(result), width="stretch", key="lsh_seed_spread")
+    charts.show(st, figs.seed_spread(result), key="lsh_seed_spread")
     st.caption(f"top-k recall {float(result['recall'].mean()):.3f} ± {float(result['recall'].std()):.3f}, reachable "
                f"dense mass {float(result['reach_mass'].mean()):.3f} ± {float(result['reach_mass'].std()):.3f} "
                f"(mean ± standard deviation over {len(seeds)} seeds).")
 
-st.subheader("Fidelity against dense")
+charts.section("Fidelity against dense")
 fidelity.panel(run)

@@ -9,7 +9,7 @@ from explorer.core.rows import sample_rows
 from explorer.figures import common
 from explorer.figures import memory as figs
 from explorer.mechanisms import REGISTRY
-from ui import compute, fidelity, forms, inspector, maps
+from ui import charts, compute, fidelity, forms, inspector, maps
 from ui.cache import cached
 
 MECH = REGISTRY["memory"]
@@ -24,11 +24,12 @@ forms.metrics(res, {
                          f"{s['compressed_len']}"),
     "Mean lookback": (f"{float(lookback.float().mean()):,.0f} tokens", None)})
 
-st.subheader("Segments and their reach")
-st.caption("One line per segment: blue is the segment itself, orange the cached memory, purple the compressed "
-           "memory. Hover a bar for its tokens and text. Zoom picks the segments (by their queries) and the key range.")
+charts.section("Segments and their reach",
+               "One line per segment: blue is the segment itself, orange the cached memory, purple the "
+               "compressed memory. Hover a bar for its tokens and text. Zoom picks the segments (by their "
+               "queries) and the key range.")
 window = maps.zoom(doc.n)
-st.plotly_chart(figs.segment_timeline(s, doc.tokens, rows=window[:2], cols=window[2:]), width="stretch",
+charts.show(st, figs.segment_timeline(s, doc.tokens, rows=window[:2], cols=window[2:]),
                 key="memory_timeline")
 
 left, right = st.columns(2)
@@ -36,7 +37,7 @@ with left:
     st.markdown("**How far back each query can see**")
     st.caption("Tokens between a query and the earliest key it can reach. It climbs within a segment and falls back "
                "at each new segment; compression stretches it by the ratio.")
-    st.plotly_chart(common.along_text({"lookback": lookback}, doc.tokens, y_title="tokens"), width="stretch",
+    charts.show(st, common.along_text({"lookback": lookback}, doc.tokens, y_title="tokens"),
                     key="memory_lookback")
 with right:
     st.markdown("**Where dense attention falls**")
@@ -47,28 +48,28 @@ with right:
     beyond = mass["older"] + mass["later"]
     st.caption(f"For {rows.numel():,} evenly spaced queries, dense attention's share on each region. 'older' and "
                f"'later' lie beyond reach: on average {float(beyond.mean()):.1%} of dense mass.")
-    st.plotly_chart(common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share"),
+    charts.show(st, common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share"),
                     width="stretch", key="memory_regions")
 
-st.subheader("Dense and recurrent memory")
-st.caption("The same window of dense attention and of the memory's effective weights, on one colour scale; the "
-           "memory map is zero outside each segment's reach (a staircase along the diagonal).")
+charts.section("Dense and recurrent memory",
+               "The same window of dense attention and of the memory's effective weights, on one colour scale; the "
+               "memory map is zero outside each segment's reach (a staircase along the diagonal).")
 maps.pair(run, MECH.title, window)
 
-st.subheader("One query: its reach and the compressed slots")
-st.caption("The top strip colours every key by what it is to this query (older, compressed, memory, segment, "
-           "later); the bottom strip alternates shades over the compressed slots its segment sees. The table lists "
-           "those slots with the text each averages and the weight the query gives it.")
+charts.section("One query: its reach and the compressed slots",
+               "The top strip colours every key by what it is to this query (older, compressed, memory, segment, "
+               "later); the bottom strip alternates shades over the compressed slots its segment sees. The table lists "
+               "those slots with the text each averages and the weight the query gives it.")
 query = inspector.query_picker(doc)
 row = compute.query_row(run, query)
-st.plotly_chart(figs.query_reach(s, doc.tokens, query), width="stretch", key="memory_query_reach")
+charts.show(st, figs.query_reach(s, doc.tokens, query), key="memory_query_reach")
 slots = figs.slot_table(s, doc.tokens, query // s["segment"], row)
 if len(slots):
-    st.dataframe(slots, width="stretch", hide_index=True)
+    st.dataframe(slots, hide_index=True)
 else:
     st.caption("This query's segment sees no compressed slots (set compressed slots above 0; the memory must "
                "overflow first).")
 inspector.text_view(doc, row, query, who=MECH.title)
 
-st.subheader("How far from dense")
+charts.section("How far from dense")
 fidelity.panel(run)

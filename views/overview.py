@@ -3,7 +3,7 @@ along the text, and a token inspector."""
 import streamlit as st
 
 from explorer.figures import common
-from ui import compute, document, downloads, inspector, maps
+from ui import charts, compute, document, downloads, inspector, maps
 
 run = document.require()
 doc = run.doc
@@ -27,23 +27,23 @@ st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
 window = maps.zoom(doc.n)
 maps.draw(doc, {f"Layer {doc.layer}, head {run.head}": compute.window_map(run, window, maps.grid())})
 
-st.subheader("Along the text")
-st.caption("Entropy (nats) is high where a query spreads its attention thin; the max weight is the single largest "
-           "share one key takes. The shaded band spans the min and max of each pooled stretch; click a point to "
-           "inspect that token.")
+charts.section("Along the text",
+               "Entropy (nats) is high where a query spreads its attention thin; the max weight is the single largest "
+               "share one key takes. The shaded band spans the min and max of each pooled stretch; click a point to "
+               "inspect that token.")
 left, right = st.columns(2)
 for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
                                 (right, "max weight", stats.max_weight[0], "weight")):
-    event = col.plotly_chart(common.along_text({name: values}, doc.tokens, y_title=unit), width="stretch",
+    event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit),
                              key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
     inspector.pick_from(event)
 st.download_button("Per-token statistics (CSV)", downloads.series_csv(
     {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
     "dense-per-token.csv", "text/csv")
 
-st.subheader("Token inspector")
-st.caption("Pick a query token: the text around it is shaded by the weight it puts on each token, and the table "
-           "lists the keys it weighs most anywhere in the text.")
+charts.section("Token inspector",
+               "Pick a query token: the text around it is shaded by the weight it puts on each token, and the table "
+               "lists the keys it weighs most anywhere in the text.")
 query = inspector.query_picker(doc)
 row = compute.query_row(run, query)
 inspector.text_view(doc, row, query)

@@ -7,7 +7,7 @@ from explorer.analysis import relpos as views
 from explorer.figures import common
 from explorer.figures import relpos as figures
 from explorer.mechanisms import REGISTRY, relpos
-from ui import compute, fidelity, forms, maps, messages, settings
+from ui import charts, compute, fidelity, forms, maps, messages, settings
 from ui.cache import cached
 
 MECH = REGISTRY["relpos"]
@@ -36,7 +36,8 @@ if params["kind"] == "t5":
     name = st.text_input("T5 checkpoint for the bucket values (optional)", key=T5_CHECKPOINT.key,
                          max_chars=T5_CHECKPOINT.max_chars,
                          placeholder="a local folder or a cached Hugging Face id, e.g. t5-small",
-                         help="Reads the encoder's relative_attention_bias; empty uses the bucket values above.").strip()
+                         help="Reads the encoder's relative_attention_bias; empty uses the bucket values "
+                              "above.").strip()
     if name:
         try:
             table, info = cached(("t5 checkpoint", name), lambda: relpos.t5_checkpoint_values(name))
@@ -51,11 +52,11 @@ causal = res.params["causal"]
 forms.metrics(res, {"Tokens": (f"{doc.n:,}", None)})
 
 # ---------------------------------------------------------------- bias against distance
-st.subheader("Bias against distance, per head")
-st.caption("What each head adds to a score, by the key's distance from the query (negative: keys before the "
-           "query). The bold line is the head shown elsewhere on this page."
-           + ("" if res.structure["bias_exact"] else " This kind depends on the query's content: each point is "
-              "the mean over up to 256 evenly spaced queries."))
+charts.section("Bias against distance, per head",
+               "What each head adds to a score, by the key's distance from the query (negative: keys before the "
+               "query). The bold line is the head shown elsewhere on this page."
+               + ("" if res.structure["bias_exact"] else " This kind depends on the query's content: each point is "
+               "the mean over up to 256 evenly spaced queries."))
 if doc.n < 2:
     span = 0
 else:
@@ -67,45 +68,45 @@ distances, curves = cached(("relpos curves", run.doc_key, run.params_json, lo, h
     doc.q[:heads], doc.k[:heads], relpos.curve_distances(lo, hi), **params), label="Computing the bias of every head")
 buckets = relpos.t5_bucket(distances, not causal, params["num_buckets"], params["max_distance"]) \
     if params["kind"] == "t5" else None
-st.plotly_chart(figures.bias_by_distance(distances, curves, highlight=run.head if run.head < curves.shape[0] else None,
-                                         buckets=buckets), width="stretch", key="relpos_curve")
+charts.show(st, figures.bias_by_distance(distances, curves, highlight=run.head if run.head < curves.shape[0] else None,
+                                         buckets=buckets), key="relpos_curve")
 q, k, _ = run.qkv()
 if params["kind"] == "rope":
     decay = cached(("rope decay", run, lo, hi), lambda: views.rope_decay(
         q, k, params["theta"], relpos.curve_distances(lo, hi)))
     st.caption("RoPE's decay for these very queries and keys: the mean score at each distance with and without the "
                "rotation, beside RoFormer's content-free bound, which shrinks as the distance grows.")
-    st.plotly_chart(figures.rope_decay(decay), width="stretch", key="relpos_rope")
+    charts.show(st, figures.rope_decay(decay), key="relpos_rope")
 
 # ---------------------------------------------------------------- over the text
-st.subheader("The bias over the text")
-st.caption("The bias as a map over query and key positions, for the zoomed window only; long windows pool the "
-           "map to the screen (each cell is a mean). Red lowers a score, blue raises it.")
+charts.section("The bias over the text",
+               "The bias as a map over query and key positions, for the zoomed window only; long windows pool the "
+               "map to the screen (each cell is a mean). Red lowers a score, blue raises it.")
 window = maps.zoom(doc.n)
 bmap = cached(("relpos bias map", run, window, maps.grid()), lambda: views.bias_map(
     q, k, rows=window[:2], cols=window[2:], grid=maps.grid(), per_bin=compute.MAP_ROWS_PER_BIN,
     **MECH.for_head(params, run.head, doc.heads)), label="Computing the bias over the window")
-st.plotly_chart(common.pooled_heatmap(bmap.mean[0], doc.tokens, bmap.row_edges, bmap.col_edges,
+charts.show(st, common.pooled_heatmap(bmap.mean[0], doc.tokens, bmap.row_edges, bmap.col_edges,
                                       title=f"Position term, head {run.head}", diverging=True),
                 width="stretch", key="relpos_bias_map")
 
-st.subheader("Attention without and with the bias")
-st.caption("Left: the model's own attention (dense). Right: the same queries and keys with the bias added, on one "
-           "colour scale.")
+charts.section("Attention without and with the bias",
+               "Left: the model's own attention (dense). Right: the same queries and keys with the bias added, on one "
+               "colour scale.")
 maps.pair(run, MECH.title, window)
 
-st.subheader("Attention against distance")
-st.caption("Lines: the head's bias (left axis). Dots: the mean attention weight a query puts on a key at that "
-           "distance (right axis, log), measured for the model's own attention and with the bias, on up to 512 "
-           "evenly spaced queries. Where the model already favours near tokens, a decaying bias adds little.")
+charts.section("Attention against distance",
+               "Lines: the head's bias (left axis). Dots: the mean attention weight a query puts on a key at that "
+               "distance (right axis, log), measured for the model's own attention and with the bias, on up to 512 "
+               "evenly spaced queries. Where the model already favours near tokens, a decaying bias adds little.")
 measured = cached(("attention by distance", run), lambda: {
     "model's own attention (dense)": views.attention_by_distance(compute.weights_fn(run.reference()), doc.n, 1,
                                                                  causal=doc.causal, device=q.device),
     "with the bias": views.attention_by_distance(res.weights, doc.n, 1, causal=causal, device=q.device)},
     label="Measuring attention by distance")
 own_row = curves[run.head] if run.head < curves.shape[0] else torch.zeros(distances.numel())
-st.plotly_chart(figures.bias_and_attention(distances, own_row, measured, causal=causal), width="stretch",
+charts.show(st, figures.bias_and_attention(distances, own_row, measured, causal=causal),
                 key="relpos_overlay")
 
-st.subheader("How far from dense")
+charts.section("How far from dense")
 fidelity.panel(run)

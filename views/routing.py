@@ -8,7 +8,7 @@ from explorer.analysis.router_fit import fit_router
 from explorer.figures import common
 from explorer.figures import routing as figs
 from explorer.mechanisms import REGISTRY
-from ui import compute, fidelity, forms, inspector, maps, settings
+from ui import charts, compute, fidelity, forms, inspector, maps, settings
 from ui.cache import cached, report, store
 
 MECH = REGISTRY["routing"]
@@ -23,7 +23,7 @@ doc = run.doc
 router_mode = run.params["mode"] == "router"
 
 if router_mode:
-    st.subheader("Fit the router")
+    charts.section("Fit the router")
     st.caption("A short Adam optimization of W_r on evenly spaced queries that makes the routed output match dense "
                "attention (relative squared error); the cost penalty adds the expected flops of the chosen paths "
                "relative to dense, so the router is pushed towards cheap paths.")
@@ -40,7 +40,7 @@ if router_mode:
         settings_ = {name: value for name, value in run.params.items() if name != "mode"}
         fit = cached(fit_key, lambda: fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty,
                                                  progress=report, **settings_), label="Fitting the router, Adam steps")
-        st.plotly_chart(figs.loss_curve(fit.losses, fit.seconds), width="stretch", key="routing_loss")
+        charts.show(st, figs.loss_curve(fit.losses, fit.seconds), key="routing_loss")
         if st.checkbox("Use the fitted router", key=USE_FIT.key):
             run = run.of(MECH.key, {**run.params, "router": fit.router.cpu().tolist()})
 
@@ -52,55 +52,55 @@ forms.metrics(res, {"Clusters × w": (f"{s['n_clusters']} × {s['cluster_size']}
                     "Router": (s.get("router_source", "—") if router_mode else "—", None)})
 
 if router_mode:
-    st.subheader("Routing probabilities along the text")
+    charts.section("Routing probabilities along the text")
     st.caption("Each band is one path's routing probability, stacked so they add up to 1 at every token (long "
                "texts show each stretch's mean). Right: the mean probability of every path, labelled with what the "
                "path costs relative to dense. Soft routing runs every path on every token, so the work is their sum.")
     route = s["route"][0]
     left, right = st.columns([2, 1])
-    left.plotly_chart(common.along_text({name: route[:, p] for p, name in enumerate(s["paths"])}, doc.tokens,
-                                        y_title="routing probability", stacked=True), width="stretch",
+    charts.show(left, common.along_text({name: route[:, p] for p, name in enumerate(s["paths"])}, doc.tokens,
+                                        y_title="routing probability", stacked=True),
                       key="routing_area")
-    right.plotly_chart(figs.path_usage(s["usage"][0], s["paths"], s["path_flops"], res.cost["dense_flops"]),
+    charts.show(right, figs.path_usage(s["usage"][0], s["paths"], s["path_flops"], res.cost["dense_flops"]),
                        width="stretch", key="routing_usage")
 
-st.subheader("Clusters over the text")
-st.caption("Top strips: the nearest centroid of each query and each key (one colour per cluster). The line counts "
-           "how many balanced clusters took each query: 0 means it attends to nothing, 2 or more means its outputs "
-           "are averaged.")
-st.plotly_chart(common.strips(torch.stack([s["query_cluster"][0], s["key_cluster"][0]]), doc.tokens,
-                              ["query cluster", "key cluster"]), width="stretch", key="routing_strips")
-st.plotly_chart(common.along_text({"clusters per query": s["query_routes"][0]}, doc.tokens, y_title="clusters",
-                                  height=240), width="stretch", key="routing_routes_along")
+charts.section("Clusters over the text",
+               "Top strips: the nearest centroid of each query and each key (one colour per cluster). The line counts "
+               "how many balanced clusters took each query: 0 means it attends to nothing, 2 or more means its outputs "
+               "are averaged.")
+charts.show(st, common.strips(torch.stack([s["query_cluster"][0], s["key_cluster"][0]]), doc.tokens,
+                              ["query cluster", "key cluster"]), key="routing_strips")
+charts.show(st, common.along_text({"clusters per query": s["query_routes"][0]}, doc.tokens, y_title="clusters",
+                                  height=240), key="routing_routes_along")
 
-st.subheader("Cluster balance")
-st.caption("Left: how many queries and keys lie nearest to each centroid, largest first; the dashed line is what a "
-           "balanced cluster takes (w queries and w keys), so big clusters drop their farthest tokens and small "
-           "ones borrow others'. Middle: tokens by the number of clusters they joined. Right: cosine similarity "
-           "between centroids.")
+charts.section("Cluster balance",
+               "Left: how many queries and keys lie nearest to each centroid, largest first; the dashed line is what a "
+               "balanced cluster takes (w queries and w keys), so big clusters drop their farthest tokens and small "
+               "ones borrow others'. Middle: tokens by the number of clusters they joined. Right: cosine similarity "
+               "between centroids.")
 left, mid, right = st.columns(3)
-left.plotly_chart(figs.cluster_balance(s["natural_sizes"][0], s["cluster_size"]), width="stretch",
+charts.show(left, figs.cluster_balance(s["natural_sizes"][0], s["cluster_size"]),
                   key="routing_balance")
-mid.plotly_chart(figs.routes_histogram(s["query_routes"][0], s["key_routes"][0]), width="stretch",
+charts.show(mid, figs.routes_histogram(s["query_routes"][0], s["key_routes"][0]),
                  key="routing_hist")
-right.plotly_chart(figs.centroid_similarity(s["centroid_sim"][0]), width="stretch", key="routing_centroids")
+charts.show(right, figs.centroid_similarity(s["centroid_sim"][0]), key="routing_centroids")
 
-st.subheader("Dense and routing")
-st.caption("The same window of dense attention and of routing's effective weights, on one colour scale. In "
-           "k-means mode weight appears only between tokens sharing a cluster; in router mode it is the routed "
-           "mix of every path's weights (Linformer's may be negative).")
+charts.section("Dense and routing",
+               "The same window of dense attention and of routing's effective weights, on one colour scale. In "
+               "k-means mode weight appears only between tokens sharing a cluster; in router mode it is the routed "
+               "mix of every path's weights (Linformer's may be negative).")
 window = maps.zoom(doc.n)
 maps.pair(run, MECH.title, window, diverging=router_mode)
 
-st.subheader("Token inspector")
-st.caption("Pick a query: the text around it is shaded by the weight routing gives each token"
-           + (", and the bars show the routing probabilities of the tokens around it." if router_mode else "."))
+charts.section("Token inspector",
+               "Pick a query: the text around it is shaded by the weight routing gives each token"
+               + (", and the bars show the routing probabilities of the tokens around it." if router_mode else "."))
 query = inspector.query_picker(doc)
 if router_mode:
     lo = max(0, min(query - 40, doc.n - 80))
-    st.plotly_chart(figs.route_per_token(s["route"][0], s["paths"], doc.tokens, lo, min(doc.n, lo + 80), query),
+    charts.show(st, figs.route_per_token(s["route"][0], s["paths"], doc.tokens, lo, min(doc.n, lo + 80), query),
                     width="stretch", key="routing_per_token")
 inspector.text_view(doc, compute.query_row(run, query), query, who=MECH.title)
 
-st.subheader("How far from dense")
+charts.section("How far from dense")
 fidelity.panel(run)

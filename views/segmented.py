@@ -7,7 +7,7 @@ from explorer.analysis.segmented import outside_mass
 from explorer.figures import common
 from explorer.figures import segments as figures
 from explorer.mechanisms import REGISTRY
-from ui import compute, fidelity, forms, inspector, maps
+from ui import charts, compute, fidelity, forms, inspector, maps
 from ui.cache import cached
 
 MECH = REGISTRY["segmented"]
@@ -18,15 +18,15 @@ starts, sizes = res.structure["starts"], res.structure["sizes"]
 forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Segments": (f"{starts.numel():,}", None),
                     "Median segment": (f"{int(sizes.median())} tokens", None)})
 
-st.plotly_chart(figures.span_strips({"segments": starts}, doc.n, doc.tokens,
+charts.show(st, figures.span_strips({"segments": starts}, doc.n, doc.tokens,
                                     title="Segments over the text (grey: a pooled stretch holding several)"),
                 width="stretch", key="segmented_strip")
 
 # ---------------------------------------------------------------- maps
-st.subheader("Attention maps with the segment boundaries")
-st.caption("Dense attention (left) and segmented attention (right) over the same window, on one colour scale; "
-           "white lines are segment boundaries (drawn when at most 120 fall in the window - zoom in to see them). "
-           "Without summaries the right map is zero outside the diagonal blocks.")
+charts.section("Attention maps with the segment boundaries",
+               "Dense attention (left) and segmented attention (right) over the same window, on one colour scale; "
+               "white lines are segment boundaries (drawn when at most 120 fall in the window - zoom in to see them). "
+               "Without summaries the right map is zero outside the diagonal blocks.")
 window = maps.zoom(doc.n)
 drawn = []
 maps.pair(run, MECH.title, window,
@@ -35,10 +35,10 @@ if None in drawn:
     st.caption("Too many boundaries in this window to draw; zoom in.")
 
 # ---------------------------------------------------------------- crossing
-st.subheader("How much of dense attention crosses the boundaries")
-st.caption("For every query, the share of its dense attention that lands outside what segmented attention lets it "
-           "see directly (its segment plus the look-back): exactly what is lost without the summaries. Left: along "
-           "the text; right: averaged over each segment's queries.")
+charts.section("How much of dense attention crosses the boundaries",
+               "For every query, the share of its dense attention that lands outside what segmented attention lets it "
+               "see directly (its segment plus the look-back): exactly what is lost without the summaries. Left: along "
+               "the text; right: averaged over each segment's queries.")
 q, k, _ = run.qkv()
 lse = compute.dense(run, maps.grid()).lse
 lost = cached(("segmented crossing", run), lambda: outside_mass(
@@ -46,40 +46,41 @@ lost = cached(("segmented crossing", run), lambda: outside_mass(
 st.metric("Dense mass outside the own segment (mean over queries)", f"{float(lost.mean()):.1%}")
 left, right = st.columns(2)
 marks = starts[1:].tolist() if starts.numel() <= 60 else None
-left.plotly_chart(common.along_text({"dense mass beyond the segment": lost}, doc.tokens, y_title="share",
-                                    marks=marks), width="stretch", key="segmented_cross_along")
-right.plotly_chart(figures.per_segment(lost, starts, doc.n, doc.tokens, y_title="share",
-                                       title="Per segment"), width="stretch", key="segmented_cross_bars")
+charts.show(left, common.along_text({"dense mass beyond the segment": lost}, doc.tokens, y_title="share",
+                                    marks=marks), key="segmented_cross_along")
+charts.show(right, figures.per_segment(lost, starts, doc.n, doc.tokens, y_title="share",
+                                       title="Per segment"), key="segmented_cross_bars")
 
 with st.expander(f"The {starts.numel():,} segments: token and character spans"):
     st.dataframe(cached(("segment table", run), lambda: figures.segment_table(
-        doc.text, doc.offsets, starts, res.structure["ends"], lost)), width="stretch", hide_index=True)
+        doc.text, doc.offsets, starts, res.structure["ends"], lost)), hide_index=True)
 
 # ---------------------------------------------------------------- with and without summaries
-st.subheader("With and without the inter-segment step")
-st.caption("The same segments run twice, without and with the per-segment summaries. The table compares both with "
-           "dense (means over queries); the chart sets the mass the summaries take beside the dense mass that "
-           "crosses the boundaries, which is what they stand in for.")
+charts.section("With and without the inter-segment step",
+               "The same segments run twice, without and with the per-segment summaries. The table compares both with "
+               "dense (means over queries); the chart sets the mass the summaries take beside the dense mass that "
+               "crosses the boundaries, which is what they stand in for.")
 variants = {name: run.of(MECH.key, {**params, "summaries": flag})
             for name, flag in (("without summaries", False), ("with summaries", True))}
 results = {name: forms.result(v) for name, v in variants.items()}
 fids = {name: compute.fidelity_of(v) for name, v in variants.items()}
 st.dataframe(pd.DataFrame({name: fidelity.summary_table(f)["mean"] for name, f in fids.items()})
-             .style.format("{:.4f}"), width="stretch")
+             .style.format("{:.4f}"))
 left, right = st.columns(2)
-left.plotly_chart(common.along_text({"dense mass beyond the segment": lost,
+charts.show(left, common.along_text({"dense mass beyond the segment": lost,
                                      "mass on summaries": results["with summaries"].structure["summary_mass"][0]},
                                     doc.tokens, y_title="share", title="What the summaries stand in for"),
                   width="stretch", key="segmented_summary_mass")
-right.plotly_chart(common.along_text({name: f.tv[0] for name, f in fids.items()}, doc.tokens,
+charts.show(right, common.along_text({name: f.tv[0] for name, f in fids.items()}, doc.tokens,
                                      positions=fids["with summaries"].rows.tolist(), y_title="total variation",
                                      title="Distance from dense along the text"),
                    width="stretch", key="segmented_tv_both")
 
 # ---------------------------------------------------------------- inspector
-st.subheader("Token inspector")
-st.caption("The text around a query with its segments tinted in turn (red bars at boundaries), then shaded by the "
-           "weight segmented attention gives each token; the chart sets its row beside dense's over the whole text.")
+charts.section("Token inspector",
+               "The text around a query with its segments tinted in turn (red bars at boundaries), then shaded "
+               "by the weight segmented attention gives each token; the chart sets its row beside dense's over "
+               "the whole text.")
 query = inspector.query_picker(doc)
 lo, hi = max(0, query - 150), min(doc.n, query + 150)
 left, right = st.columns(2)
@@ -90,9 +91,9 @@ row = compute.query_row(run, query)
 with right:
     st.markdown("**Weights of segmented attention**")
     inspector.text_view(doc, row, query, who=MECH.title)
-st.plotly_chart(common.along_text({"dense": compute.query_row(run.reference(), query), MECH.title: row}, doc.tokens,
+charts.show(st, common.along_text({"dense": compute.query_row(run.reference(), query), MECH.title: row}, doc.tokens,
                                   y_title="weight", title=f"Attention of token {query} over the text"),
                 width="stretch", key="segmented_row")
 
-st.subheader("How far from dense")
+charts.section("How far from dense")
 fidelity.panel(run)

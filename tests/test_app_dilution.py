@@ -1,9 +1,13 @@
-"""AppTest of the score-dilution page: a short sample with mechanisms, a tiny pasted text, dense only."""
+"""AppTest of the score-dilution page: prefixes, the reference setup, a passage and a question of the
+needle report, the planted needle against its exact theory, attention sinks, and a remedy on all."""
 import conftest
-from conftest import SHORT_SAMPLE
+import numpy as np
+from conftest import SHORT_SAMPLE, figure, values
+
+from explorer.analysis import dilution, remedies
 
 PAGE = "views/dilution.py"
-CHARTS = 6  # five statistics against prefix length and the needle
+REPORT = "Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station"
 
 
 def open_page(app, **encode):
@@ -12,35 +16,68 @@ def open_page(app, **encode):
     return at
 
 
-def downloads(at):
-    return [b for b in at.get("download_button") if (b.key or "").startswith("dilution_csv")]
+def charts(at) -> dict:
+    """Chart key (what the page named it) -> its figure."""
+    return {c.proto.id.split("-", 2)[-1]: figure(c) for c in at.get("plotly_chart")}  # "$$ID-<hash>-<key>"
 
 
-def test_sample_draws_every_chart_with_mechanisms(app):
+def traces(fig) -> dict:
+    return {t.get("name"): t for t in fig["data"]}
+
+
+def test_every_section_on_a_sample(app):
     at = open_page(app, sample=SHORT_SAMPLE)
-    assert at.title[0].value == "Score dilution"
-    assert at.multiselect(key="dilution_mechs").value == ["segmented", "lowrank"]
-    assert len(at.get("plotly_chart")) == CHARTS
-    assert len(downloads(at)) == CHARTS + 1  # one per chart and the long table
-    assert len(at.dataframe) == 1 and not at.error
-    at.select_slider(key="dilution_longest").set_value(256).run()
-    at.number_input(key="dilution_points").set_value(4).run()
-    at.multiselect(key="dilution_mechs").select("lsh").run()
+    assert at.title[0].value == "Score dilution" and not at.error
+    assert at.multiselect(key="dilution_mechs").value == ["segmented", "lowrank", "sinks"]
+    drawn = charts(at)
+    for metric in dilution.METRICS:
+        assert "Dense attention" in traces(drawn[f"dilution_chart_{metric}"])
+    reference = traces(drawn["dilution_reference"])
+    x = values(reference["plain softmax"]["x"])
+    np.testing.assert_allclose(values(reference["plain softmax"]["y"]), 1 / (1 + (x - 1) * np.exp(-5.0)), rtol=1e-9)
+    np.testing.assert_allclose(values(reference["SSMax, s = 1"]["y"]), remedies.reference_weight(x, ("ssmax", {"s": 1.0})))
+    needle = traces(drawn["dilution_chart_needle"])
+    assert "theory, noise 1 (exact expectation)" in needle and "Sink + window (StreamingLLM)" in needle
+    sinks = drawn["dilution_sinks"]
+    assert len(values(sinks["data"][0]["y"])) == 12 and "of heads above 0.3" in sinks["layout"]["title"]["text"]
+    assert {"map_Dense", "map_Sink + window (StreamingLLM)"} <= set(drawn)
+    assert any("Mark a passage" in i.value for i in at.info)  # no passage in this text until one is marked
+
+
+def test_a_remedy_draws_every_curve_without_and_with_it(app):
+    at = open_page(app, source="Paste", text="A few words about keys and doors, then more words. " * 12)
+    at.radio(key="remedy").set_value("ssmax").run()
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == CHARTS
-    spec = at.get("plotly_chart")[-1].proto.spec
-    assert "LSH attention" in spec and "theory, noise 0" in spec and "theory, noise 1" in spec
+    drawn = charts(at)
+    curve = traces(drawn["dilution_remedy_max_weight"])
+    assert curve["Dense attention, without"]["line"]["dash"] == "solid"
+    assert curve["Dense attention, Length-scaled softmax (SSMax)"]["line"]["dash"] == "dash"
+    needle = traces(drawn["dilution_needle_remedy"])
+    plain = values(needle["Dense attention, without"]["y"])
+    scaled = values(needle["Dense attention, Length-scaled softmax (SSMax)"]["y"])
+    assert scaled[-1] > plain[-1]  # at the longest n SSMax keeps more on the needle
+    at.number_input(key="p.ssmax.s").set_value(0.5).run()
+    assert not at.exception and "(SSMax) (s 0.5)" in " ".join(traces(charts(at)["dilution_reference"]))
+
+
+def test_the_needle_report_pulls_its_passage_and_question_apart(app):
+    at = open_page(app, sample=REPORT)
+    assert at.text_input(key="dilution_passage").value.startswith("Access code for the cold archive")
+    drawn = charts(at)
+    dense = traces(drawn["dilution_text"])["Dense attention"]
+    mass = values(dense["y"])
+    assert mass[0] > 5 * mass[-1]  # next to the question the passage gets far more than at the far end
+    assert any(b.key == "dilution_csv_text" for b in at.get("download_button"))
 
 
 def test_tiny_pasted_text_and_dense_only(app):
     at = open_page(app, source="Paste", text="Short <i>text</i>.")
-    assert len(at.get("plotly_chart")) == CHARTS and not at.error
+    assert not at.error
     at.multiselect(key="dilution_mechs").set_value([]).run()
     at.radio(key="dilution_sample").set_value("last").run()
     at.number_input(key="dilution_queries").set_value(2).run()
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == CHARTS
-    assert "dense" in at.get("plotly_chart")[0].proto.spec
+    assert list(traces(charts(at)["dilution_chart_entropy"]))[:2] == ["Dense attention 25-75%", "Dense attention"]
 
 
 def test_a_parameter_error_is_shown_not_raised(app):

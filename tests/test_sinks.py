@@ -8,6 +8,7 @@ import torch
 
 import explorer
 from explorer.analysis.sinks import SinkMeasure, dense_key_scores, sink_measure, sink_measure_of
+from explorer.core import attention
 from explorer.bench import Peak
 from explorer.mechanisms import REGISTRY
 
@@ -133,3 +134,15 @@ def test_every_parameter_setting_keeps_weights_times_v_equal_to_the_output(sinks
         res = SINKS.run(d.q, d.k, d.v, sinks=sinks, window=window, causal=causal)
         rows = torch.arange(130)
         torch.testing.assert_close(res.weights(rows) @ d.v, res.output, atol=1e-5, rtol=1e-5)
+
+
+def test_measured_on_sampled_queries_the_score_is_their_mean():
+    """On a row sample each key's score is the mean over the sampled queries that see it."""
+    d = explorer.synthetic(40, heads=2, head_dim=8, seed=4)
+    rows = torch.tensor([0, 7, 13, 25, 39])
+    for causal in (False, True):
+        got = sink_measure(d.q, d.k, causal, rows=rows).scores[0]
+        w = attention.weights(d.q, d.k, rows, causal).double()
+        seen = (torch.arange(40)[None] <= rows[:, None]) if causal else torch.ones(5, 40, dtype=torch.bool)
+        want = (w.sum(1) / seen.sum(0).clamp_min(1)).where(seen.any(0), torch.zeros(()))
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-9)

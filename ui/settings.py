@@ -140,11 +140,12 @@ def param_key(mech: Mechanism, name: str) -> str:
     return f"p.{mech.key}.{name}"
 
 
-def _param_setting(mech: Mechanism, p: Param) -> Setting:
+def param_setting(mech: Mechanism, p: Param) -> Setting:
+    """The setting "p.<owner>.<param>" of a mechanism's (or a remedy's) parameter."""
     return Setting(param_key(mech, p.name), p.default, p.lo, p.hi, p.choices, param=p, owner=mech.key)
 
 
-register(*(_param_setting(mech, p) for mech in REGISTRY.values() for p in mech.params
+register(*(param_setting(mech, p) for mech in REGISTRY.values() for p in mech.params
            if p.default is not None and p.name not in (mech.head_params or ())))
 
 

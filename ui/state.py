@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
+from explorer.analysis import remedies
 from explorer.core.doc import Doc
 from explorer.mechanisms import DENSE
 
@@ -44,10 +45,11 @@ def canonical(params: dict) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """What a computation is about: an encoding, one head, and a mechanism with its parameters.
+    """What a computation is about: an encoding, one head, a mechanism with its parameters, and
+    the dilution remedy its queries are rescaled by (explorer.analysis.remedies; "" for none).
 
-    Hashable and compared by (doc_key, head, mech, params_json), so it is the cache key; the
-    Doc rides along uncompared. `mech` is DENSE for exact attention.
+    Hashable and compared by every field but the Doc, which rides along uncompared, so it is the
+    cache key. `mech` is DENSE for exact attention.
     """
 
     doc_key: str
@@ -55,6 +57,7 @@ class Run:
     mech: str = DENSE
     params_json: str = "{}"
     doc: Doc | None = field(default=None, compare=False, repr=False)
+    remedy_json: str = ""
 
     @property
     def params(self) -> dict:
@@ -72,6 +75,18 @@ class Run:
         """Exact attention on the same encoding and head."""
         return self.of(DENSE)
 
+    @property
+    def remedy(self) -> remedies.Spec:
+        if not self.remedy_json:
+            return None
+        kind, params = json.loads(self.remedy_json)
+        return kind, params
+
+    def remedied(self, spec: remedies.Spec) -> Run:
+        """The same run with its queries rescaled by a remedy (None: as the model computed them)."""
+        return replace(self, remedy_json=json.dumps([spec[0], spec[1]], sort_keys=True) if spec else "")
+
     def qkv(self):
-        """q, k, v of this head, [1, n, head_dim] each."""
-        return self.doc.head(self.head)
+        """q, k, v of this head, [1, n, head_dim] each, the queries rescaled by the run's remedy."""
+        q, k, v = self.doc.head(self.head)
+        return (remedies.apply(q, self.remedy, self.doc.causal) if self.remedy_json else q), k, v

@@ -1,12 +1,16 @@
 """Any set of mechanisms beside dense: one colour scale, one zoom, one query cursor,
 a fidelity table and a mechanism x head overview."""
+from dataclasses import replace
+
 import plotly.express as px
 import streamlit as st
 
+from explorer.analysis import remedies
 from explorer.analysis.compare import COLUMNS, fidelity_table, heads_overview, table_row
 from explorer.figures import common
 from explorer.mechanisms import DENSE, REGISTRY
 from ui import charts, compute, document, downloads, forms, inspector, maps, settings
+from ui import remedies as remedy_ui
 from ui.cache import cached, report, store
 
 CHOICES = tuple(k for k in REGISTRY if k != DENSE)
@@ -22,6 +26,8 @@ st.caption("Pick mechanisms and their parameters: each runs on the same text, la
            "panel shares one colour scale, one zoom window and one query.")
 
 picked = st.multiselect("Mechanisms", CHOICES, key=MECHS.key, format_func=lambda k: REGISTRY[k].title)
+spec = remedy_ui.picker()
+run = run.remedied(spec)
 params = {}
 for mech_key in picked:
     with st.expander(f"{REGISTRY[mech_key].title} parameters"):
@@ -58,9 +64,11 @@ if picked:
 
     charts.section("Every head of the layer")
     metric = st.selectbox("Metric", METRIC.choices, format_func=COLUMNS.get, key=METRIC.key)
-    heads_key = ("heads overview", run.doc_key, tuple((r.mech, r.params_json) for r in runs.values()), metric)
+    heads_key = ("heads overview", run.doc_key, tuple((r.mech, r.params_json) for r in runs.values()), metric,
+                 run.remedy_json)
     if st.button(f"Compute for all {doc.heads} heads") or heads_key in store():
-        overview = cached(heads_key, lambda: heads_overview(doc, params, metric, progress=report),
+        heads_doc = replace(doc, q=remedies.apply(doc.q, spec, doc.causal)) if spec else doc
+        overview = cached(heads_key, lambda: heads_overview(heads_doc, params, metric, progress=report),
                           label="Every mechanism on every head, steps")
         overview = overview.rename(index=lambda k: REGISTRY[k].title)
         charts.show(st, px.imshow(overview, color_continuous_scale="Viridis", aspect="auto", text_auto=".2f",

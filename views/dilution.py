@@ -1,19 +1,26 @@
 """Score dilution: as the text grows, each query's attention spreads over more keys.
-Curves over prefixes of the text for dense and the chosen mechanisms, theory
-beside them, and a planted needle on synthetic vectors."""
+Curves over prefixes of the text, a passage and a later question of real text pulled apart,
+a planted needle on synthetic vectors against its exact theory, attention sinks, and the
+remedies (length-scaled softmax, Llama 4's temperature tuning) on all of them."""
 import streamlit as st
 
-from explorer.analysis import dilution
+from explorer.analysis import dilution, needle_text, remedies
+from explorer.analysis.sinks import THRESHOLD, sink_measure
+from explorer.core.rows import sample_rows
 from explorer.figures import dilution as figs
+from explorer.figures import sinks as sink_figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, document, forms, settings
+from ui import charts, document, forms, maps, settings
+from ui import remedies as remedy_ui
 from ui.cache import cached, report
+from ui.messages import plain
 from ui.settings import Setting
 from ui.state import canonical
 
 CHOICES = tuple(k for k in REGISTRY if k != DENSE)
 LONGEST = (256, 1024, 4096, 16384, 65536)
-MECHS = Setting("dilution_mechs", ["segmented", "lowrank"], choices=CHOICES)
+SINK_ROWS = 512  # queries the sink measure is taken on, evenly spaced, on long texts
+MECHS = Setting("dilution_mechs", ["segmented", "lowrank", "sinks"], choices=CHOICES)
 POINTS = Setting("dilution_points", 12, lo=2, hi=40)
 QUERIES = Setting("dilution_queries", 128, lo=1, hi=4096)
 TOPK = Setting("dilution_topk", 8, lo=1, hi=256)
@@ -24,11 +31,18 @@ NOISE = Setting("dilution_noise", 1.0, lo=0.0, hi=3.0)
 LONGEST_N = Setting("dilution_longest", 4096, choices=LONGEST)
 KEY_AT = Setting("dilution_key_at", 0.5, lo=0.0, hi=1.0)
 NEEDLE_LOG = Setting("dilution_needle_log", False)
-settings.declare(MECHS, POINTS, QUERIES, TOPK, SAMPLE, MARGIN, NEEDLE_MARGIN, NOISE, LONGEST_N, KEY_AT, NEEDLE_LOG)
+PASSAGE = Setting("dilution_passage", "", max_chars=200)
+PASSAGE_END = Setting("dilution_passage_end", "", max_chars=200)
+QUESTION = Setting("dilution_question", "", max_chars=200)
+TEXT_X = Setting("dilution_text_x", "n", choices=("n", "distance"))
+SINK_THRESHOLD = Setting("dilution_sink_threshold", THRESHOLD, lo=0.0, hi=1.0)
+settings.declare(MECHS, POINTS, QUERIES, TOPK, SAMPLE, MARGIN, NEEDLE_MARGIN, NOISE, LONGEST_N, KEY_AT, NEEDLE_LOG,
+                 PASSAGE, PASSAGE_END, QUESTION, TEXT_X, SINK_THRESHOLD)
 
 
 def download(frame, label: str, filename: str, key: str) -> None:
-    st.download_button(f"{label} (CSV)", frame.to_csv(index=False), filename, "text/csv", key=key)
+    st.download_button(f"{label} (CSV)", lambda: frame.to_csv(index=False), filename, "text/csv", key=key,
+                       on_click="ignore")
 
 
 run = document.require()
@@ -36,8 +50,8 @@ doc = run.doc
 st.title("Score dilution")
 st.caption("As a sequence grows, each query's softmax is shared by more keys: the largest weight falls, the entropy "
            "rises, and noise takes mass from the tokens that matter. Here every statistic is measured on prefixes of "
-           "this text of growing length (a log grid up to the whole text), for dense attention and each mechanism "
-           "chosen below, with the theory of a uniform row and of a single needle beside it.")
+           "this text of growing length, on a passage and a later question pulled apart by the text's own material, "
+           "and on a planted needle, for dense attention and each mechanism chosen below, beside the theory.")
 
 # ---------------------------------------------------------------- choices
 picked = st.multiselect("Mechanisms beside dense", CHOICES, key=MECHS.key, format_func=lambda k: REGISTRY[k].title,
@@ -48,6 +62,7 @@ for mech_key in picked:
     with st.expander(f"{mech.title} parameters"):
         params[mech_key] = forms.checked(mech, forms.param_form(mech, doc=doc))
 mechanisms = {REGISTRY[k].title: (REGISTRY[k], REGISTRY[k].for_head(p, run.head, doc.heads)) for k, p in params.items()}
+spec = remedy_ui.picker()
 
 with st.expander("Measurement: prefixes and queries", expanded=False):
     a, b, c, d = st.columns(4)
@@ -63,23 +78,28 @@ lengths = dilution.prefix_lengths(doc.n, points)
 margin = st.slider("Needle margin for the theory lines (logit advantage of one key over the rest)", MARGIN.lo,
                    MARGIN.hi, step=0.5, key=MARGIN.key)
 
-q, k, v = run.qkv()
+q, k, v = doc.head(run.head)  # as the model computed them: the remedy is applied by each measurement
 measured = (tuple(lengths), queries, topk, sample)
 
 
-def curves_of(mech_key: str | None):
+def mech_key_of(mech_key: str | None):
+    return canonical(mechanisms[REGISTRY[mech_key].title][1]) if mech_key else ""
+
+
+def curves_of(mech_key: str | None, remedy: remedies.Spec = None):
     """Dense's curves (None) or one mechanism's, each kept apart so adding a mechanism computes only it."""
     name = REGISTRY[mech_key].title if mech_key else dilution.DENSE
-    key = ("dilution curves", run.of(mech_key, params[mech_key]) if mech_key else run.reference(), measured)
+    key = ("dilution curves", run.doc_key, run.head, mech_key, mech_key_of(mech_key), measured, str(remedy))
     return cached(key, lambda: dilution.dilution_curves(
         q, k, v, lengths, {name: mechanisms[name]} if mech_key else None, causal=doc.causal, queries=queries,
-        sample=sample, topk=topk, progress=report, dense=mech_key is None),
-        label=f"Measuring prefixes ({name}), steps")
+        sample=sample, topk=topk, progress=report, dense=mech_key is None, remedy=remedy),
+        label=f"Measuring prefixes ({name}{', ' + remedies.label(remedy) if remedy else ''}), steps")
 
 
 curves = dilution.Curves.merge(*[curves_of(m) for m in [None, *picked]])
 theory = dilution.theory_rows(curves.lengths, margin, topk)
 
+charts.section("On prefixes of this text")
 where = "evenly spaced over each prefix" if sample == "spread" else "the last of each prefix"
 st.caption(f"Head {run.head}; {len(curves.lengths)} prefixes from {curves.lengths[0]:,} to {curves.lengths[-1]:,} "
            f"tokens; up to {queries:,} queries {where}. Lines are medians over those queries, shaded bands the 25-75% "
@@ -111,11 +131,82 @@ left, right = st.columns(2)
 for i, (metric, log_y, title, caption) in enumerate(PANELS):
     with (left if i % 2 == 0 else right):
         charts.show(st, figs.band_chart(curves, metric, theory, log_y=log_y, title=title),
-                        key=f"dilution_chart_{metric}")
+                    key=f"dilution_chart_{metric}")
         st.caption(caption)
         download(curves.table(metric, theory), title, f"dilution-{metric}.csv", f"dilution_csv_{metric}")
 with right:
     download(curves.frame(), "Every curve, long format", "dilution-curves.csv", "dilution_csv_all")
+
+if spec:
+    remedied = dilution.Curves.merge(*[curves_of(m, spec) for m in [None, *picked]])
+    charts.section(f"The prefixes without and with {remedies.label(spec)}",
+                   "The same medians, solid without the remedy and dashed with it: a remedy that works keeps the max "
+                   "weight up and the normalised entropy down as the prefix grows.")
+    left, right = st.columns(2)
+    for col, metric, log_y in ((left, "max_weight", True), (right, "entropy_norm", False)):
+        charts.show(col, figs.remedy_chart(figs.curve_lines(curves, metric), figs.curve_lines(remedied, metric),
+                                           remedies.REMEDIES[spec[0]].title, "prefix length (tokens, log)",
+                                           dilution.LABELS[metric], log_y=log_y), key=f"dilution_remedy_{metric}")
+
+charts.section("The reference setup, in closed form",
+               "Nakanishi's first figure: one logit +3 among n - 1 at -2. Plain softmax keeps 1 / (1 + (n - 1) e^-5) on "
+               "the +3 key, which falls towards 0 as n grows; length-scaled softmax keeps 1 / (1 + (n - 1) n^(-5 s)), "
+               "which stays near 1 once 5 s > 1.")
+specs = {"plain softmax": None, "SSMax, s = 1": ("ssmax", {"s": 1.0}), "Llama 4 (defaults)": ("llama4", {})}
+if spec and spec not in specs.values():
+    specs[remedies.label(spec)] = spec
+charts.show(st, figs.reference_chart(dilution.prefix_lengths(2**20, 60, start=2), specs), key="dilution_reference")
+
+# ---------------------------------------------------------------- a passage and a question of this text
+charts.section("A passage and a later question, pulled apart",
+               "How much of the question's attention lands on the passage it asks about, as more and more of the "
+               "text's own material is put between them (built at the level of queries, keys and values: the "
+               "passage, then filler tokens of this text, then the question).")
+is_report = doc.text.lstrip().startswith("# Incident Report") and not doc.model == "synthetic"
+for s in (PASSAGE, PASSAGE_END, QUESTION):
+    if is_report and not st.session_state[s.key]:
+        st.session_state[s.key] = {PASSAGE.key: needle_text.NEEDLE_REPORT[0][0],
+                                   PASSAGE_END.key: needle_text.NEEDLE_REPORT[0][1],
+                                   QUESTION.key: needle_text.NEEDLE_REPORT[1][0]}[s.key]
+a, b, c = st.columns(3)
+begin = a.text_input("Passage begins with", key=PASSAGE.key, max_chars=PASSAGE.max_chars,
+                     placeholder="text where the passage starts")
+end = b.text_input("Passage ends with", key=PASSAGE_END.key, max_chars=PASSAGE_END.max_chars,
+                   placeholder="text where it ends (optional)")
+ask = c.text_input("Question begins with", key=QUESTION.key, max_chars=QUESTION.max_chars,
+                   placeholder="text of a later question about it")
+if not (begin.strip() and ask.strip()):
+    st.info("Mark a passage and a later question about it in this text (the bundled needle report has them "
+            "filled in): the question's attention onto the passage is then measured as the two move apart.")
+else:
+    try:
+        spans = needle_text.marked_spans(doc.text, doc.offsets, (begin, end or None), (ask, None))
+    except ValueError as err:
+        st.warning(plain(str(err)))
+    else:
+        (p0, p1), (q0, q1) = spans
+        st.caption(f"Passage: tokens {p0}–{p1 - 1} ({plain(doc.text[doc.offsets[p0][0]:doc.offsets[p1 - 1][1]][:120])}"
+                   f"…); question: tokens {q0}–{q1 - 1}.")
+        text_key = ("text dilution", run.doc_key, run.head, spans, canonical(params))
+
+        def text_of(remedy):
+            return cached((*text_key, str(remedy)), lambda: needle_text.text_dilution(
+                q, k, v, doc.offsets, *spans, mechanisms=mechanisms, causal=doc.causal, remedy=remedy,
+                progress=report), label="Pulling the passage and the question apart, steps")
+
+        apart = text_of(None)
+        x = st.radio("Against", TEXT_X.choices, key=TEXT_X.key, horizontal=True,
+                     format_func={"n": "sequence length", "distance": "tokens between them"}.get)
+        charts.show(st, figs.text_chart(apart, x=x), key="dilution_text")
+        st.caption("Lines: the mean over heads and question tokens of the attention they put on the passage's tokens "
+                   "(bands: 25-75%); dashed: what a uniform row would give. A mechanism that cannot reach the "
+                   "passage drops to zero.")
+        download(apart.frame(), "Passage and question", "passage-question.csv", "dilution_csv_text")
+        if spec:
+            with_remedy = text_of(spec)
+            charts.show(st, figs.remedy_chart(figs.text_lines(apart), figs.text_lines(with_remedy),
+                                              remedies.REMEDIES[spec[0]].title, "sequence length (tokens, log)",
+                                              "mass on the passage"), key="dilution_text_remedy")
 
 # ---------------------------------------------------------------- needle experiment
 charts.section("A planted needle",
@@ -132,22 +223,28 @@ key_at = d.slider("Needle key position (share of n)", KEY_AT.lo, KEY_AT.hi, step
 planted = (needle_margin, noise, longest, key_at)
 
 
-def needle_of(mech_key: str | None):
+def needle_of(mech_key: str | None, remedy: remedies.Spec = None):
     """The needle's weight for dense (None) or one mechanism, each kept apart."""
     name = REGISTRY[mech_key].title if mech_key else dilution.DENSE
-    spec = canonical(mechanisms[name][1]) if mech_key else ""
-    return cached(("needle", planted, name, spec), lambda: dilution.needle_experiment(
+    return cached(("needle", planted, name, mech_key_of(mech_key), str(remedy)), lambda: dilution.needle_experiment(
         dilution.prefix_lengths(longest, 10), needle_margin, noise, {name: mechanisms[name]} if mech_key else None,
-        key_at=key_at, progress=report, dense=mech_key is None), label=f"Planting needles ({name}), steps")
+        key_at=key_at, progress=report, dense=mech_key is None, remedy=remedy), label=f"Planting needles ({name}), steps")
 
 
 needle = dilution.Needle.merge(*[needle_of(m) for m in [None, *picked]])
 log_needle = st.checkbox("Log scale for the weight", key=NEEDLE_LOG.key)
 charts.show(st, figs.needle_chart(needle, log_y=log_needle), key="dilution_chart_needle")
-st.caption("The weight the needle query puts on its key at each length: dense follows e^margin / (e^margin + n - 1) "
-           "(exactly at noise 0; with noise the dashed Gaussian estimate uses the mean e^(noise²/2) of a noise key). "
-           "A hollow marker means the mechanism cannot reach the key at all at that length; a curve above dense means "
-           "the mechanism spends less of the query's attention on noise.")
+st.caption("The weight the needle query puts on its key at each length. The dashed lines are the theory: exact "
+           "e^margin / (e^margin + n - 1) without noise, and with noise the exact expectation over Gaussian noise "
+           "logits (a one-dimensional integral); the cheap plug-in e^(noise²/2) estimate is drawn only where it is "
+           "within 5% of the exact value. A hollow marker means the mechanism cannot reach the key at all at that "
+           "length; a curve above dense means the mechanism spends less of the query's attention on noise.")
+if spec:
+    charts.show(st, figs.remedy_chart(figs.needle_lines(needle),
+                                      figs.needle_lines(dilution.Needle.merge(*[needle_of(m, spec) for m in
+                                                                                [None, *picked]])),
+                                      remedies.REMEDIES[spec[0]].title, "sequence length n (log)",
+                                      "weight on the needle key", log_y=log_needle), key="dilution_needle_remedy")
 final = needle.frame()
 last = final[final["n"] == needle.lengths[-1]].set_index("mechanism")
 dense_w = float(last.loc[dilution.DENSE, "weight"])
@@ -156,3 +253,24 @@ st.dataframe(summary.style.format("{:.4g}"))
 st.caption(f"At n = {needle.lengths[-1]:,}: the needle's weight, whether the key is reachable, and the weight as a "
            "multiple of dense's. Low-rank weights are signed, so they can be negative.")
 download(final, "Needle weights", "needle.csv", "dilution_csv_needle")
+
+# ---------------------------------------------------------------- attention sinks
+SINKS = REGISTRY["sinks"]
+charts.section("Attention sinks", SINKS.summary + " Below: how much every head of this layer already leans on the "
+               "first token, and what the sink + window mechanism keeps of dense attention.")
+threshold = st.slider("Sink threshold (Gu et al.: 0.3)", SINK_THRESHOLD.lo, SINK_THRESHOLD.hi, step=0.05,
+                      key=SINK_THRESHOLD.key)
+rows = sample_rows(doc.n, SINK_ROWS)
+measure = cached(("sink measure", run.doc_key, threshold, SINK_ROWS), lambda: sink_measure(
+    doc.q, doc.k, doc.causal, threshold, layer=doc.layer, rows=rows), label="Measuring the first token's share")
+charts.show(st, sink_figs.sink_chart(measure), key="dilution_sinks")
+st.caption(f"Per head, the attention the first token receives per query that can see it (Gu et al., ICLR 2025: "
+           f"a head has a sink when that exceeds {threshold:g}), measured on {rows.numel():,} evenly spaced queries. "
+           f"{measure.share:.0%} of this layer's {doc.heads} heads have a sink on token 0 ({plain(doc.tokens[0])}).")
+download(measure.frame(), "Sink scores", "sink-scores.csv", "dilution_csv_sinks")
+if SINKS.key in params:  # its form is above, with the other mechanisms'
+    sink_params = params[SINKS.key]
+else:
+    with st.expander(f"{SINKS.title} parameters"):
+        sink_params = forms.checked(SINKS, forms.param_form(SINKS, doc=doc))
+maps.pair(run.of(SINKS.key, sink_params), SINKS.title, maps.zoom(doc.n))

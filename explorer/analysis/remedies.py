@@ -72,10 +72,10 @@ REMEDIES: dict[str, Remedy] = {r.key: r for r in (
     Remedy("llama4", "Llama 4 attention temperature tuning",
            "Query i is multiplied by 1 + attn_scale log(floor((i + 1) / floor_scale) + 1): unchanged before "
            "position floor_scale - 1, then slowly sharper (Llama 4's NoPE layers).",
-           (Param("attn_scale", 0.1, 0.0, 10.0, label="attn_scale", step=0.01,
-                  help="strength of the temperature's growth with position"),
-            Param("floor_scale", 8192, 1, 10_000_000, label="floor_scale (tokens)",
-                  help="positions per step of the temperature; shorter texts are left unchanged")),
+           (Param("attn_scale", 0.1, 0.0, 10.0, label="Temperature growth (Llama 4: 0.1)", step=0.01,
+                  help="attn_scale: how much sharper a query gets per step of its position"),
+            Param("floor_scale", 8192, 1, 10_000_000, label="Tokens per step (Llama 4: 8,192)",
+                  help="floor_scale: positions per step of the temperature; shorter texts are left unchanged")),
            _llama4),
 )}
 

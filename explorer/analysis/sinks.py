@@ -26,26 +26,33 @@ THRESHOLD = 0.3  # Gu et al.'s epsilon
 Rows = Callable[[torch.Tensor], torch.Tensor]  # query rows -> [heads, len(rows), n]
 
 
-def key_scores(weights: Rows, reach: Rows, n: int, heads: int, device=None) -> torch.Tensor:
-    """[heads, n]: attention each key receives per query that can see it (0 for a key none can)."""
+def key_scores(weights: Rows, reach: Rows, n: int, heads: int, device=None,
+               rows: torch.Tensor | None = None) -> torch.Tensor:
+    """[heads, n]: attention each key receives per query that can see it (0 for a key none can).
+
+    rows: measure on these queries only (e.g. evenly spaced ones on a long text): each key's score
+    is then the mean over the measured queries that see it, an unbiased estimate of the whole."""
     got = torch.zeros(heads, n, dtype=torch.float64, device=device)
     seen = torch.zeros(heads, n, dtype=torch.float64, device=device)
-    for rows in row_chunks(n, chunk_rows(n, heads, torch.device(device or "cpu")), device):
-        got += weights(rows).sum(1).double()
-        seen += reach(rows).sum(1).double()
+    chunk = chunk_rows(n, heads, torch.device(device or "cpu"))
+    blocks = row_chunks(n, chunk, device) if rows is None else rows.to(device).split(chunk)
+    for block in blocks:
+        got += weights(block).sum(1).double()
+        seen += reach(block).sum(1).double()
     return torch.where(seen > 0, got / seen.clamp_min(1), torch.zeros_like(got))
 
 
-def dense_key_scores(q: torch.Tensor, k: torch.Tensor, causal: bool = False) -> torch.Tensor:
+def dense_key_scores(q: torch.Tensor, k: torch.Tensor, causal: bool = False,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
     """key_scores of exact softmax attention; a key is seen by every query at or after it when causal."""
     n = k.shape[1]
     keys = torch.arange(n, device=k.device)
 
-    def reach(rows):
-        ok = keys[None] <= rows[:, None] if causal else torch.ones(len(rows), n, dtype=torch.bool, device=k.device)
+    def reach(block):
+        ok = keys[None] <= block[:, None] if causal else torch.ones(len(block), n, dtype=torch.bool, device=k.device)
         return ok[None].expand(q.shape[0], -1, -1)
 
-    return key_scores(lambda rows: attention.weights(q, k, rows, causal), reach, n, q.shape[0], k.device)
+    return key_scores(lambda block: attention.weights(q, k, block, causal), reach, n, q.shape[0], k.device, rows)
 
 
 @dataclass
@@ -100,9 +107,10 @@ def _measure(scores: torch.Tensor, layer: int, threshold: float, token: int) -> 
 
 
 def sink_measure(q: torch.Tensor, k: torch.Tensor, causal: bool = False, threshold: float = THRESHOLD,
-                 layer: int = 0, token: int = 0) -> SinkMeasure:
-    """The sink measure of dense attention on every head of one layer's q, k [heads, n, d]."""
-    return _measure(dense_key_scores(q, k, causal), layer, threshold, token)
+                 layer: int = 0, token: int = 0, rows: torch.Tensor | None = None) -> SinkMeasure:
+    """The sink measure of dense attention on every head of one layer's q, k [heads, n, d]
+    (measured on the query `rows` only, when given)."""
+    return _measure(dense_key_scores(q, k, causal, rows), layer, threshold, token)
 
 
 def sink_measure_of(res: Result, threshold: float = THRESHOLD, layer: int = 0, token: int = 0) -> SinkMeasure:

@@ -123,3 +123,39 @@ def test_slots_run_at_most_count_at_once_in_arrival_order():
         t.join(10)
     assert peak[0] == 2 and order == [0, 1, 2, 3, 4]
     assert places and max(places) <= 3 and min(places) == 1  # queued ones were told their place
+
+
+def test_a_background_make_shows_its_partial_result_and_stops_when_asked():
+    from ui.cache import Stopped
+
+    store, go_on = Store(2**30), threading.Event()
+
+    def make():
+        for i in range(1, 1000):
+            store.report(i, 1000, partial=f"first {i}")
+            go_on.wait(5)
+            go_on.clear()
+        return "all"
+
+    store.background("k", make)
+    flight = store.flight("k")
+    assert flight is not None and store.peek("k") is None
+    go_on.set()
+    deadline = time.monotonic() + 5
+    while flight.partial is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert flight.partial.startswith("first") and flight.progress[1] == 1000
+    store.background("k", lambda: pytest.fail("a second make of a key under way"))
+    store.stop("k")
+    go_on.set()
+    assert flight.done.wait(5) and isinstance(flight.error, Stopped)
+    assert "k" not in store and store.flight("k") is None
+
+
+def test_a_background_make_is_kept_when_it_finishes():
+    store = Store(2**30)
+    store.background("k", lambda: 42)
+    deadline = time.monotonic() + 5
+    while store.peek("k") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.peek("k") == 42 and store.get("k", lambda: pytest.fail("made twice")) == 42

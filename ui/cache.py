@@ -87,12 +87,19 @@ def _filled(cell) -> bool:
         return False
 
 
+class Stopped(Exception):
+    """A value's making was stopped on request (Store.stop): nothing is kept."""
+
+
 class _Flight:
-    """A value being made: waiters block on `done` and read the maker's progress."""
+    """A value being made: waiters block on `done` and read the maker's progress and partial result."""
 
     def __init__(self, listener: Callable[[tuple[int, int]], None] | None):
         self.done = threading.Event()
+        self.stop = threading.Event()
+        self.started = time.perf_counter()
         self.progress: tuple[int, int] | None = None
+        self.partial: Any = None  # what the maker has so far, when it offers one (a refining result)
         self.listener = listener  # the maker's own display, called in the maker's thread
         self.error: BaseException | None = None
         self.value: Any = None
@@ -174,14 +181,9 @@ class Store:
         progress(done, total) follows this thread's own make (its `report` calls);
         waiting(progress or None) is called about every 0.2 s while another thread makes it.
         """
-        with self._lock:
-            if key in self._values:
-                self._values.move_to_end(key)
-                return self._values[key]
-            flight = self._flights.get(key)
-            mine = flight is None
-            if mine:
-                flight = self._flights[key] = _Flight(progress)
+        held, flight, mine = self._claim(key, progress)
+        if flight is None:
+            return held
         if not mine:
             while not flight.done.wait(0.2):
                 if waiting:
@@ -189,6 +191,21 @@ class Store:
             if flight.error is not None:
                 raise flight.error
             return flight.value
+        return self._make(key, flight, make)
+
+    def _claim(self, key, progress) -> tuple[Any, _Flight | None, bool]:
+        """(the held value, None, _) or (_, the flight, whether this caller makes it)."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key], None, False
+            flight = self._flights.get(key)
+            if flight is not None:
+                return None, flight, False
+            flight = self._flights[key] = _Flight(progress)
+            return None, flight, True
+
+    def _make(self, key, flight: _Flight, make: Callable[[], T]) -> T:
         outer = getattr(self._local, "flight", None)
         self._local.flight = flight
         try:
@@ -205,13 +222,54 @@ class Store:
             flight.done.set()
         return flight.value
 
-    def report(self, done: int, total: int) -> None:
-        """Progress of the value this thread is making (ignored outside a make)."""
+    def report(self, done: int, total: int, partial: Any = None) -> None:
+        """Progress of the value this thread is making, with what it has so far (ignored outside a make).
+
+        Raises Stopped when someone asked the make to stop (Store.stop)."""
         flight = getattr(self._local, "flight", None)
+        if flight is None:
+            return
+        if flight.stop.is_set():
+            raise Stopped
+        flight.progress = (int(done), int(total))
+        if partial is not None:
+            flight.partial = partial
+        if flight.listener is not None:
+            flight.listener(flight.progress)
+
+    def background(self, key: Hashable, make: Callable[[], T], name: str = "explorer job") -> None:
+        """Make `key` on a thread of its own, unless it is held or being made already: the asker
+        goes on, and reads the progress and partial result with `flight`."""
+        _, flight, mine = self._claim(key, None)
+        if flight is None or not mine:
+            return
+
+        def work():
+            try:
+                self._make(key, flight, make)
+            except BaseException:  # noqa: BLE001 - kept on the flight for whoever looks or waits
+                pass
+
+        threading.Thread(target=work, name=name, daemon=True).start()
+
+    def flight(self, key: Hashable) -> _Flight | None:
+        """The making of `key` under way, or None (not started, done, failed or stopped)."""
+        with self._lock:
+            return self._flights.get(key)
+
+    def stop(self, key: Hashable) -> None:
+        """Ask the making of `key` to stop at its next report."""
+        flight = self.flight(key)
         if flight is not None:
-            flight.progress = (int(done), int(total))
-            if flight.listener is not None:
-                flight.listener(flight.progress)
+            flight.stop.set()
+
+    def peek(self, key: Hashable) -> Any:
+        """The value of `key` if it is held (without making it), else None."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        return None
 
     def _keep(self, key, value) -> None:
         held = storages(value)

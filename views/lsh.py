@@ -80,8 +80,8 @@ rows = sample_rows(doc.n, PAIR_ROWS)
 dense_top = compute.dense(run, maps.grid()).topk_index
 top_index = dense_top[0, rows]
 hit = cached(("lsh caught", run, PAIR_ROWS), lambda: lsh.topk_caught(res, dense_top, rows)[0])
-st.caption(f"For {rows.numel():,} evenly spaced queries, each of dense's top-{top_index.shape[-1]} keys is green "
-           f"when some round put it in the query's window, red when no round did. "
+st.caption(f"For {rows.numel():,} evenly spaced queries, each of dense's top-{top_index.shape[-1]} keys is a blue dot "
+           f"when some round put it in the query's window, an orange cross when no round did. "
            f"{float(hit.float().mean()):.1%} are caught.")
 left, right = st.columns([2, 1])
 charts.show(left, figs.caught_pairs(rows, top_index, hit, doc.tokens), key="lsh_pairs")

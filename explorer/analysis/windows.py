@@ -9,13 +9,21 @@ whole-text map shows stripes that are positions, not content; position_share mea
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import pandas as pd
 import torch
 
+from explorer.analysis.model_view import layer_stats
 from explorer.core import attention
 from explorer.core.device import chunk_rows
-from explorer.core.doc import Doc, Passes
+from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rows import row_chunks, sample_rows
 from explorer.mechanisms.base import Result, dense_cost
+
+SHARE_ROWS = 128  # queries position_share averages over: on the field guide 64 and 256 agree within 0.03
+SHARE_CHUNK = 64  # queries scored at once: larger blocks run slower on a CPU, not faster
+CONTENT_SHARE = 0.1  # a head whose position share is at most this is shaped by content
 
 
 def _own_passes(doc: Doc, head: int | None) -> tuple[Passes, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,34 +101,67 @@ def kept_grid(passes: Passes) -> torch.Tensor:
     return grid
 
 
-def echo_share(s: torch.Tensor, rows: torch.Tensor, grid: torch.Tensor, apart: int, causal: bool) -> torch.Tensor:
-    """[heads, m]: how much of each query's score variance, over keys at least `apart` tokens
-    away (never in one pass with it), the key's window position explains.
+def _runs(passes: Passes) -> list[list[int]]:
+    """[first Doc token, first window position, length, passes]: the kept text tokens as runs of
+    passes that each keep `length` tokens from the same window position on, one after another
+    (with a fixed stride, all but the first and last few): one reshaped block each."""
+    grid, runs = kept_grid(passes), []
+    for w in range(passes.count):
+        at = (grid[w] >= 0).nonzero().squeeze(1)
+        if not at.numel():
+            continue
+        first, t0, length = int(grid[w, at[0]]), int(at[0]), at.numel()
+        if runs and runs[-1][1:3] == [t0, length]:
+            runs[-1][3] += 1
+        else:
+            runs.append([first, t0, length, 1])
+    return runs
 
-    Scores s [heads, m, n] (any shift per row; -inf on masked keys) are grouped by the key's
-    window position; the between-group share of variance is adjusted for chance (epsilon^2:
-    0 when window positions explain no more than as many random groups would, 1 when they
-    explain everything). NaN where a query has too few such keys.
+
+def _group_sums(s: torch.Tensor, passes: Passes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums of s and s^2 over all text keys grouped by window position: [heads, m, length] each,
+    float64."""
+    s1 = torch.zeros(*s.shape[:2], passes.length, dtype=torch.float64, device=s.device)
+    s2 = torch.zeros_like(s1)
+    for first, t0, length, count in _runs(passes):
+        block = s[:, :, first : first + length * count].unflatten(-1, (count, length))
+        s1[:, :, t0 : t0 + length] += block.sum(2)  # a run has few passes: float32 sums them well
+        s2[:, :, t0 : t0 + length] += block.square().sum(2)
+    return s1, s2
+
+
+def echo_share(s: torch.Tensor, rows: torch.Tensor, passes: Passes, causal: bool) -> torch.Tensor:
+    """[heads, m]: how much of each query's score variance, over text keys a window or more away
+    (never in one pass with it), the key's window position explains.
+
+    Scores s [heads, m, n] (any shift per row; 0, not -inf, on masked keys) are grouped by the
+    key's window position; the between-group share of variance is adjusted for chance (Kelley's
+    epsilon^2: 0 when window positions explain no more than as many random groups would, 1 when
+    they explain everything). Sums over all keys by slices, less those of the keys within a
+    window of the query. NaN where a query has too few such keys.
     """
-    heads, m, _ = s.shape
-    keys = grid.clamp_min(0)
-    far = (grid >= 0)[None] & ((keys[None] - rows[:, None, None]).abs() >= apart)  # [m, passes, length]
-    if causal:
-        far &= keys[None] <= rows[:, None, None]
-    x = torch.where(far, s[:, :, keys.flatten()].view(heads, m, *grid.shape), 0.0)
-    count = far.sum(1).to(s.dtype)  # [m, length]: far keys at each window position
-    means = x.sum(2) / count.clamp_min(1)
-    within = torch.where(far, x - means[:, :, None], 0.0).square().sum((2, 3)).double()
-    total_keys, groups = count.sum(-1).double(), (count > 0).sum(-1).double()
-    grand = (means * count).sum(-1).double() / total_keys.clamp_min(1)
-    between = (count * (means.double() - grand[..., None]).square()).sum(-1)
-    spread = (within + between) / (total_keys - 1)
-    share = 1 - (within / (total_keys - groups)) / spread
-    ok = (total_keys - groups >= 1) & (spread > 0)
-    return torch.where(ok, share, torch.nan).to(s.dtype)
+    heads, m, n = s.shape
+    apart = passes.length - passes.prefix - passes.suffix
+    s1, s2 = _group_sums(s, passes)
+    grid = kept_grid(passes)
+    seen = (grid >= 0)[None] & (grid[None] <= rows[:, None, None] if causal else True)
+    count = seen.sum(1).double().expand(m, -1).contiguous()  # [m, length]
+    near = rows[:, None] + torch.arange(1 - apart, apart, device=s.device)[None]
+    ok = (near >= passes.prefix) & (near < n - passes.suffix) & ((near <= rows[:, None]) if causal else True)
+    near = near.clamp(passes.prefix, n - passes.suffix - 1)
+    at = passes.local[near]
+    vals = torch.where(ok, s.gather(-1, near[None].expand(heads, -1, -1)), 0.0).double()
+    s1.scatter_add_(-1, at[None].expand(heads, -1, -1), -vals)
+    s2.scatter_add_(-1, at[None].expand(heads, -1, -1), -vals.square())
+    count.scatter_add_(-1, at, -ok.double())
+    keys, groups = count.sum(-1), (count > 0.5).sum(-1).double()
+    total = s2.sum(-1) - s1.sum(-1).square() / keys.clamp_min(1)
+    within = s2.sum(-1) - (s1.square() / count.clamp_min(1)).sum(-1)
+    share = 1 - (within / (keys - groups)) / (total / (keys - 1))
+    return torch.where((keys - groups >= 1) & (total > 0), share, torch.nan).to(s.dtype)
 
 
-def position_share(doc: Doc, max_rows: int = 256) -> torch.Tensor:
+def position_share(doc: Doc, max_rows: int = SHARE_ROWS) -> torch.Tensor:
     """[heads]: echo_share of dense scores, averaged over up to max_rows evenly spaced queries:
     how much of a head's whole-text map beyond one window is the restarting positions.
 
@@ -128,8 +169,48 @@ def position_share(doc: Doc, max_rows: int = 256) -> torch.Tensor:
     """
     if not restarts(doc):
         raise ValueError("positions do not restart in this Doc (one pass, or positions applied globally)")
-    grid, apart = kept_grid(doc.passes), doc.passes.length - doc.passes.prefix - doc.passes.suffix
     rows = sample_rows(doc.n, max_rows).to(doc.q.device)
-    parts = [echo_share(attention.scores(doc.q, doc.k, rows[c], doc.causal), rows[c], grid, apart, doc.causal)
-             for c in row_chunks(rows.numel(), chunk_rows(doc.n, doc.heads, doc.q.device, buffers=8))]
+    parts = []
+    for c in row_chunks(rows.numel(), min(SHARE_CHUNK, chunk_rows(doc.n, doc.heads, doc.q.device, buffers=3))):
+        s = attention.scores(doc.q, doc.k, rows[c], doc.causal).nan_to_num_(neginf=0.0)
+        parts.append(echo_share(s, rows[c], doc.passes, doc.causal))
     return torch.cat(parts, dim=1).nanmean(dim=1)
+
+
+def content_heads(capture: ModelCapture | Sequence[Doc], max_rows: int = SHARE_ROWS,
+                  progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """One line per (layer, head): position_share and normalised entropy on the same max_rows
+    evenly spaced queries, lowest position share first: the heads where content, not the
+    restarting positions, shapes the whole-text map come first. progress(layers done, layers)."""
+    docs = capture.docs if isinstance(capture, ModelCapture) else list(capture)
+    lines = []
+    for i, doc in enumerate(docs):
+        share = position_share(doc, max_rows)
+        entropy = layer_stats(doc, sample_rows(doc.n, max_rows))["entropy"]
+        lines += [{"layer": doc.layer, "head": h, "position_share": float(share[h]), "entropy": float(entropy[h])}
+                  for h in range(doc.heads)]
+        if progress:
+            progress(i + 1, len(docs))
+    return pd.DataFrame(lines).sort_values(["position_share", "layer", "head"], ignore_index=True)
+
+
+def default_layer_head(heads: pd.DataFrame, content: float = CONTENT_SHARE) -> tuple[int, int, str]:
+    """The layer and head a page should open on when positions restart, and why, in words.
+
+    Of the heads whose far-key scores window positions explain at most `content` of (all the
+    least shaped ones when none is), the most focused (lowest normalised entropy): its map shows
+    the text's own structure, not stripes of window positions, and is not near uniform.
+    heads: content_heads' table (or any with layer, head, position_share, entropy).
+    """
+    if heads.empty:
+        raise ValueError("no heads to choose from")
+    few = heads[heads.position_share <= content]
+    pool = few if len(few) else heads[heads.position_share == heads.position_share.min()]
+    best = pool.sort_values(["entropy", "layer", "head"]).iloc[0]
+    layer, head = int(best["layer"]), int(best["head"])
+    why = (f"Layer {layer}, head {head}: window positions explain {best.position_share:.0%} of how its scores vary "
+           f"over keys a window or more away (heads range {heads.position_share.min():.0%} to "
+           f"{heads.position_share.max():.0%}); ")
+    why += (f"of the {len(few)} heads at or under {content:.0%} it is the most focused (normalised entropy "
+            f"{best.entropy:.2f})." if len(few) else f"no head is under {content:.0%}, and this one is the least shaped.")
+    return layer, head, why

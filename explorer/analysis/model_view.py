@@ -4,8 +4,9 @@ text, from evenly spaced query rows (exact for those rows, never an n x n matrix
 Each layer's sampled rows are scored once, in chunks of all heads together, and every
 statistic comes from that one pass: so the working set is one layer's chunk buffers, while
 the capture (every layer's q/k/v from one forward pass, encoding.encode_layers) is held
-whole. The first token is the Doc's token 0: [CLS] for BERT-style models, <s>/BOS where the
-tokenizer adds one, else the text's first token.
+whole. Mass on the first token is the attention sink of Xiao et al. (2024, "Efficient
+Streaming Language Models with Attention Sinks"); the first token is the Doc's token 0: [CLS]
+for BERT-style models, <s>/BOS where the tokenizer adds one, else the text's first token.
 """
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ from explorer.mechanisms.base import Mechanism
 
 QUERIES = 512  # sampled query rows per head
 LOCAL = 8  # local mass counts keys with |i - j| <= LOCAL
-BUFFERS = 2  # score-sized buffers a chunk of rows takes: the scores (then weights) and a product
+BUFFERS = 2  # score-sized buffers a chunk of rows takes: the scores (then weights), a copy matmul may make
 COLUMNS = {
     "entropy": "normalised entropy (entropy / log of keys seen; 1 = uniform)",
-    "first_mass": "mass on the first token (attention sink)",
+    "first_mass": "mass on the first token (the attention sink)",
     "local_mass": "local mass (keys within the local distance)",
     "distance": "mean attention distance (tokens)",
     "rel_error": "output relative error against dense",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import torch
@@ -194,7 +194,7 @@ def _capture(lm: LoadedModel, layers: list[int], batch: torch.Tensor) -> dict[in
             for h in handles:
                 h.remove()
     if len(outputs) != len(modules):
-        missing = sorted({layer for key in modules if key not in outputs for layer in key[:1]})
+        missing = sorted({layer for layer, i in modules if (layer, i) not in outputs})
         raise ValueError(f"layer(s) {missing}: projections did not run in the model's forward pass")
     got = {}
     for layer in layers:
@@ -283,50 +283,47 @@ def _check_layers(lm: LoadedModel, layers) -> list[int]:
     return sorted(set(layers))
 
 
-def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch: int,
-                keep_windows: bool, progress) -> dict[int, dict[str, torch.Tensor]]:
-    """One windowed forward pass for every listed layer: each token's q/k/v rows [heads, n, d]
-    from its own window, written in place (and, with keep_windows, every window whole).
-
-    k/v keep the model's kv heads and no rotary yet (_as_attended does that per layer).
-    """
+def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch: int, keep_windows: bool,
+                progress) -> dict[int, tuple[list[torch.Tensor], list[torch.Tensor] | None]]:
+    """One windowed forward pass for every listed layer: layer -> (q, k, v rows [heads, n, d], each
+    token's from its own window, written in place; with keep_windows every window whole,
+    [windows, heads, length, d]). k/v keep the model's kv heads and no rotary yet (_as_attended)."""
     p = len(lm.prefix)
     length = p + plan[0][1] - plan[0][0] + len(lm.suffix)
     n = length + plan[-1][0]
-    heads = {"q": lm.heads, "k": lm.kv_heads, "v": lm.kv_heads}
-    store = {layer: {x: torch.empty(heads[x], n, lm.head_dim, device=lm.device) for x in "qkv"} for layer in layers}
-    if keep_windows:
-        for layer in layers:
-            store[layer].update({f"window {x}": torch.empty(len(plan), heads[x], length, lm.head_dim,
-                                                            device=lm.device) for x in "qkv"})
+    heads = (lm.heads, lm.kv_heads, lm.kv_heads)
+    store = {layer: ([torch.empty(h, n, lm.head_dim, device=lm.device) for h in heads],
+                     [torch.empty(len(plan), h, length, lm.head_dim, device=lm.device) for h in heads]
+                     if keep_windows else None) for layer in layers}
     with torch.no_grad():
         for b in range(0, len(plan), batch):
             group = plan[b : b + batch]
             rows = [lm.prefix + ids[s:e] + lm.suffix for s, e, _, _ in group]
             for layer, outs in _capture(lm, layers, torch.tensor(rows, device=lm.device)).items():
-                for x, out in zip("qkv", outs):
+                kept, windows = store[layer]
+                for x, out in enumerate(outs):
                     out = _heads_first(out.float(), heads[x], lm.head_dim)
                     for j, (s, _, ks, ke) in enumerate(group):  # window position t is Doc token s + t
                         lo = p + ks - s if b + j else 0
                         hi = p + ke - s if b + j < len(plan) - 1 else length
-                        store[layer][x][:, s + lo : s + hi] = out[:, j, lo:hi]
-                    if keep_windows:
-                        store[layer][f"window {x}"][b : b + len(group)] = out.transpose(0, 1)
+                        kept[x][:, s + lo : s + hi] = out[:, j, lo:hi]
+                    if windows:
+                        windows[x][b : b + len(group)] = out.transpose(0, 1)
             if progress:
                 progress(min(b + batch, len(plan)), len(plan))
     return store
 
 
-def _passes(lm: LoadedModel, plan, n: int, raw: dict[str, torch.Tensor]) -> Passes:
+def _passes(lm: LoadedModel, plan, n: int) -> Passes:
+    """Which pass kept each of the n Doc tokens (prefix from the first, suffix from the last)."""
     p = len(lm.prefix)
     owner = torch.zeros(n, dtype=torch.long, device=lm.device)
     for w, (_, _, ks, ke) in enumerate(plan):
         owner[p + ks : p + ke] = w
     owner[p + plan[-1][3] :] = len(plan) - 1
-    windows = _as_attended(lm, *(raw[f"window {x}"] for x in "qkv")) if "window q" in raw else (None,) * 3
     return Passes(starts=torch.tensor([s for s, _, _, _ in plan], device=lm.device), owner=owner,
                   length=p + plan[0][1] - plan[0][0] + len(lm.suffix), prefix=p, suffix=len(lm.suffix),
-                  local_positions=lm.rotary is None, q=windows[0], k=windows[1], v=windows[2])
+                  local_positions=lm.rotary is None)
 
 
 def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, device: str | None = None,
@@ -357,14 +354,15 @@ def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, de
     store = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
     offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
-    note = _position_note(lm, len(ids), plan, window, stride)
+    note, passes = _position_note(lm, len(ids), plan, window, stride), _passes(lm, plan, len(tok))
     docs = []
     for layer in layers:
-        raw = store.pop(layer)  # each layer's raw rows go as its Doc is made
-        q, k, v = _as_attended(lm, raw["q"], raw["k"], raw["v"])
+        kept, windows = store.pop(layer)  # each layer's raw rows go as its Doc is made
+        q, k, v = _as_attended(lm, *kept)
+        own = dict(zip("qkv", _as_attended(lm, *windows))) if windows else {}
         docs.append(Doc(text=text, tokens=tok, offsets=offs, q=q, k=k, v=v, model=lm.name, layer=layer,
                         causal=lm.causal, windows=[(s, e) for s, e, _, _ in plan], timings=dict(timings),
-                        note=note, passes=_passes(lm, plan, len(tok), raw)))
+                        note=note, passes=replace(passes, **own)))
     for doc in docs:
         doc.timings["model"] = time.perf_counter() - start
     return ModelCapture(docs)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.analysis.model_view import COLUMNS, layer_stats, model_view
+from explorer.analysis.model_view import COLUMNS, bench_line, layer_stats, model_view
 from explorer.core.encoding import encode_layers
 from explorer.mechanisms import REGISTRY
 
@@ -73,3 +73,9 @@ def test_table_has_a_line_per_layer_and_head_and_reads_back_from_csv():
 def test_bad_settings_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         model_view([explorer.synthetic(20)], **kwargs)
+
+
+def test_bench_line_times_the_pass_and_the_statistics_apart():
+    line = bench_line("Two short sentences. The model reads them once.", queries=8)
+    assert (line["layers"], line["heads"], line["queries"], line["mechanism"]) == (6, 12, 8, "")
+    assert line["tokens"] > 8 and line["forward_s"] >= 0 and line["stats_s"] >= 0

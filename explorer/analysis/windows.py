@@ -120,12 +120,12 @@ def _runs(passes: Passes) -> list[list[int]]:
 
 def _group_sums(s: torch.Tensor, passes: Passes) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums of s and s^2 over all text keys grouped by window position: [heads, m, length] each,
-    float64."""
+    float64 (a run's own sums are float32: a few hundred terms at most)."""
     s1 = torch.zeros(*s.shape[:2], passes.length, dtype=torch.float64, device=s.device)
     s2 = torch.zeros_like(s1)
     for first, t0, length, count in _runs(passes):
         block = s[:, :, first : first + length * count].unflatten(-1, (count, length))
-        s1[:, :, t0 : t0 + length] += block.sum(2)  # a run has few passes: float32 sums them well
+        s1[:, :, t0 : t0 + length] += block.sum(2)
         s2[:, :, t0 : t0 + length] += block.square().sum(2)
     return s1, s2
 
@@ -181,7 +181,8 @@ def content_heads(capture: ModelCapture | Sequence[Doc], max_rows: int = SHARE_R
                   progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """One line per (layer, head): position_share and normalised entropy on the same max_rows
     evenly spaced queries, lowest position share first: the heads where content, not the
-    restarting positions, shapes the whole-text map come first. progress(layers done, layers)."""
+    restarting positions, shapes the whole-text map come first. progress(layers done, layers).
+    ValueError where positions do not restart (see restarts)."""
     docs = capture.docs if isinstance(capture, ModelCapture) else list(capture)
     lines = []
     for i, doc in enumerate(docs):

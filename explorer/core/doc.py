@@ -57,7 +57,8 @@ class Doc:
 
     q, k, v are [heads, n, head_dim]; offsets are character spans in `text`
     ((0, 0) for special tokens the model adds). `causal` says whether the
-    model's own attention is masked to the past.
+    model's own attention is masked to the past. `passes`: how the model's
+    forward passes covered the text (None for synthetic Docs).
     """
 
     text: str

@@ -55,7 +55,7 @@ def test_dense_as_the_mechanism_has_no_error():
 def test_table_has_a_line_per_layer_and_head_and_reads_back_from_csv():
     capture = encode_layers("A field guide to reading long documents. " * 30, window=64, stride=48)
     calls = []
-    frame = model_view(capture, queries=40, local=3, mechanism=REGISTRY["lsh"], params={},
+    frame = model_view(capture, queries=40, local=3, mechanism=REGISTRY["lowrank"], params={},
                        progress=lambda done, total: calls.append((done, total)))
     assert list(frame.columns) == ["layer", "head", "queries", "local_window", *COLUMNS, "mechanism"]
     assert len(frame) == 6 * 12 and set(frame.layer) == set(range(6)) and (frame.queries == 40).all()

@@ -4,13 +4,13 @@ from explorer.core.doc import Doc
 from explorer.core.stats import AttentionStats, attention_stats
 from explorer.core.synthetic import synthetic
 
-__all__ = ["Doc", "AttentionStats", "attention_stats", "encode", "pick_device", "synthetic"]
+__all__ = ["Doc", "AttentionStats", "attention_stats", "encode", "encode_layers", "pick_device", "synthetic"]
 
 
 def __getattr__(name):
     # encoding pulls in transformers; import it only when asked for
-    if name == "encode":
-        from explorer.core.encoding import encode
+    if name in ("encode", "encode_layers"):
+        from explorer.core import encoding
 
-        return encode
+        return getattr(encoding, name)
     raise AttributeError(name)

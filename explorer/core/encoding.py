@@ -1,4 +1,5 @@
-"""Text -> tokens (with character offsets) -> the queries, keys and values of one layer.
+"""Text -> tokens (with character offsets) -> the queries, keys and values of one layer, or of
+every layer from one forward pass (encode_layers).
 
 Texts longer than the model's positions go through the model in overlapping
 windows. A layer's projections act on each token alone, so capturing them with
@@ -6,20 +7,22 @@ forward hooks and keeping each token's row from the window where it has the
 most context gives that layer's own Q/K/V over the whole sequence: nothing is
 truncated. The positions the model saw are window-local (absolute position
 embeddings); rotary models get their rotation at the token's global position.
+Each Doc says which pass kept each token (Doc.passes) and, on request, keeps
+every pass's own q/k/v: the attention the model computed inside its windows.
 """
 from __future__ import annotations
 
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import torch
 from torch import nn
 
 from explorer.core.device import pick_device
-from explorer.core.doc import Doc
+from explorer.core.doc import Doc, ModelCapture, Passes
 
 BUNDLED = "minilm"
 # (query, key, value) module names of the families this reads; a fused
@@ -164,21 +167,25 @@ def _projection_modules(layer: nn.Module) -> list[nn.Module]:
     raise ValueError(f"unknown attention layout in {type(layer).__name__}: no query/key/value projections found")
 
 
-def _capture(lm: LoadedModel, layer: int, batch: torch.Tensor) -> list[torch.Tensor]:
-    """Run windows through the model until `layer`'s projections have fired; return their outputs."""
-    modules = _projection_modules(lm.layers[layer])
-    outputs: dict[int, torch.Tensor] = {}
+def _capture(lm: LoadedModel, layers: list[int], batch: torch.Tensor) -> dict[int, list[torch.Tensor]]:
+    """Run windows through the model until every listed layer's projections have fired.
 
-    def hook(index):
+    All hooks are on at once, so one forward pass serves every layer; it stops after the
+    last one needed. Returns layer -> [q, k, v] outputs as the projections gave them.
+    """
+    modules = {(layer, i): m for layer in layers for i, m in enumerate(_projection_modules(lm.layers[layer]))}
+    outputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def hook(key):
         def fire(_module, _inputs, output):
-            outputs[index] = output.detach()
+            outputs[key] = output.detach()
             if len(outputs) == len(modules):
                 raise _Captured
 
         return fire
 
     with lm.lock:
-        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+        handles = [m.register_forward_hook(hook(key)) for key, m in modules.items()]
         try:
             lm.model(input_ids=batch, attention_mask=torch.ones_like(batch))
         except _Captured:
@@ -187,9 +194,13 @@ def _capture(lm: LoadedModel, layer: int, batch: torch.Tensor) -> list[torch.Ten
             for h in handles:
                 h.remove()
     if len(outputs) != len(modules):
-        raise ValueError(f"layer {layer}'s projections did not run in the model's forward pass")
-    got = [outputs[i] for i in range(len(modules))]
-    return list(got[0].split(got[0].shape[-1] // 3, dim=-1)) if len(got) == 1 else got
+        missing = sorted({layer for layer, i in modules if (layer, i) not in outputs})
+        raise ValueError(f"layer(s) {missing}: projections did not run in the model's forward pass")
+    got = {}
+    for layer in layers:
+        found = [outputs[key] for key in modules if key[0] == layer]
+        got[layer] = list(found[0].split(found[0].shape[-1] // 3, dim=-1)) if len(found) == 1 else found
+    return got
 
 
 def _heads_first(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
@@ -198,13 +209,23 @@ def _heads_first(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
 
 
 def _rotate(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
-    """Apply the model's rotary embedding at global positions 0..n-1 (x: [heads, n, d])."""
-    positions = torch.arange(x.shape[1], device=x.device)[None]
-    cos, sin = lm.rotary(x[None].transpose(1, 2), positions)
+    """Apply the model's rotary embedding at positions 0..T-1 of x [..., T, d]."""
+    positions = torch.arange(x.shape[-2], device=x.device)[None]
+    cos, sin = lm.rotary(x, positions)
     cos, sin = cos[0].to(x.dtype), sin[0].to(x.dtype)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def _as_attended(lm: LoadedModel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Projections [..., heads, T, d] as attention uses them: kv heads repeated for grouped-query
+    attention, rotary at positions 0..T-1 along the token axis."""
+    if lm.kv_heads != lm.heads:  # grouped-query attention: each kv head serves a group of query heads
+        k, v = (x.repeat_interleave(lm.heads // lm.kv_heads, dim=-3) for x in (k, v))
+    if lm.rotary is not None:
+        q, k = _rotate(lm, q), _rotate(lm, k)
+    return q, k, v
 
 
 def _tokenize(lm: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -226,14 +247,7 @@ def first_tokens(text: str, model: str | LoadedModel, count: int) -> str:
     return text if len(ids) <= count else text[: offsets[count - 1][1]]
 
 
-def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device: str | None = None,
-           window: int | None = None, stride: int | None = None, batch: int = 8, progress=None) -> Doc:
-    """Queries, keys and values [heads, n, head_dim] of every head of `layer` over the whole text.
-
-    window/stride: text tokens per model pass and the step between passes
-    (defaults: the model's maximum, and three quarters of it). progress, if
-    given, is called with (windows done, windows total).
-    """
+def _check_text(text) -> None:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text is empty: paste or pick a text to encode")
     try:
@@ -241,20 +255,94 @@ def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device
     except UnicodeEncodeError as err:
         raise ValueError(f"the text holds a character that is not valid Unicode at position {err.start} "
                          "(a lone surrogate): it cannot be tokenized") from err
+
+
+def _check_sizes(lm: LoadedModel, window, stride, batch) -> tuple[int, int]:
+    """window and stride as given or defaulted (the model's maximum, three quarters of it)."""
     for name, value in (("window", window), ("stride", stride), ("batch", batch)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name}={value!r} must be a whole number")
     if batch < 1:
         raise ValueError(f"batch={batch} must be at least 1")
-    lm = model if isinstance(model, LoadedModel) else load_model(model, device)
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(lm.layers):
-        raise ValueError(f"layer={layer!r} is out of range 0..{len(lm.layers) - 1}")
     window = window or lm.max_tokens
     stride = stride or max(1, window * 3 // 4)
     if not 1 <= window <= lm.max_tokens:
         raise ValueError(f"window={window} must be in 1..{lm.max_tokens} (the model's positions)")
     if not 1 <= stride <= window:
         raise ValueError(f"stride={stride} must be in 1..window ({window})")
+    return window, stride
+
+
+def _check_layers(lm: LoadedModel, layers) -> list[int]:
+    layers = list(range(len(lm.layers))) if layers is None else list(layers)
+    if not layers:
+        raise ValueError("layers is empty: name at least one layer")
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(lm.layers):
+            raise ValueError(f"layer={layer!r} is out of range 0..{len(lm.layers) - 1}")
+    return sorted(set(layers))
+
+
+def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch: int, keep_windows: bool,
+                progress) -> dict[int, tuple[list[torch.Tensor], list[torch.Tensor] | None]]:
+    """One windowed forward pass for every listed layer: layer -> (q, k, v rows [heads, n, d], each
+    token's from its own window, written in place; with keep_windows every window whole,
+    [windows, heads, length, d]). k/v keep the model's kv heads and no rotary yet (_as_attended)."""
+    p = len(lm.prefix)
+    length = p + plan[0][1] - plan[0][0] + len(lm.suffix)
+    n = length + plan[-1][0]
+    heads = (lm.heads, lm.kv_heads, lm.kv_heads)
+    store = {layer: ([torch.empty(h, n, lm.head_dim, device=lm.device) for h in heads],
+                     [torch.empty(len(plan), h, length, lm.head_dim, device=lm.device) for h in heads]
+                     if keep_windows else None) for layer in layers}
+    with torch.no_grad():
+        for b in range(0, len(plan), batch):
+            group = plan[b : b + batch]
+            rows = [lm.prefix + ids[s:e] + lm.suffix for s, e, _, _ in group]
+            for layer, outs in _capture(lm, layers, torch.tensor(rows, device=lm.device)).items():
+                kept, windows = store[layer]
+                for x, out in enumerate(outs):
+                    out = _heads_first(out.float(), heads[x], lm.head_dim)
+                    for j, (s, _, ks, ke) in enumerate(group):  # window position t is Doc token s + t
+                        lo = p + ks - s if b + j else 0
+                        hi = p + ke - s if b + j < len(plan) - 1 else length
+                        kept[x][:, s + lo : s + hi] = out[:, j, lo:hi]
+                    if windows:
+                        windows[x][b : b + len(group)] = out.transpose(0, 1)
+            if progress:
+                progress(min(b + batch, len(plan)), len(plan))
+    return store
+
+
+def _passes(lm: LoadedModel, plan, n: int) -> Passes:
+    """Which pass kept each of the n Doc tokens (prefix from the first, suffix from the last)."""
+    p = len(lm.prefix)
+    owner = torch.zeros(n, dtype=torch.long, device=lm.device)
+    for w, (_, _, ks, ke) in enumerate(plan):
+        owner[p + ks : p + ke] = w
+    owner[p + plan[-1][3] :] = len(plan) - 1
+    return Passes(starts=torch.tensor([s for s, _, _, _ in plan], device=lm.device), owner=owner,
+                  length=p + plan[0][1] - plan[0][0] + len(lm.suffix), prefix=p, suffix=len(lm.suffix),
+                  local_positions=lm.rotary is None)
+
+
+def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, device: str | None = None,
+                  window: int | None = None, stride: int | None = None, batch: int = 8, progress=None,
+                  keep_windows: bool = False) -> ModelCapture:
+    """Every listed layer's Doc (all layers when None) from one windowed forward pass.
+
+    The hooks of all layers are on at once, so the model runs over the text once, not once a
+    layer; each layer's Doc equals encode(text, model, layer=layer, ...) with the same windows.
+    The pass gives every layer's rows together, so they are held together (layers x one Doc:
+    for MiniLM 27.6 KB a token, 620 MB for 22k tokens, 3.6 GB for 129k); an iterator of layers
+    would not lower that peak. window/stride/batch/progress as in encode; keep_windows also keeps
+    every window's own q/k/v on each Doc's passes (about window/stride times more memory) for
+    the attention each pass computed (explorer.analysis.windows.own_windows).
+    """
+    _check_text(text)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device)
+    window, stride = _check_sizes(lm, window, stride, batch)
+    layers = _check_layers(lm, layers)
     timings = {}
     start = time.perf_counter()
     ids, offsets = _tokenize(lm, text)
@@ -263,32 +351,34 @@ def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device
     timings["tokenize"] = time.perf_counter() - start
     plan = window_plan(len(ids), window, stride, lm.causal)
     start = time.perf_counter()
-    pieces = {"q": [], "k": [], "v": []}
-    first, last = len(lm.prefix), len(lm.prefix) + (plan[-1][1] - plan[-1][0]) + len(lm.suffix)
-    with torch.no_grad():
-        for b in range(0, len(plan), batch):
-            group = plan[b : b + batch]
-            rows = [lm.prefix + ids[s:e] + lm.suffix for s, e, _, _ in group]
-            captured = _capture(lm, layer, torch.tensor(rows, device=lm.device))
-            for name, out, h in zip("qkv", captured, (lm.heads, lm.kv_heads, lm.kv_heads)):
-                out = _heads_first(out.float(), h, lm.head_dim)
-                for j, (s, e, ks, ke) in enumerate(group):
-                    lo = first + ks - s if b + j else 0
-                    hi = first + ke - s if b + j < len(plan) - 1 else last
-                    pieces[name].append(out[:, j, lo:hi])
-            if progress:
-                progress(min(b + batch, len(plan)), len(plan))
-    q, k, v = (torch.cat(pieces[name], dim=1) for name in "qkv")
-    if lm.kv_heads != lm.heads:  # grouped-query attention: each kv head serves a group of query heads
-        k, v = (x.repeat_interleave(lm.heads // lm.kv_heads, dim=0) for x in (k, v))
-    if lm.rotary is not None:
-        q, k = _rotate(lm, q), _rotate(lm, k)
-    timings["model"] = time.perf_counter() - start
+    store = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
     offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
-    return Doc(text=text, tokens=tok, offsets=offs, q=q, k=k, v=v, model=lm.name, layer=layer,
-               causal=lm.causal, windows=[(s, e) for s, e, _, _ in plan], timings=timings,
-               note=_position_note(lm, len(ids), plan, window, stride))
+    note, passes = _position_note(lm, len(ids), plan, window, stride), _passes(lm, plan, len(tok))
+    docs = []
+    for layer in layers:
+        kept, windows = store.pop(layer)  # each layer's raw rows go as its Doc is made
+        q, k, v = _as_attended(lm, *kept)
+        own = dict(zip("qkv", _as_attended(lm, *windows))) if windows else {}
+        docs.append(Doc(text=text, tokens=tok, offsets=offs, q=q, k=k, v=v, model=lm.name, layer=layer,
+                        causal=lm.causal, windows=[(s, e) for s, e, _, _ in plan], timings=dict(timings),
+                        note=note, passes=replace(passes, **own)))
+    for doc in docs:
+        doc.timings["model"] = time.perf_counter() - start
+    return ModelCapture(docs)
+
+
+def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device: str | None = None,
+           window: int | None = None, stride: int | None = None, batch: int = 8, progress=None,
+           keep_windows: bool = False) -> Doc:
+    """Queries, keys and values [heads, n, head_dim] of every head of `layer` over the whole text.
+
+    window/stride: text tokens per model pass and the step between passes
+    (defaults: the model's maximum, and three quarters of it). progress, if
+    given, is called with (windows done, windows total). keep_windows: also keep
+    every window's own q/k/v on doc.passes (see encode_layers).
+    """
+    return encode_layers(text, model, [layer], device, window, stride, batch, progress, keep_windows).docs[0]
 
 
 def _position_note(lm: LoadedModel, n: int, plan, window: int, stride: int) -> str:

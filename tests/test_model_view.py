@@ -26,8 +26,10 @@ def _brute(doc, rows, local, causal):
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(a > 0, a * np.log(a), 0).sum(-1) / np.log(seen)
     gap = np.abs(rows[:, None] - np.arange(n)[None])
+    half = (np.cumsum(-np.sort(-a, axis=-1), axis=-1) < 0.5).sum(-1) + 1  # heaviest keys first, until half is held
     return {"entropy": np.where(seen > 1, entropy, np.nan), "first_mass": a[..., 0],
-            "local_mass": (a * (gap <= local)).sum(-1), "distance": (a * gap).sum(-1), "output": a @ v}
+            "local_mass": (a * (gap <= local)).sum(-1), "distance": (a * gap).sum(-1), "half_keys": half,
+            "output": a @ v}
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -38,7 +40,7 @@ def test_every_statistic_matches_brute_force(causal):
     mech, params = REGISTRY["segmented"], {"segment_length": 16, "causal": causal}
     got = layer_stats(doc, rows, local=4, mechanism=mech, params=params)
     ref = _brute(doc, rows.numpy(), 4, causal)
-    for name in ("entropy", "first_mass", "local_mass", "distance"):
+    for name in ("entropy", "first_mass", "local_mass", "distance", "half_keys"):
         np.testing.assert_allclose(got[name].numpy(), np.nanmean(ref[name], axis=1), rtol=1e-4, atol=1e-5,
                                    err_msg=name)
     mine = mech.run(doc.q, doc.k, doc.v, **params).output.double().numpy()[:, rows]

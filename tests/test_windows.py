@@ -204,3 +204,14 @@ def test_default_layer_head_rule():
     assert default_layer_head(heads)[:2] == (1, 0)  # under 10%, and more focused than (0, 1)
     layer, head, why = default_layer_head(heads, content=0.01)
     assert (layer, head) == (0, 1) and "least shaped" in why  # none under 1%: the least shaped
+
+
+def test_boundaries_are_where_the_kept_pass_changes():
+    from explorer.analysis.windows import boundaries
+
+    doc = explorer.encode("Keys and doors. " * 300, "minilm", window=128, stride=96)
+    cuts = boundaries(doc)
+    owner = doc.passes.owner.tolist()
+    assert len(cuts) == doc.passes.count - 1
+    assert all(owner[c] == owner[c - 1] + 1 for c in cuts)
+    assert boundaries(explorer.encode("A short text.", "minilm")) == []

@@ -8,19 +8,25 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+import pandas as pd
+import streamlit as st
 import torch
 
 import explorer
+from explorer.analysis import model_view, windows
 from explorer.analysis.fidelity import Fidelity, fidelity
 from explorer.core import attention, encoding, segments
-from explorer.core.encoding import LoadedModel, load_model, tokenize
+from explorer.core.doc import ModelCapture
+from explorer.core.encoding import LoadedModel, encode_layers, load_model, tokenize
 from explorer.core.pooling import PooledMap, pooled_map
+from explorer.core.rows import sample_rows
 from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, attention_stats
 from explorer.mechanisms import REGISTRY, Result
 from ui.cache import cached, report, store
 from ui.state import Run, doc_key, text_key
 
+WINDOWS = "own windows"  # the Run mech of the model's own windows (not a mechanism of the registry)
 FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
 MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
 
@@ -46,8 +52,17 @@ def sample(name: str) -> str:
     return cached(("sample", name), lambda: load_sample(name))
 
 
+def _capture_key(args: dict) -> tuple:
+    return ("capture", doc_key({**args, "layer": "every"}))
+
+
 def encoded(args: dict) -> explorer.Doc:
-    """The Doc for these encoding arguments (ui.sidebar builds them), made once per process."""
+    """The Doc for these encoding arguments (ui.sidebar builds them), made once per process; a layer
+    of a capture of every layer (capture) is taken from it, not encoded again."""
+    held = store().peek(_capture_key(args))
+    if held is not None and args["layer"] in held.layers:
+        return held.doc(args["layer"])
+
     def make():
         if args.get("synthetic"):
             return explorer.synthetic(**json.loads(args["synthetic"]))
@@ -55,6 +70,46 @@ def encoded(args: dict) -> explorer.Doc:
                                window=args["window"] or None, progress=report)
 
     return cached(("encoding", doc_key(args)), make, label="Encoding the text, model windows")
+
+
+def capture(args: dict) -> ModelCapture:
+    """Every layer of the model over the text, from one windowed forward pass (ValueError for synthetic)."""
+    if args.get("synthetic"):
+        raise ValueError("synthetic vectors have no model layers: encode a text to see the whole model")
+    return cached(_capture_key(args), lambda: encode_layers(args["text"], model(args["model"]),
+                                                            window=args["window"] or None, progress=report),
+                  label="Encoding every layer, model windows")
+
+
+def content_heads(args: dict) -> pd.DataFrame:
+    """Per layer and head, how much the restarting window positions shape its map (analysis.windows)."""
+    return cached(("content heads", _capture_key(args)), lambda: windows.content_heads(capture(args), progress=report),
+                  label="Finding the heads where content, not window positions, dominates: layers")
+
+
+def opened_because(run: Run) -> str | None:
+    """Why the page opened on this layer and head, when it was chosen for content (see ui.sidebar)."""
+    args = st.session_state.get("encoded") or {}
+    held = None if args.get("synthetic") else store().peek(("content heads", _capture_key(args)))
+    if held is None:
+        return None
+    layer, head, why = windows.default_layer_head(held)
+    return why if (layer, head) == (run.doc.layer, run.head) else None
+
+
+def head_stats(run: Run) -> dict:
+    """The model view's statistics of every head of the run's layer, on evenly spaced queries."""
+    rows = sample_rows(run.doc.n, model_view.QUERIES)
+    return cached(("layer stats", run.doc_key), lambda: model_view.layer_stats(run.doc, rows),
+                  label="Measuring this layer's heads")
+
+
+def model_grid(args: dict, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
+    """The model view's table: every layer and head (analysis.model_view), a mechanism's error on request."""
+    mechanism = REGISTRY[mech] if mech else None
+    return cached(("model view", _capture_key(args), queries, local, mech, json.dumps(params, sort_keys=True)),
+                  lambda: model_view.model_view(capture(args), queries, local, mechanism, params, progress=report),
+                  label="Measuring every layer and head, steps")
 
 
 def is_encoded(args: dict) -> bool:
@@ -72,7 +127,10 @@ def dense(run: Run, grid: int) -> AttentionStats:
 
 
 def result(run: Run) -> Result:
-    """The run's mechanism on its head; its parameters were checked by the form (ValueError if not)."""
+    """The run's mechanism on its head; its parameters were checked by the form (ValueError if not).
+    WINDOWS stands for the model's own windows: the attention each forward pass computed."""
+    if run.mech == WINDOWS:
+        return own_windows(run)
     mech = REGISTRY[run.mech]
 
     def make():
@@ -80,6 +138,21 @@ def result(run: Run) -> Result:
         return mech.run(q, k, v, **mech.for_head(run.params, run.head, run.doc.heads))
 
     return cached(("result", run), make, label=f"Running {mech.title}")
+
+
+def own_windows(run: Run) -> Result:
+    """The attention each of the model's passes computed, from that pass's own q/k/v (analysis.windows):
+    the text is encoded once more, keeping every pass whole."""
+    args = st.session_state["encoded"]
+    if doc_key(args) != run.doc_key:
+        raise ValueError("the model's own windows are shown for the text encoded last; press Run again")
+
+    def make():
+        kept = explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
+                               window=args["window"] or None, keep_windows=True, progress=report)
+        return windows.own_windows(kept, run.head)
+
+    return cached(("own windows", run.doc_key, run.head), make, label="Keeping every model window whole, windows")
 
 
 def weights_fn(run: Run) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -5,6 +5,7 @@ import json
 
 import streamlit as st
 
+from explorer.analysis import windows
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
 from ui import compute, document, hosting, messages, settings, share
@@ -29,8 +30,10 @@ SYNTH_N = Setting("synth_n", 2048, lo=1, hi=200_000)
 SYNTH_NEEDLES = Setting("synth_needles", 4, lo=0, hi=64)
 SYNTH_MARGIN = Setting("synth_margin", 8.0, lo=0.0, hi=40.0)
 SYNTH_SEED = Setting("synth_seed", 0, lo=0, hi=2**31 - 1)
+AUTO_HEAD = Setting("auto_head", True)  # open on a layer and head where content, not window positions, dominates
 SIDEBAR = (SOURCE, SAMPLE, PASTED, TEXT, MODEL, DOWNLOAD, LAYER, WINDOW, HEAD, SYNTH_N, SYNTH_NEEDLES,
-           SYNTH_MARGIN, SYNTH_SEED)
+           SYNTH_MARGIN, SYNTH_SEED, AUTO_HEAD)
+PICK = "_pick"  # session key: (layer, head) to show, chosen on the last run, set before the widgets exist
 settings.register(*SIDEBAR)
 TRIM = "_trim_to"  # session key: the visitor chose to encode only the first tokens of a long text
 
@@ -96,9 +99,16 @@ def _model_field() -> None:
                 help="off: only the bundled model, local folders and models already in your cache load")
 
 
+def _chosen_by_hand() -> None:
+    st.session_state[AUTO_HEAD.key] = False
+
+
 def _model_args(text: str) -> dict:
     _model_field()
-    st.number_input("Layer", int(LAYER.lo), int(LAYER.hi), key=LAYER.key)
+    st.number_input("Layer", int(LAYER.lo), int(LAYER.hi), key=LAYER.key, on_change=_chosen_by_hand)
+    st.checkbox("Open on a layer and head where content dominates", key=AUTO_HEAD.key,
+                help="for texts longer than the model's window: its positions restart in every window, and in "
+                     "some heads that, not the text, shapes the whole-text map")
     st.number_input("Window (tokens per model pass, 0 = model maximum)", int(WINDOW.lo), int(WINDOW.hi),
                     key=WINDOW.key, step=64)
     return {"text": text, "model": st.session_state[MODEL.key].strip(), "layer": int(st.session_state[LAYER.key]),
@@ -144,6 +154,33 @@ def _run(args: dict, trim: int | None = None) -> None:
         took = sum(doc.timings.values())
         status.update(label=f"{doc.n:,} tokens, encoded earlier (kept in the cache)" if reused else
                       f"Encoded {doc.n:,} tokens in {took:.2f} s", state="complete", expanded=False)
+    _pick_content_head(capped, doc)
+
+
+def _pick_content_head(args: dict, doc) -> None:
+    """When positions restart in every window, move to the layer and head where content dominates
+    (analysis.windows.default_layer_head): set on the next run, before the widgets exist."""
+    if args["synthetic"] or not st.session_state.get(AUTO_HEAD.key) or not windows.restarts(doc):
+        return
+    try:
+        layer, head, _ = windows.default_layer_head(compute.content_heads(args))
+    except ValueError as err:
+        messages.error(err)
+        return
+    if (layer, head) != (args["layer"], int(st.session_state[HEAD.key])):
+        st.session_state[PICK] = (layer, head)
+        st.rerun()
+
+
+def _apply_pick() -> None:
+    """A layer and head chosen on the last run (here or on the model view) become the current ones."""
+    pick = st.session_state.pop(PICK, None)
+    if pick is None:
+        return
+    layer, head = pick
+    st.session_state[LAYER.key], st.session_state[HEAD.key] = layer, head
+    if st.session_state.get("encoded") and not st.session_state["encoded"]["synthetic"]:
+        st.session_state["encoded"] = {**st.session_state["encoded"], "layer": layer}
 
 
 def _keep_text(args: dict) -> None:
@@ -166,6 +203,7 @@ def render(owners: set[str]) -> None:
     auto = share.restore_from_url(owners) or share.take_pending_file(owners) or share.first_visit()
     for s in SIDEBAR:
         st.session_state.setdefault(s.key, s.default)
+    _apply_pick()
     _reopen_shared_text()
     settings.keep()
     with st.sidebar:
@@ -188,7 +226,7 @@ def render(owners: set[str]) -> None:
         if got is not None:
             _, doc = got
             st.session_state[HEAD.key] = min(int(st.session_state[HEAD.key]), doc.heads - 1)
-            st.number_input("Head", 0, doc.heads - 1, key=HEAD.key)
+            st.number_input("Head", 0, doc.heads - 1, key=HEAD.key, on_change=_chosen_by_hand)
             st.caption(f"{doc.n:,} tokens · {doc.heads} heads · layer {doc.layer} · {plain(doc.model)}")
         st.caption(f"Device: {pick_device()}" + (" · hosted demo" if hosting.hosted() else ""))
         share.panel(owners)

@@ -2,8 +2,17 @@
 along the text, and a token inspector."""
 import streamlit as st
 
+from explorer.analysis import windows
+from explorer.analysis.model_view import LOCAL
+from explorer.analysis.summary import describe
 from explorer.figures import common
-from ui import charts, compute, document, downloads, inspector, maps
+from explorer.figures.segments import add_boundaries
+from ui import charts, compute, document, downloads, inspector, maps, settings
+from ui.messages import plain
+
+WINDOW_LINE = "rgba(214,39,40,0.75)"  # the model's window boundaries on every map and curve
+SCOPE = settings.Setting("overview_scope", "text", choices=("text", "windows"))
+settings.declare(SCOPE)
 
 run = document.require()
 doc = run.doc
@@ -23,28 +32,51 @@ c.metric("Encoding", f"{sum(doc.timings.values()):.2f} s" if doc.timings else "â
 d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s")
 steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in doc.timings.items())
 st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
+if doc.model != "synthetic":
+    first = plain(doc.tokens[0])
+    st.info(f"**Head {run.head} of layer {doc.layer}.** "
+            + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL, first)
+            + f" (On {min(doc.n, 512):,} evenly spaced queries.)")
+restart = windows.restarts(doc)
+cuts = windows.boundaries(doc)
+why = compute.opened_because(run)
+if why:
+    st.caption(f"Opened here because positions restart in every model window. {why}")
 
 window = maps.zoom(doc.n)
-maps.draw(doc, {f"Layer {doc.layer}, head {run.head}": compute.window_map(run, window, maps.grid())})
+if len(doc.windows) > 1:
+    scope = st.radio("Scope", SCOPE.choices, key=SCOPE.key, horizontal=True,
+                     format_func={"text": "the whole text as one sequence (what the mechanisms run on)",
+                                  "windows": "the model's own windows (what each forward pass computed)"}.get)
+else:
+    scope = "text"
+shown = run if scope == "text" else run.of(compute.WINDOWS)
+title = f"Layer {doc.layer}, head {run.head}" + ("" if scope == "text" else ": the model's own windows")
+maps.draw(doc, {title: compute.window_map(shown, window, maps.grid())},
+          decorate=lambda fig, name, m: add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
+                                                       colour=WINDOW_LINE, dash="dash") if cuts else None)
+if cuts:
+    st.caption(f"Red dashed lines: where the model's {len(doc.windows)} windows meet (each token's queries and keys "
+               "come from one window)."
+               + (" Positions restart in every window, so in some heads tokens at the same window position look "
+                  "alike across windows: stripes that are positions, not content." if restart else ""))
 
-charts.section("Along the text",
-               "Entropy (nats) is high where a query spreads its attention thin; the max weight is the single largest "
-               "share one key takes. The shaded band spans the min and max of each pooled stretch; click a point to "
-               "inspect that token.")
+charts.section("Along the text", "Entropy (nats) is high where a query spreads its attention thin; the max weight is "
+               "the single largest share one key takes. The shaded band spans the min and max of each pooled stretch; "
+               "click a point to inspect that token.")
 left, right = st.columns(2)
 for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
                                 (right, "max weight", stats.max_weight[0], "weight")):
-    event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit),
-                             key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
+    event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit, marks=cuts),
+                        key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
     inspector.pick_from(event)
-st.download_button("Per-token statistics (CSV)", downloads.series_csv(
+st.download_button("Per-token statistics (CSV)", lambda: downloads.series_csv(
     {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
-    "dense-per-token.csv", "text/csv")
+    "dense-per-token.csv", "text/csv", on_click="ignore")
 
-charts.section("Token inspector",
-               "Pick a query token: the text around it is shaded by the weight it puts on each token, and the table "
-               "lists the keys it weighs most anywhere in the text.")
+charts.section("Token inspector", "Pick a query token: the text around it is shaded by the weight it puts on each "
+               "token, and the table lists the keys it weighs most anywhere in the text.")
 query = inspector.query_picker(doc)
-row = compute.query_row(run, query)
+row = compute.query_row(shown, query)
 inspector.text_view(doc, row, query)
 inspector.topk_picker(doc, row)

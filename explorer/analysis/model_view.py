@@ -26,12 +26,13 @@ from explorer.mechanisms.base import Mechanism
 
 QUERIES = 512  # sampled query rows per head
 LOCAL = 8  # local mass counts keys with |i - j| <= LOCAL
-BUFFERS = 2  # score-sized buffers a chunk of rows takes: the scores (then weights), a copy matmul may make
+BUFFERS = 4  # score-sized buffers a chunk of rows takes: the scores (then weights), a copy matmul may make, a sort
 COLUMNS = {
     "entropy": "normalised entropy (entropy / log of keys seen; 1 = uniform)",
     "first_mass": "mass on the first token (the attention sink)",
     "local_mass": "local mass (keys within the local distance)",
     "distance": "mean attention distance (tokens)",
+    "half_keys": "keys holding half of each query's attention",
     "rel_error": "output relative error against dense",
 }
 
@@ -39,8 +40,9 @@ COLUMNS = {
 def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, causal: bool,
               local: int) -> dict[str, torch.Tensor]:
     """Per head and listed query row, from one pass over their softmax rows: normalised entropy,
-    mass on key 0, mass within `local` tokens, mean |i - j| and the dense output rows
-    ([heads, len(rows)]; output [heads, len(rows), dv]).
+    mass on key 0, mass within `local` tokens, mean |i - j|, how many of the heaviest keys it
+    takes to hold half the row's mass, and the dense output rows ([heads, len(rows)]; output
+    [heads, len(rows), dv]).
 
     The scores' buffer becomes the unnormalised weights e = exp(s - max) in place, and every
     statistic is a sum over e divided by z = sum e: one score-sized buffer. The entropy is
@@ -63,6 +65,7 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
         "local_mass": (e.gather(-1, near.clamp(0, n - 1)[None].expand(e.shape[0], -1, -1)) * inside).sum(-1) / z,
         "distance": torch.matmul(e.transpose(0, 1), gap.unsqueeze(-1)).squeeze(-1).T / z,  # each row's own |i - j|
         "output": torch.matmul(e, v) / z[..., None],
+        "half_keys": (e.sort(dim=-1, descending=True).values.cumsum(-1) < 0.5 * z[..., None]).sum(-1) + 1.0,
     }
 
 

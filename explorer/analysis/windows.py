@@ -91,6 +91,14 @@ def restarts(doc: Doc) -> bool:
     return doc.passes is not None and doc.passes.local_positions and doc.passes.count > 1
 
 
+def boundaries(doc: Doc) -> list[int]:
+    """Doc positions where the pass a token was kept from changes: where the model's windows meet."""
+    if doc.passes is None or doc.passes.count < 2:
+        return []
+    owner = doc.passes.owner
+    return (torch.nonzero(owner[1:] != owner[:-1]).flatten() + 1).tolist()
+
+
 def kept_grid(passes: Passes) -> torch.Tensor:
     """[passes, length]: the Doc token each pass kept at each window position, -1 where it kept
     none; special tokens left out (they are not content and sit at one position only)."""

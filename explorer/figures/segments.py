@@ -67,7 +67,7 @@ def _axis_position(p: int, edges: list[int]) -> float:
 
 
 def add_boundaries(fig: go.Figure, starts, row_edges: list[int], col_edges: list[int],
-                   max_lines: int = 120, colour: str = "rgba(255,255,255,0.8)") -> int | None:
+                   max_lines: int = 120, colour: str = "rgba(255,255,255,0.8)", dash: str = "solid") -> int | None:
     """Draw segment boundaries inside the window on a pooled heatmap (common.pooled_heatmap):
     vertical at key boundaries, horizontal at query boundaries. Returns how many were drawn,
     or None, drawing nothing, when more than max_lines fall in the window (they would hide the map)."""
@@ -77,7 +77,7 @@ def add_boundaries(fig: go.Figure, starts, row_edges: list[int], col_edges: list
     if len(rows) + len(cols) > max_lines:
         return None
     nr, nc = len(row_edges) - 1, len(col_edges) - 1
-    line = {"color": colour, "width": 1}
+    line = {"color": colour, "width": 1, "dash": dash}
     for p in cols:
         x = _axis_position(p, col_edges)
         fig.add_shape(type="line", x0=x, x1=x, y0=-0.5, y1=nr - 0.5, line=line)

@@ -14,6 +14,7 @@ st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wi
 
 SECTIONS = {
     "Explore": [("views/overview.py", "Dense attention", "🔭"),
+                ("views/model.py", "Model view", "🗺️"),
                 ("views/compare.py", "Compare", "⚖️"),
                 ("views/dilution.py", "Score dilution", "💧")],
     "Mechanisms": [("views/lsh.py", "LSH buckets", "🪣"),

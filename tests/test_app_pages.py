@@ -3,7 +3,7 @@ a one-token synthetic document, and no document at all. None may raise."""
 import pytest
 from conftest import open_page
 
-PAGES = ["views/overview.py", "views/compare.py", "views/dilution.py", "views/lsh.py", "views/lowrank.py",
+PAGES = ["views/overview.py", "views/model.py", "views/compare.py", "views/dilution.py", "views/lsh.py", "views/lowrank.py",
          "views/segmented.py", "views/hierarchical.py", "views/memory.py", "views/routing.py", "views/relpos.py"]
 
 

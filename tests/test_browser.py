@@ -115,7 +115,7 @@ def test_sidebar_navigation_lists_the_pages(encoded_page):
 
 
 # One URL path per page (Streamlit names it after the file in views/; the default page has none).
-PAGES = ["", "compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing",
+PAGES = ["", "model", "compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing",
          "relpos"]
 SHORT = {"source": '"Sample"', "sample": '"The Notched Key"'}
 

@@ -1,0 +1,60 @@
+"""The model view's grid: one square per layer and head, coloured by a statistic, one panel per
+statistic. Squares are scatter markers (not a heatmap) so that a click on one selects it: the
+point's customdata is its (layer, head)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from explorer.analysis.model_view import COLUMNS
+from explorer.figures.common import SEQUENTIAL
+
+UNIT_RANGE = {"entropy", "first_mass", "local_mass"}  # shares: drawn on 0..1 so panels compare
+
+
+def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] | None = None,
+              per_row: int = 2, square: int = 26) -> go.Figure:
+    """Panels of layers (rows) x heads (columns), one per metric of `metrics`; `chosen` (layer,
+    head) is outlined. Shares use 0..1, the others their own range; a log scale for counts."""
+    if frame.empty:
+        raise ValueError("the model view table is empty")
+    layers, heads = sorted(frame.layer.unique()), sorted(frame["head"].unique())
+    per_row = max(1, min(per_row, len(metrics)))
+    rows = -(-len(metrics) // per_row)
+    height = rows * (len(layers) * square + 110)
+    fig = make_subplots(rows=rows, cols=per_row, subplot_titles=[COLUMNS[m] for m in metrics],
+                        horizontal_spacing=0.12, vertical_spacing=min(0.25, 90 / height))
+    for i, metric in enumerate(metrics):
+        r, c = divmod(i, per_row)
+        values = frame[metric].to_numpy(dtype=float)
+        log = metric in ("half_keys", "distance")
+        shown = np.log10(np.clip(values, 1e-9, None)) if log else values
+        lo, hi = (0.0, 1.0) if metric in UNIT_RANGE else (float(np.nanmin(shown)), float(np.nanmax(shown)))
+        edge = ["black" if chosen == (int(a), int(b)) else "white" for a, b in zip(frame.layer, frame["head"])]
+        fig.add_trace(go.Scatter(
+            x=frame["head"], y=frame.layer, mode="markers", name=metric, showlegend=False,
+            customdata=np.stack([frame.layer, frame["head"], values], 1),
+            marker={"symbol": "square", "size": square, "color": shown, "colorscale": SEQUENTIAL, "cmin": lo,
+                    "cmax": hi if hi > lo else lo + 1, "line": {"color": edge, "width": 2},
+                    "colorbar": {"title": "log10" if log else "", "len": 1 / rows, "y": 1 - (r + 0.5) / rows,
+                                 "x": (c + 1) / per_row - 0.02, "thickness": 10}},
+            hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>" + COLUMNS[metric]
+                          + " %{customdata[2]:.4g}<extra></extra>"), r + 1, c + 1)
+        fig.update_xaxes(title="head", tickvals=heads, range=[heads[0] - 0.6, heads[-1] + 0.6], row=r + 1, col=c + 1)
+        fig.update_yaxes(title="layer", tickvals=layers, range=[layers[-1] + 0.6, layers[0] - 0.6], row=r + 1,
+                         col=c + 1)
+    fig.update_layout(height=height, margin={"l": 60, "r": 40, "t": 50, "b": 40}, clickmode="event+select",
+                      dragmode=False)
+    return fig
+
+
+def picked(event) -> tuple[int, int] | None:
+    """The (layer, head) of a square clicked on head_grid, from a Streamlit selection event."""
+    points = (event or {}).get("selection", {}).get("points") or []
+    for point in points:
+        data = point.get("customdata")
+        if data is not None and len(data) >= 2:
+            return int(data[0]), int(data[1])
+    return None

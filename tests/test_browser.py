@@ -184,3 +184,19 @@ def test_a_link_copied_from_compare_opens_the_same_view(browser, page, base_url)
 
 def _settings(url: str) -> dict:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+def test_a_square_clicked_on_the_model_view_becomes_the_current_head(page, base_url):
+    page.goto(link(base_url, "model", run="true", auto_head="false", **SHORT))
+    wait_idle(page)
+    assert_no_exception(page)
+    square = page.locator(f"{MAIN} .js-plotly-plot .scatterlayer .trace").first.locator("path.point").nth(3 * 12 + 5)
+    square.wait_for(timeout=60_000)
+    square.scroll_into_view_if_needed()
+    box = square.bounding_box()  # layer 3, head 5: the 42nd square, in layer-then-head order
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # through plotly's own hit test
+    page.wait_for_function("() => location.search.includes('head=5')", timeout=60_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    assert page.locator(SIDEBAR).get_by_text("2,709 tokens · 12 heads · layer 3").is_visible()
+    assert _settings(page.url)["layer"] == "3" and _settings(page.url)["head"] == "5"

@@ -1,6 +1,6 @@
 """The model view's grid: one square per layer and head, coloured by a statistic, one panel per
-statistic. Squares are scatter markers (not a heatmap) so that a click on one selects it: the
-point's customdata is its (layer, head)."""
+statistic. Squares are scatter markers (not a heatmap) so that a click on one selects it
+(Streamlit's click selection covers markers, not heatmap cells): x is the head, y the layer."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,16 +45,15 @@ def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] |
         fig.update_xaxes(title="head", tickvals=heads, range=[heads[0] - 0.6, heads[-1] + 0.6], row=r + 1, col=c + 1)
         fig.update_yaxes(title="layer", tickvals=layers, range=[layers[-1] + 0.6, layers[0] - 0.6], row=r + 1,
                          col=c + 1)
-    fig.update_layout(height=height, margin={"l": 60, "r": 40, "t": 50, "b": 40}, clickmode="event+select",
-                      dragmode=False)
+    fig.update_layout(height=height, margin={"l": 60, "r": 40, "t": 50, "b": 40})
     return fig
 
 
 def picked(event) -> tuple[int, int] | None:
-    """The (layer, head) of a square clicked on head_grid, from a Streamlit selection event."""
+    """The (layer, head) of a square clicked on head_grid, from a Streamlit selection event
+    (a point's x is its head, its y its layer)."""
     points = (event or {}).get("selection", {}).get("points") or []
     for point in points:
-        data = point.get("customdata")
-        if data is not None and len(data) >= 2:
-            return int(data[0]), int(data[1])
+        if "x" in point and "y" in point:
+            return int(round(point["y"])), int(round(point["x"]))
     return None

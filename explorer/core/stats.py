@@ -1,45 +1,146 @@
-"""Dense attention statistics from one streamed pass over query chunks.
+"""Dense attention statistics: per-query log-sum-exp, entropy, max weight, top-k keys,
+a pooled map at display resolution and the output, never forming the n x n matrix.
 
-Memory stays O(n * head_dim + chunk * n): the n x n matrix is never formed.
-Everything the overview shows comes from this one pass: per-query
-log-sum-exp, entropy, max weight, top-k keys, a pooled map and the output.
+Two passes compute the same numbers:
+- `attention_stats` / `stream_stats`, the fast pass (explorer.core.binned): keys laid
+  out by display bin so that every statistic is a contiguous reduction or a matmul of
+  one score block, read three times. Max weight and top-k come from the same block
+  (bin maxima, then the kk best bins), for every row, with no second pass.
+- `reference_stats`, the plain chunked softmax it is tested against.
+
+Memory of both: O(n * head_dim + chunk * n).
+
+Progressive use (a preview first, exact later):
+    preview = attention_stats(q, k, v, rows=sample_rows(n, 512))     # a few hundred rows, fast
+    for done, acc in stream_stats(q, k, v, chunk=1024):                # then every row, block by block
+        partial = acc.result()                                         # AttentionStats of rows[:done]
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 
 from explorer.core.attention import scores
-from explorer.core.checks import check_qkv
+from explorer.core.binned import BlockStats, bin_keys, block_stats
+from explorer.core.checks import as_rows, check_qkv
 from explorer.core.device import chunk_rows, synchronize
 from explorer.core.pooling import MapAccumulator, PooledMap
 from explorer.core.rows import row_chunks
 
+_CPU_BLOCK = 4 * 2**20  # score elements per block on the CPU: about what the caches hold, measured fastest
+
 
 @dataclass
 class AttentionStats:
-    lse: torch.Tensor  # [heads, n] log-sum-exp of the scaled scores
-    entropy: torch.Tensor  # [heads, n] nats
-    max_weight: torch.Tensor  # [heads, n]
-    topk_index: torch.Tensor  # [heads, n, k]
-    topk_weight: torch.Tensor  # [heads, n, k]
-    map: PooledMap  # whole sequence at display resolution
-    output: torch.Tensor  # [heads, n, head_dim]
+    """Per-row fields describe the query rows `rows` (None: every row 0..n-1, in order)."""
+
+    lse: torch.Tensor  # [heads, rows] log-sum-exp of the scaled scores
+    entropy: torch.Tensor  # [heads, rows] nats
+    max_weight: torch.Tensor  # [heads, rows]
+    topk_index: torch.Tensor  # [heads, rows, k]
+    topk_weight: torch.Tensor  # [heads, rows, k]
+    map: PooledMap  # whole sequence at display resolution, pooling only the rows computed
+    output: torch.Tensor  # [heads, rows, head_dim]
     seconds: float
     chunk: int
+    rows: torch.Tensor | None = None
 
 
-def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None) -> AttentionStats:
-    """One pass over query chunks; `chunk` defaults to what the device's memory allows.
-
-    progress, if given, is called with (rows done, n) after every chunk.
-    """
+def _check(q, k, v, grid: int, topk: int) -> None:
     check_qkv(q, k, v)
     if grid < 1 or topk < 1:
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
+
+
+def stats_chunk(n: int, heads: int, device: torch.device) -> int:
+    """Query rows per block of the fast pass: cache-sized on the CPU, memory-sized elsewhere."""
+    if torch.device(device).type == "cpu":
+        return max(1, min(n, _CPU_BLOCK // (heads * n)))
+    return chunk_rows(n, heads, device, buffers=2)
+
+
+class StatsAccumulator:
+    """The rows of a pass done so far: per-row results in order, and the pooled map's sums."""
+
+    def __init__(self, q: torch.Tensor, v: torch.Tensor, rows: torch.Tensor | None, grid: int, kk: int, chunk: int):
+        heads, n, _ = q.shape
+        self.every = rows is None  # every row in order: the finished result says rows=None, per_bin=None
+        rows = torch.arange(n, device=q.device) if rows is None else rows
+        self.n, self.rows, self.chunk, self.done = n, rows, chunk, 0
+        self.start = time.perf_counter()
+        m = rows.numel()
+        self.lse = torch.empty(heads, m, device=q.device)
+        self.entropy, self.peak = torch.empty_like(self.lse), torch.empty_like(self.lse)
+        self.top_i = torch.empty(heads, m, kk, dtype=torch.long, device=q.device)
+        self.top_w = torch.empty(heads, m, kk, device=q.device)
+        self.out = torch.empty(heads, m, v.shape[2], device=q.device, dtype=v.dtype)
+        self.map = MapAccumulator(heads, (0, n), (0, n), grid, q.device)
+
+    def add(self, block: BlockStats) -> None:
+        span = slice(self.done, self.done + block.lse.shape[1])
+        self.lse[:, span], self.entropy[:, span], self.peak[:, span] = block.lse, block.entropy, block.max_weight
+        self.top_i[:, span], self.top_w[:, span] = block.topk_index, block.topk_weight
+        self.out[:, span] = block.output
+        self.map.add_binned(self.rows[span], block.bin_sum, block.bin_max)
+        self.done = span.stop
+
+    def result(self) -> AttentionStats:
+        """AttentionStats of the rows done so far (a copy; the pass may go on)."""
+        synchronize(self.lse.device)
+        done = slice(0, self.done)
+        every = self.every and self.done == self.n
+        per_bin = None if every else max(1, int(self.map.rcount.max()))
+        out = self.out if self.done == self.rows.numel() else self.out[:, done].clone()
+        return AttentionStats(self.lse[:, done].cpu(), self.entropy[:, done].cpu(), self.peak[:, done].cpu(),
+                              self.top_i[:, done].cpu(), self.top_w[:, done].cpu(), self.map.result(per_bin),
+                              out, time.perf_counter() - self.start, self.chunk,
+                              None if every else self.rows[done].cpu())
+
+
+def stream_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, grid: int = 256,
+                 topk: int = 8, rows=None, chunk: int | None = None) -> Iterator[tuple[int, StatsAccumulator]]:
+    """The fast pass block by block: yields (rows done, accumulator) after every block of `chunk` rows.
+
+    rows: query indices to compute, in the order given (default every row);
+    acc.result() is then an AttentionStats of rows[:done] whose map pools only
+    those rows (row bins not reached yet are NaN). Memory O(n * head_dim + chunk * n).
+    """
+    _check(q, k, v, grid, topk)
+    heads, n, _ = q.shape
+    if rows is not None:
+        rows = as_rows(rows, n, q.device)
+        if not rows.numel():
+            raise ValueError("rows must list at least one query")
+    chunk = chunk or stats_chunk(n, heads, q.device)
+    kk = min(topk, n)
+    with torch.no_grad():
+        keys = bin_keys(k, v, grid)
+        acc = StatsAccumulator(q, v, rows, grid, kk, chunk)
+        for block in acc.rows.split(chunk):
+            acc.add(block_stats(q[:, block], block, keys, causal, kk))
+            yield acc.done, acc
+
+
+def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, grid: int = 256,
+                    topk: int = 8, rows=None, chunk: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> AttentionStats:
+    """Exact statistics of every query row, or only of `rows` (see stream_stats).
+
+    progress, if given, is called with (rows done, rows to do) after every block.
+    """
+    for done, acc in stream_stats(q, k, v, causal, grid, topk, rows, chunk):
+        if progress:
+            progress(done, acc.rows.numel())
+    return acc.result()
+
+
+def reference_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                    grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None) -> AttentionStats:
+    """The plain pass: each chunk's full softmax, then every statistic from it. Slow; the tests' yardstick."""
+    _check(q, k, v, grid, topk)
     heads, n, _ = q.shape
     chunk = chunk or chunk_rows(n, heads, q.device)
     start = time.perf_counter()
@@ -70,4 +171,4 @@ def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
                 progress(int(rows[-1]) + 1, n)
     synchronize(q.device)
     return AttentionStats(lse.cpu(), entropy.clamp_min(0).cpu(), peak.cpu(), top_i.cpu(), top_w.cpu(),
-                      acc.result(), out, time.perf_counter() - start, chunk)
+                          acc.result(), out, time.perf_counter() - start, chunk)

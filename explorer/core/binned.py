@@ -1,0 +1,127 @@
+"""The fast statistics pass over one block of query rows, with keys laid out by display bin.
+
+The keys are copied once into [key bins, widest bin] slots (a bin one key
+short gets a padding slot whose score is -inf), so every per-bin reduction
+the overview needs is a contiguous reshape, not a scatter: the bin maxima of
+the scores give the row maximum, the max-pooled map and the top-k candidates;
+the bin sums of exp(s - max) give the normaliser and the mean-pooled map. The
+output and the expected score come from one matmul with widened values
+[v | k], so the score matrix is read a fixed few times and never kept beyond
+one block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from explorer.core.pooling import bins
+
+
+@dataclass
+class BinnedKeys:
+    """Keys and widened values [v | k] in bin-major slots; slot b * width + j is key j of bin b."""
+
+    keys_t: torch.Tensor  # [heads, d, slots] keys, transposed for the score matmul; 0 at padding
+    values: torch.Tensor  # [heads, slots, dv + d] values then keys; 0 at padding
+    position: torch.Tensor  # [slots] key index of each slot; n at padding
+    pads: torch.Tensor  # [pads] padding slots
+    key_bin: torch.Tensor  # [n] display bin of each key
+    count: int  # key bins
+    width: int  # slots per bin
+
+    @property
+    def n(self) -> int:
+        return self.key_bin.numel()
+
+
+def bin_keys(k: torch.Tensor, v: torch.Tensor, grid: int) -> BinnedKeys:
+    """Lay k and v out by the display bins of explorer.core.pooling.bins(0, n, grid)."""
+    heads, n, d = k.shape
+    key_bin, count = bins(0, n, grid, k.device)
+    sizes = torch.bincount(key_bin, minlength=count)
+    width = int(sizes.max())
+    first = torch.cumsum(sizes, 0) - sizes
+    slot = key_bin * width + torch.arange(n, device=k.device) - first[key_bin]
+    position = torch.full((count * width,), n, dtype=torch.long, device=k.device).index_copy_(
+        0, slot, torch.arange(n, device=k.device))
+    values = k.new_zeros(heads, count * width, v.shape[2] + d).index_copy_(1, slot, torch.cat([v, k], dim=2))
+    keys_t = values[:, :, v.shape[2]:].transpose(1, 2).contiguous()
+    return BinnedKeys(keys_t, values, position, (position == n).nonzero().squeeze(1), key_bin, count, width)
+
+
+def used_bins(keys: BinnedKeys, rows: torch.Tensor, causal: bool, kk: int) -> int:
+    """Key bins a block of rows needs: all, or under `causal` those up to its last row,
+    and at least enough to hold kk keys, so the top-k has kk real candidates."""
+    if not causal:
+        return keys.count
+    last = max(int(rows.max()), kk - 1)
+    return int(keys.key_bin[last]) + 1
+
+
+def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb: int, causal: bool) -> torch.Tensor:
+    """Scaled scores [heads, r, nb * width] over the first nb bins' slots, -inf at padding and masked keys."""
+    width = nb * keys.width
+    s = torch.matmul(q_rows * q_rows.shape[-1] ** -0.5, keys.keys_t[:, :, :width])
+    pads = keys.pads[keys.pads < width]
+    if pads.numel():
+        s.index_fill_(2, pads, float("-inf"))
+    if causal:
+        first = int(keys.key_bin[int(rows.min())]) * keys.width
+        later = keys.position[None, first:width] > rows[:, None]
+        s[:, :, first:width].masked_fill_(later, float("-inf"))
+    return s
+
+
+@dataclass
+class BlockStats:
+    """What one block of rows contributes: per-row statistics and its rows' per-key-bin weights."""
+
+    lse: torch.Tensor  # [heads, r]
+    entropy: torch.Tensor  # [heads, r]
+    max_weight: torch.Tensor  # [heads, r]
+    topk_index: torch.Tensor  # [heads, r, kk]
+    topk_weight: torch.Tensor  # [heads, r, kk]
+    output: torch.Tensor  # [heads, r, dv]
+    bin_sum: torch.Tensor  # [heads, r, key bins] weight each row puts on each key bin
+    bin_max: torch.Tensor  # [heads, r, key bins] largest single weight in each key bin
+
+
+def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, causal: bool, kk: int) -> BlockStats:
+    """Exact statistics of the listed query rows: three reads of one score block, two matmuls.
+
+    Top-k comes from the kk bins with the largest maxima (each of the true
+    top-k lies in a bin whose maximum is at least as large), so only kk bins
+    per row are sorted, never the whole row.
+    """
+    heads, r, d = q_rows.shape
+    nb = used_bins(keys, rows, causal, kk)
+    s = block_scores(q_rows, rows, keys, nb, causal)
+    cells = s.view(heads, r, nb, keys.width)
+    top_bin = cells.amax(-1)
+    top = top_bin.amax(-1, keepdim=True)
+    s.sub_(top).exp_()  # s now holds exp(score - row max), in place
+    bin_sum = cells.sum(-1)
+    z = bin_sum.sum(-1, keepdim=True)
+    mixed = torch.matmul(s, keys.values[:, : nb * keys.width]) / z
+    dv = keys.values.shape[2] - d
+    lse = (top + z.log()).squeeze(-1)
+    expected = (q_rows * mixed[..., dv:]).sum(-1) * d**-0.5
+    top_i, top_e = _topk(cells, top_bin, keys, kk)
+    missing = keys.count - nb  # bins wholly after the block under `causal`: no weight
+    return BlockStats(lse, (lse - expected).clamp_min(0), (1 / z).squeeze(-1), top_i, top_e / z,
+                      mixed[..., :dv].to(q_rows.dtype),
+                      torch.nn.functional.pad(bin_sum / z, (0, missing)),
+                      torch.nn.functional.pad(torch.exp(top_bin - top) / z, (0, missing)))
+
+
+def _topk(cells: torch.Tensor, top_bin: torch.Tensor, keys: BinnedKeys, kk: int):
+    """Key indices and exp-weights of each row's kk largest, from its kk best bins."""
+    heads, r, nb, width = cells.shape
+    picked = top_bin.topk(min(kk, nb), dim=-1).indices
+    slots = picked[..., None] * width + torch.arange(width, device=cells.device)
+    candidates = cells.gather(2, picked[..., None].expand(-1, -1, -1, width))
+    position = keys.position[slots]
+    candidates = candidates.masked_fill(position == keys.n, -1.0)  # below any weight: padding is never chosen
+    values, where = candidates.flatten(2).topk(kk, dim=-1)
+    return position.flatten(2).gather(2, where), values

@@ -1,7 +1,8 @@
 """The fast statistics pass over one block of query rows, with keys laid out by display bin.
 
 The keys are copied once into [key bins, widest bin] slots (a bin one key
-short gets a padding slot whose score is -inf), so every per-bin reduction
+short gets a padding slot, whose score the matmul itself makes -inf through
+one extra key dimension: 1 in every query, -inf at padding), so every per-bin reduction
 the overview needs is a contiguous reshape, not a scatter: the bin maxima of
 the scores give the row maximum, the max-pooled map and the top-k candidates;
 the bin sums of exp(s - max) give the normaliser and the mean-pooled map. The
@@ -22,10 +23,9 @@ from explorer.core.pooling import bins
 class BinnedKeys:
     """Keys and widened values [v | k] in bin-major slots; slot b * width + j is key j of bin b."""
 
-    keys_t: torch.Tensor  # [heads, d, slots] keys, transposed for the score matmul; 0 at padding
+    keys_t: torch.Tensor  # [heads, d + 1, slots] keys / sqrt(d), transposed, then the padding row (0 or -inf)
     values: torch.Tensor  # [heads, slots, dv + d] values then keys; 0 at padding
     position: torch.Tensor  # [slots] key index of each slot; n at padding
-    pads: torch.Tensor  # [pads] padding slots
     key_bin: torch.Tensor  # [n] display bin of each key
     count: int  # key bins
     width: int  # slots per bin
@@ -33,6 +33,10 @@ class BinnedKeys:
     @property
     def n(self) -> int:
         return self.key_bin.numel()
+
+    def buffer(self, heads: int, rows: int) -> torch.Tensor:
+        """Room for the scores of `rows` query rows over every slot (see block_scores)."""
+        return self.values.new_empty(heads * rows * self.count * self.width)
 
 
 def bin_keys(k: torch.Tensor, v: torch.Tensor, grid: int) -> BinnedKeys:
@@ -46,8 +50,9 @@ def bin_keys(k: torch.Tensor, v: torch.Tensor, grid: int) -> BinnedKeys:
     position = torch.full((count * width,), n, dtype=torch.long, device=k.device).index_copy_(
         0, slot, torch.arange(n, device=k.device))
     values = k.new_zeros(heads, count * width, v.shape[2] + d).index_copy_(1, slot, torch.cat([v, k], dim=2))
-    keys_t = values[:, :, v.shape[2]:].transpose(1, 2).contiguous()
-    return BinnedKeys(keys_t, values, position, (position == n).nonzero().squeeze(1), key_bin, count, width)
+    pad_row = torch.zeros(count * width, dtype=k.dtype, device=k.device).masked_fill_(position == n, float("-inf"))
+    keys_t = torch.cat([values[:, :, v.shape[2]:].transpose(1, 2) * d**-0.5, pad_row.expand(heads, 1, -1)], dim=1)
+    return BinnedKeys(keys_t, values, position, key_bin, count, width)
 
 
 def used_bins(keys: BinnedKeys, rows: torch.Tensor, causal: bool, kk: int) -> int:
@@ -59,13 +64,17 @@ def used_bins(keys: BinnedKeys, rows: torch.Tensor, causal: bool, kk: int) -> in
     return int(keys.key_bin[last]) + 1
 
 
-def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb: int, causal: bool) -> torch.Tensor:
-    """Scaled scores [heads, r, nb * width] over the first nb bins' slots, -inf at padding and masked keys."""
+def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb: int, causal: bool,
+                 buffer: torch.Tensor) -> torch.Tensor:
+    """Scaled scores [heads, r, nb * width] over the first nb bins' slots, -inf at padding and masked keys.
+
+    They are written into `buffer` (flat, at least that large), reused block after block:
+    a fresh score block per call costs about a third of the matmul in page faults on the CPU.
+    """
+    heads, r, _ = q_rows.shape
     width = nb * keys.width
-    s = torch.matmul(q_rows * q_rows.shape[-1] ** -0.5, keys.keys_t[:, :, :width])
-    pads = keys.pads[keys.pads < width]
-    if pads.numel():
-        s.index_fill_(2, pads, float("-inf"))
+    s = buffer[: heads * r * width].view(heads, r, width)
+    torch.matmul(torch.cat([q_rows, q_rows.new_ones(heads, r, 1)], dim=2), keys.keys_t[:, :, :width], out=s)
     if causal:
         first = int(keys.key_bin[int(rows.min())]) * keys.width
         later = keys.position[None, first:width] > rows[:, None]
@@ -87,8 +96,9 @@ class BlockStats:
     bin_max: torch.Tensor  # [heads, r, key bins] largest single weight in each key bin
 
 
-def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, causal: bool, kk: int) -> BlockStats:
-    """Exact statistics of the listed query rows: three reads of one score block, two matmuls.
+def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, causal: bool, kk: int,
+                buffer: torch.Tensor) -> BlockStats:
+    """Exact statistics of the listed query rows: two matmuls and four passes over one score block.
 
     Top-k comes from the kk bins with the largest maxima (each of the true
     top-k lies in a bin whose maximum is at least as large), so only kk bins
@@ -96,7 +106,7 @@ def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, caus
     """
     heads, r, d = q_rows.shape
     nb = used_bins(keys, rows, causal, kk)
-    s = block_scores(q_rows, rows, keys, nb, causal)
+    s = block_scores(q_rows, rows, keys, nb, causal, buffer)
     cells = s.view(heads, r, nb, keys.width)
     top_bin = cells.amax(-1)
     top = top_bin.amax(-1, keepdim=True)
@@ -108,11 +118,15 @@ def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, caus
     lse = (top + z.log()).squeeze(-1)
     expected = (q_rows * mixed[..., dv:]).sum(-1) * d**-0.5
     top_i, top_e = _topk(cells, top_bin, keys, kk)
-    missing = keys.count - nb  # bins wholly after the block under `causal`: no weight
+    peak = torch.exp(top_bin - top) / z
     return BlockStats(lse, (lse - expected).clamp_min(0), (1 / z).squeeze(-1), top_i, top_e / z,
-                      mixed[..., :dv].to(q_rows.dtype),
-                      torch.nn.functional.pad(bin_sum / z, (0, missing)),
-                      torch.nn.functional.pad(torch.exp(top_bin - top) / z, (0, missing)))
+                      mixed[..., :dv].to(q_rows.dtype), _all_bins(bin_sum / z, keys), _all_bins(peak, keys))
+
+
+def _all_bins(x: torch.Tensor, keys: BinnedKeys) -> torch.Tensor:
+    """Per-bin weights of the bins used, with 0 for the bins after them (wholly masked under `causal`)."""
+    missing = keys.count - x.shape[-1]
+    return torch.nn.functional.pad(x, (0, missing)) if missing else x
 
 
 def _topk(cells: torch.Tensor, top_bin: torch.Tensor, keys: BinnedKeys, kk: int):

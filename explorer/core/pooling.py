@@ -69,9 +69,7 @@ class MapAccumulator:
         ridx = self.rbin[rows - self.rows[0]]
         self.rcount.index_add_(0, ridx, torch.ones_like(ridx, dtype=self.rcount.dtype))
         self.total.index_add_(1, ridx, col_sum)
-        index = ridx[None, :, None].expand(heads, r, nc)
-        fresh = torch.full_like(self.peak, float("-inf")).scatter_reduce_(1, index, col_max, "amax", include_self=False)
-        self.peak = torch.maximum(self.peak, fresh)
+        self.peak.scatter_reduce_(1, ridx[None, :, None].expand(heads, r, nc), col_max, "amax")
 
     def result(self, per_bin: int | None = None) -> PooledMap:
         """Mean and max per bin; row bins no row was pooled into (a partial pass) are NaN in both."""

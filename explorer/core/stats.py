@@ -119,8 +119,9 @@ def stream_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     with torch.no_grad():
         keys = bin_keys(k, v, grid)
         acc = StatsAccumulator(q, v, rows, grid, kk, chunk)
+        buffer = keys.buffer(heads, min(chunk, acc.rows.numel()))
         for block in acc.rows.split(chunk):
-            acc.add(block_stats(q[:, block], block, keys, causal, kk))
+            acc.add(block_stats(q[:, block], block, keys, causal, kk, buffer))
             yield acc.done, acc
 
 

@@ -80,7 +80,7 @@ class Segmented(Mechanism):
         engine = SpanAttention(q, k, v, lo, hi, causal, levels)
         sizes = segments.sizes(starts, n)
         chunk = row_chunk(n, heads, int(sizes.max()) + overlap, starts.numel() if summaries else 0, q.device)
-        out, mass = engine.run(chunk)
+        out, mass = engine.run(chunk, starts)
         structure = {
             "starts": starts.cpu(), "ends": seg_ends.cpu(), "sizes": sizes.cpu(), "overlap": overlap,
             "summaries": summaries, "size_weighted": size_weighted, "causal": causal,

@@ -7,6 +7,7 @@ a mechanism's weights(rows) needs (`dense_mask`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -44,7 +45,18 @@ def dense_mask(mask: MaskMod, rows: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def block_mask(mask: MaskMod, n: int, device, block: int = 128):
-    """FlexAttention's BlockMask of `mask` over n queries and n keys (blocks wholly masked are skipped)."""
+    """FlexAttention's BlockMask of `mask` over n queries and n keys (blocks wholly masked are skipped).
+
+    Built by a compiled create_block_mask, kept for the process: at n = 16k on
+    the CPU 0.3 to 0.6 s once warm, against 11 to 16 s evaluating the n x n
+    mask eagerly; the first call, a new n and new integer settings recompile
+    (3 to 12 s each, measured) until the shapes go dynamic.
+    """
+    return _create_block_mask()(mask, B=None, H=None, Q_LEN=n, KV_LEN=n, device=device, BLOCK_SIZE=block)
+
+
+@functools.cache
+def _create_block_mask():
     from torch.nn.attention.flex_attention import create_block_mask
 
-    return create_block_mask(mask, B=None, H=None, Q_LEN=n, KV_LEN=n, device=device, BLOCK_SIZE=block)
+    return torch.compile(create_block_mask)

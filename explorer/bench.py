@@ -14,12 +14,13 @@ kernel (flash on the CPU); "sdpa 3-D" is the [heads, n, d] call of earlier
 benches, which the CPU runs on its math path, materialising n x n (skipped when
 that would not fit in memory). "first s" is the first call (any compiling
 included), "steady s" the best of the other --repeat - 1 calls, peak memory the
-step's own rise in a steady call (CUDA: max allocated; CPU: resident set
-sampled every millisecond), so it shows whether a step is O(n^2).
+step's own rise in one more call (CUDA: max allocated; CPU: resident set
+sampled every millisecond, see measure), so it shows whether a step is O(n^2).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import threading
@@ -50,6 +51,17 @@ VARIANTS = {
 }
 SYNTHETIC_HEADS = 12  # MiniLM's head count, so --synthetic's "all heads" is the same work
 SINKS, WINDOW = 4, 256  # the sink + window setting --flex times
+
+
+_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def _mmap_threshold(size: int) -> None:
+    """Blocks over `size` bytes are mapped apart and returned to the system when freed (glibc only)."""
+    try:
+        ctypes.CDLL(None).mallopt(_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):
+        pass
 
 
 def _rss() -> int:
@@ -99,17 +111,21 @@ class Peak:
 
 
 def measure(fn, device, repeat: int) -> dict:
-    """First call's time, best time of the others (the first's when repeat is 1), peak of a steady call."""
-    times, peak = [], 0
-    for i in range(max(1, repeat)):
-        with Peak(device) as p:
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-        if i == 1 or repeat == 1:
-            peak = p.bytes
-    return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": peak}
+    """First call's time, best time of the others (the first's when repeat is 1), and the peak of
+    one more call. On the CPU that call maps every block over 64 KiB apart, so the sampled resident
+    set is what the step holds, not what earlier steps left in malloc's pools; the timed calls keep
+    malloc's usual pools, since mapping each block apart would slow them several times."""
+    times = []
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    _mmap_threshold(64 * 2**10)
+    with Peak(device) as p:
+        fn()
+    _mmap_threshold(32 * 2**20)  # glibc's own ceiling for its moving threshold
+    return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
 
 
 def text_of(n: int, tokenizer, base: str) -> str:

@@ -26,6 +26,7 @@ class BinnedKeys:
     keys_t: torch.Tensor  # [heads, d + 1, slots] keys / sqrt(d), transposed, then the padding row (0 or -inf)
     values: torch.Tensor  # [heads, slots, dv + d] values then keys; 0 at padding
     position: torch.Tensor  # [slots] key index of each slot; n at padding
+    padding: torch.Tensor  # [slots] -1 at padding, 0 elsewhere
     key_bin: torch.Tensor  # [n] display bin of each key
     count: int  # key bins
     width: int  # slots per bin
@@ -50,9 +51,11 @@ def bin_keys(k: torch.Tensor, v: torch.Tensor, grid: int) -> BinnedKeys:
     position = torch.full((count * width,), n, dtype=torch.long, device=k.device).index_copy_(
         0, slot, torch.arange(n, device=k.device))
     values = k.new_zeros(heads, count * width, v.shape[2] + d).index_copy_(1, slot, torch.cat([v, k], dim=2))
-    pad_row = torch.zeros(count * width, dtype=k.dtype, device=k.device).masked_fill_(position == n, float("-inf"))
+    is_pad = position == n
+    pad_row = torch.zeros(count * width, dtype=k.dtype, device=k.device).masked_fill_(is_pad, float("-inf"))
     keys_t = torch.cat([values[:, :, v.shape[2]:].transpose(1, 2) * d**-0.5, pad_row.expand(heads, 1, -1)], dim=1)
-    return BinnedKeys(keys_t, values, position, key_bin, count, width)
+    padding = torch.zeros_like(pad_row).masked_fill_(is_pad, -1.0)
+    return BinnedKeys(keys_t, values, position, padding, key_bin, count, width)
 
 
 def used_bins(keys: BinnedKeys, rows: torch.Tensor, causal: bool, kk: int) -> int:
@@ -133,9 +136,8 @@ def _topk(cells: torch.Tensor, top_bin: torch.Tensor, keys: BinnedKeys, kk: int)
     """Key indices and exp-weights of each row's kk largest, from its kk best bins."""
     heads, r, nb, width = cells.shape
     picked = top_bin.topk(min(kk, nb), dim=-1).indices
-    slots = picked[..., None] * width + torch.arange(width, device=cells.device)
-    candidates = cells.gather(2, picked[..., None].expand(-1, -1, -1, width))
-    position = keys.position[slots]
-    candidates = candidates.masked_fill(position == keys.n, -1.0)  # below any weight: padding is never chosen
-    values, where = candidates.flatten(2).topk(kk, dim=-1)
-    return position.flatten(2).gather(2, where), values
+    slots = (picked[..., None] * width + torch.arange(width, device=cells.device)).flatten(2)
+    candidates = cells.view(heads, r, -1).gather(2, slots)
+    candidates += keys.padding[slots]  # -1 at padding, below any weight: padding is never chosen
+    values, where = candidates.topk(kk, dim=-1)
+    return keys.position[slots.gather(2, where)], values

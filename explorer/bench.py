@@ -128,8 +128,10 @@ def measure(fn, device, repeat: int) -> dict:
     return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
 
 
-def text_of(n: int, tokenizer, base: str) -> str:
-    """A real text of exactly n tokens: `base`, repeated as needed and cut."""
+def text_of(n: int | None, tokenizer, base: str) -> str:
+    """A real text of exactly n tokens: `base`, repeated as needed and cut (None: `base` itself)."""
+    if n is None:
+        return base
     count = len(tokenizer(base, add_special_tokens=False, verbose=False)["input_ids"])
     text = "\n\n".join([base] * (n // count + 1))
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
@@ -143,7 +145,7 @@ def base_text(name: str) -> str:
     return max(SAMPLES_DIR.glob("*.md"), key=lambda p: p.stat().st_size).read_text(encoding="utf-8")
 
 
-def real_qkv(n: int, lm, layer: int, text: str, device):
+def real_qkv(n: int | None, lm, layer: int, text: str, device):
     """q, k, v of every head of one layer over a real text of n tokens, and the seconds encoding took."""
     start = time.perf_counter()
     doc = encode(text_of(n, lm.tokenizer, base_text(text)), lm, layer=layer)
@@ -231,10 +233,19 @@ def print_row(row) -> None:
               f"{m['peak_bytes'] / mib:>10.0f}")
 
 
+def _length(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a length >= 1, or 'all'")
+    return int(text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1024, 4096, 16384],
-                        help="sequence lengths (the whole Python reference: --text python --n 128977)")
+    parser.add_argument("--n", type=_length, nargs="+", default=[1024, 4096, 16384],
+                        help="text tokens (the model adds its special tokens), or 'all': the whole --text; "
+                             "--text python --n all is the Python reference, 128,977 tokens with MiniLM's two")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     parser.add_argument("--repeat", type=int, default=2, help="calls per step: the first, then the best of the rest")
     parser.add_argument("--mechanisms", nargs="*", default=None,
@@ -249,8 +260,10 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     unknown = set(args.mechanisms or []) - set(REGISTRY)
-    if unknown or min(args.n) < 1:
-        parser.error(f"unknown mechanisms {sorted(unknown)}" if unknown else "n must be >= 1")
+    if unknown:
+        parser.error(f"unknown mechanisms {sorted(unknown)}")
+    if args.synthetic and None in args.n:
+        parser.error("--n all needs a text; --synthetic takes lengths")
     scopes = {"one": ("one head",), "all": ("all heads",), "both": ("one head", "all heads")}[args.heads]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,

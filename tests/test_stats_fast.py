@@ -122,3 +122,16 @@ def test_progress_and_bad_rows():
         attention_stats(d.q, d.k, d.v, rows=torch.tensor([], dtype=torch.long))
     with pytest.raises(ValueError, match="topk"):
         attention_stats(d.q, d.k, d.v, topk=0)
+
+
+def test_stream_leaves_the_callers_grad_mode_alone():
+    d = doc(50, heads=1)
+    for _, acc in stream_stats(d.q, d.k, d.v, chunk=20):
+        assert torch.is_grad_enabled()
+    assert not acc.out.requires_grad
+
+
+def test_stream_checks_its_arguments_at_the_call():
+    d = doc(10, heads=1)
+    with pytest.raises(ValueError, match="grid"):
+        stream_stats(d.q, d.k, d.v, grid=0)

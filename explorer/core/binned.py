@@ -1,14 +1,14 @@
 """The fast statistics pass over one block of query rows, with keys laid out by display bin.
 
 The keys are copied once into [key bins, widest bin] slots (a bin one key
-short gets a padding slot, whose score the matmul itself makes -inf through
-one extra key dimension: 1 in every query, -inf at padding), so every per-bin reduction
-the overview needs is a contiguous reshape, not a scatter: the bin maxima of
-the scores give the row maximum, the max-pooled map and the top-k candidates;
-the bin sums of exp(s - max) give the normaliser and the mean-pooled map. The
-output and the expected score come from one matmul with widened values
-[v | k], so the score matrix is read a fixed few times and never kept beyond
-one block.
+short gets a padding slot, whose score the matmul itself makes -inf through one
+extra key dimension: 1 in every query, -inf at padding), so every per-bin
+reduction the overview needs is a contiguous reshape, not a scatter: the bin
+maxima of the scores give the row maximum, the max-pooled map and the top-k
+candidates; the bin sums of exp(s - max) give the normaliser and the
+mean-pooled map. The output and the expected score (for the entropy,
+lse - E_p[s]) come from one matmul with widened values [v | k]. So one score
+block, reused from block to block, is read a fixed few times, never n x n.
 """
 from __future__ import annotations
 
@@ -30,10 +30,6 @@ class BinnedKeys:
     key_bin: torch.Tensor  # [n] display bin of each key
     count: int  # key bins
     width: int  # slots per bin
-
-    @property
-    def n(self) -> int:
-        return self.key_bin.numel()
 
     def buffer(self, heads: int, rows: int) -> torch.Tensor:
         """Room for the scores of `rows` query rows over every slot (see block_scores)."""

@@ -208,8 +208,8 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
                    "text": "synthetic" if use_synthetic else text, "steps": {}}
             for name, fn in steps(qs, ks, vs, mechanisms, preview, scope == "one head", flex).items():
                 row["steps"][name] = measure(fn, device, repeat)
+                print_step(row, name)
             rows.append(row)
-            print_row(row)
     return rows
 
 
@@ -221,16 +221,17 @@ def runs(mechanisms) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def print_row(row) -> None:
+def print_step(row, name: str) -> None:
+    """One line per step as soon as it is measured; the first step (SDPA) also prints the header."""
     mib = 2**20
-    sdpa = row["steps"]["sdpa"]
-    source = "synthetic q/k/v" if row["encode_s"] != row["encode_s"] else f"encode {row['encode_s']:.2f} s, all heads"
-    print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source}; "
-          f"SDPA {sdpa['s'] * 1e3:.1f} ms, peak +{sdpa['peak_bytes'] / mib:.0f} MiB)")
-    print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
-    for name, m in row["steps"].items():
-        print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}"
-              f"{m['peak_bytes'] / mib:>10.0f}")
+    sdpa, m = row["steps"]["sdpa"], row["steps"][name]
+    if name == "sdpa":
+        enc = row["encode_s"]
+        source = "synthetic q/k/v" if enc != enc else f"encode {enc:.2f} s, all heads"
+        print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source})")
+        print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
+    print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}{m['peak_bytes'] / mib:>10.0f}",
+          flush=True)
 
 
 def _length(text: str) -> int | None:

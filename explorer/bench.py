@@ -195,7 +195,7 @@ def flex_steps(q, k, v) -> dict:
 
 
 def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, use_synthetic=False,
-          text="sample", scopes=("one head", "all heads"), preview=512, flex=False):
+          text="sample", scopes=("one head", "all heads"), preview=512, flex=False, reference=True):
     device = pick_device(device_name)
     lm = None if use_synthetic else load_model("minilm", str(device))
     rows = []
@@ -206,7 +206,8 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
             qs, ks, vs = (x[picked].contiguous() for x in (q, k, v))
             row = {"n": qs.shape[1], "heads": qs.shape[0], "scope": scope, "device": str(device), "encode_s": enc,
                    "text": "synthetic" if use_synthetic else text, "steps": {}}
-            for name, fn in steps(qs, ks, vs, mechanisms, preview, scope == "one head", flex).items():
+            for name, fn in steps(qs, ks, vs, mechanisms, preview, reference and scope == "one head",
+                                   flex).items():
                 row["steps"][name] = measure(fn, device, repeat)
                 print_step(row, name)
             rows.append(row)
@@ -258,6 +259,8 @@ def main(argv=None):
     parser.add_argument("--heads", choices=["one", "all", "both"], default="both", help="one head, all heads, or both")
     parser.add_argument("--preview", type=int, default=512, help="evenly spaced rows of the preview pass")
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention block-sparse kernels")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference statistics pass (about 8 minutes at n = 129k on 2 cores)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     unknown = set(args.mechanisms or []) - set(REGISTRY)
@@ -268,7 +271,7 @@ def main(argv=None):
     scopes = {"one": ("one head",), "all": ("all heads",), "both": ("one head", "all heads")}[args.heads]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,
-                 scopes=scopes, preview=args.preview, flex=args.flex)
+                 scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -21,6 +21,10 @@ the recurrence on one layer, not a retrained Transformer-XL.
 
 Parameters larger than n are clamped: segment > n is one segment.
 
+Without compressed slots every segment sees one contiguous window (memory and
+itself), so all segments run as one batched SDPA (explorer.core.windows);
+`segment_loop`, one softmax per segment, is the reference and the path with slots.
+
 structure:
   segments      LongTensor [S, 2]  token span [start, end) of every segment
   memory        LongTensor [S, 2]  span of its uncompressed memory (empty when start == end)

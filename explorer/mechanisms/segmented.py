@@ -19,6 +19,9 @@ before the query's own segment begins are summarised. With overlap > 0 the
 previous segment is reached both directly (its last `overlap` keys) and
 through its summary; both add up in the weights.
 
+Without summaries the segments run as one batched SDPA (SpanAttention.run with
+the segment starts); the row-chunk loop is the reference and the path with summaries.
+
 Segments come from `segment_length` (fixed length, the last one shorter, a
 length over n gives one segment = dense) or from an explicit `boundaries`
 list of segment start token indices (strictly increasing, first 0, all < n),

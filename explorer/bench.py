@@ -53,13 +53,16 @@ SYNTHETIC_HEADS = 12  # MiniLM's head count, so --synthetic's "all heads" is the
 SINKS, WINDOW = 4, 256  # the sink + window setting --flex times
 
 
-_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_TRIM_THRESHOLD, _MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 
 
-def _mmap_threshold(size: int) -> None:
-    """Blocks over `size` bytes are mapped apart and returned to the system when freed (glibc only)."""
+def _malloc(mmap_threshold: int, trim_threshold: int) -> None:
+    """Blocks over mmap_threshold bytes are mapped apart and unmapped when freed; the heap gives
+    back its free top beyond trim_threshold bytes (glibc only; elsewhere nothing changes)."""
     try:
-        ctypes.CDLL(None).mallopt(_MMAP_THRESHOLD, size)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_MMAP_THRESHOLD, mmap_threshold)
+        libc.mallopt(_TRIM_THRESHOLD, trim_threshold)
     except (OSError, AttributeError):
         pass
 
@@ -114,17 +117,17 @@ def measure(fn, device, repeat: int) -> dict:
     """First call's time, best time of the others (the first's when repeat is 1), and the peak of
     one more call. On the CPU that call maps every block over 64 KiB apart, so the sampled resident
     set is what the step holds, not what earlier steps left in malloc's pools; the timed calls keep
-    malloc's usual pools, since mapping each block apart would slow them several times."""
+    pools, since mapping or trimming each block apart slowed the statistics pass eightfold."""
     times = []
     for _ in range(max(1, repeat)):
         start = time.perf_counter()
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    _mmap_threshold(64 * 2**10)
+    _malloc(64 * 2**10, 64 * 2**10)
     with Peak(device) as p:
         fn()
-    _mmap_threshold(32 * 2**20)  # glibc's own ceiling for its moving threshold
+    _malloc(32 * 2**20, 64 * 2**20)  # where glibc's own moving thresholds end up: the timed calls' pools
     return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
 
 

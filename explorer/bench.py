@@ -14,16 +14,15 @@ kernel (flash on the CPU); "sdpa 3-D" is the [heads, n, d] call of earlier
 benches, which the CPU runs on its math path, materialising n x n (skipped when
 that would not fit in memory). "first s" is the first call (any compiling
 included), "steady s" the best of the other --repeat - 1 calls, peak memory the
-step's own rise in one more call (CUDA: max allocated; CPU: resident set
-sampled every millisecond, see measure), so it shows whether a step is O(n^2).
+step's own rise in one more call (CUDA: max allocated; CPU: the resident
+set's high-water mark, see measure), so it shows whether a step is O(n^2).
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import json
-import os
-import threading
+import math
 import time
 
 import torch
@@ -58,18 +57,19 @@ _TRIM_THRESHOLD, _MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 
 def _malloc(mmap_threshold: int, trim_threshold: int) -> None:
     """Blocks over mmap_threshold bytes are mapped apart and unmapped when freed; the heap gives
-    back its free top beyond trim_threshold bytes (glibc only; elsewhere nothing changes)."""
+    back its free top beyond trim_threshold bytes, and its free pages now (glibc only)."""
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(_MMAP_THRESHOLD, mmap_threshold)
         libc.mallopt(_TRIM_THRESHOLD, trim_threshold)
+        libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 def _available(device: torch.device) -> int:
@@ -82,7 +82,8 @@ def _available(device: torch.device) -> int:
 
 
 class Peak:
-    """Peak memory a block adds: CUDA allocator peak, or sampled RSS on the CPU."""
+    """Peak memory a block adds: CUDA allocator peak, or on the CPU the kernel's resident-set high-water
+    mark (reset on entry through /proc/self/clear_refs), so no short peak is missed between samples."""
 
     def __init__(self, device: torch.device):
         self.device, self.bytes = device, 0
@@ -93,24 +94,17 @@ class Peak:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
-            self.base, self.top, self.running = _rss(), _rss(), True
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = _status_kib("VmRSS") * 1024
         return self
-
-    def _sample(self):
-        while self.running:
-            self.top = max(self.top, _rss())
-            time.sleep(0.001)
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self.base
         else:
-            self.running = False
-            self.thread.join()
-            self.bytes = max(0, max(self.top, _rss()) - self.base)
+            self.bytes = max(0, _status_kib("VmHWM") * 1024 - self.base)
 
 
 def measure(fn, device, repeat: int) -> dict:
@@ -231,7 +225,7 @@ def print_step(row, name: str) -> None:
     sdpa, m = row["steps"]["sdpa"], row["steps"][name]
     if name == "sdpa":
         enc = row["encode_s"]
-        source = "synthetic q/k/v" if enc != enc else f"encode {enc:.2f} s, all heads"
+        source = "synthetic q/k/v" if math.isnan(enc) else f"encode {enc:.2f} s, all heads"
         print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source})")
         print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
     print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}{m['peak_bytes'] / mib:>10.0f}",

@@ -40,7 +40,7 @@ def test_segment_attention_counts_pairs_and_declines_uneven_segments():
     assert segment_attention(d.q, d.k, d.v, starts, starts, segments.ends(starts, 90), False) is None
     starts = segments.fixed(90, 30)
     lo, hi = windows(starts, 90, 10)
-    out, pairs = segment_attention(d.q, d.k, d.v, starts, lo[starts], hi[starts], True)
+    _, pairs = segment_attention(d.q, d.k, d.v, starts, lo[starts], hi[starts], True)
     assert pairs == int(dense_mask(key_window(lo, hi, True), torch.arange(90), 90).sum())
 
 

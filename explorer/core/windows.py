@@ -26,7 +26,7 @@ def _index(first: torch.Tensor, length: torch.Tensor, width: int, n: int):
 def segment_attention(q, k, v, starts: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, causal: bool):
     """Output [heads, n, dv] and the count of (query, key) pairs attended, or None when padding
     the segments to one size would more than double the work (uneven boundaries)."""
-    heads, n, d = q.shape
+    heads, n, _ = q.shape
     length = torch.diff(starts, append=starts.new_tensor([n]))
     span = hi - lo
     longest, widest = int(length.max()), int(span.max())

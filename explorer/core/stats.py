@@ -29,14 +29,13 @@ from typing import Callable, Iterator
 import torch
 
 from explorer.core.attention import scores
-from explorer.core.binned import BlockStats, bin_keys, block_stats
+from explorer.core.binned import BlockStats, bin_keys, grouped_block_stats
 from explorer.core.checks import as_rows, check_qkv
 from explorer.core.device import chunk_rows, synchronize
 from explorer.core.pooling import MapAccumulator, PooledMap
 from explorer.core.rows import row_chunks
 
-_CPU_ROWS = 256  # query rows x heads per block on the CPU: fastest measured at n = 16k and 129k (one head)
-_CPU_MIN_ROWS = 64  # with many heads: fewer rows per call cost more in per-call overhead than they save
+_CPU_ROWS = 256  # query rows per block on the CPU, one head at a time: fastest measured at n = 16k and 129k
 _GPU_BLOCK = 2**28  # on an accelerator: 1 GiB of scores, launches amortised yet n = 131k x 12 heads under 4 GB
 
 
@@ -66,11 +65,12 @@ def _check(q, k, v, grid: int, topk: int) -> None:
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
 
 
-def stats_chunk(n: int, heads: int, device: torch.device) -> int:
-    """Query rows per block of the fast pass: a few hundred on the CPU, at most 1 GiB of scores elsewhere."""
+def stats_chunk(n: int, heads: int, device: torch.device) -> tuple[int, int]:
+    """Query rows per block and heads per group of the fast pass: a few hundred rows of one head
+    on the CPU; elsewhere every head, and as many rows as fit 1 GiB of scores."""
     if torch.device(device).type == "cpu":
-        return min(n, max(_CPU_MIN_ROWS, _CPU_ROWS // heads))
-    return max(1, min(_GPU_BLOCK // (heads * n), chunk_rows(n, heads, device, buffers=2)))
+        return min(n, _CPU_ROWS), 1
+    return max(1, min(_GPU_BLOCK // (heads * n), chunk_rows(n, heads, device, buffers=2))), heads
 
 
 class StatsAccumulator:
@@ -126,16 +126,17 @@ def stream_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
         rows = as_rows(rows, n, q.device)
         if not rows.numel():
             raise ValueError("rows must list at least one query")
-    return _blocks(q, k, v, causal, grid, min(topk, n), rows, chunk or stats_chunk(n, heads, q.device))
+    rows_per_block, group = stats_chunk(n, heads, q.device)
+    return _blocks(q, k, v, causal, grid, min(topk, n), rows, chunk or rows_per_block, group)
 
 
 @torch.no_grad()  # on a generator torch applies it per step, so the caller's grad mode is left alone
-def _blocks(q, k, v, causal: bool, grid: int, kk: int, rows, chunk: int):
+def _blocks(q, k, v, causal: bool, grid: int, kk: int, rows, chunk: int, group: int):
     keys = bin_keys(k, v, grid)
     acc = StatsAccumulator(q, v, rows, grid, kk, chunk)
-    buffer = keys.buffer(q.shape[0], min(chunk, acc.rows.numel()))
+    buffer = keys.buffer(group, min(chunk, acc.rows.numel()))
     for block in acc.rows.split(chunk):
-        acc.add(block_stats(q[:, block], block, keys, causal, kk, buffer))
+        acc.add(grouped_block_stats(q[:, block], block, keys, causal, kk, buffer, group))
         yield acc.done, acc
 
 

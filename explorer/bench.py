@@ -1,26 +1,38 @@
 """`python -m explorer.bench`: speed and memory against torch's own SDPA.
 
-For each n: encode a real text of n tokens (the project's long sample, repeated
-when n is larger), then time on one head the streamed dense statistics pass,
-torch.nn.functional.scaled_dot_product_attention on the same q/k/v, and every
-registered mechanism at its defaults. Times are the best of --repeat runs;
-peak memory is the step's own rise (CUDA: max allocated; CPU: resident set
-sampled every millisecond), so it shows whether a step is O(n^2).
+For each n: encode a real text of n tokens (the project's long sample, or with
+--text python the Python language reference, repeated when n is larger and
+cut to n), then on one head and on all heads of that layer time, beside
+torch.nn.functional.scaled_dot_product_attention on the same q/k/v:
+the statistics pass (exact: every row; preview: --preview evenly spaced rows),
+the reference pass it replaced (one head only), and every registered mechanism
+at its defaults and notable settings (--flex adds FlexAttention versions of
+segmented and sink + window, to show what compiling them costs here).
+
+SDPA is called on [1, heads, n, d], the layout that reaches the device's fused
+kernel (flash on the CPU); "sdpa 3-D" is the [heads, n, d] call of earlier
+benches, which the CPU runs on its math path, materialising n x n (skipped when
+that would not fit in memory). "first s" is the first call (any compiling
+included), "steady s" the best of the other --repeat - 1 calls, peak memory the
+step's own rise in one more call (CUDA: max allocated; CPU: the resident
+set's high-water mark, see measure), so it shows whether a step is O(n^2).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
-import os
-import threading
+import math
 import time
 
 import torch
+import torch.nn.functional as F
 
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, load_model
-from explorer.core.samples import SAMPLES_DIR
-from explorer.core.stats import attention_stats
+from explorer.core.rows import sample_rows
+from explorer.core.samples import SAMPLES_DIR, python_reference
+from explorer.core.stats import attention_stats, reference_stats
 from explorer.core.synthetic import synthetic
 from explorer.mechanisms import REGISTRY
 
@@ -36,15 +48,42 @@ VARIANTS = {
     "alibi": ("relpos", {"kind": "alibi"}),
     "rope": ("relpos", {"kind": "rope"}),
 }
+SYNTHETIC_HEADS = 12  # MiniLM's head count, so --synthetic's "all heads" is the same work
+SINKS, WINDOW = 4, 256  # the sink + window setting --flex times
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+_TRIM_THRESHOLD, _MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+
+
+def _malloc(mmap_threshold: int, trim_threshold: int) -> None:
+    """Blocks over mmap_threshold bytes are mapped apart and unmapped when freed; the heap gives
+    back its free top beyond trim_threshold bytes, and its free pages now (glibc only)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_MMAP_THRESHOLD, mmap_threshold)
+        libc.mallopt(_TRIM_THRESHOLD, trim_threshold)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _available(device: torch.device) -> int:
+    """Bytes a step may still allocate on the device."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
 
 
 class Peak:
-    """Peak memory a block adds: CUDA allocator peak, or sampled RSS on the CPU."""
+    """Peak memory a block adds: CUDA allocator peak, or on the CPU the kernel's resident-set high-water
+    mark (reset on entry through /proc/self/clear_refs), so no short peak is missed between samples."""
 
     def __init__(self, device: torch.device):
         self.device, self.bytes = device, 0
@@ -55,78 +94,120 @@ class Peak:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
-            self.base, self.top, self.running = _rss(), _rss(), True
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = _status_kib("VmRSS") * 1024
         return self
-
-    def _sample(self):
-        while self.running:
-            self.top = max(self.top, _rss())
-            time.sleep(0.001)
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self.base
         else:
-            self.running = False
-            self.thread.join()
-            self.bytes = max(0, max(self.top, _rss()) - self.base)
+            self.bytes = max(0, _status_kib("VmHWM") * 1024 - self.base)
 
 
-def measure(fn, device, repeat: int) -> tuple[float, int]:
-    """Best wall time of `repeat` calls and the peak memory of the first."""
-    best, peak = float("inf"), 0
-    for i in range(repeat):
-        with Peak(device) as p:
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            best = min(best, time.perf_counter() - start)
-        peak = peak if i else p.bytes
-    return best, peak
+def measure(fn, device, repeat: int) -> dict:
+    """First call's time, best time of the others (the first's when repeat is 1), and the peak of
+    one more call. On the CPU that call maps every block over 64 KiB apart, so the sampled resident
+    set is what the step holds, not what earlier steps left in malloc's pools; the timed calls keep
+    pools, since mapping or trimming each block apart slowed the statistics pass eightfold."""
+    times = []
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    _malloc(64 * 2**10, 64 * 2**10)
+    with Peak(device) as p:
+        fn()
+    _malloc(32 * 2**20, 64 * 2**20)  # where glibc's own moving thresholds end up: the timed calls' pools
+    return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
 
 
-def text_of(n: int, tokenizer) -> str:
-    """A real text of exactly n tokens: the long sample, repeated as needed and cut."""
-    base = max(SAMPLES_DIR.glob("*.md"), key=lambda p: p.stat().st_size).read_text(encoding="utf-8")
+def text_of(n: int | None, tokenizer, base: str) -> str:
+    """A real text of exactly n tokens: `base`, repeated as needed and cut (None: `base` itself)."""
+    if n is None:
+        return base
     count = len(tokenizer(base, add_special_tokens=False, verbose=False)["input_ids"])
     text = "\n\n".join([base] * (n // count + 1))
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
     return text[: offsets[n - 1][1]]
 
 
-def real_head(n: int, lm, layer: int, head: int, device):
-    """q, k, v of one head over a real text of n tokens, and the seconds encoding took."""
+def base_text(name: str) -> str:
+    """The project's longest sample, or the Python language reference (128,977 MiniLM tokens)."""
+    if name == "python":
+        return python_reference()
+    return max(SAMPLES_DIR.glob("*.md"), key=lambda p: p.stat().st_size).read_text(encoding="utf-8")
+
+
+def real_qkv(n: int | None, lm, layer: int, text: str, device):
+    """q, k, v of every head of one layer over a real text of n tokens, and the seconds encoding took."""
     start = time.perf_counter()
-    doc = encode(text_of(n, lm.tokenizer), lm, layer=layer)
+    doc = encode(text_of(n, lm.tokenizer, base_text(text)), lm, layer=layer)
     synchronize(device)
-    seconds = time.perf_counter() - start
-    return (*(x[head : head + 1].contiguous() for x in (doc.q, doc.k, doc.v)), seconds)
+    return doc.q, doc.k, doc.v, time.perf_counter() - start
 
 
-def synthetic_head(n: int, device):
-    """Seeded Gaussian q, k, v of MiniLM's head size, for machines without the bundled model."""
-    doc = synthetic(n, heads=1, head_dim=32)
+def synthetic_qkv(n: int, device):
+    """Seeded Gaussian q, k, v of MiniLM's shape, for machines without the bundled model."""
+    doc = synthetic(n, heads=SYNTHETIC_HEADS, head_dim=32)
     return (*(x.to(device) for x in (doc.q, doc.k, doc.v)), float("nan"))
 
 
-def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, use_synthetic=False):
+def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dict:
+    """name -> a call of that step on these q, k, v."""
+    n = q.shape[1]
+    rows = sample_rows(n, preview).to(q.device)
+    out = {"sdpa": lambda: F.scaled_dot_product_attention(q[None], k[None], v[None])}
+    if 2 * q.shape[0] * n * n * q.element_size() < _available(q.device) // 2:
+        out["sdpa 3-D (math)"] = lambda: F.scaled_dot_product_attention(q, k, v)
+    out["stats exact"] = lambda: attention_stats(q, k, v)
+    out[f"stats preview {rows.numel()}"] = lambda: attention_stats(q, k, v, rows=rows)
+    if reference:
+        out["reference_stats"] = lambda: reference_stats(q, k, v)
+    for label, (key, params) in runs(mechanisms).items():
+        out[label] = lambda key=key, params=params: REGISTRY[key].run(q, k, v, **params)
+    if flex:
+        out.update(flex_steps(q, k, v))
+    return out
+
+
+def flex_steps(q, k, v) -> dict:
+    """FlexAttention on block masks: segmented at its defaults, and sink + window."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from explorer.core.masks import block_mask, key_window, sink_window
+    from explorer.core.segments import fixed
+    from explorer.mechanisms.spans import windows
+
+    n = q.shape[1]
+    kernel = torch.compile(flex_attention, dynamic=True)
+    lo, hi = windows(fixed(n, min(REGISTRY["segmented"].defaults()["segment_length"], n), q.device), n, 0)
+    masks = {"flex segmented": key_window(lo, hi, False),
+             f"flex sinks {SINKS}+window {WINDOW}": sink_window(SINKS, WINDOW)}
+    return {name: lambda mask=mask: kernel(q[None], k[None], v[None], block_mask=block_mask(mask, n, q.device))
+            for name, mask in masks.items()}
+
+
+def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, use_synthetic=False,
+          text="sample", scopes=("one head", "all heads"), preview=512, flex=False, reference=True):
     device = pick_device(device_name)
     lm = None if use_synthetic else load_model("minilm", str(device))
     rows = []
     for n in sizes:
-        q, k, v, enc = synthetic_head(n, device) if use_synthetic else real_head(n, lm, layer, head, device)
-        n = q.shape[1]  # a real text adds the model's special tokens
-        sdpa_t, sdpa_m = measure(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), device, repeat)
-        row = {"n": n, "device": str(device), "encode_s": enc, "sdpa_s": sdpa_t, "sdpa_peak": sdpa_m}
-        t, m = measure(lambda: attention_stats(q, k, v), device, repeat)
-        row["steps"] = {"attention_stats": (t, m)}
-        for label, (key, params) in runs(mechanisms).items():
-            row["steps"][label] = measure(lambda: REGISTRY[key].run(q, k, v, **params), device, repeat)
-        rows.append(row)
-        print_row(row)
+        q, k, v, enc = synthetic_qkv(n, device) if use_synthetic else real_qkv(n, lm, layer, text, device)
+        for scope in scopes:
+            picked = slice(head, head + 1) if scope == "one head" else slice(None)
+            qs, ks, vs = (x[picked].contiguous() for x in (q, k, v))
+            row = {"n": qs.shape[1], "heads": qs.shape[0], "scope": scope, "device": str(device), "encode_s": enc,
+                   "text": "synthetic" if use_synthetic else text, "steps": {}}
+            for name, fn in steps(qs, ks, vs, mechanisms, preview, reference and scope == "one head",
+                                   flex).items():
+                row["steps"][name] = measure(fn, device, repeat)
+                print_step(row, name)
+            rows.append(row)
     return rows
 
 
@@ -138,32 +219,56 @@ def runs(mechanisms) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def print_row(row) -> None:
+def print_step(row, name: str) -> None:
+    """One line per step as soon as it is measured; the first step (SDPA) also prints the header."""
     mib = 2**20
-    source = "synthetic q/k/v" if row["encode_s"] != row["encode_s"] else f"encode {row['encode_s']:.2f} s, all heads"
-    print(f"\nn = {row['n']:,} on {row['device']}  ({source}; "
-          f"SDPA {row['sdpa_s'] * 1e3:.1f} ms, peak +{row['sdpa_peak'] / mib:.0f} MiB)")
-    print(f"  {'step':<20}{'seconds':>10}{'x SDPA':>10}{'peak MiB':>11}")
-    for name, (t, m) in row["steps"].items():
-        print(f"  {name:<20}{t:>10.3f}{t / row['sdpa_s']:>10.1f}{m / mib:>11.0f}")
+    sdpa, m = row["steps"]["sdpa"], row["steps"][name]
+    if name == "sdpa":
+        enc = row["encode_s"]
+        source = "synthetic q/k/v" if math.isnan(enc) else f"encode {enc:.2f} s, all heads"
+        print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source})")
+        print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
+    print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}{m['peak_bytes'] / mib:>10.0f}",
+          flush=True)
+
+
+def _length(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a length >= 1, or 'all'")
+    return int(text)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1024, 4096, 16384], help="sequence lengths")
+    parser.add_argument("--n", type=_length, nargs="+", default=[1024, 4096, 16384],
+                        help="text tokens (the model adds its special tokens), or 'all': the whole --text; "
+                             "--text python --n all is the Python reference, 128,977 tokens with MiniLM's two")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per step; the best time is kept")
+    parser.add_argument("--repeat", type=int, default=2, help="calls per step: the first, then the best of the rest")
     parser.add_argument("--mechanisms", nargs="*", default=None,
-                        help="registry keys (default: all; the flag alone: none, dense pass only)")
+                        help="registry keys (default: all; the flag alone: none, the statistics passes only)")
     parser.add_argument("--synthetic", action="store_true",
-                        help="seeded Gaussian q/k/v instead of encoding the long sample with MiniLM")
+                        help="seeded Gaussian q/k/v instead of encoding a text with MiniLM")
+    parser.add_argument("--text", choices=["sample", "python"], default="sample",
+                        help="the text to encode: the longest project sample, or the Python language reference")
+    parser.add_argument("--heads", choices=["one", "all", "both"], default="both", help="one head, all heads, or both")
+    parser.add_argument("--preview", type=int, default=512, help="evenly spaced rows of the preview pass")
+    parser.add_argument("--flex", action="store_true", help="also time FlexAttention block-sparse kernels")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference statistics pass (about 8 minutes at n = 129k on 2 cores)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     unknown = set(args.mechanisms or []) - set(REGISTRY)
-    if unknown or min(args.n) < 1:
-        parser.error(f"unknown mechanisms {sorted(unknown)}" if unknown else "n must be >= 1")
+    if unknown:
+        parser.error(f"unknown mechanisms {sorted(unknown)}")
+    if args.synthetic and None in args.n:
+        parser.error("--n all needs a text; --synthetic takes lengths")
+    scopes = {"one": ("one head",), "all": ("all heads",), "both": ("one head", "all heads")}[args.heads]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic)
+    rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,
+                 scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.core.stats import attention_stats
+from explorer.core.stats import attention_stats, reference_stats
 from explorer.mechanisms import REGISTRY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -36,3 +36,31 @@ def test_mechanism_on_cuda_keeps_the_invariant(key, n):
     rows = torch.linspace(0, n - 1, min(n, 16)).long().cuda()
     scale = res.output.abs().max().clamp_min(1.0)
     torch.testing.assert_close(res.weights(rows) @ v, res.output[:, rows], atol=1e-4 * scale, rtol=1e-3)
+
+
+@cuda
+@pytest.mark.parametrize("n", [1, 333, 2048])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fast_pass_on_cuda_equals_the_reference(n, causal):
+    doc = explorer.synthetic(n, heads=2, needles=2 if n > 2 else 0)
+    q, k, v = _on(doc, "cuda")
+    fast = attention_stats(q, k, v, causal=causal, grid=64, topk=4)
+    ref = reference_stats(*_on(doc, "cpu"), causal=causal, grid=64, topk=4)
+    for name in ("lse", "entropy", "max_weight", "topk_weight"):
+        torch.testing.assert_close(getattr(fast, name), getattr(ref, name), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(fast.output.cpu(), ref.output, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(fast.map.mean, ref.map.mean, atol=1e-5, rtol=1e-3)
+    torch.testing.assert_close(fast.map.max, ref.map.max, atol=1e-5, rtol=1e-3)
+    rows = torch.linspace(0, n - 1, min(n, 50)).long().cuda()
+    part = attention_stats(q, k, v, causal=causal, grid=64, topk=4, rows=rows)
+    torch.testing.assert_close(part.lse, ref.lse[:, rows.cpu()], atol=1e-4, rtol=1e-3)
+
+
+@cuda
+@pytest.mark.parametrize("key,params", [("segmented", {}), ("segmented", {"overlap": 32, "causal": True}),
+                                        ("memory", {}), ("memory", {"causal": True})])
+def test_block_sparse_fast_paths_on_cuda_equal_cpu(key, params):
+    doc = explorer.synthetic(1500, heads=2)
+    gpu = REGISTRY[key].run(*_on(doc, "cuda"), **params)
+    cpu = REGISTRY[key].run(*_on(doc, "cpu"), **params)
+    torch.testing.assert_close(gpu.output.cpu(), cpu.output, atol=1e-4, rtol=1e-3)

@@ -1,9 +1,9 @@
-"""The streamed dense pass against a brute-force materialized softmax."""
+"""The dense statistics passes (fast and reference) against a brute-force materialized softmax."""
 import pytest
 import torch
 
 import explorer
-from explorer.core.stats import attention_stats
+from explorer.core.stats import attention_stats, reference_stats
 from explorer.mechanisms import REGISTRY
 
 
@@ -19,9 +19,10 @@ def brute(q, k, v, causal):
 
 @pytest.mark.parametrize("n,chunk,grid", [(1, 4, 8), (2, 1, 1), (37, 5, 8), (64, 64, 64), (100, 7, 13), (50, 3, 200)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_stats_equal_brute_force(n, chunk, grid, causal):
+@pytest.mark.parametrize("stats", [attention_stats, reference_stats])
+def test_stats_equal_brute_force(n, chunk, grid, causal, stats):
     d = explorer.synthetic(n, heads=3, head_dim=16, seed=n)
-    st = attention_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
+    st = stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
     p, lse, ent, out = brute(d.q, d.k, d.v, causal)
     torch.testing.assert_close(st.output, out, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(st.lse, lse, atol=1e-5, rtol=1e-5)

@@ -61,16 +61,21 @@ class MapAccumulator:
         col_sum = torch.zeros(heads, r, nc, device=w.device).index_add_(2, self.cbin, block)
         col_max = torch.full((heads, r, nc), float("-inf"), device=w.device).scatter_reduce_(
             2, cidx, block, "amax", include_self=False)
+        self.add_binned(rows, col_sum, col_max)
+
+    def add_binned(self, rows: torch.Tensor, col_sum: torch.Tensor, col_max: torch.Tensor) -> None:
+        """Rows already pooled over the key bins: their sum and max per bin, [heads, len(rows), key bins]."""
+        heads, r, nc = col_sum.shape
         ridx = self.rbin[rows - self.rows[0]]
         self.rcount.index_add_(0, ridx, torch.ones_like(ridx, dtype=self.rcount.dtype))
         self.total.index_add_(1, ridx, col_sum)
-        index = ridx[None, :, None].expand(heads, r, nc)
-        fresh = torch.full_like(self.peak, float("-inf")).scatter_reduce_(1, index, col_max, "amax", include_self=False)
-        self.peak = torch.maximum(self.peak, fresh)
+        self.peak.scatter_reduce_(1, ridx[None, :, None].expand(heads, r, nc), col_max, "amax")
 
     def result(self, per_bin: int | None = None) -> PooledMap:
+        """Mean and max per bin; row bins no row was pooled into (a partial pass) are NaN in both."""
         mean = self.total / (self.rcount[None, :, None] * self.ccount[None, None, :])
-        return PooledMap(mean.cpu(), self.peak.cpu(), edges(*self.rows, self.grid), edges(*self.cols, self.grid),
+        peak = self.peak.masked_fill((self.rcount == 0)[None, :, None], float("nan"))
+        return PooledMap(mean.cpu(), peak.cpu(), edges(*self.rows, self.grid), edges(*self.cols, self.grid),
                          per_bin)
 
 

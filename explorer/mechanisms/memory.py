@@ -21,6 +21,10 @@ the recurrence on one layer, not a retrained Transformer-XL.
 
 Parameters larger than n are clamped: segment > n is one segment.
 
+Without compressed slots every segment sees one contiguous window (memory and
+itself), so all segments run as one batched SDPA (explorer.core.windows);
+`segment_loop`, one softmax per segment, is the reference and the path with slots.
+
 structure:
   segments      LongTensor [S, 2]  token span [start, end) of every segment
   memory        LongTensor [S, 2]  span of its uncompressed memory (empty when start == end)
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import torch
 
+from explorer.core.windows import segment_attention
 from explorer.mechanisms.base import Mechanism, Param, Result
 
 
@@ -92,6 +97,23 @@ def slot_means(x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return total / lengths[None, :, None].to(x)
 
 
+def segment_loop(q, k, v, lay: dict, slot_k, slot_v, causal: bool) -> torch.Tensor:
+    """The reference output: each segment's softmax over its slots, memory and itself, one at a time."""
+    heads, n, d = q.shape
+    out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
+    for (a, e), (b, _), (first, last) in zip(lay["segments"].tolist(), lay["memory"].tolist(),
+                                             lay["segment_slots"].tolist()):
+        keys = torch.cat([slot_k[:, first:last], k[:, b:e]], 1)
+        vals = torch.cat([slot_v[:, first:last], v[:, b:e]], 1)
+        sc = torch.matmul(q[:, a:e], keys.transpose(1, 2)) * d**-0.5
+        if causal:
+            pos = torch.arange(b, e, device=q.device)
+            future = pos[None, :] > torch.arange(a, e, device=q.device)[:, None]
+            sc[:, :, last - first:] = sc[:, :, last - first:].masked_fill(future, float("-inf"))
+        out[:, a:e] = torch.softmax(sc, -1) @ vals
+    return out
+
+
 class Memory(Mechanism):
     key = "memory"
     title = "Recurrent memory (Transformer-XL)"
@@ -122,19 +144,11 @@ class Memory(Mechanism):
         dev = {name: t.to(q.device) for name, t in lay.items()}
         slots = dev["slot_spans"]
         slot_k, slot_v = slot_means(k, slots), slot_means(v, slots)
-        out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
-        reached = 0
-        for (a, e), (b, _), (first, last) in zip(lay["segments"].tolist(), lay["memory"].tolist(),
-                                                 lay["segment_slots"].tolist()):
-            keys = torch.cat([slot_k[:, first:last], k[:, b:e]], 1)
-            vals = torch.cat([slot_v[:, first:last], v[:, b:e]], 1)
-            sc = torch.matmul(q[:, a:e], keys.transpose(1, 2)) * d**-0.5
-            if causal:
-                pos = torch.arange(b, e, device=q.device)
-                future = pos[None, :] > torch.arange(a, e, device=q.device)[:, None]
-                sc[:, :, last - first:] = sc[:, :, last - first:].masked_fill(future, float("-inf"))
-            out[:, a:e] = torch.softmax(sc, -1) @ vals
-            reached += (e - a) * keys.shape[1]
+        spans = zip(lay["segments"].tolist(), lay["memory"].tolist(), lay["segment_slots"].tolist())
+        reached = sum((e - a) * (last - first + e - b) for (a, e), (b, _), (first, last) in spans)
+        fast = None if len(slots) else segment_attention(
+            q, k, v, dev["segments"][:, 0], dev["memory"][:, 0], dev["segments"][:, 1], causal)
+        out = fast[0] if fast else segment_loop(q, k, v, lay, slot_k, slot_v, causal)
 
         def reach_fn(rows):
             seg = rows // segment

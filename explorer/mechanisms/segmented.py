@@ -19,6 +19,9 @@ before the query's own segment begins are summarised. With overlap > 0 the
 previous segment is reached both directly (its last `overlap` keys) and
 through its summary; both add up in the weights.
 
+Without summaries the segments run as one batched SDPA (SpanAttention.run with
+the segment starts); the row-chunk loop is the reference and the path with summaries.
+
 Segments come from `segment_length` (fixed length, the last one shorter, a
 length over n gives one segment = dense) or from an explicit `boundaries`
 list of segment start token indices (strictly increasing, first 0, all < n),
@@ -72,7 +75,7 @@ class Segmented(Mechanism):
         engine = SpanAttention(q, k, v, lo, hi, causal, levels)
         sizes = segments.sizes(starts, n)
         chunk = row_chunk(n, heads, int(sizes.max()) + overlap, starts.numel() if summaries else 0, q.device)
-        out, mass = engine.run(chunk)
+        out, mass = engine.run(chunk, starts)
         structure = {
             "starts": starts.cpu(), "ends": seg_ends.cpu(), "sizes": sizes.cpu(), "overlap": overlap,
             "summaries": summaries, "size_weighted": size_weighted, "causal": causal,

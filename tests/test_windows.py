@@ -204,6 +204,10 @@ def test_default_layer_head_rule():
     assert default_layer_head(heads)[:2] == (1, 0)  # under 10%, and more focused than (0, 1)
     layer, head, why = default_layer_head(heads, content=0.01)
     assert (layer, head) == (0, 1) and "least shaped" in why  # none under 1%: the least shaped
+    unmeasured = heads.assign(position_share=[float("nan"), float("nan"), 0.2, float("nan")])
+    assert default_layer_head(unmeasured)[:2] == (1, 0)  # heads without far keys are left out
+    with pytest.raises(ValueError, match="about one window long"):
+        default_layer_head(heads.assign(position_share=float("nan")))
 
 
 def test_boundaries_are_where_the_kept_pass_changes():

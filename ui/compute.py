@@ -93,7 +93,10 @@ def opened_because(run: Run) -> str | None:
     held = None if args.get("synthetic") else store().peek(("content heads", _capture_key(args)))
     if held is None:
         return None
-    layer, head, why = windows.default_layer_head(held)
+    try:
+        layer, head, why = windows.default_layer_head(held)
+    except ValueError:  # no head measurable: the text is about one window long
+        return None
     return why if (layer, head) == (run.doc.layer, run.head) else None
 
 

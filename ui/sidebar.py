@@ -164,9 +164,8 @@ def _pick_content_head(args: dict, doc) -> None:
         return
     try:
         layer, head, _ = windows.default_layer_head(compute.content_heads(args))
-    except ValueError as err:
-        messages.error(err)
-        return
+    except ValueError:
+        return  # about one window long: no far keys to judge heads by, so the chosen head stays
     if (layer, head) != (args["layer"], int(st.session_state[HEAD.key])):
         st.session_state[PICK] = (layer, head)
         st.rerun()
@@ -200,7 +199,10 @@ def render(owners: set[str]) -> None:
 
     The text and Run come first, so both are in view without scrolling; the model settings
     follow in an expander."""
+    restoring = not st.session_state.get("_restored")
     auto = share.restore_from_url(owners) or share.take_pending_file(owners) or share.first_visit()
+    if restoring and {LAYER.key, HEAD.key} & set(st.query_params) and AUTO_HEAD.key not in st.query_params:
+        st.session_state[AUTO_HEAD.key] = False  # a link that names its layer or head is shown as it says
     for s in SIDEBAR:
         st.session_state.setdefault(s.key, s.default)
     _apply_pick()

@@ -209,10 +209,12 @@ def default_layer_head(heads: pd.DataFrame, content: float = CONTENT_SHARE) -> t
     Of the heads whose far-key scores window positions explain at most `content` of (all the
     least shaped ones when none is), the most focused (lowest normalised entropy): its map shows
     the text's own structure, not stripes of window positions, and is not near uniform.
-    heads: content_heads' table (or any with layer, head, position_share, entropy).
+    heads: content_heads' table (or any with layer, head, position_share, entropy); heads
+    without far keys to measure (position_share NaN) are left out.
     """
+    heads = heads.dropna(subset=["position_share"])
     if heads.empty:
-        raise ValueError("no heads to choose from")
+        raise ValueError("no head has keys a window or more away to measure (the text is about one window long)")
     few = heads[heads.position_share <= content]
     pool = few if len(few) else heads[heads.position_share == heads.position_share.min()]
     best = pool.sort_values(["entropy", "layer", "head"]).iloc[0]

@@ -150,3 +150,24 @@ def test_accelerator_blocks_of_every_head_equal_the_cpu_ones(monkeypatch, causal
     same_stats(every, cpu)
     p, _ = brute(d.q, d.k, causal)
     close(p.gather(-1, every.topk_index), every.topk_weight)  # ties (zero weights) may name other keys
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_pass_in_preview_order_shows_the_sample_first_and_ends_exact(causal):
+    from explorer.core.rows import preview_first
+    from explorer.core.stats import by_position
+
+    d = doc(300, heads=2)
+    order = preview_first(300, 40)
+    assert sorted(order.tolist()) == list(range(300))
+    sample = sample_rows(300, 40)
+    parts = [by_position(acc.result()) for _, acc in stream_stats(d.q, d.k, d.v, causal=causal, grid=16,
+                                                                   rows=order, chunk=40)]
+    first = attention_stats(d.q, d.k, d.v, causal=causal, grid=16, rows=sample)
+    assert torch.equal(parts[0].rows, sample)
+    same_stats(parts[0], first)  # the first block is exactly the evenly spaced preview
+    assert not parts[0].map.mean.isnan().any()  # and reaches every row bin
+    middle = parts[3]
+    assert torch.equal(middle.rows, middle.rows.sort().values) and middle.rows.numel() == 160
+    same_stats(parts[-1], reference_stats(d.q, d.k, d.v, causal=causal, grid=16))
+    assert parts[-1].rows is None and parts[-1].map.per_bin is None

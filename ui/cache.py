@@ -271,6 +271,12 @@ class Store:
                 return self._values[key]
         return None
 
+    def discard(self, key: Hashable) -> None:
+        """Forget the value of `key`, if held: the next ask makes it again."""
+        with self._lock:
+            if key in self._values:
+                self._drop(key)
+
     def _keep(self, key, value) -> None:
         held = storages(value)
         self.made += 1
@@ -356,7 +362,7 @@ def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
                                                             f"place {ahead} in the queue"))
         try:
             return shared.get(key, make_shown, progress=show,
-                              waiting=lambda p: show(p, " (being computed for another session)"))
+                              waiting=lambda p: show(p, " (already under way)"))
         finally:
             if queue:
                 queue.release()

@@ -26,9 +26,18 @@ def start_report(page: str) -> None:
 
 
 def _record(item) -> None:
+    """Keep an item for the report; one drawn again (a refreshing fragment redraws its part of
+    the page, not the whole run) replaces itself instead of repeating."""
     report = st.session_state.get(REPORT)
-    if report is not None:
-        report["items"].append(item)
+    if report is None:
+        return
+    items = report["items"]
+    same = [i for i, old in enumerate(items) if old[0] == item[0] == "figure" and old[2] == item[2]  # its key
+            or old[0] == item[0] == "section" and old == item]
+    if same:
+        items[same[0]] = item
+    else:
+        items.append(item)
 
 
 def section(title: str, caption: str = "", where=st) -> None:
@@ -46,7 +55,7 @@ def _file_name(key: str) -> str:
 def show(where, fig, key: str, **chart):
     """Draw a plotly figure (where: st or a column) with its downloads; returns the chart's event."""
     event = where.plotly_chart(fig, key=key, **{"width": "stretch", **chart})
-    _record(("figure", fig))
+    _record(("figure", fig, key))
     if not hosting.hosted() and export.unavailable() is None:
         name = _file_name(key)
         with where.popover("Download picture", width="content"):

@@ -6,6 +6,7 @@ keys hold the Run (encoding, head, mechanism, parameters) and what else the valu
 from __future__ import annotations
 
 import json
+import time
 from typing import Callable
 
 import pandas as pd
@@ -19,15 +20,17 @@ from explorer.core import attention, encoding, segments
 from explorer.core.doc import ModelCapture
 from explorer.core.encoding import LoadedModel, encode_layers, load_model, tokenize
 from explorer.core.pooling import PooledMap, pooled_map
-from explorer.core.rows import sample_rows
+from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import load_sample
-from explorer.core.stats import AttentionStats, attention_stats
+from explorer.core.stats import AttentionStats, by_position, stream_stats
 from explorer.mechanisms import REGISTRY, Result
 from ui.cache import cached, report, store
 from ui.state import Run, doc_key, text_key
 
 WINDOWS = "own windows"  # the Run mech of the model's own windows (not a mechanism of the registry)
 FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
+PREVIEW_ROWS = 512  # evenly spaced queries the dense pass computes first (ui.refine shows them)
+SNAPSHOT_S = 1.0  # how often the dense pass offers what it has so far
 MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
 
 
@@ -117,16 +120,32 @@ def model_grid(args: dict, queries: int, local: int, mech: str | None, params: d
 
 def is_encoded(args: dict) -> bool:
     """Whether these encoding arguments are in the cache already (encoding them is then instant)."""
-    return ("encoding", doc_key(args)) in store()
+    held = store().peek(_capture_key(args))
+    return ("encoding", doc_key(args)) in store() or (held is not None and args["layer"] in held.layers)
+
+
+def dense_key(run: Run, grid: int) -> tuple:
+    """The cache key of exact attention's statistics on the run's encoding and head."""
+    return ("dense", run.reference(), grid)
+
+
+def dense_pass(run: Run, grid: int) -> AttentionStats:
+    """Exact attention's statistics of every row, PREVIEW_ROWS evenly spaced ones first
+    (explorer.core.rows.preview_first); what it has so far, in text order, is offered to
+    the store about every SNAPSHOT_S (ui.refine draws it)."""
+    q, k, v = run.qkv()
+    order = preview_first(run.doc.n, PREVIEW_ROWS)
+    shared, shown = store(), None
+    for done, acc in stream_stats(q, k, v, causal=run.doc.causal, grid=grid, rows=order):
+        due = done >= min(PREVIEW_ROWS, run.doc.n) and (shown is None or time.perf_counter() - shown >= SNAPSHOT_S)
+        shared.report(done, order.numel(), partial=by_position(acc.result()) if due else None)
+        shown = time.perf_counter() if due else shown
+    return by_position(acc.result())
 
 
 def dense(run: Run, grid: int) -> AttentionStats:
-    """The streamed statistics pass of exact attention on the run's head."""
-    def make():
-        q, k, v = run.qkv()
-        return attention_stats(q, k, v, causal=run.doc.causal, grid=grid, progress=report)
-
-    return cached(("dense", run.reference(), grid), make, label="Dense attention, queries")
+    """The streamed statistics pass of exact attention on the run's head (waits for the whole of it)."""
+    return cached(dense_key(run, grid), lambda: dense_pass(run, grid), label="Dense attention, queries")
 
 
 def result(run: Run) -> Result:

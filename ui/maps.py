@@ -108,7 +108,7 @@ def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
             _zoom_to_box(name, m, event)
         else:
             charts.show(col, fig, key=f"map_{name}")
-        if m.per_bin:
+        if m.per_bin and m.per_bin < max(b - a for a, b in zip(m.row_edges, m.row_edges[1:])):
             col.caption(f"Long window: each row bin pools {m.per_bin} evenly spaced queries.")
         col.download_button("Map data (NPZ)", downloads.map_npz(m), f"map-{name}.npz", "application/octet-stream",
                             key=f"npz_{name}")

@@ -144,6 +144,8 @@ def _run(args: dict, trim: int | None = None) -> None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
             reused = compute.is_encoded(capped)
+            if _head_will_be_picked(capped):
+                compute.capture(capped)  # every layer at once; the layer shown is then taken from it
             doc = compute.encoded(capped)
         except ValueError as err:
             status.update(label="Could not encode", state="error", expanded=True)
@@ -155,6 +157,15 @@ def _run(args: dict, trim: int | None = None) -> None:
         status.update(label=f"{doc.n:,} tokens, encoded earlier (kept in the cache)" if reused else
                       f"Encoded {doc.n:,} tokens in {took:.2f} s", state="complete", expanded=False)
     _pick_content_head(capped, doc)
+
+
+def _head_will_be_picked(args: dict) -> bool:
+    """Whether the run picks its layer and head (_pick_content_head): a text longer than one window
+    of a model with absolute positions, with the choice left to the app."""
+    if args["synthetic"] or not st.session_state.get(AUTO_HEAD.key):
+        return False
+    lm = compute.model(args["model"])
+    return lm.rotary is None and compute.token_count(args["model"], args["text"]) > (args["window"] or lm.max_tokens)
 
 
 def _pick_content_head(args: dict, doc) -> None:
@@ -215,15 +226,17 @@ def render(owners: set[str]) -> None:
         if not synthetic:
             st.caption(f"{len(text):,} characters")
         pressed = st.button("Run", type="primary", width="stretch")
+        running = st.container()  # the run's progress, right under Run where it is seen
         with st.expander("Synthetic vectors" if synthetic else "Model, layer and window",
                          expanded=synthetic):
             args = _synthetic_args() if synthetic else _model_args(text)
         trim = st.session_state.pop(TRIM, None)
         if pressed or auto or trim:
-            if not args["synthetic"] and not args["text"].strip():
-                st.warning("The text is empty: pick a sample, paste or upload a text first.")
-            else:
-                _run(args, trim)
+            with running:
+                if not args["synthetic"] and not args["text"].strip():
+                    st.warning("The text is empty: pick a sample, paste or upload a text first.")
+                else:
+                    _run(args, trim)
         got = document.current()
         if got is not None:
             _, doc = got

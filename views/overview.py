@@ -7,7 +7,7 @@ from explorer.analysis.model_view import LOCAL
 from explorer.analysis.summary import describe
 from explorer.figures import common
 from explorer.figures.segments import add_boundaries
-from ui import charts, compute, document, downloads, inspector, maps, settings
+from ui import charts, compute, document, downloads, inspector, maps, refine, settings
 from ui.messages import plain
 
 WINDOW_LINE = "rgba(214,39,40,0.75)"  # the model's window boundaries on every map and curve
@@ -23,20 +23,18 @@ st.markdown("This app shows how attention behaves on long text: the queries, key
             "zoom in, and click a point of a curve or a row of the table to follow that token. Paste your own "
             "text in the sidebar, or open a mechanism page to see what it keeps and what it misses.")
 
-stats = compute.dense(run, maps.grid())
+grid = maps.grid()
+stats, progress = refine.now(run, grid)
 
 a, b, c, d = st.columns(4)
 a.metric("Tokens", f"{doc.n:,}")
 b.metric("Model windows", len(doc.windows) or "—")
 c.metric("Encoding", f"{sum(doc.timings.values()):.2f} s" if doc.timings else "—")
-d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s")
+d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s" if progress is None else
+         "stopped" if progress.stopped else "refining…")
 steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in doc.timings.items())
 st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
-if doc.model != "synthetic":
-    first = plain(doc.tokens[0])
-    st.info(f"**Head {run.head} of layer {doc.layer}.** "
-            + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL, first)
-            + f" (On {min(doc.n, 512):,} evenly spaced queries.)")
+summary = st.empty()  # the head in words, filled once the map is drawn (it takes a moment on long texts)
 restart = windows.restarts(doc)
 cuts = windows.boundaries(doc)
 why = compute.opened_because(run)
@@ -52,27 +50,64 @@ else:
     scope = "text"
 shown = run if scope == "text" else run.of(compute.WINDOWS)
 title = f"Layer {doc.layer}, head {run.head}" + ("" if scope == "text" else ": the model's own windows")
-maps.draw(doc, {title: compute.window_map(shown, window, maps.grid())},
-          decorate=lambda fig, name, m: add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
-                                                       colour=WINDOW_LINE, dash="dash") if cuts else None)
-if cuts:
-    st.caption(f"Red dashed lines: where the model's {len(doc.windows)} windows meet (each token's queries and keys "
-               "come from one window)."
-               + (" Positions restart in every window, so in some heads tokens at the same window position look "
-                  "alike across windows: stripes that are positions, not content." if restart else ""))
 
-charts.section("Along the text", "Entropy (nats) is high where a query spreads its attention thin; the max weight is "
-               "the single largest share one key takes. The shaded band spans the min and max of each pooled stretch; "
-               "click a point to inspect that token.")
-left, right = st.columns(2)
-for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
-                                (right, "max weight", stats.max_weight[0], "weight")):
-    event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit, marks=cuts),
-                        key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
-    inspector.pick_from(event)
-st.download_button("Per-token statistics (CSV)", lambda: downloads.series_csv(
-    {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
-    "dense-per-token.csv", "text/csv", on_click="ignore")
+
+def refining_controls(progress: refine.Progress) -> None:
+    """The pass's progress in counts, and Stop (or, once stopped, the rest of the pass)."""
+    bar, button = st.columns([5, 1], vertical_alignment="center")
+    bar.progress(progress.done / max(1, progress.total), text=progress.label())
+    if progress.stopped:
+        if button.button("Finish the pass", help="Compute every query row (starts the pass again)"):
+            refine.resume(run, grid)
+            st.rerun()
+    elif button.button("Stop", help="End the dense pass here and keep the rows it has"):
+        refine.stop(run, grid)
+        st.rerun()
+
+
+def dense_view(refining: bool) -> None:
+    """The map and the curves from what the dense pass has; a refining pass redraws them every second."""
+    stats, progress = refine.now(run, grid)
+    if refining and progress is None:
+        st.rerun()  # the pass has finished: the whole page draws the exact statistics
+    if progress is not None and stats is None:
+        refining_controls(progress)
+        return
+    if progress is not None:
+        refining_controls(progress)
+    whole = scope == "text" and window == (0, doc.n, 0, doc.n)
+    maps.draw(doc, {title: stats.map if whole else compute.window_map(shown, window, grid)},
+              decorate=lambda fig, name, m: add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
+                                                           colour=WINDOW_LINE, dash="dash") if cuts else None)
+    if cuts:
+        st.caption(f"Red dashed lines: where the model's {len(doc.windows)} windows meet (each token's queries and "
+                   "keys come from one window)."
+                   + (" Positions restart in every window, so in some heads tokens at the same window position "
+                      "look alike across windows: stripes that are positions, not content." if restart else ""))
+    charts.section("Along the text", "Entropy (nats) is high where a query spreads its attention thin; the max "
+                   "weight is the single largest share one key takes. The shaded band spans the min and max of "
+                   "each pooled stretch; click a point to inspect that token.")
+    positions = None if stats.rows is None else stats.rows.tolist()
+    left, right = st.columns(2)
+    for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
+                                    (right, "max weight", stats.max_weight[0], "weight")):
+        event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit, marks=cuts,
+                                                   positions=positions),
+                            key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
+        inspector.pick_from(event)
+    if progress is None:
+        st.download_button("Per-token statistics (CSV)", lambda: downloads.series_csv(
+            {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
+            "dense-per-token.csv", "text/csv", on_click="ignore")
+
+
+refining = progress is not None and not progress.stopped
+st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining)
+if doc.model != "synthetic":
+    summary.info(f"**Head {run.head} of layer {doc.layer}.** "
+                 + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL,
+                            plain(doc.tokens[0]))
+                 + f" (On {min(doc.n, 512):,} evenly spaced queries.)")
 
 charts.section("Token inspector", "Pick a query token: the text around it is shaded by the weight it puts on each "
                "token, and the table lists the keys it weighs most anywhere in the text.")

@@ -15,3 +15,13 @@ def sample_rows(n: int, max_rows: int) -> torch.Tensor:
     if n <= max_rows:
         return torch.arange(n)
     return torch.linspace(0, n - 1, max_rows).round().long().unique()
+
+
+def preview_first(n: int, preview: int) -> torch.Tensor:
+    """Every row 0..n-1 once: `preview` evenly spaced ones first (sample_rows), then the others in
+    order. A pass streaming rows in this order has the whole text's shape after its first blocks,
+    and every row at the end."""
+    first = sample_rows(n, preview)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[first] = False
+    return torch.cat([first, rest.nonzero().flatten()])

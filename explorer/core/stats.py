@@ -16,15 +16,15 @@ takes 0.18 s there, but gives only the output.
 
 Memory of both: O(n * head_dim + chunk * n).
 
-Progressive use (a preview first, exact later):
-    preview = attention_stats(q, k, v, rows=sample_rows(n, 512))     # a few hundred rows, fast
-    for done, acc in stream_stats(q, k, v):                           # then every row, block by block
-        partial = acc.result()                                        # AttentionStats of the first `done`
+Progressive use (a preview first, exact at the end, one pass):
+    for done, acc in stream_stats(q, k, v, rows=preview_first(n, 512)):  # explorer.core.rows
+        partial = by_position(acc.result())    # exact for the rows done: 512 spread over the text, then a prefix
+    # the last partial equals attention_stats(q, k, v): rows None, every row in order
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import torch
@@ -154,6 +154,22 @@ def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         if progress:
             progress(done, acc.rows.numel())
     return acc.result()
+
+
+def by_position(stats: AttentionStats) -> AttentionStats:
+    """The same statistics with their rows in text order; rows and map.per_bin None when the rows are
+    every row once (so a pass in preview_first's order ends equal to one in order)."""
+    if stats.rows is None:
+        return stats
+    order = stats.rows.argsort()
+    rows = stats.rows[order]
+    n = stats.map.row_edges[-1] - stats.map.row_edges[0]
+    every = rows.numel() == n and torch.equal(rows, torch.arange(n))
+    pick = order.to(stats.output.device)
+    return replace(stats, lse=stats.lse[:, order], entropy=stats.entropy[:, order],
+                   max_weight=stats.max_weight[:, order], topk_index=stats.topk_index[:, order],
+                   topk_weight=stats.topk_weight[:, order], output=stats.output[:, pick],
+                   map=replace(stats.map, per_bin=None) if every else stats.map, rows=None if every else rows)
 
 
 def reference_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

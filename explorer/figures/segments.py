@@ -16,6 +16,7 @@ import torch
 
 from explorer.core import segments
 from explorer.core.pooling import edges as bin_edges
+from explorer.figures import common
 from explorer.figures.common import bin_labels, span_text
 
 SPAN_COLOURS = ("#9ecae1", "#3182bd", "#bdbdbd")  # even node, odd node, a bin holding several nodes
@@ -78,12 +79,11 @@ def add_boundaries(fig: go.Figure, starts, row_edges: list[int], col_edges: list
         return None
     nr, nc = len(row_edges) - 1, len(col_edges) - 1
     line = {"color": colour, "width": 1, "dash": dash}
-    for p in cols:
-        x = _axis_position(p, col_edges)
-        fig.add_shape(type="line", x0=x, x1=x, y0=-0.5, y1=nr - 0.5, line=line)
-    for p in rows:
-        y = _axis_position(p, row_edges)
-        fig.add_shape(type="line", x0=-0.5, x1=nc - 0.5, y0=y, y1=y, line=line)
+    shapes = [{"type": "line", "x0": x, "x1": x, "y0": -0.5, "y1": nr - 0.5, "line": line}
+              for x in (_axis_position(p, col_edges) for p in cols)]
+    shapes += [{"type": "line", "x0": -0.5, "x1": nc - 0.5, "y0": y, "y1": y, "line": line}
+               for y in (_axis_position(p, row_edges) for p in rows)]
+    common.add_lines(fig, shapes)
     return len(rows) + len(cols)
 
 

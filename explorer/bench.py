@@ -4,7 +4,8 @@ For each n: encode a real text of n tokens (the project's long sample, or with
 --text python the Python language reference, repeated when n is larger and
 cut to n), then on one head and on all heads of that layer time, beside
 torch.nn.functional.scaled_dot_product_attention on the same q/k/v:
-the statistics pass (exact: every row; preview: --preview evenly spaced rows),
+the statistics pass (exact: every row; preview: --preview evenly spaced rows;
+progressive: the app's pass, preview rows first, timed to its first snapshot and to its end),
 the reference pass it replaced (one head only), and every registered mechanism
 at its defaults and notable settings (--flex adds FlexAttention versions of
 segmented and sink + window, to show what compiling them costs here).
@@ -28,11 +29,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from explorer.analysis import model_view
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, load_model
-from explorer.core.rows import sample_rows
+from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import SAMPLES_DIR, python_reference
-from explorer.core.stats import attention_stats, reference_stats
+from explorer.core.stats import attention_stats, by_position, reference_stats, stream_stats
 from explorer.core.synthetic import synthetic
 from explorer.mechanisms import REGISTRY
 
@@ -165,6 +167,8 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
         out["sdpa 3-D (math)"] = lambda: F.scaled_dot_product_attention(q, k, v)
     out["stats exact"] = lambda: attention_stats(q, k, v)
     out[f"stats preview {rows.numel()}"] = lambda: attention_stats(q, k, v, rows=rows)
+    out["progressive: to preview"] = lambda: _progressive(q, k, v, preview, to_preview=True)
+    out["progressive: to exact"] = lambda: _progressive(q, k, v, preview, to_preview=False)
     if reference:
         out["reference_stats"] = lambda: reference_stats(q, k, v)
     for label, (key, params) in runs(mechanisms).items():
@@ -172,6 +176,16 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
     if flex:
         out.update(flex_steps(q, k, v))
     return out
+
+
+def _progressive(q, k, v, preview: int, to_preview: bool):
+    """The app's dense pass (preview rows first, explorer.core.rows.preview_first): its first
+    snapshot (what the page draws first), or its end, equal to the pass in order."""
+    order = preview_first(q.shape[1], preview)
+    for done, acc in stream_stats(q, k, v, rows=order):
+        if to_preview and done >= min(preview, order.numel()):
+            return by_position(acc.result())
+    return by_position(acc.result())
 
 
 def flex_steps(q, k, v) -> dict:
@@ -258,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention block-sparse kernels")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the reference statistics pass (about 8 minutes at n = 129k on 2 cores)")
+    parser.add_argument("--model-view", action="store_true",
+                        help="also time the model view: every layer's forward pass, then its grid's statistics")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     unknown = set(args.mechanisms or []) - set(REGISTRY)
@@ -269,6 +285,11 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,
                  scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference)
+    if args.model_view:
+        line = model_view.bench_line(base_text(args.text))
+        print(f"\nmodel view, {line['tokens']:,} tokens, {line['layers']} layers x {line['heads']} heads, "
+              f"{line['queries']} queries: forward pass {line['forward_s']:.1f} s, statistics {line['stats_s']:.1f} s")
+        rows.append({"model view": line})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -354,7 +354,7 @@ def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, de
     store = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
     offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
-    note, passes = _position_note(lm, len(ids), plan, window, stride), _passes(lm, plan, len(tok))
+    note, passes = _position_note(lm, len(tok), len(ids), plan, window, stride), _passes(lm, plan, len(tok))
     docs = []
     for layer in layers:
         kept, windows = store.pop(layer)  # each layer's raw rows go as its Doc is made
@@ -381,11 +381,15 @@ def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device
     return encode_layers(text, model, [layer], device, window, stride, batch, progress, keep_windows).docs[0]
 
 
-def _position_note(lm: LoadedModel, n: int, plan, window: int, stride: int) -> str:
+def _position_note(lm: LoadedModel, n: int, text_tokens: int, plan, window: int, stride: int) -> str:
+    """What the encoding did, in words; n counts every token of the Doc (the model's special ones too),
+    as every page does, and the windows are over the text's own tokens."""
     if len(plan) == 1:
         return f"{n:,} tokens in one pass: Q/K/V are exactly what the model computes."
     where = ("rotary positions are applied at each token's global position, so distances beyond the model's "
              "training length are extrapolated" if lm.rotary is not None else
              "position embeddings restart in every window, so the model only ever saw positions inside its window")
-    return (f"{n:,} tokens in {len(plan)} overlapping windows of {window} (stride {stride}); each token's Q/K/V "
+    special = n - text_tokens
+    return (f"{n:,} tokens ({text_tokens:,} of the text" + (f" and the model's {special} special ones" if special else "")
+            + f") in {len(plan)} overlapping windows of {window} (stride {stride}); each token's Q/K/V "
             f"come from the window where it has the most context, and {where}.")

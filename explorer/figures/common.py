@@ -207,7 +207,7 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
                                  hovertemplate="%{text}<br>" + shown + " %{y:.4g}<extra></extra>",
                                  **({"stackgroup": "one", "fillcolor": colours.fill(hues[name], 0.6)}
                                     if stacked else {})))
-    add_lines(fig, [vertical(m, {"width": 1, "dash": "dot", "color": "grey"}) for m in marks or []])
+    add_lines(fig, [vertical(m, {"width": 1, "dash": "dot", "color": "rgba(128,128,128,0.45)"}) for m in marks or []])
     fig.update_layout(title=title, height=height, xaxis_title="token position", yaxis_title=y_title,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=len(series) > 1,
                       hovermode="x unified" if stacked else "closest")

@@ -115,7 +115,8 @@ def sorted_matrix(pooled, row_tokens: list[str], col_tokens: list[str], boxes: l
     shown = [b for b in boxes if b[0] < r1 and b[1] > r0 and b[2] < c1 and b[3] > c0]
     if len(shown) <= MAX_BOXES:
         rpos, cpos = _positions(pooled.row_edges), _positions(pooled.col_edges)
-        common.add_lines(fig, [{"type": "rect", "x0": cpos(k0), "x1": cpos(k1), "y0": rpos(q0), "y1": rpos(q1),
+        common.add_lines(fig, [{"type": "rect", "xref": "x", "yref": "y", "x0": cpos(k0), "x1": cpos(k1),
+                                "y0": rpos(q0), "y1": rpos(q1),
                                 "line": {"color": "white", "width": 1}} for q0, q1, k0, k1 in shown])
     return fig
 

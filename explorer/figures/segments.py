@@ -79,9 +79,9 @@ def add_boundaries(fig: go.Figure, starts, row_edges: list[int], col_edges: list
         return None
     nr, nc = len(row_edges) - 1, len(col_edges) - 1
     line = {"color": colour, "width": 1, "dash": dash}
-    shapes = [{"type": "line", "x0": x, "x1": x, "y0": -0.5, "y1": nr - 0.5, "line": line}
+    shapes = [{"type": "line", "xref": "x", "yref": "y", "x0": x, "x1": x, "y0": -0.5, "y1": nr - 0.5, "line": line}
               for x in (_axis_position(p, col_edges) for p in cols)]
-    shapes += [{"type": "line", "x0": -0.5, "x1": nc - 0.5, "y0": y, "y1": y, "line": line}
+    shapes += [{"type": "line", "xref": "x", "yref": "y", "x0": -0.5, "x1": nc - 0.5, "y0": y, "y1": y, "line": line}
                for y in (_axis_position(p, row_edges) for p in rows)]
     common.add_lines(fig, shapes)
     return len(rows) + len(cols)

@@ -191,6 +191,11 @@ def test_content_heads_put_the_least_position_shaped_first_and_pick_a_focused_on
     share = position_share(capture.doc(5), max_rows=32)
     got = heads[heads.layer == 5].sort_values("head").position_share.to_numpy()
     np.testing.assert_allclose(got, share.numpy(), rtol=1e-6)
+    from explorer.analysis.model_view import layer_stats  # the model view's entropy, computed its own way
+    from explorer.core.rows import sample_rows
+    doc = capture.doc(5)
+    entropy = heads[heads.layer == 5].sort_values("head").entropy.to_numpy()
+    np.testing.assert_allclose(entropy, layer_stats(doc, sample_rows(doc.n, 32))["entropy"].numpy(), rtol=1e-4)
     layer, head, why = default_layer_head(heads)
     chosen = heads[(heads.layer == layer) & (heads["head"] == head)].iloc[0]
     content = heads[heads.position_share <= 0.1]

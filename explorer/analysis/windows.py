@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from explorer.analysis.model_view import layer_stats
 from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.doc import Doc, ModelCapture, Passes
@@ -175,14 +174,28 @@ def position_share(doc: Doc, max_rows: int = SHARE_ROWS) -> torch.Tensor:
 
     ValueError on a Doc whose positions do not restart (one pass, rotary, synthetic).
     """
+    return _shares_and_entropy(doc, max_rows)[0]
+
+
+def _shares_and_entropy(doc: Doc, max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([heads] position_share, [heads] normalised entropy), from one scoring of the same rows."""
     if not restarts(doc):
         raise ValueError("positions do not restart in this Doc (one pass, or positions applied globally)")
     rows = sample_rows(doc.n, max_rows).to(doc.q.device)
-    parts = []
+    shares, entropies = [], []
     for c in row_chunks(rows.numel(), min(SHARE_CHUNK, chunk_rows(doc.n, doc.heads, doc.q.device, buffers=3))):
-        s = attention.scores(doc.q, doc.k, rows[c], doc.causal).nan_to_num_(neginf=0.0)
-        parts.append(echo_share(s, rows[c], doc.passes, doc.causal))
-    return torch.cat(parts, dim=1).nanmean(dim=1)
+        s = attention.scores(doc.q, doc.k, rows[c], doc.causal)
+        entropies.append(_normalised_entropy(s, rows[c], doc.causal))
+        shares.append(echo_share(s.nan_to_num_(neginf=0.0), rows[c], doc.passes, doc.causal))
+    return torch.cat(shares, dim=1).nanmean(dim=1), torch.cat(entropies, dim=1).nanmean(dim=1)
+
+
+def _normalised_entropy(s: torch.Tensor, rows: torch.Tensor, causal: bool) -> torch.Tensor:
+    """[heads, m]: each row's softmax entropy over log of the keys it sees (as model_view's)."""
+    logp = s.log_softmax(-1)
+    h = -(logp.exp() * logp).nan_to_num_(0.0).sum(-1)  # masked keys: 0 * -inf
+    seen = (rows + 1).to(s.dtype) if causal else torch.full(rows.shape, float(s.shape[-1]), device=s.device)
+    return torch.where(seen > 1, h / seen.log().clamp_min(1e-30), torch.nan)
 
 
 def content_heads(capture: ModelCapture | Sequence[Doc], max_rows: int = SHARE_ROWS,
@@ -194,8 +207,7 @@ def content_heads(capture: ModelCapture | Sequence[Doc], max_rows: int = SHARE_R
     docs = capture.docs if isinstance(capture, ModelCapture) else list(capture)
     lines = []
     for i, doc in enumerate(docs):
-        share = position_share(doc, max_rows)
-        entropy = layer_stats(doc, sample_rows(doc.n, max_rows))["entropy"]
+        share, entropy = _shares_and_entropy(doc, max_rows)
         lines += [{"layer": doc.layer, "head": h, "position_share": float(share[h]), "entropy": float(entropy[h])}
                   for h in range(doc.heads)]
         if progress:

@@ -47,6 +47,10 @@ def test_the_entrypoint_serves_the_hosted_demo(page, hosted):
     assert sidebar.get_by_text("hosted demo").is_visible()
     assert sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Model").count() == 1
     assert not sidebar.locator('[data-testid="stTextInput"]').filter(has_text="Model").count()
+    assert sidebar.get_by_role("button", name="Use the first 3,000 tokens").count() == 1  # the field guide is over
+    sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Sample text").click()
+    page.get_by_role("option", name="The Notched Key").click()  # a sample under the cap
+    wait_idle(page)
     run_default_sample(page)
     wait_heatmaps(page)
 

@@ -76,12 +76,15 @@ def dense_view(refining: bool) -> None:
     if progress is not None:
         refining_controls(progress)
     whole = scope == "text" and window == (0, doc.n, 0, doc.n)
+    marked = []
     maps.draw(doc, {title: stats.map if whole else compute.window_map(shown, window, grid)},
-              decorate=lambda fig, name, m: add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
-                                                           colour=WINDOW_LINE, dash="dash") if cuts else None)
+              decorate=lambda fig, name, m: marked.append(add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
+                                                                         colour=WINDOW_LINE, dash="dash")))
     if cuts:
-        st.caption(f"Red dashed lines: where the model's {len(doc.windows)} windows meet (each token's queries and "
-                   "keys come from one window)."
+        where = (f"Red dashed lines: where the model's {len(doc.windows)} windows meet" if None not in marked else
+                 f"The model's {len(doc.windows)} windows are too many to mark at this size (zoom in to see where "
+                 "they meet)")
+        st.caption(where + " (each token's queries and keys come from one window)."
                    + (" Positions restart in every window, so in some heads tokens at the same window position "
                       "look alike across windows: stripes that are positions, not content." if restart else ""))
     charts.section("Along the text", "Entropy (nats) is high where a query spreads its attention thin; the max "
@@ -91,7 +94,8 @@ def dense_view(refining: bool) -> None:
     left, right = st.columns(2)
     for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
                                     (right, "max weight", stats.max_weight[0], "weight")):
-        event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit, marks=cuts,
+        event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit,
+                                                   marks=cuts if len(cuts) <= common.MAX_MARKS else None,
                                                    positions=positions),
                             key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
         inspector.pick_from(event)

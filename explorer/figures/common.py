@@ -163,6 +163,9 @@ def pool_series(values, points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.array(e[:-1]), mean, np.array([p.min() for p in parts]), np.array([p.max() for p in parts]), e
 
 
+MAX_MARKS = 60  # vertical marks a chart along the text can carry before they hide the curve
+
+
 def vertical(x: float, line: dict) -> dict:
     """A line at x across the whole plot height, as a layout shape (see add_lines)."""
     return {"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1, "line": line}

@@ -83,3 +83,14 @@ def test_bench_line_times_the_pass_and_the_statistics_apart():
     line = bench_line("Two short sentences. The model reads them once.", queries=8)
     assert (line["layers"], line["heads"], line["queries"], line["mechanism"]) == (6, 12, 8, "")
     assert line["tokens"] > 8 and line["forward_s"] >= 0 and line["stats_s"] >= 0
+
+
+def test_small_shares_still_show_which_head_gives_more():
+    from explorer.figures.model_view import head_grid
+
+    frame = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "entropy": [0.9, 0.8, 0.7, 0.95],
+                          "first_mass": [0.01, 0.04, 0.002, 0.03]})
+    fig = head_grid(frame, ["entropy", "first_mass"])
+    entropy, first = (t.marker for t in fig.data)
+    assert (entropy.cmin, entropy.cmax) == (0.0, 1.0)
+    assert (first.cmin, first.cmax) == (0.0, 0.04)  # from 0 to the largest head's share, not to 1

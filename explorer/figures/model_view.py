@@ -11,13 +11,16 @@ from plotly.subplots import make_subplots
 from explorer.analysis.model_view import COLUMNS
 from explorer.figures.common import SEQUENTIAL
 
-UNIT_RANGE = {"entropy", "first_mass", "local_mass"}  # shares: drawn on 0..1 so panels compare
+UNIT_RANGE = {"entropy"}  # drawn on 0..1: 1 is uniform
+FROM_ZERO = {"first_mass", "local_mass"}  # shares drawn from 0 to the largest head's: a model whose
+# heads all give a few percent to the first token still shows which give more
 
 
 def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] | None = None,
               per_row: int = 2, square: int = 26) -> go.Figure:
     """Panels of layers (rows) x heads (columns), one per metric of `metrics`; `chosen` (layer,
-    head) is outlined. Shares use 0..1, the others their own range; a log scale for counts."""
+    head) is outlined. Normalised entropy on 0..1, shares from 0 to their largest, the others
+    their own range; a log scale for counts."""
     if frame.empty:
         raise ValueError("the model view table is empty")
     layers, heads = sorted(frame.layer.unique()), sorted(frame["head"].unique())
@@ -31,7 +34,8 @@ def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] |
         values = frame[metric].to_numpy(dtype=float)
         log = metric in ("half_keys", "distance")
         shown = np.log10(np.clip(values, 1e-9, None)) if log else values
-        lo, hi = (0.0, 1.0) if metric in UNIT_RANGE else (float(np.nanmin(shown)), float(np.nanmax(shown)))
+        lo, hi = ((0.0, 1.0) if metric in UNIT_RANGE else (0.0, float(np.nanmax(shown))) if metric in FROM_ZERO
+                  else (float(np.nanmin(shown)), float(np.nanmax(shown))))
         edge = ["black" if chosen == (int(a), int(b)) else "white" for a, b in zip(frame.layer, frame["head"])]
         fig.add_trace(go.Scatter(
             x=frame["head"], y=frame.layer, mode="markers", name=metric, showlegend=False,

@@ -21,7 +21,7 @@ from explorer.core.rows import row_chunks, sample_rows
 from explorer.mechanisms.base import Result, dense_cost
 
 SHARE_ROWS = 64  # queries position_share averages over: on the field guide 64 and 256 agree within 0.03
-# and pick the same head; the choice takes 7 s on the 129k-token reference (14 s with 128 rows)
+# and pick the same head; on the 129k-token reference the choice takes about 8 s (14 s with 128 rows)
 SHARE_CHUNK = 64  # queries scored at once: larger blocks run slower on a CPU, not faster
 CONTENT_SHARE = 0.1  # a head whose position share is at most this is shaped by content
 

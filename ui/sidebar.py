@@ -144,7 +144,8 @@ def _run(args: dict, trim: int | None = None) -> None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
             reused = compute.is_encoded(capped)
-            if _head_will_be_picked(capped):
+            picking = _head_will_be_picked(capped)
+            if picking:
                 compute.capture(capped)  # every layer at once; the layer shown is then taken from it
             doc = compute.encoded(capped)
         except ValueError as err:
@@ -156,7 +157,8 @@ def _run(args: dict, trim: int | None = None) -> None:
         took = sum(doc.timings.values())
         status.update(label=f"{doc.n:,} tokens, encoded earlier (kept in the cache)" if reused else
                       f"Encoded {doc.n:,} tokens in {took:.2f} s", state="complete", expanded=False)
-    _pick_content_head(capped, doc)
+    if picking:
+        _pick_content_head(capped, doc)
 
 
 def _head_will_be_picked(args: dict) -> bool:
@@ -171,7 +173,7 @@ def _head_will_be_picked(args: dict) -> bool:
 def _pick_content_head(args: dict, doc) -> None:
     """When positions restart in every window, move to the layer and head where content dominates
     (analysis.windows.default_layer_head): set on the next run, before the widgets exist."""
-    if args["synthetic"] or not st.session_state.get(AUTO_HEAD.key) or not windows.restarts(doc):
+    if not windows.restarts(doc):
         return
     try:
         layer, head, _ = windows.default_layer_head(compute.content_heads(args))

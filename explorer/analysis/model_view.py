@@ -38,6 +38,16 @@ COLUMNS = {
 }
 
 
+def keys_seen(rows: torch.Tensor, n: int, causal: bool, dtype=torch.float32) -> torch.Tensor:
+    """How many keys each listed query can see: all n, or (causal) those up to itself."""
+    return (rows + 1).to(dtype) if causal else torch.full(rows.shape, float(n), dtype=dtype, device=rows.device)
+
+
+def normalised(entropy: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Entropy over log of the keys seen: 1 for a uniform row; NaN for a query that sees one key."""
+    return torch.where(seen > 1, entropy / seen.log().clamp_min(1e-30), math.nan)
+
+
 def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, causal: bool,
               local: int, half_every: int = 1) -> dict[str, torch.Tensor]:
     """Per head and listed query row, from one pass over their softmax rows: normalised entropy,
@@ -57,12 +67,12 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
     z = e.sum(-1)
     mean_score = (q[:, rows] * torch.matmul(e, k)).sum(-1) * q.shape[-1] ** -0.5 / z
     entropy = (z.log() + top - mean_score).clamp_min(0)
-    seen = (rows + 1).to(e.dtype) if causal else torch.full(rows.shape, float(n), device=e.device)
+    seen = keys_seen(rows, n, causal, e.dtype)
     near = rows[:, None] + torch.arange(-local, local + 1, device=e.device)[None]
     inside = ((near >= 0) & (near < n)).to(e.dtype)
     gap = (rows[:, None] - torch.arange(n, device=e.device)[None]).abs().to(e.dtype)
     return {
-        "entropy": torch.where(seen > 1, entropy / seen.log().clamp_min(1e-30), math.nan),
+        "entropy": normalised(entropy, seen),
         "first_mass": e[..., 0] / z,
         "local_mass": (e.gather(-1, near.clamp(0, n - 1)[None].expand(e.shape[0], -1, -1)) * inside).sum(-1) / z,
         "distance": torch.matmul(e.transpose(0, 1), gap.unsqueeze(-1)).squeeze(-1).T / z,  # each row's own |i - j|

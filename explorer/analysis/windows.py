@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from explorer.analysis.model_view import keys_seen, normalised
 from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.doc import Doc, ModelCapture, Passes
@@ -195,8 +196,7 @@ def _normalised_entropy(s: torch.Tensor, rows: torch.Tensor, causal: bool) -> to
     """[heads, m]: each row's softmax entropy over log of the keys it sees (as model_view's)."""
     logp = s.log_softmax(-1)
     h = -(logp.exp() * logp).nan_to_num_(0.0).sum(-1)  # masked keys: 0 * -inf
-    seen = (rows + 1).to(s.dtype) if causal else torch.full(rows.shape, float(s.shape[-1]), device=s.device)
-    return torch.where(seen > 1, h / seen.log().clamp_min(1e-30), torch.nan)
+    return normalised(h, keys_seen(rows, s.shape[-1], causal, s.dtype))
 
 
 def content_heads(capture: ModelCapture | Sequence[Doc], max_rows: int = SHARE_ROWS,

@@ -2,9 +2,11 @@
 from explorer.core.device import pick_device
 from explorer.core.doc import Doc
 from explorer.core.stats import AttentionStats, attention_stats
+from explorer.core.attention import model_attention
+from explorer.core.rule import AttentionRule
 from explorer.core.synthetic import synthetic
 
-__all__ = ["Doc", "AttentionStats", "attention_stats", "encode", "encode_layers", "pick_device", "synthetic"]
+__all__ = ["Doc", "AttentionRule", "AttentionStats", "model_attention", "attention_stats", "encode", "encode_layers", "pick_device", "synthetic"]
 
 
 def __getattr__(name):

@@ -1,5 +1,7 @@
 """The fast statistics pass equals the reference pass and a brute-force softmax: every row,
 subsets of rows, streamed blocks; causal or not; sizes that divide neither chunk nor grid."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -171,3 +173,42 @@ def test_a_pass_in_preview_order_shows_the_sample_first_and_ends_exact(causal):
     assert torch.equal(middle.rows, middle.rows.sort().values) and middle.rows.numel() == 160
     same_stats(parts[-1], reference_stats(d.q, d.k, d.v, causal=causal, grid=16))
     assert parts[-1].rows is None and parts[-1].map.per_bin is None
+
+
+RULES = [explorer.AttentionRule(0.3, True), explorer.AttentionRule(0.25, True, window=9),
+         explorer.AttentionRule(0.25, False, window=6), explorer.AttentionRule(0.5, True, softcap=1.5),
+         explorer.AttentionRule(0.25, True, window=5, sinks=(1.0, -2.0, 3.0)),
+         explorer.AttentionRule(0.25, False, softcap=2.0, sinks=(0.0, 1.0, 2.0))]
+
+
+def brute_rule(q, k, rule):
+    """The rule written out on the full n x n matrix: scale, soft-cap, mask, a sink slot per head."""
+    n = q.shape[1]
+    s = q @ k.transpose(1, 2) * rule.scaling
+    if rule.softcap:
+        s = rule.softcap * torch.tanh(s / rule.softcap)
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None]
+    ok = (j <= i) if rule.causal else torch.ones(n, n, dtype=torch.bool)
+    if rule.window:
+        ok &= (i - j < rule.window) if rule.causal else ((i - j).abs() <= rule.window)
+    s = s.masked_fill(~ok, float("-inf"))
+    sink = torch.tensor(rule.sinks or [float("-inf")] * q.shape[0]).view(-1, 1, 1).expand(-1, n, 1)
+    full = torch.softmax(torch.cat([s, sink], -1), -1)
+    return full[..., :-1], torch.logsumexp(torch.cat([s, sink], -1), -1), -torch.special.xlogy(full, full).sum(-1)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.describe())
+@pytest.mark.parametrize("n,chunk,grid", [(37, 5, 8), (300, None, 64)])
+def test_a_models_rule_gives_the_same_statistics_in_both_passes_and_by_brute_force(rule, n, chunk, grid):
+    d = doc(n)
+    fast = attention_stats(d.q, d.k, d.v, grid=grid, chunk=chunk, rule=rule)
+    same_stats(fast, reference_stats(d.q, d.k, d.v, grid=grid, rule=rule))
+    p, lse, entropy = brute_rule(d.q, d.k, rule)
+    close(fast.lse, lse)
+    close(fast.entropy, entropy)
+    close(fast.output, p @ d.v)
+    close(fast.max_weight, p.amax(-1))
+    close(explorer.model_attention(replace(d, rule=rule), torch.arange(n)), p)
+    rows = sample_rows(n, 7)
+    part = attention_stats(d.q, d.k, d.v, grid=grid, rows=rows, rule=rule)
+    close(part.entropy, entropy[:, rows])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from explorer.core.checks import as_rows
+
 
 def scores(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """Scaled scores [heads, len(rows), n] of the listed queries, -inf above the diagonal if causal."""
@@ -16,3 +18,10 @@ def scores(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = 
 def weights(q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """Softmax attention rows [heads, len(rows), n]."""
     return torch.softmax(scores(q, k, rows, causal), dim=-1)
+
+
+def model_attention(doc, rows) -> torch.Tensor:
+    """[heads, len(rows), n]: the probabilities the model computes for those query rows, by its own
+    rule (mask, scaling, soft-cap, sinks: doc.model_rule) over the Doc's q/k. For a text that fits one
+    pass this is the model's own attention; over windows, its rule applied to the whole text."""
+    return doc.model_rule.weights(doc.q, doc.k, as_rows(rows, doc.n, doc.q.device))

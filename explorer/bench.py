@@ -17,6 +17,9 @@ that would not fit in memory). "first s" is the first call (any compiling
 included), "steady s" the best of the other --repeat - 1 calls, peak memory the
 step's own rise in one more call (CUDA: max allocated; CPU: the resident
 set's high-water mark, see measure), so it shows whether a step is O(n^2).
+
+--encode MODEL... times encoding instead: per model and length, one layer (the app's Run)
+and every layer (the model view's capture), with the windows used and the peak memory.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 
 from explorer.analysis import model_view
 from explorer.core.device import pick_device, synchronize
-from explorer.core.encoding import encode, load_model
+from explorer.core.encoding import encode, encode_layers, load_model
 from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import SAMPLES_DIR, python_reference
 from explorer.core.stats import attention_stats, by_position, reference_stats, stream_stats
@@ -225,6 +228,32 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
     return rows
 
 
+def encode_times(models, sizes, text: str, device_name=None) -> list[dict]:
+    """Per model and text length: seconds to load, to encode one layer (the app's Run: the pass stops
+    after that layer) and every layer (the model view's capture), windows used, and the peak memory
+    of encoding every layer."""
+    device = pick_device(device_name)
+    rows = []
+    for name in models:
+        start = time.perf_counter()
+        lm = load_model(name, str(device))
+        loaded = time.perf_counter() - start
+        encode_layers("A first pass warms the kernels up.", lm)
+        print(f"\nencode with {name} on {device} (loaded in {loaded:.1f} s)")
+        print(f"  {'tokens':>8}{'windows':>9}{'layer 0 s':>11}{'every layer s':>15}{'peak MiB':>10}")
+        for n in sizes:
+            body = text_of(n, lm.tokenizer, base_text(text))
+            one = measure(lambda: encode(body, lm, layer=0), device, 1)
+            every = measure(lambda: encode_layers(body, lm), device, 1)
+            doc = encode(body, lm, layer=0)
+            row = {"model": name, "n": doc.n, "windows": len(doc.windows), "load_s": loaded, "layer0_s": one["s"],
+                   "every_layer_s": every["s"], "peak_bytes": every["peak_bytes"]}
+            print(f"  {row['n']:>8,}{row['windows']:>9}{row['layer0_s']:>11.2f}{row['every_layer_s']:>15.2f}"
+                  f"{row['peak_bytes'] / 2**20:>10.0f}", flush=True)
+            rows.append(row)
+    return rows
+
+
 def runs(mechanisms) -> dict[str, tuple[str, dict]]:
     """label -> (registry key, params): every mechanism's defaults and its variants, or only those asked for."""
     keys = [key for key in REGISTRY if key != "dense"] if mechanisms is None else mechanisms
@@ -274,8 +303,17 @@ def main(argv=None):
                         help="skip the reference statistics pass (about 8 minutes at n = 129k on 2 cores)")
     parser.add_argument("--model-view", action="store_true",
                         help="also time the model view: every layer's forward pass, then its grid's statistics")
+    parser.add_argument("--encode", nargs="+", default=None, metavar="MODEL",
+                        help="time encoding instead, per model (minilm, smollm2, an id or folder) and --n")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
+    if args.encode:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+        rows = encode_times(args.encode, args.n, args.text, args.device)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     unknown = set(args.mechanisms or []) - set(REGISTRY)
     if unknown:
         parser.error(f"unknown mechanisms {sorted(unknown)}")

@@ -36,7 +36,8 @@ def test_empty_text_warns_and_encodes_nothing(app):
 
 def test_bad_model_shows_an_error_not_a_traceback(app):
     at = app
-    at.sidebar.text_input(key="model").input("no-such-org/no-such-model").run()
+    at.sidebar.text_input(key="model_other").input("no-such-org/no-such-model").run()
+    assert at.sidebar.selectbox(key="model").value == "no-such-org/no-such-model"
     at.sidebar.button[0].click().run()
     assert not at.exception
     assert "could not load model" in conftest.said(at.error)

@@ -16,7 +16,7 @@ import torch
 import explorer
 from explorer.analysis import model_view, windows
 from explorer.analysis.fidelity import Fidelity, fidelity
-from explorer.core import attention, encoding, segments
+from explorer.core import encoding, segments
 from explorer.core.doc import ModelCapture
 from explorer.core.encoding import LoadedModel, encode_layers, load_model, tokenize
 from explorer.core.pooling import PooledMap, pooled_map
@@ -130,13 +130,14 @@ def dense_key(run: Run, grid: int) -> tuple:
 
 
 def dense_pass(run: Run, grid: int) -> AttentionStats:
-    """Exact attention's statistics of every row, PREVIEW_ROWS evenly spaced ones first
+    """Exact attention's statistics of every row (by the model's rule: doc.model_rule), PREVIEW_ROWS evenly spaced ones first
     (explorer.core.rows.preview_first); what it has so far, in text order, is offered to
     the store about every SNAPSHOT_S (ui.refine draws it)."""
     q, k, v = run.qkv()
     order = preview_first(run.doc.n, PREVIEW_ROWS)
     shared, shown = store(), None
-    for done, acc in stream_stats(q, k, v, causal=run.doc.causal, grid=grid, rows=order):
+    rule = run.doc.model_rule.of_head(run.head)  # attention as the model computes it
+    for done, acc in stream_stats(q, k, v, grid=grid, rows=order, rule=rule):
         due = done >= min(PREVIEW_ROWS, run.doc.n) and (shown is None or time.perf_counter() - shown >= SNAPSHOT_S)
         shared.report(done, order.numel(), partial=by_position(acc.result()) if due else None)
         shown = time.perf_counter() if due else shown
@@ -178,10 +179,11 @@ def own_windows(run: Run) -> Result:
 
 
 def weights_fn(run: Run) -> Callable[[torch.Tensor], torch.Tensor]:
-    """rows -> [1, len(rows), n]: exact attention's rows, or the run's effective weights."""
+    """rows -> [1, len(rows), n]: exact attention's rows as the model computes them, or the run's
+    effective weights."""
     if run.dense:
         q, k, _ = run.qkv()
-        return lambda rows: attention.weights(q, k, rows, run.doc.causal)
+        return lambda rows: run.doc.model_rule.of_head(run.head).weights(q, k, rows)
     return result(run).weights
 
 

@@ -25,3 +25,13 @@ def require() -> Run:
     key, doc = got
     head = min(int(st.session_state.get("head", 0)), doc.heads - 1)
     return Run(key, head, doc=doc)
+
+
+def shown_as(doc: Doc) -> str:
+    """Which attention the dense charts show, in words: the model's own rule, or the plain softmax."""
+    rule = doc.model_rule
+    if doc.rule is None:
+        return f"Dense attention here is the plain softmax of q·k/√d ({rule.describe()}): these vectors have no model."
+    what = "the same as the plain softmax" if rule.is_plain else "the plain softmax stays the yardstick mechanisms are measured against"
+    return (f"Dense attention is shown as this layer of the model computes it ({rule.describe()}, scale "
+            f"{rule.scaling:.4g}): {what}.")

@@ -6,6 +6,7 @@ import json
 import streamlit as st
 
 from explorer.analysis import windows
+from explorer.core.bundled import BUNDLED, describe
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
 from ui import compute, document, hosting, messages, settings, share
@@ -36,6 +37,7 @@ SIDEBAR = (SOURCE, SAMPLE, PASTED, TEXT, MODEL, DOWNLOAD, LAYER, WINDOW, HEAD, S
 PICK = "_pick"  # session key: (layer, head) to show, chosen on the last run, set before the widgets exist
 settings.register(*SIDEBAR)
 TRIM = "_trim_to"  # session key: the visitor chose to encode only the first tokens of a long text
+OTHER_MODEL = "model_other"  # session key: the model name being typed; it becomes MODEL when entered
 
 
 def _reopen_shared_text() -> None:
@@ -91,12 +93,23 @@ def _model_field() -> None:
         if st.session_state[MODEL.key] not in offered:  # from a link: refused here, nothing is loaded for it
             settings.refuse(MODEL.key, f"this demo offers only {', '.join(offered)}")
             st.session_state[MODEL.key] = offered[0]
-        st.selectbox("Model", offered, key=MODEL.key)
+        st.selectbox("Model", offered, key=MODEL.key, format_func=describe)
         return
-    st.text_input("Model", key=MODEL.key, max_chars=MODEL.max_chars,
-                  help="'minilm' (bundled, offline), a Hugging Face id already downloaded, or a local folder")
+    name = st.session_state[MODEL.key]
+    st.selectbox("Model", list(BUNDLED) + ([name] if name not in BUNDLED else []), key=MODEL.key,
+                 format_func=describe, help="the bundled models load offline; below, any other")
+    st.text_input("Another model: a Hugging Face id or a local folder", key=OTHER_MODEL, max_chars=MODEL.max_chars,
+                  on_change=_other_model, placeholder="Qwen/Qwen2.5-0.5B or /path/to/model",
+                  help="a model already in your Hugging Face cache, a local folder (config.json or one .gguf file), "
+                       "or, with downloads allowed, any model on the Hub whose architecture transformers ships")
     st.checkbox("Allow downloading models from the Hugging Face Hub", key=DOWNLOAD.key,
-                help="off: only the bundled model, local folders and models already in your cache load")
+                help="off: only the bundled models, local folders and models already in your cache load")
+
+
+def _other_model() -> None:
+    typed = st.session_state[OTHER_MODEL].strip()
+    if typed:
+        st.session_state[MODEL.key] = typed
 
 
 def _chosen_by_hand() -> None:

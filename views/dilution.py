@@ -5,7 +5,7 @@ remedies (length-scaled softmax, Llama 4's temperature tuning) on all of them.""
 import streamlit as st
 
 from explorer.analysis import dilution, needle_text, remedies
-from explorer.analysis.sinks import THRESHOLD, sink_measure
+from explorer.analysis.sinks import THRESHOLD, sink_measure, verdict
 from explorer.core.rows import sample_rows
 from explorer.figures import dilution as figs
 from explorer.figures import sinks as sink_figs
@@ -262,11 +262,14 @@ threshold = st.slider("Sink threshold (Gu et al.: 0.3)", SINK_THRESHOLD.lo, SINK
                       key=SINK_THRESHOLD.key)
 rows = sample_rows(doc.n, SINK_ROWS)
 measure = cached(("sink measure", run.doc_key, threshold, SINK_ROWS), lambda: sink_measure(
-    doc.q, doc.k, doc.causal, threshold, layer=doc.layer, rows=rows), label="Measuring the first token's share")
+    doc.q, doc.k, doc.causal, threshold, layer=doc.layer, rows=rows, rule=doc.model_rule),
+    label="Measuring the first token's share")
 charts.show(st, sink_figs.sink_chart(measure), key="dilution_sinks")
 st.caption(f"Per head, the attention the first token receives per query that can see it (Gu et al., ICLR 2025: "
-           f"a head has a sink when that exceeds {threshold:g}), measured on {rows.numel():,} evenly spaced queries. "
+           f"a head has a sink when that exceeds {threshold:g}), as the model computes it "
+           f"({doc.model_rule.describe()}), measured on {rows.numel():,} evenly spaced queries. "
            f"{measure.share:.0%} of this layer's {doc.heads} heads have a sink on token 0 ({plain(doc.tokens[0])}).")
+st.markdown(verdict(measure, doc.causal))
 download(measure.frame(), "Sink scores", "sink-scores.csv", "dilution_csv_sinks")
 if SINKS.key in params:  # its form is above, with the other mechanisms'
     sink_params = params[SINKS.key]

@@ -34,6 +34,7 @@ d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s" if progress is None 
          "stopped" if progress.stopped else "refining…")
 steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in doc.timings.items())
 st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
+st.caption(document.shown_as(doc))
 summary = st.empty()  # the head in words, filled once the map is drawn (it takes a moment on long texts)
 restart = windows.restarts(doc)
 cuts = windows.boundaries(doc)

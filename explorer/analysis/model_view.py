@@ -17,11 +17,11 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.doc import Doc, ModelCapture
 from explorer.core.encoding import encode_layers
 from explorer.core.rows import row_chunks, sample_rows
+from explorer.core.rule import AttentionRule
 from explorer.mechanisms.base import Mechanism
 
 QUERIES = 512  # sampled query rows per head
@@ -38,9 +38,14 @@ COLUMNS = {
 }
 
 
-def keys_seen(rows: torch.Tensor, n: int, causal: bool, dtype=torch.float32) -> torch.Tensor:
-    """How many keys each listed query can see: all n, or (causal) those up to itself."""
-    return (rows + 1).to(dtype) if causal else torch.full(rows.shape, float(n), dtype=dtype, device=rows.device)
+def keys_seen(rows: torch.Tensor, n: int, causal: bool, dtype=torch.float32, window: int | None = None) -> torch.Tensor:
+    """How many keys each listed query can see: all n, or (causal) those up to itself, within a
+    sliding window when there is one (window keys back when causal, window each side otherwise)."""
+    if window is None:
+        return (rows + 1).to(dtype) if causal else torch.full(rows.shape, float(n), dtype=dtype, device=rows.device)
+    first = (rows - (window - 1 if causal else window)).clamp_min(0)
+    last = rows if causal else (rows + window).clamp_max(n - 1)
+    return (last - first + 1).to(dtype)
 
 
 def normalised(entropy: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -48,7 +53,7 @@ def normalised(entropy: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     return torch.where(seen > 1, entropy / seen.log().clamp_min(1e-30), math.nan)
 
 
-def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, causal: bool,
+def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, rule: AttentionRule,
               local: int, half_every: int = 1) -> dict[str, torch.Tensor]:
     """Per head and listed query row, from one pass over their softmax rows: normalised entropy,
     mass on key 0, mass within `local` tokens, mean |i - j|, how many of the heaviest keys it
@@ -58,16 +63,26 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
 
     The scores' buffer becomes the unnormalised weights e = exp(s - max) in place, and every
     statistic is a sum over e divided by z = sum e: one score-sized buffer. The entropy is
-    log z + max - E_p[s], with E_p[s] = q . (e @ k) / (z sqrt d), so it needs no second buffer.
+    log z + max - E_p[s], with E_p[s] = q . (e @ k) * scale / z, so it needs no second buffer;
+    under a soft-cap or sinks (rule), the score is no longer q . k: -sum p log p from e itself.
+    A sink's exp joins z, so the weights over the text sum to less than one, as the model has them.
     """
     n = k.shape[1]
-    e = attention.scores(q, k, rows, causal)
+    e = rule.scores(q, k, rows)
     top = e.amax(-1)
     e.sub_(top[..., None]).exp_()  # masked keys: exp(-inf) = 0
     z = e.sum(-1)
-    mean_score = (q[:, rows] * torch.matmul(e, k)).sum(-1) * q.shape[-1] ** -0.5 / z
-    entropy = (z.log() + top - mean_score).clamp_min(0)
-    seen = keys_seen(rows, n, causal, e.dtype)
+    sinks = rule.sink_logits(q.shape[0], e)
+    sink = None if sinks is None else torch.exp(sinks[..., 0] - top)
+    if sink is not None:
+        z = z + sink
+    if rule.softcap is None and sink is None:
+        mean_score = (q[:, rows] * torch.matmul(e, k)).sum(-1) * rule.scaling / z
+        entropy = (z.log() + top - mean_score).clamp_min(0)
+    else:
+        spent = torch.special.xlogy(e, e).sum(-1) + (0 if sink is None else torch.special.xlogy(sink, sink))
+        entropy = (z.log() - spent / z).clamp_min(0)
+    seen = keys_seen(rows, n, rule.causal, e.dtype, rule.window)
     near = rows[:, None] + torch.arange(-local, local + 1, device=e.device)[None]
     inside = ((near >= 0) & (near < n)).to(e.dtype)
     gap = (rows[:, None] - torch.arange(n, device=e.device)[None]).abs().to(e.dtype)
@@ -95,7 +110,8 @@ def layer_stats(doc: Doc, rows: torch.Tensor, local: int = LOCAL, mechanism: Mec
     """Every COLUMNS statistic of one layer's heads on the listed rows: name -> [heads] (the mean
     over rows; rel_error only with a mechanism, run on each head alone as a page runs it).
 
-    The dense reference is masked like the model (doc.causal); the mechanism runs with `params`
+    The dense reference is the model's own rule (doc.model_rule: its mask, scale, soft-cap, sinks);
+    the mechanism runs with `params`
     as given (pass causal=True to a decoder's, where it has the parameter). progress() after
     every chunk and every mechanism run.
     """
@@ -103,7 +119,7 @@ def layer_stats(doc: Doc, rows: torch.Tensor, local: int = LOCAL, mechanism: Mec
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for c in row_chunks(rows.numel(), chunk_rows(doc.n, doc.heads, q.device, buffers=BUFFERS)):
-            for name, value in row_stats(q, k, v, rows[c].to(q.device), doc.causal, local, HALF_EVERY).items():
+            for name, value in row_stats(q, k, v, rows[c].to(q.device), doc.model_rule, local, HALF_EVERY).items():
                 parts.setdefault(name, []).append(value)
             if progress:
                 progress()

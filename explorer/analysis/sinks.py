@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from explorer.core import attention
+from explorer.core.rule import AttentionRule
 from explorer.core.device import chunk_rows
 from explorer.core.rows import row_chunks
 from explorer.mechanisms.base import Result
@@ -43,16 +43,18 @@ def key_scores(weights: Rows, reach: Rows, n: int, heads: int, device=None,
 
 
 def dense_key_scores(q: torch.Tensor, k: torch.Tensor, causal: bool = False,
-                     rows: torch.Tensor | None = None) -> torch.Tensor:
-    """key_scores of exact softmax attention; a key is seen by every query at or after it when causal."""
+                     rows: torch.Tensor | None = None, rule: AttentionRule | None = None) -> torch.Tensor:
+    """key_scores of exact softmax attention; a key is seen by every query at or after it when causal.
+    With a model's rule, of attention as the model computes it, seen by the queries its mask lets see it."""
+    rule = rule or AttentionRule.plain(q.shape[-1], causal)
     n = k.shape[1]
     keys = torch.arange(n, device=k.device)
+    zero = torch.zeros((), dtype=torch.long, device=k.device)
 
     def reach(block):
-        ok = keys[None] <= block[:, None] if causal else torch.ones(len(block), n, dtype=torch.bool, device=k.device)
-        return ok[None].expand(q.shape[0], -1, -1)
+        return rule.mask()(zero, zero, block[:, None], keys[None, :]).expand(len(block), n)[None].expand(q.shape[0], -1, -1)
 
-    return key_scores(lambda block: attention.weights(q, k, block, causal), reach, n, q.shape[0], k.device, rows)
+    return key_scores(lambda block: rule.weights(q, k, block), reach, n, q.shape[0], k.device, rows)
 
 
 @dataclass
@@ -107,13 +109,28 @@ def _measure(scores: torch.Tensor, layer: int, threshold: float, token: int) -> 
 
 
 def sink_measure(q: torch.Tensor, k: torch.Tensor, causal: bool = False, threshold: float = THRESHOLD,
-                 layer: int = 0, token: int = 0, rows: torch.Tensor | None = None) -> SinkMeasure:
+                 layer: int = 0, token: int = 0, rows: torch.Tensor | None = None,
+                 rule: AttentionRule | None = None) -> SinkMeasure:
     """The sink measure of dense attention on every head of one layer's q, k [heads, n, d]
-    (measured on the query `rows` only, when given)."""
-    return _measure(dense_key_scores(q, k, causal, rows), layer, threshold, token)
+    (measured on the query `rows` only, when given; by the model's rule, when given)."""
+    return _measure(dense_key_scores(q, k, causal, rows, rule), layer, threshold, token)
 
 
 def sink_measure_of(res: Result, threshold: float = THRESHOLD, layer: int = 0, token: int = 0) -> SinkMeasure:
     """The sink measure of a mechanism's effective weights (seen = its reach)."""
     heads, n = res.output.shape[:2]
     return _measure(key_scores(res.weights, res.reach, n, heads, res.output.device), layer, threshold, token)
+
+
+def verdict(measure: SinkMeasure, causal: bool) -> str:
+    """What the sink share means for this model, in a sentence or two."""
+    if measure.share > 0:
+        return (f"**{measure.share:.0%} of these heads park attention on the first token**: when no other token "
+                "is relevant, they put their mass where it changes the output least, a sink. Sparse mechanisms "
+                "that drop the first token lose that mass (sink + window keeps it).")
+    if not causal:
+        return ("**No head here leans on the first token.** An encoder that reads both ways, with [CLS] first, "
+                "forms no StreamingLLM-style sink; pick the causal LM **smollm2** in the sidebar to see sinks form "
+                "(most of its heads past the first layers have one).")
+    return ("**No head of this layer leans on the first token.** In causal LMs sinks form past the first layers: "
+            "try a later layer.")

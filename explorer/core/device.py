@@ -1,6 +1,8 @@
 """Where to compute, and how many query rows fit in memory at once."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 _CPU_BUDGET = 512 * 2**20  # bytes for one chunk's score buffers on the CPU
@@ -31,6 +33,17 @@ def _available_bytes(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * _GPU_SHARE)
     return _CPU_BUDGET
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free for new tensors on the device now: CUDA's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def chunk_rows(n_keys: int, heads: int, device: torch.device, buffers: int = 4) -> int:

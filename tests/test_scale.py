@@ -67,3 +67,12 @@ def test_signed_weights_get_a_scale_centred_on_zero_only_when_asked():
     assert fit_scale([signed[None]], "mean", "log", diverging=True).signed
     assert not fit_scale([torch.tensor([[0.1, 0.5]])], "mean", "log", diverging=True).signed
     assert fit_scale([torch.zeros(1, 4)], "mean", "log").zmin == -12.0
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_keys_seen_in_a_sliding_window_is_each_bins_mean_count(causal):
+    n, window, edges = 50, 7, [0, 3, 10, 24, 50]
+    i, j = np.indices((n, n))
+    seen = ((j <= i) & (i - j < window)) if causal else (np.abs(i - j) <= window)
+    want = [seen[a:b].sum(1).mean() for a, b in zip(edges[:-1], edges[1:])]
+    np.testing.assert_allclose(keys_seen(edges, n, causal, window), want)

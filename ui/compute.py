@@ -130,9 +130,9 @@ def dense_key(run: Run, grid: int) -> tuple:
 
 
 def dense_pass(run: Run, grid: int) -> AttentionStats:
-    """Exact attention's statistics of every row (by the model's rule: doc.model_rule), PREVIEW_ROWS evenly spaced ones first
-    (explorer.core.rows.preview_first); what it has so far, in text order, is offered to
-    the store about every SNAPSHOT_S (ui.refine draws it)."""
+    """Exact attention's statistics of every row, as the model computes it (doc.model_rule),
+    PREVIEW_ROWS evenly spaced ones first (explorer.core.rows.preview_first); what it has so far,
+    in text order, is offered to the store about every SNAPSHOT_S (ui.refine draws it)."""
     q, k, v = run.qkv()
     order = preview_first(run.doc.n, PREVIEW_ROWS)
     shared, shown = store(), None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer.core.doc import Doc
+from explorer.core.doc import Doc, ModelCapture
 from ui import compute
 from ui.state import Run, doc_key
 
@@ -32,6 +32,19 @@ def shown_as(doc: Doc) -> str:
     rule = doc.model_rule
     if doc.rule is None:
         return f"Dense attention here is the plain softmax of q·k/√d ({rule.describe()}): these vectors have no model."
-    what = "the same as the plain softmax" if rule.is_plain else "the plain softmax stays the yardstick mechanisms are measured against"
+    what = ("the same as the plain softmax" if rule.is_plain
+            else "the plain softmax stays the yardstick mechanisms are measured against")
     return (f"Dense attention is shown as this layer of the model computes it ({rule.describe()}, scale "
             f"{rule.scaling:.4g}): {what}.")
+
+
+def rules_by_layer(capture: ModelCapture) -> str:
+    """The layers' rules in words when they differ (local and global layers), else ''."""
+    groups: dict[str, list[int]] = {}
+    for d in capture.docs:
+        groups.setdefault(d.model_rule.describe(), []).append(d.layer)
+    if len(groups) < 2:
+        return ""
+    parts = [f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}: {rule}"
+             for rule, layers in groups.items()]
+    return "Layers attend differently: " + "; ".join(parts) + "."

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from explorer.core.encoding import BUNDLED
+from explorer.core.encoding import DEFAULT_MODEL
 
 DEFAULT_MAX_TOKENS = 32_768
 
@@ -24,8 +24,8 @@ def hosted() -> bool:
 
 
 def models() -> tuple[str, ...]:
-    names = tuple(m.strip() for m in os.environ.get("EXPLORER_MODELS", BUNDLED).split(",") if m.strip())
-    return names or (BUNDLED,)
+    names = tuple(m.strip() for m in os.environ.get("EXPLORER_MODELS", DEFAULT_MODEL).split(",") if m.strip())
+    return names or (DEFAULT_MODEL,)
 
 
 def _positive_int(name: str, default: int) -> int:

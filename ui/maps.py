@@ -60,7 +60,7 @@ def zoom(n: int) -> tuple[int, int, int, int]:
     return q0, max(q1, q0 + 1), k0, max(k1, k0 + 1)
 
 
-def scale_for(maps: dict, diverging: bool = False, causal: bool = False) -> Scale:
+def scale_for(maps: dict, diverging: bool = False, causal: bool = False, window: int | None = None) -> Scale:
     """Draw the pooling and colour controls and fit one scale to every map given.
 
     "automatic" colouring picks, from the first map (dense), the one that shows its structure:
@@ -82,7 +82,7 @@ def scale_for(maps: dict, diverging: bool = False, causal: bool = False) -> Scal
     if chosen == "auto":
         b.caption(f"Automatic: {COLOURING[mode]}" + (" (this map spans less than a decade)" if mode == "relative"
                                                      else ""))
-    return fit_scale(mats, pool, mode, diverging, robust, edges, n, causal)
+    return fit_scale(mats, pool, mode, diverging, robust, edges, n, causal, window)
 
 
 def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
@@ -93,7 +93,7 @@ def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
     (pooled_heatmap's signature); decorate(fig, name, pooled_map): draw on top,
     e.g. segment boundaries.
     """
-    scale = scale or scale_for(maps, diverging, doc.causal)
+    scale = scale or scale_for(maps, diverging, doc.causal, doc.model_rule.window)
     per_row = min(len(maps), 3)
     slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
     for col, (name, m) in zip(slots, maps.items()):
@@ -133,7 +133,7 @@ def _zoom_to(name: str, box: dict, window) -> None:
 def draw_grid(doc, maps: dict, diverging: bool = False, per_row: int = 2, key: str = "maps") -> None:
     """Several maps as one figure, `per_row` to a row, with one colour bar for their one scale;
     a box dragged on any of them zooms every map into it."""
-    scale = scale_for(maps, diverging, doc.causal)
+    scale = scale_for(maps, diverging, doc.causal, doc.model_rule.window)
     fig = grids.map_grid(maps, doc.tokens, scale, per_row=per_row, row_height=max(260, 880 // per_row), n=doc.n)
     event = charts.show(st, fig, key=key, on_select="rerun", selection_mode="box")
     for box in (event or {}).get("selection", {}).get("box") or []:

@@ -40,7 +40,8 @@ if mech:
         params = forms.checked(REGISTRY[mech], forms.param_form(REGISTRY[mech], doc=doc))
     shown = [*shown, "rel_error"]
 
-compute.capture(args)
+layers_differ = document.rules_by_layer(compute.capture(args))
+st.caption(document.shown_as(doc) + (" " + layers_differ if layers_differ else ""))
 frame = compute.model_grid(args, queries, local, mech or None, params)
 charts.section("Every layer and head", f"{frame.queries.iloc[0]:,} evenly spaced queries per head, exact for those "
                f"queries; statistics took {frame.attrs['seconds']:.1f} s after the forward pass. Normalised entropy is "

@@ -49,10 +49,9 @@ def dense_key_scores(q: torch.Tensor, k: torch.Tensor, causal: bool = False,
     rule = rule or AttentionRule.plain(q.shape[-1], causal)
     n = k.shape[1]
     keys = torch.arange(n, device=k.device)
-    zero = torch.zeros((), dtype=torch.long, device=k.device)
 
     def reach(block):
-        return rule.mask()(zero, zero, block[:, None], keys[None, :]).expand(len(block), n)[None].expand(q.shape[0], -1, -1)
+        return rule.allowed(block, keys)[None].expand(q.shape[0], -1, -1)
 
     return key_scores(lambda block: rule.weights(q, k, block), reach, n, q.shape[0], k.device, rows)
 

@@ -42,8 +42,8 @@ def own_windows(doc: Doc, head: int | None = None) -> Result:
     """The attention each window's forward pass computed, as a Result over the Doc's tokens.
 
     Query row i gets the softmax over the keys of the pass it was kept from, from that pass's
-    own q and k (window-local positions, rotary included; masked to the past inside the pass on
-    a decoder): the model's own attention row (output_attentions), placed on the keys' Doc
+    own q and k (rotary included), by the model's rule (its mask inside the pass, scale,
+    soft-cap, sinks): the model's own attention row (output_attentions), placed on the keys' Doc
     columns (the pass's own special tokens on the Doc's), zeros elsewhere. output[:, i] is that
     row times the same pass's own v: what the model's attention gave token i (before the output
     projection). So weights(rows) @ v == output[:, rows] holds with each pass's own v, not with
@@ -51,7 +51,8 @@ def own_windows(doc: Doc, head: int | None = None) -> Result:
     one-head Result, as the app's pages use) or all.
     """
     passes, q, k, v = _own_passes(doc, head)
-    heads, n, causal = q.shape[1], doc.n, doc.causal
+    heads, n = q.shape[1], doc.n
+    rule = doc.model_rule if head is None else doc.model_rule.of_head(head)
     cols, owner, local = passes.columns(), passes.owner, passes.local
     keys = torch.arange(passes.length, device=q.device)
 
@@ -64,22 +65,17 @@ def own_windows(doc: Doc, head: int | None = None) -> Result:
         return out
 
     def weights(rows):
-        return place(rows, lambda w, at: attention.weights(q[w], k[w], at, causal), q.dtype)
+        return place(rows, lambda w, at: rule.weights(q[w], k[w], at), q.dtype)
 
     def reach(rows):
-        def seen(_w, at):
-            ok = keys[None] <= at[:, None] if causal else torch.ones(at.numel(), keys.numel(), dtype=torch.bool,
-                                                                      device=q.device)
-            return ok[None].expand(heads, -1, -1)
-
-        return place(rows, seen, torch.bool)
+        return place(rows, lambda _w, at: rule.allowed(at, keys)[None].expand(heads, -1, -1), torch.bool)
 
     output = torch.empty(heads, n, v.shape[-1], dtype=v.dtype, device=v.device)
     for w in range(passes.count):
         kept = (owner == w).nonzero().squeeze(1)
         for part in row_chunks(kept.numel(), chunk_rows(passes.length, heads, q.device), q.device):
             rows = kept[part]
-            output[:, rows] = attention.weights(q[w], k[w], local[rows], causal) @ v[w]
+            output[:, rows] = rule.weights(q[w], k[w], local[rows]) @ v[w]
     one = dense_cost(heads, passes.length, q.shape[-1], v.shape[-1])
     return Result(output, weights, reach_fn=reach,
                   structure={"scope": "the model's own windows", "passes": passes.count,

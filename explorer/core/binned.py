@@ -84,8 +84,7 @@ def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb:
         s.div_(rule.softcap).tanh_().mul_(rule.softcap)  # padding's -inf became -softcap: masked again below
         s.masked_fill_(keys.position[:width] == keys.key_bin.numel(), float("-inf"))
     if rule is not None and rule.window is not None:
-        zero = torch.zeros((), dtype=torch.long, device=rows.device)
-        s.masked_fill_(~rule.mask()(zero, zero, rows[:, None], keys.position[None, :width]), float("-inf"))
+        s.masked_fill_(~rule.allowed(rows, keys.position[:width]), float("-inf"))
     elif causal:
         first = int(keys.key_bin[int(rows.min())]) * keys.width
         later = keys.position[None, first:width] > rows[:, None]

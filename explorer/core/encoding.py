@@ -34,7 +34,7 @@ from explorer.core.device import free_bytes, pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rule import AttentionRule
 
-BUNDLED = "minilm"
+DEFAULT_MODEL = "minilm"  # the bundled encoder (explorer.core.bundled lists every bundled model)
 CAPTURE = "explorer_capture"  # the attention implementation models load with here
 _MEMORY_SHARE = 0.6  # of free memory the layers' q/k/v may take (the pages' own work needs the rest)
 _MASK_ROWS = 257  # evenly spaced query rows of a received mask read to check the rule (a window, a band)
@@ -108,10 +108,8 @@ def _additive(module, query, key, mask, kwargs) -> torch.Tensor:
     if mask is not None and mask.dtype != torch.bool:
         return mask
     if mask is None:
-        rows = torch.arange(query.shape[2], device=query.device)
-        keys = torch.arange(key.shape[2], device=query.device)
-        zero = torch.zeros((), dtype=torch.long, device=query.device)
-        mask = _plain_rule(module, query, kwargs).mask()(zero, zero, rows[:, None], keys[None, :])[None, None]
+        rows, keys = (torch.arange(x.shape[2], device=query.device) for x in (query, key))
+        mask = _plain_rule(module, query, kwargs).allowed(rows, keys)[None, None]
     return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
         ~mask, torch.finfo(query.dtype).min)
 
@@ -162,8 +160,7 @@ def _check_mask(family: str, layer: int, rule: AttentionRule, mask: torch.Tensor
         reach = ((rows[:, None] - keys[None, :]).abs() * m).amax()  # the farthest key any query sees
         if int(reach) < m.shape[1] - 1:
             rule = replace(rule, window=int(reach) + 1 if rule.causal else int(reach))
-    zero = torch.zeros((), dtype=torch.long, device=m.device)
-    if not torch.equal(m, rule.mask()(zero, zero, rows[:, None], keys[None, :]).expand_as(m)):
+    if not torch.equal(m, rule.allowed(rows, keys)):
         raise ValueError(f"layer {layer} of this {family} model masks its attention in a way the capture cannot "
                          "describe (it knows causal, bidirectional and sliding windows)")
     return rule
@@ -188,7 +185,7 @@ def _is_causal(config) -> bool:
 _LOADING = threading.Lock()  # one load at a time: lru_cache alone would load twice for two callers at once
 
 
-def load_model(name: str = BUNDLED, device: str | None = None, allow_download: bool = False) -> LoadedModel:
+def load_model(name: str = DEFAULT_MODEL, device: str | None = None, allow_download: bool = False) -> LoadedModel:
     """Load a model and tokenizer: a bundled one ('minilm', 'smollm2'), a local folder or the hub cache.
 
     Nothing is downloaded unless `allow_download`; trust_remote_code is never enabled, so only
@@ -291,7 +288,7 @@ def _tokenize(lm: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, in
     return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
 
 
-def tokenize(text: str, model: str | LoadedModel = BUNDLED) -> tuple[list[int], list[tuple[int, int]]]:
+def tokenize(text: str, model: str | LoadedModel = DEFAULT_MODEL) -> tuple[list[int], list[tuple[int, int]]]:
     """The text's token ids and character spans, the model's special tokens left out."""
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     return _tokenize(lm, text)
@@ -401,7 +398,7 @@ def _passes(lm: LoadedModel, plan, n: int) -> Passes:
                   local_positions=not lm.rotary)
 
 
-def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, device: str | None = None,
+def encode_layers(text: str, model: str | LoadedModel = DEFAULT_MODEL, layers=None, device: str | None = None,
                   window: int | None = None, stride: int | None = None, batch: int = 8, progress=None,
                   keep_windows: bool = False) -> ModelCapture:
     """Every listed layer's Doc (all layers when None) from one windowed forward pass.
@@ -444,7 +441,7 @@ def encode_layers(text: str, model: str | LoadedModel = BUNDLED, layers=None, de
     return ModelCapture(docs)
 
 
-def encode(text: str, model: str | LoadedModel = BUNDLED, layer: int = 0, device: str | None = None,
+def encode(text: str, model: str | LoadedModel = DEFAULT_MODEL, layer: int = 0, device: str | None = None,
            window: int | None = None, stride: int | None = None, batch: int = 8, progress=None,
            keep_windows: bool = False) -> Doc:
     """Queries, keys and values [heads, n, head_dim] of every head of `layer` over the whole text.

@@ -53,15 +53,17 @@ class AttentionRule:
 
         return mask
 
+    def allowed(self, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Boolean [len(rows), len(keys)]: which of the keys (indices) each listed query may attend to."""
+        zero = torch.zeros((), dtype=torch.long, device=rows.device)
+        return self.mask()(zero, zero, rows[:, None], keys[None, :]).expand(rows.numel(), keys.numel())
+
     def scores(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Scores [heads, len(rows), n] of the listed queries as the softmax receives them, -inf where masked."""
         s = torch.matmul(q[:, rows], k.transpose(1, 2)) * self.scaling
         if self.softcap is not None:
             s = torch.tanh(s / self.softcap) * self.softcap
-        keys = torch.arange(k.shape[1], device=k.device)
-        zero = torch.zeros((), dtype=torch.long, device=k.device)
-        allowed = self.mask()(zero, zero, rows[:, None], keys[None, :])
-        return s.masked_fill(~allowed, float("-inf"))
+        return s.masked_fill(~self.allowed(rows, torch.arange(k.shape[1], device=k.device)), float("-inf"))
 
     def sink_logits(self, heads: int, like: torch.Tensor) -> torch.Tensor | None:
         """[heads, 1, 1] sink logits in like's dtype and device, or None."""

@@ -4,7 +4,7 @@ Attention is heavy-tailed, and on a long text a pooled map can span less than a 
 there are three ways to colour it:
 - "log": log10 of the weight;
 - "relative": log10 of the weight times the keys the query can see (its row's length, i + 1
-  under a causal mask): 0 is exactly uniform, +1 ten times the uniform share, -1 a tenth, so
+  under a causal mask, fewer in a sliding window): 0 is exactly uniform, +1 ten times the uniform share, -1 a tenth, so
   a nearly uniform map still shows where it departs from uniform;
 - "linear": the weight itself.
 The range is either robust (the 1st to 99th percentile of the values drawn: a few extreme
@@ -31,7 +31,8 @@ LABELS = {"log": "log10 weight", "relative": "log10(weight × keys seen), 0 = un
 class Scale:
     """pool: "mean" or "max"; mode: a MODES entry, or "signed" (centred on zero); zmin/zmax: the
     range (None lets the figure fit it, as signed maps do around zero); robust: the range is the
-    1st-99th percentile; causal: a row sees keys up to itself (for "relative")."""
+    1st-99th percentile; causal: a row sees keys up to itself, and window: only that many back
+    (each side, bidirectional) in the model's sliding window (both for "relative")."""
 
     pool: str
     mode: str
@@ -39,6 +40,7 @@ class Scale:
     zmax: float | None
     robust: bool = False
     causal: bool = False
+    window: int | None = None
 
     @property
     def signed(self) -> bool:
@@ -54,18 +56,25 @@ class Scale:
 
     def values(self, matrix, row_edges: list[int], n: int | None = None) -> np.ndarray:
         """The numbers a map colours: a pooled [row bins, key bins] matrix transformed by the mode."""
-        return transform(matrix, self.mode, row_edges, n, self.causal)
+        return transform(matrix, self.mode, row_edges, n, self.causal, self.window)
 
 
-def keys_seen(row_edges: list[int], n: int, causal: bool) -> np.ndarray:
-    """Keys a query of each row bin can see: n, or under a causal mask the bin's mean of i + 1."""
-    e = np.asarray(row_edges, dtype=float)
-    if not causal:
-        return np.full(len(e) - 1, float(n))
-    return (e[:-1] + e[1:] - 1) / 2 + 1
+def keys_seen(row_edges: list[int], n: int, causal: bool, window: int | None = None) -> np.ndarray:
+    """Keys a query of each row bin can see, the bin's mean: n, or under a causal mask i + 1;
+    within a sliding window, only the window's keys (window back, or window each side)."""
+    e = np.asarray(row_edges, dtype=np.int64)
+    if window is None:
+        if not causal:
+            return np.full(len(e) - 1, float(n))
+        return (e[:-1] + e[1:] - 1) / 2 + 1
+    i = np.arange(e[0], e[-1])
+    first = np.maximum(i - (window - 1 if causal else window), 0)
+    last = i if causal else np.minimum(i + window, n - 1)
+    return np.add.reduceat((last - first + 1).astype(float), e[:-1] - e[0]) / np.diff(e)
 
 
-def transform(matrix, mode: str, row_edges: list[int], n: int | None = None, causal: bool = False) -> np.ndarray:
+def transform(matrix, mode: str, row_edges: list[int], n: int | None = None, causal: bool = False,
+              window: int | None = None) -> np.ndarray:
     """log10 weight, log10 of weight x keys seen, or the weight (signed: as it is)."""
     z = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=float)
     if mode in ("linear", "signed"):
@@ -77,7 +86,7 @@ def transform(matrix, mode: str, row_edges: list[int], n: int | None = None, cau
     if mode != "relative":
         raise ValueError(f"mode={mode!r} must be one of {MODES}")
     n = row_edges[-1] if n is None else n
-    return logged + np.log10(keys_seen(row_edges, n, causal))[:, None]
+    return logged + np.log10(keys_seen(row_edges, n, causal, window))[:, None]
 
 
 def _finite(values: list[np.ndarray]) -> np.ndarray:
@@ -112,7 +121,8 @@ def suggest(matrix, row_edges: list[int], n: int | None = None, causal: bool = F
 
 
 def fit_scale(mats: list, pool: str, mode: str = "log", diverging: bool = False, robust: bool = False,
-              row_edges: list[list[int]] | None = None, n: int | None = None, causal: bool = False) -> Scale:
+              row_edges: list[list[int]] | None = None, n: int | None = None, causal: bool = False,
+              window: int | None = None) -> Scale:
     """The scale every map of `mats` (one pooling's [row bins, key bins] values) is drawn on.
 
     mode: a MODES entry (or the legacy True/False for log/linear); row_edges: each map's row bin
@@ -125,5 +135,5 @@ def fit_scale(mats: list, pool: str, mode: str = "log", diverging: bool = False,
     if diverging and any(bool((torch.as_tensor(m) < 0).any()) for m in mats):
         return Scale(pool, "signed", None, None)
     edges = row_edges or [list(range(torch.as_tensor(m).shape[0] + 1)) for m in mats]
-    values = [transform(m, mode, e, n, causal) for m, e in zip(mats, edges)]
-    return Scale(pool, mode, *value_range(values, mode, robust), robust=robust, causal=causal)
+    values = [transform(m, mode, e, n, causal, window) for m, e in zip(mats, edges)]
+    return Scale(pool, mode, *value_range(values, mode, robust), robust=robust, causal=causal, window=window)

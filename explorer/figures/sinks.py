@@ -33,4 +33,3 @@ def sink_chart(measure: SinkMeasure, height: int = 380) -> go.Figure:
         fig.update_xaxes(title_text="head")
     fig.update_layout(title=title, height=height, margin={"l": 60, "r": 10, "t": 40, "b": 40})
     return fig
-

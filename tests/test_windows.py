@@ -62,7 +62,7 @@ def test_one_pass_over_every_layer_gives_each_layers_encoding(checkpoints, minil
     text = minilm_text if family == "minilm" else TEXT
     lm = load_model(path)
     capture = encode_layers(text, lm, **sizes)
-    assert capture.layers == list(range(len(lm.layers))) and len(capture.doc(0).windows) == 3
+    assert capture.layers == list(range(lm.layers)) and len(capture.doc(0).windows) == 3
     for layer in capture.layers:
         _docs_equal(capture.doc(layer), explorer.encode(text, lm, layer=layer, **sizes))
     with pytest.raises(ValueError, match="not captured"):
@@ -75,7 +75,7 @@ def test_own_windows_are_the_models_own_attentions(checkpoints, minilm_text, fam
     text = minilm_text if family == "minilm" else TEXT
     lm = load_model(path)
     eager = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
-    layer = len(lm.layers) - 1
+    layer = lm.layers - 1
     doc = explorer.encode(text, lm, layer=layer, keep_windows=True, **sizes)
     res, passes = own_windows(doc), doc.passes
     assert passes.count == 3

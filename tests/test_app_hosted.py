@@ -7,7 +7,7 @@ from conftest import APP, TIMEOUT, encode_in_app, said
 from streamlit.testing.v1 import AppTest
 
 import explorer.core.encoding as encoding
-from explorer.core.bundled import describe
+from explorer.core.bundled import short_name
 
 
 def opened(params: dict) -> AppTest:
@@ -82,7 +82,7 @@ def test_hosted_mode_refuses_any_model_off_its_list_without_reading_it(hosted, n
     at = opened({"model": f'"{name}"', "source": '"Sample"', "run": "true"})
     assert not at.exception
     assert "model: this demo offers only these models: minilm" in said(at.warning)
-    assert at.sidebar.selectbox(key="model").options == [describe("minilm")] and not asked
+    assert at.sidebar.selectbox(key="model").options == [short_name("minilm")] and not asked
 
 
 def test_hosted_mode_caps_tokens_and_offers_the_first_ones(hosted):

@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from explorer.analysis import windows
-from explorer.core.bundled import BUNDLED, describe
+from explorer.core.bundled import BUNDLED, describe, short_name
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
 from ui import compute, document, hosting, messages, settings, share
@@ -93,11 +93,14 @@ def _model_field() -> None:
         if st.session_state[MODEL.key] not in offered:  # from a link: refused here, nothing is loaded for it
             settings.refuse(MODEL.key, f"this demo offers only {', '.join(offered)}")
             st.session_state[MODEL.key] = offered[0]
-        st.selectbox("Model", offered, key=MODEL.key, format_func=describe)
+        st.selectbox("Model", offered, key=MODEL.key, format_func=short_name)
+        st.caption(describe(st.session_state[MODEL.key]))
         return
     name = st.session_state[MODEL.key]
     st.selectbox("Model", list(BUNDLED) + ([name] if name not in BUNDLED else []), key=MODEL.key,
-                 format_func=describe, help="the bundled models load offline; below, any other")
+                 format_func=short_name, help="the bundled models load offline; below, any other")
+    if name in BUNDLED:
+        st.caption(describe(name))
     st.text_input("Another model: a Hugging Face id or a local folder", key=OTHER_MODEL, max_chars=MODEL.max_chars,
                   on_change=_other_model, placeholder="Qwen/Qwen2.5-0.5B or /path/to/model",
                   help="a model already in your Hugging Face cache, a local folder (config.json or one .gguf file), "

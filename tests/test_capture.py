@@ -104,3 +104,17 @@ def test_long_text_windows_carry_global_rotary_positions(family, tokenizer, tmp_
         torch.testing.assert_close(doc.q[:, s + kept.start : s + kept.stop], q[0][:, kept], atol=1e-5, rtol=1e-4)
         k = k[0].repeat_interleave(lm.heads // lm.kv_heads, dim=0)
         torch.testing.assert_close(doc.k[:, s + kept.start : s + kept.stop], k[:, kept], atol=1e-5, rtol=1e-4)
+
+
+def test_two_visitors_capturing_at_once_each_get_their_own_text(tokenizer, tmp_path):
+    """The recorder is per thread and the forward pass per model: two threads on one loaded model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lm = load_model(save_checkpoint(capture_configs()["mistral"], tmp_path, tokenizer))
+    texts = [TEXT, "A different text, about rivers and the towns along them. " * 6]
+    alone = [explorer.encode_layers(t, lm) for t in texts]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda t: explorer.encode_layers(t, lm), texts * 3))
+    for got, want in zip(together, alone * 3):
+        for a, b in zip(got.docs, want.docs):
+            assert a.rule == b.rule and torch.equal(a.q, b.q) and torch.equal(a.k, b.k) and torch.equal(a.v, b.v)

@@ -212,3 +212,14 @@ def test_a_models_rule_gives_the_same_statistics_in_both_passes_and_by_brute_for
     rows = sample_rows(n, 7)
     part = attention_stats(d.q, d.k, d.v, grid=grid, rows=rows, rule=rule)
     close(part.entropy, entropy[:, rows])
+
+
+@pytest.mark.parametrize("rule", RULES[1:5], ids=lambda r: r.describe())
+def test_a_models_rule_in_float64(rule):
+    d = doc(90)
+    q, k, v = (x.double() for x in (d.q, d.k, d.v))
+    fast = attention_stats(q, k, v, grid=16, chunk=7, rule=rule)
+    p, lse, entropy = brute_rule(q, k, rule)
+    close(fast.lse.double(), lse)
+    close(fast.entropy.double(), entropy)
+    close(fast.output, p @ v)

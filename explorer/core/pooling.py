@@ -56,7 +56,7 @@ class MapAccumulator:
         """w: [heads, len(rows), n] weights of rows lying inside the row window."""
         heads, r, _ = w.shape
         nc = self.ccount.numel()
-        block = w[:, :, self.cols[0] : self.cols[1]]
+        block = w[:, :, self.cols[0] : self.cols[1]].to(self.total.dtype)  # float64 weights pool in float32
         cidx = self.cbin.expand(heads, r, -1)
         col_sum = torch.zeros(heads, r, nc, device=w.device).index_add_(2, self.cbin, block)
         col_max = torch.full((heads, r, nc), float("-inf"), device=w.device).scatter_reduce_(
@@ -66,6 +66,7 @@ class MapAccumulator:
     def add_binned(self, rows: torch.Tensor, col_sum: torch.Tensor, col_max: torch.Tensor) -> None:
         """Rows already pooled over the key bins: their sum and max per bin, [heads, len(rows), key bins]."""
         heads, r, nc = col_sum.shape
+        col_sum, col_max = col_sum.to(self.total.dtype), col_max.to(self.peak.dtype)
         ridx = self.rbin[rows - self.rows[0]]
         self.rcount.index_add_(0, ridx, torch.ones_like(ridx, dtype=self.rcount.dtype))
         self.total.index_add_(1, ridx, col_sum)

@@ -2,6 +2,7 @@
 import re
 
 import conftest
+import explorer
 from conftest import SHORT_SAMPLE, encode_in_app
 
 
@@ -67,3 +68,15 @@ def test_the_inspector_starts_on_content_and_steps_through_a_words_matches(app):
     html = "".join(h.proto.body for h in at.get("html"))
     focus = re.search(r'<span title="#(\d+) weight [^"]*" style="[^"]*outline[^"]*">([^<]*)<', html)
     assert (int(focus.group(1)), focus.group(2)) == (third, "key")  # the inspector follows the third match
+
+
+def test_a_long_text_on_minilm_opens_on_the_head_where_content_dominates(app):
+    from explorer.analysis import windows
+    from explorer.core.samples import load_sample
+
+    at = encode_in_app(app, sample=conftest.SHORT_SAMPLE)  # 2,709 tokens: six windows of MiniLM
+    assert not at.exception
+    capture = explorer.encode_layers(load_sample(conftest.SHORT_SAMPLE))
+    layer, head, why = windows.default_layer_head(windows.content_heads(capture))
+    assert (at.session_state["layer"], at.session_state["head"]) == (layer, head) != (0, 0)
+    assert any(c.value.startswith("Opened here because positions restart") for c in at.caption)

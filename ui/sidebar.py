@@ -183,7 +183,7 @@ def _head_will_be_picked(args: dict) -> bool:
     if args["synthetic"] or not st.session_state.get(AUTO_HEAD.key):
         return False
     lm = compute.model(args["model"])
-    return lm.rotary is None and compute.token_count(args["model"], args["text"]) > (args["window"] or lm.max_tokens)
+    return not lm.rotary and compute.token_count(args["model"], args["text"]) > (args["window"] or lm.max_tokens)
 
 
 def _pick_content_head(args: dict, doc) -> None:

@@ -30,7 +30,7 @@ def test_a_link_reopens_the_same_view():
                             "query": "42", "zoom_q": "[10, 200]", "run": "true"})
     at.run()
     assert not at.exception
-    assert at.session_state["encoded"]["layer"] == 1
+    assert at.session_state["encoded"].layer == 1
     assert at.session_state["head"] == 5 and at.session_state["zoom_q"] == (10, 200)
     assert at.query_params["head"] == ["5"] or at.query_params["head"] == "5"
 

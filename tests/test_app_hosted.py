@@ -107,4 +107,4 @@ def test_a_link_reopens_a_pasted_text_from_the_store(tmp_path, monkeypatch):
     assert len(link["text"].strip('"')) == 32 and link["run"] == "true"
     other = opened(link)  # a fresh session, as another person opening the link
     assert not other.exception
-    assert other.session_state["pasted"] == text and other.session_state["encoded"]["text"] == text
+    assert other.session_state["pasted"] == text and other.session_state["encoded"].text == text

@@ -31,7 +31,7 @@ def test_the_grid_and_a_chosen_head_without_a_second_encoding(app, monkeypatch):
     at.run()
     at.switch_page("views/overview.py").run()
     assert not at.exception
-    assert at.session_state["encoded"]["layer"] == 3 and at.session_state["head"] == 5
+    assert at.session_state["encoded"].layer == 3 and at.session_state["head"] == 5
     assert any(c.value.startswith("2,709 tokens · 12 heads · layer 3") for c in at.sidebar.caption)
     assert calls == encodes  # no encoding after the pick: the capture (made here or held) serves layer 3
     assert "Head 5 of layer 3" in at.info[0].value

@@ -34,7 +34,7 @@ def test_a_model_that_cannot_be_captured_is_named_and_the_last_text_stays(app, t
     from conftest import refused_configs
 
     at = encode_in_app(app, source="Paste", text=TEXT)
-    before = dict(at.session_state["encoded"])
+    before = at.session_state["encoded"]
     path = save_checkpoint(refused_configs()["bloom"], tmp_path, _tokenizer())
     at.sidebar.text_input(key="model_other").input(path).run()
     at = encode_in_app(at, source="Paste", text=TEXT + " And one more sentence.")

@@ -20,7 +20,7 @@ def test_pasted_text_and_head_change_keep_the_encoding(app):
     at = encode_in_app(app, source="Paste", text="Attention is all you need. <b>Bold?</b> Maybe not.")
     assert not at.exception
     doc_args = at.session_state["encoded"]
-    assert doc_args["text"].startswith("Attention")
+    assert doc_args.text.startswith("Attention")
     at.sidebar.number_input(key="head").set_value(3).run()
     assert not at.exception
     assert at.session_state["encoded"] == doc_args
@@ -50,7 +50,7 @@ def test_a_first_visit_shows_the_default_sample_without_a_click():
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()  # no link settings: a person's first visit
     assert not at.exception
-    assert at.session_state["encoded"]["text"].startswith("# A Field Guide to Reading Long Documents")
+    assert at.session_state["encoded"].text.startswith("# A Field Guide to Reading Long Documents")
     assert any(c.proto.id for c in at.get("plotly_chart"))  # the map and curves are drawn
     assert "attention behaves on long text" in at.markdown[0].value
     assert conftest.tokens(at) > 20_000
@@ -80,3 +80,22 @@ def test_a_long_text_on_minilm_opens_on_the_head_where_content_dominates(app):
     layer, head, why = windows.default_layer_head(windows.content_heads(capture))
     assert (at.session_state["layer"], at.session_state["head"]) == (layer, head) != (0, 0)
     assert any(c.value.startswith("Opened here because positions restart") for c in at.caption)
+
+
+def test_the_text_is_hashed_once_per_encoding_not_per_rerun(app, monkeypatch):
+    """Reruns (a head changed, a page switched) find the encoding by its key: no hash of the text."""
+    import ui.texts
+
+    hashed = []
+    real = ui.texts.content_key
+    monkeypatch.setattr(ui.texts, "content_key", lambda text: hashed.append(len(text)) or real(text))
+    import ui.state
+
+    monkeypatch.setattr(ui.state, "content_key", ui.texts.content_key)
+    text = "Attention is all you need. " * 40
+    at = encode_in_app(app, source="Paste", text=text)
+    assert not at.exception and hashed == [len(text)]  # once, when Run encoded it
+    at.sidebar.number_input(key="head").set_value(3).run()
+    at.switch_page("views/model.py").run()
+    at.switch_page("views/overview.py").run()
+    assert not at.exception and hashed == [len(text)]

@@ -6,9 +6,14 @@ from pathlib import Path
 
 from conftest import ROOT
 
-# lowest first; a module belongs to the layer of the longest prefix it matches
-LAYERS = ["explorer.core", "explorer.mechanisms", "explorer.analysis", "explorer.figures", "explorer",
-          "ui", "views", "app"]
+# lowest first; a module belongs to the layer of the longest prefix it matches. ui/ has an order of its
+# own: the package (a docstring), infrastructure (settings, text store, cache, session values), the
+# shared computations, then the panels pages place.
+UI_INFRASTRUCTURE = ("ui.hosting", "ui.messages", "ui.settings", "ui.texts", "ui.downloads", "ui.cache", "ui.state")
+UI_COMPUTATIONS = ("ui.compute", "ui.refine", "ui.document")
+UI_PANELS = ("ui.charts", "ui.maps", "ui.inspector", "ui.fidelity", "ui.forms", "ui.remedies", "ui.share", "ui.sidebar")
+LAYERS = [("explorer.core",), ("explorer.mechanisms",), ("explorer.analysis",), ("explorer.figures",), ("explorer",),
+          ("ui",), UI_INFRASTRUCTURE, UI_COMPUTATIONS, UI_PANELS, ("views",), ("app",)]
 
 
 def project_modules() -> dict[str, Path]:
@@ -53,13 +58,16 @@ def graph() -> dict[str, set[str]]:
 
 
 def layer(module: str) -> int:
-    matches = [p for p in LAYERS if module == p or module.startswith(p + ".")]
-    return LAYERS.index(max(matches, key=len)) if matches else -1
+    matches = [(p, i) for i, group in enumerate(LAYERS) for p in group if module == p or module.startswith(p + ".")]
+    return max(matches, key=lambda m: len(m[0]))[1] if matches else -1
 
 
 def test_every_module_belongs_to_a_layer():
     assert all(layer(m) >= 0 for m in project_modules())
-    assert layer("explorer.core.stats") == 0 and layer("explorer.bench") == 4 and layer("views.lsh") == 6
+    assert layer("explorer.core.stats") == 0 and layer("explorer.bench") == 4 and layer("views.lsh") == 9
+    ui = {m for m in project_modules() if m.startswith("ui.")}
+    placed = set(UI_INFRASTRUCTURE + UI_COMPUTATIONS + UI_PANELS)
+    assert ui == placed, f"ui modules without a place in ui's order: {sorted(ui - placed)}; gone: {sorted(placed - ui)}"
 
 
 def test_nothing_imports_upward():

@@ -10,12 +10,12 @@ import explorer
 from explorer.core.stats import attention_stats
 from ui import compute, refine
 from ui.cache import store
-from ui.state import Run
+from ui.state import Encoding, Run
 
 
 def run_of(n: int, seed: int) -> Run:
     doc = explorer.synthetic(n=n, heads=1, head_dim=16, seed=seed)
-    return Run(doc_key=f"refine test {n} {seed}", head=0, doc=doc)
+    return Run(Encoding(text_key=f"refine test {n} {seed}"), head=0, doc=doc)
 
 
 def wait_for(cond, timeout=120.0):
@@ -45,7 +45,7 @@ def test_a_long_pass_shows_a_preview_then_equals_the_pass_in_order(monkeypatch):
     assert progress is not None and not progress.stopped
     assert progress.shown == compute.PREVIEW_ROWS and progress.total == 6000
     assert "Preview: 512 of 6,000 queries" in progress.label() and "s left" in progress.label()
-    q, k, v = run.qkv()
+    q, k, v = compute.qkv(run)
     preview = attention_stats(q, k, v, grid=32, rows=stats.rows)
     torch.testing.assert_close(stats.lse, preview.lse)
     assert not stats.map.mean.isnan().any()  # the preview reaches every row bin

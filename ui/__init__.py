@@ -1,6 +1,11 @@
-"""Streamlit glue shared by app.py and the pages: state, cached compute, panels.
+"""Streamlit glue shared by app.py and the pages, in three layers (tests/test_layers.py keeps them):
 
-Pages stay thin: they read the encoded document through `ui.state`, get
-results through the cached functions in `ui.compute`, and place the panels
-of `ui.panels`. Nothing here computes attention; explorer/ does.
+- infrastructure: hosting, messages, settings, texts (the text store), downloads, cache (the one
+  cache and its `computation` decorator), state (Encoding and Run, the values caches key on);
+- computations: compute (what every page shares), refine (the dense pass in the background),
+  document (the session's current document and head, resolved once);
+- panels: charts, maps, inspector, fidelity, forms, remedies, share, sidebar.
+
+Pages stay thin: they get the current Run from `ui.document`, results from named computations,
+and place panels. Nothing here computes attention; explorer/ does.
 """

@@ -24,11 +24,13 @@ at most EXPLORER_WORKERS of them run at once, and a waiting visitor sees how man
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
 import types
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Hashable, TypeVar
 
 import numpy as np
@@ -368,3 +370,33 @@ def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
                 queue.release()
     finally:
         bar.empty()
+
+
+def computation(label: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A function whose value is cached under its name and its arguments: pages call names, never
+    spell keys. Arguments must be hashable (a Run, numbers, strings, tuples); dicts and lists are
+    frozen into tuples. label: as `cached`'s, a progress bar while the value is made. fn.made(...)
+    says whether the value for those arguments is made already (a page may offer it without a click)."""
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        name = f"{Path(fn.__code__.co_filename).stem}.{fn.__qualname__}"
+
+        def key(*args, **kwargs) -> tuple:
+            return (name, *(freeze(a) for a in args), *((k, freeze(v)) for k, v in sorted(kwargs.items())))
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs) -> T:
+            return cached(key(*args, **kwargs), lambda: fn(*args, **kwargs), label)
+
+        call.made = lambda *args, **kwargs: key(*args, **kwargs) in store()  # made already (by anyone)
+        return call
+
+    return wrap
+
+
+def freeze(value: Any) -> Any:
+    """A value as a hashable key part: dicts and lists become tuples, recursively."""
+    if isinstance(value, dict):
+        return tuple((k, freeze(v)) for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value

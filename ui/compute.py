@@ -6,15 +6,15 @@ keys hold the Run (encoding, head, mechanism, parameters) and what else the valu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import time
 from typing import Callable
 
 import pandas as pd
-import streamlit as st
 import torch
 
 import explorer
-from explorer.analysis import model_view, windows
+from explorer.analysis import model_view, remedies, windows
 from explorer.analysis.fidelity import Fidelity, fidelity
 from explorer.core import encoding, segments
 from explorer.core.doc import ModelCapture
@@ -24,8 +24,8 @@ from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, by_position, stream_stats
 from explorer.mechanisms import REGISTRY, Result
-from ui.cache import cached, report, store
-from ui.state import Run, doc_key, text_key
+from ui.cache import cached, freeze, report, store
+from ui.state import EVERY, Encoding, Run
 
 WINDOWS = "own windows"  # the Run mech of the model's own windows (not a mechanism of the registry)
 FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
@@ -40,60 +40,58 @@ def model(name: str, allow_download: bool = False) -> LoadedModel:
                   label="Loading the model")
 
 
-def token_count(model_name: str, text: str) -> int:
-    return cached(("token count", model_name, text_key(text)), lambda: len(tokenize(text, model(model_name))[0]),
-                  label="Counting tokens")
+def token_count(enc: Encoding) -> int:
+    """Tokens of the encoding's text for its model, its special ones left out."""
+    return cached(("token count", enc.model, enc.text_key),
+                  lambda: len(tokenize(enc.text, model(enc.model))[0]), label="Counting tokens")
 
 
-def first_tokens(model_name: str, text: str, count: int) -> str:
-    """The start of the text holding its first `count` tokens for this model."""
-    return cached(("first tokens", model_name, text_key(text), count),
-                  lambda: encoding.first_tokens(text, model(model_name), count))
+def first_tokens(enc: Encoding, count: int) -> Encoding:
+    """The same encoding over the start of its text that holds its first `count` tokens."""
+    return cached(("first tokens", enc, count), lambda: enc.with_text(encoding.first_tokens(enc.text, model(enc.model),
+                                                                                           count)))
 
 
 def sample(name: str) -> str:
     return cached(("sample", name), lambda: load_sample(name))
 
 
-def _capture_key(args: dict) -> tuple:
-    return ("capture", doc_key({**args, "layer": "every"}))
-
-
-def encoded(args: dict) -> explorer.Doc:
-    """The Doc for these encoding arguments (ui.sidebar builds them), made once per process; a layer
-    of a capture of every layer (capture) is taken from it, not encoded again."""
-    held = store().peek(_capture_key(args))
-    if held is not None and args["layer"] in held.layers:
-        return held.doc(args["layer"])
+def encoded(enc: Encoding) -> explorer.Doc:
+    """The Doc of this encoding (ui.sidebar makes it), made once per process; a layer of a capture
+    of every layer (capture) is taken from it, not encoded again."""
+    held = store().peek(("capture", enc.at(EVERY)))
+    if held is not None and enc.layer in held.layers:
+        return held.doc(enc.layer)
 
     def make():
-        if args.get("synthetic"):
-            return explorer.synthetic(**json.loads(args["synthetic"]))
-        return explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
-                               window=args["window"] or None, progress=report)
+        if enc.synthetic:
+            return explorer.synthetic(**json.loads(enc.synthetic))
+        return explorer.encode(enc.text, model(enc.model), layer=enc.layer, window=enc.window or None,
+                               progress=report)
 
-    return cached(("encoding", doc_key(args)), make, label="Encoding the text, model windows")
+    return cached(("encoding", enc), make, label="Encoding the text, model windows")
 
 
-def capture(args: dict) -> ModelCapture:
+def capture(enc: Encoding) -> ModelCapture:
     """Every layer of the model over the text, from one windowed forward pass (ValueError for synthetic)."""
-    if args.get("synthetic"):
+    if enc.synthetic:
         raise ValueError("synthetic vectors have no model layers: encode a text to see the whole model")
-    return cached(_capture_key(args), lambda: encode_layers(args["text"], model(args["model"]),
-                                                            window=args["window"] or None, progress=report),
+    every = enc.at(EVERY)
+    return cached(("capture", every), lambda: encode_layers(enc.text, model(enc.model), window=enc.window or None,
+                                                            progress=report),
                   label="Encoding every layer, model windows")
 
 
-def content_heads(args: dict) -> pd.DataFrame:
+def content_heads(enc: Encoding) -> pd.DataFrame:
     """Per layer and head, how much the restarting window positions shape its map (analysis.windows)."""
-    return cached(("content heads", _capture_key(args)), lambda: windows.content_heads(capture(args), progress=report),
+    return cached(("content heads", enc.at(EVERY)), lambda: windows.content_heads(capture(enc), progress=report),
                   label="Finding the heads where content, not window positions, dominates: layers")
 
 
 def opened_because(run: Run) -> str | None:
     """Why the page opened on this layer and head, when it was chosen for content (see ui.sidebar)."""
-    args = st.session_state.get("encoded") or {}
-    held = None if args.get("synthetic") else store().peek(("content heads", _capture_key(args)))
+    enc = run.encoding
+    held = None if enc.synthetic else store().peek(("content heads", enc.at(EVERY)))
     if held is None:
         return None
     try:
@@ -110,18 +108,34 @@ def head_stats(run: Run) -> dict:
                   label="Measuring this layer's heads")
 
 
-def model_grid(args: dict, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
+def model_grid(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
     """The model view's table: every layer and head (analysis.model_view), a mechanism's error on request."""
     mechanism = REGISTRY[mech] if mech else None
-    return cached(("model view", _capture_key(args), queries, local, mech, json.dumps(params, sort_keys=True)),
-                  lambda: model_view.model_view(capture(args), queries, local, mechanism, params, progress=report),
+    return cached(("model view", enc.at(EVERY), queries, local, mech, freeze(params)),
+                  lambda: model_view.model_view(capture(enc), queries, local, mechanism, params, progress=report),
                   label="Measuring every layer and head, steps")
 
 
-def is_encoded(args: dict) -> bool:
-    """Whether these encoding arguments are in the cache already (encoding them is then instant)."""
-    held = store().peek(_capture_key(args))
-    return ("encoding", doc_key(args)) in store() or (held is not None and args["layer"] in held.layers)
+def is_encoded(enc: Encoding) -> bool:
+    """Whether this encoding is in the cache already (encoding it is then instant)."""
+    held = store().peek(("capture", enc.at(EVERY)))
+    return ("encoding", enc) in store() or (held is not None and enc.layer in held.layers)
+
+
+def qkv(run: Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v of the run's head, [1, n, head_dim] each, the queries rescaled by the run's remedy."""
+    q, k, v = run.doc.head(run.head)
+    return _remedied(run, q), k, v
+
+
+def remedied_doc(run: Run) -> explorer.Doc:
+    """The run's document with every head's queries rescaled by the run's remedy."""
+    return replace(run.doc, q=_remedied(run, run.doc.q)) if run.remedy else run.doc
+
+
+def _remedied(run: Run, q: torch.Tensor) -> torch.Tensor:
+    """The one place a run's remedy (explorer.analysis.remedies) rescales queries."""
+    return remedies.apply(q, run.remedy, run.doc.causal) if run.remedy else q
 
 
 def dense_key(run: Run, grid: int) -> tuple:
@@ -133,7 +147,7 @@ def dense_pass(run: Run, grid: int) -> AttentionStats:
     """Exact attention's statistics of every row, as the model computes it (doc.model_rule),
     PREVIEW_ROWS evenly spaced ones first (explorer.core.rows.preview_first); what it has so far,
     in text order, is offered to the store about every SNAPSHOT_S (ui.refine draws it)."""
-    q, k, v = run.qkv()
+    q, k, v = qkv(run)
     order = preview_first(run.doc.n, PREVIEW_ROWS)
     shared, shown = store(), None
     rule = run.doc.model_rule.of_head(run.head)  # attention as the model computes it
@@ -157,7 +171,7 @@ def result(run: Run) -> Result:
     mech = REGISTRY[run.mech]
 
     def make():
-        q, k, v = run.qkv()
+        q, k, v = qkv(run)
         return mech.run(q, k, v, **mech.for_head(run.params, run.head, run.doc.heads))
 
     return cached(("result", run), make, label=f"Running {mech.title}")
@@ -166,13 +180,11 @@ def result(run: Run) -> Result:
 def own_windows(run: Run) -> Result:
     """The attention each of the model's passes computed, from that pass's own q/k/v (analysis.windows):
     the text is encoded once more, keeping every pass whole."""
-    args = st.session_state["encoded"]
-    if doc_key(args) != run.doc_key:
-        raise ValueError("the model's own windows are shown for the text encoded last; press Run again")
+    enc = run.encoding
 
     def make():
-        kept = explorer.encode(args["text"], model(args["model"]), layer=args["layer"],
-                               window=args["window"] or None, keep_windows=True, progress=report)
+        kept = explorer.encode(enc.text, model(enc.model), layer=enc.layer, window=enc.window or None,
+                               keep_windows=True, progress=report)
         return windows.own_windows(kept, run.head)
 
     return cached(("own windows", run.doc_key, run.head), make, label="Keeping every model window whole, windows")
@@ -182,7 +194,7 @@ def weights_fn(run: Run) -> Callable[[torch.Tensor], torch.Tensor]:
     """rows -> [1, len(rows), n]: exact attention's rows as the model computes them, or the run's
     effective weights."""
     if run.dense:
-        q, k, _ = run.qkv()
+        q, k, _ = qkv(run)
         return lambda rows: run.doc.model_rule.of_head(run.head).weights(q, k, rows)
     return result(run).weights
 
@@ -190,7 +202,7 @@ def weights_fn(run: Run) -> Callable[[torch.Tensor], torch.Tensor]:
 def fidelity_of(run: Run) -> Fidelity:
     """The run's mechanism against exact attention, on up to FIDELITY_ROWS queries."""
     def make():
-        q, k, v = run.qkv()
+        q, k, v = qkv(run)
         return fidelity(q, k, v, result(run), causal=run.doc.causal, max_rows=FIDELITY_ROWS)
 
     return cached(("fidelity", run), make, label="Measuring fidelity against dense")

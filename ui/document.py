@@ -5,26 +5,33 @@ import streamlit as st
 
 from explorer.core.doc import Doc, ModelCapture
 from ui import compute
-from ui.state import Run, doc_key
+from ui.state import Encoding, Run
+
+ENCODED = "encoded"  # session key: the Encoding of the last successful encoding (ui.state)
 
 
-def current() -> tuple[str, Doc] | None:
-    """(doc key, Doc) of the last successful encoding; None before the first."""
-    args = st.session_state.get("encoded")
-    if not args:
+def encoding() -> Encoding | None:
+    """The session's last successful encoding; None before the first."""
+    return st.session_state.get(ENCODED)
+
+
+def current() -> Run | None:
+    """Exact attention on the session's current document and head (the head brought into the
+    document's range): the one place both are resolved. None before the first encoding."""
+    enc = encoding()
+    if enc is None:
         return None
-    return doc_key(args), compute.encoded(args)
+    doc = compute.encoded(enc)
+    return Run(enc, min(int(st.session_state.get("head", 0)), doc.heads - 1), doc=doc)
 
 
 def require() -> Run:
-    """Exact attention on the current document and head, or a hint and a stop when nothing is encoded."""
-    got = current()
-    if got is None:
+    """current(), or a hint and a stop when nothing is encoded."""
+    run = current()
+    if run is None:
         st.info("Choose a text in the sidebar and press **Run** to encode it.")
         st.stop()
-    key, doc = got
-    head = min(int(st.session_state.get("head", 0)), doc.heads - 1)
-    return Run(key, head, doc=doc)
+    return run
 
 
 def shown_as(doc: Doc) -> str:

@@ -12,7 +12,7 @@ from explorer.core.samples import sample_names
 from ui import compute, document, hosting, messages, settings, share
 from ui.messages import plain
 from ui.settings import Setting
-from ui.state import SOURCES
+from ui.state import SOURCES, Encoding
 from ui.texts import TextStore
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # as .streamlit/config.toml's server.maxUploadSize
@@ -77,14 +77,14 @@ def _text() -> str:
     return ""
 
 
-def _synthetic_args() -> dict:
+def _synthetic_spec() -> dict:
     n = st.number_input("Tokens", int(SYNTH_N.lo), int(SYNTH_N.hi), key=SYNTH_N.key, step=256)
     needles = st.number_input("Planted needles", int(SYNTH_NEEDLES.lo), int(SYNTH_NEEDLES.hi), key=SYNTH_NEEDLES.key)
     margin = st.number_input("Needle logit margin", SYNTH_MARGIN.lo, SYNTH_MARGIN.hi, key=SYNTH_MARGIN.key, step=0.5)
     seed = st.number_input("Seed", int(SYNTH_SEED.lo), int(SYNTH_SEED.hi), key=SYNTH_SEED.key)
     spec = {"n": int(n), "heads": 4, "head_dim": 32, "seed": int(seed),
             "needles": min(int(needles), int(n) // 2), "margin": float(margin)}
-    return {"text": "", "model": "synthetic", "layer": 0, "window": 0, "synthetic": json.dumps(spec, sort_keys=True)}
+    return spec
 
 
 def _model_field() -> None:
@@ -119,7 +119,8 @@ def _chosen_by_hand() -> None:
     st.session_state[AUTO_HEAD.key] = False
 
 
-def _model_args(text: str) -> dict:
+def _model_choice() -> tuple[str, int, int]:
+    """(model, layer, window) as the fields say; the text joins them when Run is pressed."""
     _model_field()
     st.number_input("Layer", int(LAYER.lo), int(LAYER.hi), key=LAYER.key, on_change=_chosen_by_hand)
     st.checkbox("Open on a layer and head where content dominates", key=AUTO_HEAD.key,
@@ -127,35 +128,34 @@ def _model_args(text: str) -> dict:
                      "some heads that, not the text, shapes the whole-text map")
     st.number_input("Window (tokens per model pass, 0 = model maximum)", int(WINDOW.lo), int(WINDOW.hi),
                     key=WINDOW.key, step=64)
-    return {"text": text, "model": st.session_state[MODEL.key].strip(), "layer": int(st.session_state[LAYER.key]),
-            "window": int(st.session_state[WINDOW.key]), "synthetic": ""}
+    return (st.session_state[MODEL.key].strip(), int(st.session_state[LAYER.key]),
+            int(st.session_state[WINDOW.key]))
 
 
-def _within_cap(args: dict, trim: int | None) -> dict | None:
-    """The arguments to encode: the text as it is, or its first tokens when the visitor chose so
-    (trim) for a text over a hosted demo's cap; None (after saying so) while a choice is due."""
+def _within_cap(enc: Encoding, trim: int | None) -> Encoding | None:
+    """What to encode: the text as it is, or its first tokens when the visitor chose so (trim) for a
+    text over a hosted demo's cap; None (after saying so) while a choice is due."""
     cap = hosting.max_tokens()
-    if cap is None or args["synthetic"]:
-        return args
-    lm = compute.model(args["model"])
-    count = compute.token_count(args["model"], args["text"])
+    if cap is None or enc.synthetic:
+        return enc
+    count = compute.token_count(enc)
     if count <= cap:
-        return args
+        return enc
     if trim == cap:
-        return {**args, "text": compute.first_tokens(args["model"], args["text"], cap)}
-    st.warning(f"This text has {count:,} tokens for {plain(lm.name)}; this demo encodes at most {cap:,}.")
+        return compute.first_tokens(enc, cap)
+    st.warning(f"This text has {count:,} tokens for {plain(enc.model)}; this demo encodes at most {cap:,}.")
     st.button(f"Use the first {cap:,} tokens", on_click=lambda: st.session_state.update({TRIM: cap}),
               key="use_first_tokens")
     return None
 
 
-def _run(args: dict, trim: int | None = None) -> None:
+def _run(enc: Encoding, trim: int | None = None) -> None:
     with st.status("Encoding…", expanded=True) as status:
         try:
-            if not args["synthetic"]:
-                hosting.check_model(args["model"])
-                compute.model(args["model"], bool(st.session_state.get(DOWNLOAD.key)))
-            capped = _within_cap(args, trim)
+            if not enc.synthetic:
+                hosting.check_model(enc.model)
+                compute.model(enc.model, bool(st.session_state.get(DOWNLOAD.key)))
+            capped = _within_cap(enc, trim)
             if capped is None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
@@ -168,7 +168,7 @@ def _run(args: dict, trim: int | None = None) -> None:
             status.update(label="Could not encode", state="error", expanded=True)
             messages.error(err)
             return
-        st.session_state["encoded"] = capped
+        st.session_state[document.ENCODED] = capped
         _keep_text(capped)
         took = sum(doc.timings.values())
         status.update(label=f"{doc.n:,} tokens, encoded earlier (kept in the cache)" if reused else
@@ -177,25 +177,25 @@ def _run(args: dict, trim: int | None = None) -> None:
         _pick_content_head(capped, doc)
 
 
-def _head_will_be_picked(args: dict) -> bool:
+def _head_will_be_picked(enc: Encoding) -> bool:
     """Whether the run picks its layer and head (_pick_content_head): a text longer than one window
     of a model with absolute positions, with the choice left to the app."""
-    if args["synthetic"] or not st.session_state.get(AUTO_HEAD.key):
+    if enc.synthetic or not st.session_state.get(AUTO_HEAD.key):
         return False
-    lm = compute.model(args["model"])
-    return not lm.rotary and compute.token_count(args["model"], args["text"]) > (args["window"] or lm.max_tokens)
+    lm = compute.model(enc.model)
+    return not lm.rotary and compute.token_count(enc) > (enc.window or lm.max_tokens)
 
 
-def _pick_content_head(args: dict, doc) -> None:
+def _pick_content_head(enc: Encoding, doc) -> None:
     """When positions restart in every window, move to the layer and head where content dominates
     (analysis.windows.default_layer_head): set on the next run, before the widgets exist."""
     if not windows.restarts(doc):
         return
     try:
-        layer, head, _ = windows.default_layer_head(compute.content_heads(args))
+        layer, head, _ = windows.default_layer_head(compute.content_heads(enc))
     except ValueError:
         return  # about one window long: no far keys to judge heads by, so the chosen head stays
-    if (layer, head) != (args["layer"], int(st.session_state[HEAD.key])):
+    if (layer, head) != (enc.layer, int(st.session_state[HEAD.key])):
         st.session_state[PICK] = (layer, head)
         st.rerun()
 
@@ -207,17 +207,18 @@ def _apply_pick() -> None:
         return
     layer, head = pick
     st.session_state[LAYER.key], st.session_state[HEAD.key] = layer, head
-    if st.session_state.get("encoded") and not st.session_state["encoded"]["synthetic"]:
-        st.session_state["encoded"] = {**st.session_state["encoded"], "layer": layer}
+    enc = document.encoding()
+    if enc is not None and not enc.synthetic:
+        st.session_state[document.ENCODED] = enc.at(layer)
 
 
-def _keep_text(args: dict) -> None:
+def _keep_text(enc: Encoding) -> None:
     """A pasted or uploaded text goes into the text store, so a link can reopen it."""
     if st.session_state[SOURCE.key] not in ("Paste", "Upload"):
         st.session_state[TEXT.key] = ""
         return
     try:
-        st.session_state[TEXT.key] = TextStore.from_env().put(args["text"])
+        st.session_state[TEXT.key] = TextStore.from_env().put(enc.text, enc.text_key)
     except (ValueError, OSError) as err:
         st.session_state[TEXT.key] = ""
         st.caption(f"A link cannot carry this text: {plain(str(err))}")
@@ -247,18 +248,19 @@ def render(owners: set[str]) -> None:
         running = st.container()  # the run's progress, right under Run where it is seen
         with st.expander("Synthetic vectors" if synthetic else "Model, layer and window",
                          expanded=synthetic):
-            args = _synthetic_args() if synthetic else _model_args(text)
+            spec = _synthetic_spec() if synthetic else None
+            choice = None if synthetic else _model_choice()
         trim = st.session_state.pop(TRIM, None)
         if pressed or auto or trim:
             with running:
-                if not args["synthetic"] and not args["text"].strip():
+                if not synthetic and not text.strip():
                     st.warning("The text is empty: pick a sample, paste or upload a text first.")
-                else:
-                    _run(args, trim)
-        got = document.current()
-        if got is not None:
-            _, doc = got
-            st.session_state[HEAD.key] = min(int(st.session_state[HEAD.key]), doc.heads - 1)
+                else:  # the one place a text is hashed: when it is encoded
+                    _run(Encoding.of_synthetic(spec) if synthetic else Encoding.of_text(text, *choice), trim)
+        run = document.current()
+        if run is not None:
+            doc = run.doc
+            st.session_state[HEAD.key] = run.head
             st.number_input("Head", 0, doc.heads - 1, key=HEAD.key, on_change=_chosen_by_hand)
             st.caption(f"{doc.n:,} tokens · {doc.heads} heads · layer {doc.layer} · {plain(doc.model)}")
         st.caption(f"Device: {pick_device()}" + (" · hosted demo" if hosting.hosted() else ""))

@@ -3,7 +3,7 @@
 Settings (what a person chooses: the text source, model, head, zoom, mechanism parameters,
 each page's options) are declared in the settings registry (ui.settings), each next to what
 owns it. Besides them st.session_state holds:
-  encoded              the arguments of the last successful encoding (a dict), or absent
+  encoded              the Encoding of the last successful encoding (below), or absent
   _restored            set once the URL's settings were applied to this session
   _pending_settings    values from a link waiting for the page that declares them
   _refused_settings    outside values that were refused, shown once as a notice (ui.share)
@@ -16,52 +16,91 @@ built from a Run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
 from explorer.analysis import remedies
 from explorer.core.doc import Doc
+from explorer.core.encoding import DEFAULT_MODEL
 from explorer.mechanisms import DENSE
+from ui.cache import freeze
+from ui.texts import content_key
 
 SOURCES = ("Sample", "Paste", "Upload", "Synthetic")
 REPRODUCIBLE = ("Sample", "Synthetic")  # sources a link can re-create without the text itself
+EVERY = -1  # Encoding.layer of a capture of every layer
 
 
-def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+@dataclass(frozen=True)
+class Encoding:
+    """What was encoded: a text by its content key (hashed once, when it entered), with the model,
+    layer and window; or synthetic vectors by their canonical arguments.
+
+    The text itself rides along uncompared (as a Doc rides on a Run), so the value is a cache key
+    that never hashes the text again; session state keeps this value, not a dict holding the text.
+    """
+
+    text_key: str
+    model: str = DEFAULT_MODEL
+    layer: int = 0
+    window: int = 0  # tokens per model pass, 0 for the model's maximum
+    synthetic: str = ""  # canonical JSON of explorer.synthetic's arguments, "" for a text
+    text: str = field(default="", compare=False, repr=False)
+
+    @classmethod
+    def of_text(cls, text: str, model: str, layer: int, window: int) -> Encoding:
+        return cls(content_key(text), model, layer, window, "", text)
+
+    @classmethod
+    def of_synthetic(cls, spec: dict) -> Encoding:
+        return cls("", "synthetic", 0, 0, json.dumps(spec, sort_keys=True))
+
+    @property
+    def key(self) -> str:
+        """A stable name for the encoding, what the caches and the Run key on."""
+        return (f"text={self.text_key}|layer={self.layer}|model={self.model}|synthetic={self.synthetic}"
+                f"|window={self.window}")
+
+    def at(self, layer: int) -> Encoding:
+        """The same text and model, another layer (EVERY: the capture of every layer)."""
+        return replace(self, layer=layer)
+
+    def with_text(self, text: str) -> Encoding:
+        """The same model, layer and window over another text (a hosted demo's first tokens)."""
+        return replace(self, text_key=content_key(text), text=text)
 
 
-def doc_key(args: dict) -> str:
-    """A stable name for an encoding (the text enters by its hash): what the caches key on."""
-    parts = [f"{k}={args[k]}" for k in sorted(args) if k != "text"]
-    return "|".join([f"text={text_key(args.get('text', ''))}"] + parts)
+def thaw(items: tuple) -> dict:
+    """Parameters frozen by freeze, as the dict a mechanism takes (tuples back to lists)."""
+    def back(v):
+        return [back(x) for x in v] if isinstance(v, tuple) else v
 
-
-def canonical(params: dict) -> str:
-    """Parameters as one canonical JSON text: the same values always give the same key."""
-    return json.dumps(params, sort_keys=True)
+    return {k: back(v) for k, v in items}
 
 
 @dataclass(frozen=True)
 class Run:
     """What a computation is about: an encoding, one head, a mechanism with its parameters, and
-    the dilution remedy its queries are rescaled by (explorer.analysis.remedies; "" for none).
+    the dilution remedy its queries are rescaled by (explorer.analysis.remedies; None for none).
 
-    Hashable and compared by every field but the Doc, which rides along uncompared, so it is the
-    cache key. `mech` is DENSE for exact attention.
+    A plain frozen value: hashable, compared by every field but the Doc, which rides along
+    uncompared, so it is the cache key. `mech` is DENSE for exact attention.
     """
 
-    doc_key: str
+    encoding: Encoding
     head: int
     mech: str = DENSE
-    params_json: str = "{}"
+    param_items: tuple = ()  # freeze(params)
     doc: Doc | None = field(default=None, compare=False, repr=False)
-    remedy_json: str = ""
+    remedy_items: tuple | None = None  # (kind, freeze(params)) or None
+
+    @property
+    def doc_key(self) -> str:
+        return self.encoding.key
 
     @property
     def params(self) -> dict:
-        return json.loads(self.params_json)
+        return thaw(self.param_items)
 
     @property
     def dense(self) -> bool:
@@ -69,7 +108,11 @@ class Run:
 
     def of(self, mech: str, params: dict | None = None) -> Run:
         """The same encoding and head, another mechanism."""
-        return replace(self, mech=mech, params_json=canonical(params or {}))
+        return replace(self, mech=mech, param_items=freeze(params or {}))
+
+    def whole_layer(self) -> Run:
+        """The same run standing for every head of its layer (head 0), for results about all heads."""
+        return replace(self, head=0)
 
     def reference(self) -> Run:
         """Exact attention on the same encoding and head."""
@@ -77,16 +120,8 @@ class Run:
 
     @property
     def remedy(self) -> remedies.Spec:
-        if not self.remedy_json:
-            return None
-        kind, params = json.loads(self.remedy_json)
-        return kind, params
+        return None if self.remedy_items is None else (self.remedy_items[0], thaw(self.remedy_items[1]))
 
     def remedied(self, spec: remedies.Spec) -> Run:
         """The same run with its queries rescaled by a remedy (None: as the model computed them)."""
-        return replace(self, remedy_json=json.dumps([spec[0], spec[1]], sort_keys=True) if spec else "")
-
-    def qkv(self):
-        """q, k, v of this head, [1, n, head_dim] each, the queries rescaled by the run's remedy."""
-        q, k, v = self.doc.head(self.head)
-        return (remedies.apply(q, self.remedy, self.doc.causal) if self.remedy_json else q), k, v
+        return replace(self, remedy_items=(spec[0], freeze(spec[1])) if spec else None)

@@ -17,6 +17,11 @@ KEY = re.compile(r"[0-9a-f]{32}")
 _LOCK = threading.Lock()
 
 
+def content_key(text: str) -> str:
+    """The one name of a text's content: its file in the store, and its part of every cache key."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def _mb(name: str, default: float) -> int:
     raw = os.environ.get(name, str(default))
     try:
@@ -39,13 +44,14 @@ class TextStore:
         root = os.environ.get("EXPLORER_TEXT_DIR") or Path.home() / ".cache" / "attention-explorer" / "texts"
         return cls(Path(root), _mb("EXPLORER_TEXT_MAX_MB", 8), _mb("EXPLORER_TEXT_STORE_MB", 512))
 
-    def put(self, text: str) -> str:
-        """Store a text; its key. ValueError when it is larger than one text may be."""
+    def put(self, text: str, key: str | None = None) -> str:
+        """Store a text; its key (content_key(text), given when already known). ValueError when it is
+        larger than one text may be."""
         data = text.encode("utf-8")
         if len(data) > self.max_text:
             raise ValueError(f"this text is {len(data) / 2**20:.1f} MB; a link can carry texts of up to "
                              f"{self.max_text / 2**20:.0f} MB")
-        key = hashlib.sha256(data).hexdigest()[:32]
+        key = key or content_key(text)
         with _LOCK:
             self.root.mkdir(parents=True, exist_ok=True)
             path = self.root / f"{key}.txt"

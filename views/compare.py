@@ -1,23 +1,27 @@
 """Any set of mechanisms beside dense: one colour scale, one zoom, one query cursor,
 a fidelity table and a mechanism x head overview."""
-from dataclasses import replace
-
 import plotly.express as px
 import streamlit as st
 
-from explorer.analysis import remedies
 from explorer.analysis.compare import COLUMNS, fidelity_table, heads_overview, table_row
 from explorer.figures import common
 from explorer.mechanisms import DENSE, REGISTRY
 from ui import charts, compute, document, downloads, forms, inspector, maps, settings
 from ui import remedies as remedy_ui
-from ui.cache import cached, report, store
+from ui.cache import computation, report
 
 CHOICES = tuple(k for k in REGISTRY if k != DENSE)
 MECHS = settings.Setting("compare_mechs", list(CHOICES[:3]), choices=CHOICES)
 METRIC = settings.Setting("compare_metric", "tv", choices=tuple(COLUMNS))
 PER_ROW = settings.Setting("compare_per_row", 2, lo=1, hi=4)
 settings.declare(MECHS, METRIC, PER_ROW)
+
+
+@computation("Every mechanism on every head, steps")
+def every_head(run, params: dict, metric: str):
+    """Each mechanism (params: key -> its parameters) against dense on every head of the layer."""
+    return heads_overview(compute.remedied_doc(run), params, metric, progress=report)
+
 
 run = document.require()
 doc = run.doc
@@ -64,13 +68,9 @@ if picked:
 
     charts.section("Every head of the layer")
     metric = st.selectbox("Metric", METRIC.choices, format_func=COLUMNS.get, key=METRIC.key)
-    heads_key = ("heads overview", run.doc_key, tuple((r.mech, r.params_json) for r in runs.values()), metric,
-                 run.remedy_json)
-    if st.button(f"Compute for all {doc.heads} heads") or heads_key in store():
-        heads_doc = replace(doc, q=remedies.apply(doc.q, spec, doc.causal)) if spec else doc
-        overview = cached(heads_key, lambda: heads_overview(heads_doc, params, metric, progress=report),
-                          label="Every mechanism on every head, steps")
-        overview = overview.rename(index=lambda k: REGISTRY[k].title)
+    layer = run.whole_layer()
+    if st.button(f"Compute for all {doc.heads} heads") or every_head.made(layer, params, metric):
+        overview = every_head(layer, params, metric).rename(index=lambda k: REGISTRY[k].title)
         charts.show(st, px.imshow(overview, color_continuous_scale="Viridis", aspect="auto", text_auto=".2f",
                                   labels={"color": COLUMNS[metric]}), key="heads")
         st.caption("Each cell is the mean over 256 sampled queries of that head: find the head where a mechanism "

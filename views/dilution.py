@@ -15,7 +15,7 @@ from ui import remedies as remedy_ui
 from ui.cache import cached, report
 from ui.messages import plain
 from ui.settings import Setting
-from ui.state import canonical
+from ui.cache import freeze
 
 CHOICES = tuple(k for k in REGISTRY if k != DENSE)
 LONGEST = (256, 1024, 4096, 16384, 65536)
@@ -83,7 +83,7 @@ measured = (tuple(lengths), queries, topk, sample)
 
 
 def mech_key_of(mech_key: str | None):
-    return canonical(mechanisms[REGISTRY[mech_key].title][1]) if mech_key else ""
+    return freeze(mechanisms[REGISTRY[mech_key].title][1]) if mech_key else ""
 
 
 def curves_of(mech_key: str | None, remedy: remedies.Spec = None):
@@ -187,7 +187,7 @@ else:
         (p0, p1), (q0, q1) = spans
         st.caption(f"Passage: tokens {p0}–{p1 - 1} ({plain(doc.text[doc.offsets[p0][0]:doc.offsets[p1 - 1][1]][:120])}"
                    f"…); question: tokens {q0}–{q1 - 1}.")
-        text_key = ("text dilution", run.doc_key, run.head, spans, canonical(params))
+        text_key = ("text dilution", run.doc_key, run.head, spans, freeze(params))
 
         def text_of(remedy):
             return cached((*text_key, str(remedy)), lambda: needle_text.text_dilution(

@@ -40,7 +40,7 @@ charts.section("Combined weights beside dense, and attention at each level",
                "chunk boundaries (on level maps, that level's nodes) when few enough fall in view. One colour scale.")
 window = maps.zoom(doc.n)
 grid = maps.grid()
-q, k, v = run.qkv()
+q, k, v = compute.qkv(run)
 pair = {"Dense": compute.window_map(run.reference(), window, grid),
         "Hierarchical (combined)": compute.window_map(run, window, grid)}
 per_level = dict(zip(names, cached(("hierarchical level maps", run, window, grid), lambda: level_maps(

@@ -21,7 +21,7 @@ if doc.causal:
     st.info("This model's attention is causal. Linformer and Nystromformer have no causal form, so the low-rank "
             "methods, the spectrum and the error curves here all work on the bidirectional matrix softmax(qkᵀ/√d); "
             "the dense map and the fidelity table show the model's own causal attention.")
-q, k, v = run.qkv()
+q, k, v = compute.qkv(run)
 
 items = {"k used": (s["rank"], "the rank parameter, clamped to the text length")}
 if s["method"] == "linformer":

@@ -65,7 +65,7 @@ if n > 1:
     span = (min(span[0], n - 1), max(span[1], min(span[0], n - 1) + 1))
 else:
     span = (0, 1)
-q, k, v = run.qkv()
+q, k, v = compute.qkv(run)
 pooled = cached(("lsh sorted map", run, rnd, span, maps.grid()), lambda: lsh.sorted_dense_map(
     q, k, s["perm"][rnd, 0], s["key_perm"][rnd, 0], doc.causal, span, span, maps.grid()),
     label="Reordering dense attention")

@@ -41,7 +41,7 @@ with left:
                     key="memory_lookback")
 with right:
     st.markdown("**Where dense attention falls**")
-    q, k, _ = run.qkv()
+    q, k, _ = compute.qkv(run)
     rows = sample_rows(doc.n, REGION_ROWS)
     mass = cached(("memory regions", run, REGION_ROWS), lambda: {
         name: m[0] for name, m in dense_mass_by_region(q, k, s, rows, doc.causal).items()})

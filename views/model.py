@@ -21,8 +21,8 @@ st.title("Model view")
 st.caption("Every layer and head of the model over the whole text, from one forward pass that captures all layers at "
            "once. Each square is one head; click one to make that layer and head the current one on every page "
            "(no encoding again: the capture is kept).")
-args = st.session_state["encoded"]
-if args.get("synthetic"):
+enc = document.encoding()
+if enc.synthetic:
     st.info("Synthetic vectors have no model layers: encode a text to see the whole model.")
     st.stop()
 
@@ -40,9 +40,9 @@ if mech:
         params = forms.checked(REGISTRY[mech], forms.param_form(REGISTRY[mech], doc=doc))
     shown = [*shown, "rel_error"]
 
-layers_differ = document.rules_by_layer(compute.capture(args))
+layers_differ = document.rules_by_layer(compute.capture(enc))
 st.caption(document.shown_as(doc) + (" " + layers_differ if layers_differ else ""))
-frame = compute.model_grid(args, queries, local, mech or None, params)
+frame = compute.model_grid(enc, queries, local, mech or None, params)
 charts.section("Every layer and head", f"{frame.queries.iloc[0]:,} evenly spaced queries per head, exact for those "
                f"queries; statistics took {frame.attrs['seconds']:.1f} s after the forward pass. Normalised entropy is "
                "1 for a uniform row; the first token's mass is the attention sink of Xiao et al. (2024); local mass "

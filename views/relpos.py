@@ -69,7 +69,7 @@ buckets = relpos.t5_bucket(distances, not causal, params["num_buckets"], params[
     if params["kind"] == "t5" else None
 charts.show(st, figures.bias_by_distance(distances, curves, highlight=run.head if run.head < curves.shape[0] else None,
                                          buckets=buckets), key="relpos_curve")
-q, k, _ = run.qkv()
+q, k, _ = compute.qkv(run)
 if params["kind"] == "rope":
     decay = cached(("rope decay", run, lo, hi), lambda: views.rope_decay(
         q, k, params["theta"], relpos.curve_distances(lo, hi)))

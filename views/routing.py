@@ -36,7 +36,7 @@ if router_mode:
     if pressed:
         st.session_state[USE_FIT.key] = True
     if pressed or fit_key in store():
-        q, k, v = run.qkv()
+        q, k, v = compute.qkv(run)
         settings_ = {name: value for name, value in run.params.items() if name != "mode"}
         fit = cached(fit_key, lambda: fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty,
                                                  progress=report, **settings_), label="Fitting the router, Adam steps")

@@ -39,7 +39,7 @@ charts.section("How much of dense attention crosses the boundaries",
                "For every query, the share of its dense attention that lands outside what segmented attention lets it "
                "see directly (its segment plus the look-back): exactly what is lost without the summaries. Left: along "
                "the text; right: averaged over each segment's queries.")
-q, k, _ = run.qkv()
+q, k, _ = compute.qkv(run)
 lse = compute.dense(run, maps.grid()).lse
 lost = cached(("segmented crossing", run), lambda: outside_mass(
     q, k, lse, params["segment_length"], params["overlap"], params["causal"], params.get("boundaries"))[0].cpu())

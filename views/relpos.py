@@ -25,7 +25,7 @@ SPAN = settings.Setting("relpos_span", 256, lo=1, hi=2**31 - 1)
 settings.declare(T5_CHECKPOINT, SPAN)
 
 kind = st.session_state.get(settings.param_key(MECH, "kind"), MECH.defaults()["kind"])
-shown = {"kind", "causal"} | ({"scale"} if kind != "rope" else set()) | set(relpos.KIND_PARAMS[kind])
+shown = {"kind", "causal", *relpos.SCHEMES[kind].reads}  # the form draws only parameters
 run = forms.opening(MECH, names=tuple(shown))
 doc = run.doc
 params = {**MECH.defaults(), **run.params}  # every head's curve needs the full set; a run adds its head

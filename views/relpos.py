@@ -54,7 +54,7 @@ forms.metrics(res, {"Tokens": (f"{doc.n:,}", None)})
 charts.section("Bias against distance, per head",
                "What each head adds to a score, by the key's distance from the query (negative: keys before the "
                "query). The bold line is the head shown elsewhere on this page."
-               + ("" if res.structure["bias_exact"] else " This kind depends on the query's content: each point is "
+               + ("" if res.structure.bias_exact else " This kind depends on the query's content: each point is "
                "the mean over up to 256 evenly spaced queries."))
 if doc.n < 2:
     span = 0

@@ -34,16 +34,8 @@ Choices and deviations, each stated:
   model's head number head_offset + h among total_heads, so one head run
   alone gets the bias it has among all heads.
 
-structure (plain tensors, numbers):
-  kind, causal, bias_exact (True when the term depends on distance alone,
-  t5 and alibi; for shaw and rope the curve is averaged over query rows),
-  distances   LongTensor [D] signed distances j - i of the default curve,
-  bias        [heads, D] mean position term of the score at those distances,
-  window      (r0, r1, c0, c1) the first up-to-128 tokens, and
-  bias_window [heads, r1 - r0, c1 - c0] the position term there;
-  slopes [heads] (alibi), t5_values [num_buckets, heads] (t5),
-  buckets [D] of `distances` (t5), clip (shaw), theta (rope).
-For any other view call `bias_curve` / `bias_map`
+A run's structure is a `Structure`: the position term against distance and
+over the first tokens. For any other view call `bias_curve` / `bias_map`
 (explorer.analysis.relpos); `attention_by_distance` there measures any
 attention's mean weight by |distance|, and `rope_decay` the mean RoPE score
 against distance for the actual q, k.
@@ -51,6 +43,7 @@ against distance for the actual q, k.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -362,7 +355,7 @@ class Scheme:
         raise NotImplementedError
 
     def details(self, distances: torch.Tensor) -> dict:
-        """The scheme's own entries of the structure, for the curve at `distances`."""
+        """The scheme's own fields of `Structure`, for the curve at `distances`."""
         return {}
 
 
@@ -523,6 +516,24 @@ SCHEMES: dict[str, type[Scheme]] = {s.kind: s for s in (T5Buckets, ALiBi, Shaw, 
 KINDS = tuple(SCHEMES)
 
 
+@dataclass
+class Structure:
+    """What the relative-position page draws of a run: the term against distance and over the first tokens."""
+
+    kind: str  # the scheme, a key of SCHEMES
+    causal: bool  # keys after the query masked
+    bias_exact: bool  # the term depends on distance alone (t5, alibi); else `bias` is a mean over query rows
+    distances: torch.Tensor  # LongTensor [D]: signed distances j - i of the default curve
+    bias: torch.Tensor  # [heads, D]: (mean) position term of the score at those distances
+    window: tuple[int, int, int, int]  # (r0, r1, c0, c1): the first up-to-128 tokens
+    bias_window: torch.Tensor  # [heads, r1 - r0, c1 - c0]: the position term there
+    slopes: torch.Tensor | None = None  # alibi: [heads] slope of each head
+    t5_values: torch.Tensor | None = None  # t5: [num_buckets, heads] value of each bucket
+    buckets: torch.Tensor | None = None  # t5: [D] bucket of each of `distances`
+    clip: int | None = None  # shaw: distances clipped to [-clip, clip]
+    theta: float | None = None  # rope: base of the rotation frequencies
+
+
 # ---------------------------------------------------------------- the mechanism
 
 
@@ -573,13 +584,13 @@ class RelativePosition(Mechanism):
                       reach_fn=_reach(heads, n, term.causal, q.device))
 
     @staticmethod
-    def _structure(term: Scheme) -> dict:
+    def _structure(term: Scheme) -> Structure:
         distances = default_distances(term.n, term.causal)
         w = min(term.n, _WINDOW)
         window = torch.arange(w, device=term.q.device)
-        return {"kind": term.kind, "causal": term.causal, "bias_exact": term.exact, "distances": distances,
-                "bias": term.curve(distances).cpu(), "window": (0, w, 0, w),
-                "bias_window": term.pairs(window, window).cpu(), **term.details(distances)}
+        return Structure(kind=term.kind, causal=term.causal, bias_exact=term.exact, distances=distances,
+                         bias=term.curve(distances).cpu(), window=(0, w, 0, w),
+                         bias_window=term.pairs(window, window).cpu(), **term.details(distances))
 
     @staticmethod
     def _cost(term: Scheme, dv: int) -> dict:

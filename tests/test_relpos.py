@@ -145,7 +145,7 @@ def test_t5_profiles_are_bucket_values_used_as_t5_would(profile):
     n, heads = 60, 4
     q, k, v = qkv(n, heads)
     res = MECH.run(q, k, v, kind="t5", profile=profile, num_buckets=16, max_distance=30, seed=3)
-    values = res.structure["t5_values"]
+    values = res.structure.t5_values
     assert values.shape == (16, heads)
     w, out = dense_with_bias(q, k, v, t5_reference_bias(values, n, False, 16, 30), False)
     torch.testing.assert_close(res.output, out, atol=1e-5, rtol=1e-4)
@@ -312,15 +312,15 @@ def test_structure_bias_is_the_explicit_position_term(kind):
     with_pos = torch.log(res.weights(torch.arange(n)))
     content = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
     term = with_pos - content
-    term = term - term[:, :, :1] + st_["bias_window"][:, :, :1]  # softmax drops a per-row constant
-    torch.testing.assert_close(st_["bias_window"], term, atol=2e-4, rtol=1e-4)
-    assert st_["window"] == (0, n, 0, n)
-    dist = st_["distances"]
+    term = term - term[:, :, :1] + st_.bias_window[:, :, :1]  # softmax drops a per-row constant
+    torch.testing.assert_close(st_.bias_window, term, atol=2e-4, rtol=1e-4)
+    assert st_.window == (0, n, 0, n)
+    dist = st_.distances
     assert torch.equal(dist, torch.arange(-(n - 1), n))
     rel = distance_matrix(n)
     expected = torch.stack([(term * (rel == m)).sum((1, 2)) / (rel == m).sum() for m in dist.tolist()], 1)
-    torch.testing.assert_close(st_["bias"], expected, atol=2e-4, rtol=1e-4)
-    assert st_["bias_exact"] == (kind in ("t5", "alibi"))
+    torch.testing.assert_close(st_.bias, expected, atol=2e-4, rtol=1e-4)
+    assert st_.bias_exact == (kind in ("t5", "alibi"))
 
 
 def test_bias_map_pools_the_window():

@@ -25,7 +25,7 @@ SPAN = settings.Setting("relpos_span", 256, lo=1, hi=2**31 - 1)
 settings.declare(T5_CHECKPOINT, SPAN)
 
 kind = st.session_state.get(settings.param_key(MECH, "kind"), MECH.defaults()["kind"])
-shown = {"kind", "causal"} | ({"scale"} if kind != "rope" else set()) | set(relpos.KIND_PARAMS[kind])
+shown = {"kind", "causal", *relpos.SCHEMES[kind].reads}  # the form draws only parameters
 run = forms.opening(MECH, names=tuple(shown))
 doc = run.doc
 params = {**MECH.defaults(), **run.params}  # every head's curve needs the full set; a run adds its head
@@ -54,7 +54,7 @@ forms.metrics(res, {"Tokens": (f"{doc.n:,}", None)})
 charts.section("Bias against distance, per head",
                "What each head adds to a score, by the key's distance from the query (negative: keys before the "
                "query). The bold line is the head shown elsewhere on this page."
-               + ("" if res.structure["bias_exact"] else " This kind depends on the query's content: each point is "
+               + ("" if res.structure.bias_exact else " This kind depends on the query's content: each point is "
                "the mean over up to 256 evenly spaced queries."))
 if doc.n < 2:
     span = 0

@@ -10,7 +10,7 @@ from explorer.core.pooling import MapAccumulator, PooledMap, check_window, sampl
 from explorer.core.rows import sample_rows
 from explorer.mechanisms.relpos import (
     MECHANISM,
-    curve_distances,
+    default_distances,
     mean_by_distance,
     pair_scores,
     rope_bound,
@@ -21,9 +21,8 @@ from explorer.mechanisms.relpos import (
 def bias_curve(q, k, distances=None, max_rows: int = 256, **params) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, mean position term [heads, D]); distances default to the whole range."""
     term = MECHANISM.position_term(q, k, params)
-    n = q.shape[1]
     if distances is None:
-        distances = curve_distances(-(n - 1), 0 if term.causal else n - 1)
+        distances = default_distances(term.n, term.causal)
     distances = torch.as_tensor(distances, dtype=torch.long)
     with torch.no_grad():
         return distances, term.curve(distances, max_rows).cpu()
@@ -94,7 +93,7 @@ def rope_decay(q, k, theta: float = 10000.0, distances=None, max_rows: int = 256
     """
     n = q.shape[1]
     if distances is None:
-        distances = curve_distances(-(n - 1), 0 if causal else n - 1)
+        distances = default_distances(n, causal)
     distances = torch.as_tensor(distances, dtype=torch.long)
     qr, kr = rope_rotate(q, theta), rope_rotate(k, theta)
     with torch.no_grad():

@@ -8,9 +8,10 @@ distance j - i (key position minus query position):
     shaw   q_i.(k_j + a_clip(j - i, -K, K)) / sqrt(d)            (Shaw et al. 2018)
     rope   (R_i q_i).(R_j k_j) / sqrt(d), R_p rotates pair t by p * theta^(-2t/d)  (Su et al. 2021)
 
-The position term is computed per query chunk from a table by distance (T5,
-ALiBi), from q_i . a per chunk (Shaw) or from q and k rotated once (RoPE):
-memory O(n * head_dim + chunk * n), never n x n.
+One class per scheme (`SCHEMES`, by `kind`) holds that position term for one
+run. It is computed per query chunk from a table by distance (T5, ALiBi), from
+q_i . a per chunk (Shaw) or from q and k rotated once (RoPE): memory
+O(n * head_dim + chunk * n), never n x n.
 
 Choices and deviations, each stated:
 - The q, k come from another model, so scores keep its 1/sqrt(d) scale
@@ -33,22 +34,17 @@ Choices and deviations, each stated:
   model's head number head_offset + h among total_heads, so one head run
   alone gets the bias it has among all heads.
 
-structure (plain tensors, numbers):
-  kind, causal, bias_exact (True when the term depends on distance alone,
-  t5 and alibi; for shaw and rope the curve is averaged over query rows),
-  distances   LongTensor [D] signed distances j - i of the default curve,
-  bias        [heads, D] mean position term of the score at those distances,
-  window      (r0, r1, c0, c1) the first up-to-128 tokens, and
-  bias_window [heads, r1 - r0, c1 - c0] the position term there;
-  slopes [heads] (alibi), t5_values [num_buckets, heads] (t5),
-  buckets [D] of `distances` (t5), clip (shaw), theta (rope).
-For any other view call `bias_curve` / `bias_map` (the window only).
-`attention_by_distance` measures any attention's mean weight by |distance|,
-and `rope_decay` the mean RoPE score against distance for the actual q, k.
+A run's structure is a `Structure`: the position term against distance and
+over the first tokens. For any other view call `bias_curve` / `bias_map`
+(explorer.analysis.relpos); `attention_by_distance` there measures any
+attention's mean weight by |distance|, and `rope_decay` the mean RoPE score
+against distance for the actual q, k.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -57,15 +53,7 @@ from explorer.core.device import chunk_rows
 from explorer.core.rows import row_chunks, sample_rows
 from explorer.mechanisms.base import Mechanism, Param, Result
 
-KINDS = ("t5", "alibi", "shaw", "rope")
 PROFILES = ("seeded", "decay", "local")
-# which parameters each kind reads (the page shows only these)
-KIND_PARAMS = {
-    "t5": ("num_buckets", "max_distance", "profile", "seed"),
-    "alibi": (),
-    "shaw": ("clip", "seed"),
-    "rope": ("theta",),
-}
 _PAIR_BUDGET = 2**24  # elements of one gathered [heads, rows, distances, d] block
 _WINDOW = 128  # tokens of the default bias window in `structure`
 _LOCAL_PENALTY = -8.0  # "local" profile: bias beyond the head's window
@@ -136,6 +124,25 @@ def t5_profile(profile: str, heads: torch.Tensor, total_heads: int, bidirectiona
         return -torch.log1p(dist) * (heads.float() + 1) / total_heads
     window = 2.0 ** (heads % 4).float()
     return torch.where(dist <= window, 0.0, _LOCAL_PENALTY)
+
+
+def _checked_t5_values(values, num_buckets: int, need_heads: int) -> torch.Tensor:
+    """A finite float table [num_buckets, >= need_heads] (a tensor, or nested lists as JSON carries it)."""
+    def bad(shape) -> ValueError:
+        return ValueError(f"relpos: parameter t5_values (shape {shape}) must be a finite float table "
+                          f"[num_buckets={num_buckets}, heads >= {need_heads}]")
+
+    if not isinstance(values, torch.Tensor):
+        try:
+            values = torch.tensor(values, dtype=torch.float32)
+        except (TypeError, ValueError) as err:
+            raise bad(type(values).__name__) from err
+    shape = tuple(values.shape)
+    if values.dim() != 2 or not values.is_floating_point() or shape[0] != num_buckets or shape[1] < need_heads:
+        raise bad(shape)
+    if not torch.isfinite(values).all():
+        raise bad(shape)
+    return values
 
 
 def t5_checkpoint_values(name_or_path: str, decoder: bool = False,
@@ -240,7 +247,28 @@ def rope_bound(head_dim: int, theta: float, distances) -> torch.Tensor:
     return phase.cumsum(dim=1).abs().mean(dim=1)
 
 
-# ---------------------------------------------------------------- the position term
+# ---------------------------------------------------------------- the position term, by distance
+
+
+class ModelHeads(NamedTuple):
+    """Which heads of the model a run holds: their numbers, and how many the model has."""
+
+    numbers: torch.Tensor
+    total: int
+
+
+def model_heads(heads: int, head_offset: int, total_heads: int) -> ModelHeads:
+    """The model's heads of `heads` given from head_offset, in a model of total_heads (0: just enough)."""
+    total = total_heads or head_offset + heads
+    if total < head_offset + heads:
+        raise ValueError(f"relpos: parameter total_heads={total_heads} must be 0 or at least "
+                         f"head_offset + heads = {head_offset + heads}")
+    return ModelHeads(torch.arange(head_offset, head_offset + heads), total)
+
+
+def offsets(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Distances j - i [len(rows), c] for keys cols: shared [c] or per row [len(rows), c]."""
+    return (cols if cols.dim() == 2 else cols[None, :]) - rows[:, None]
 
 
 def pair_scores(qx: torch.Tensor, kx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -264,103 +292,6 @@ def mean_by_distance(pair_fn, n: int, distances: torch.Tensor, max_rows: int, de
     return (term * valid.to(term.dtype)).sum(1) / valid.sum(0).clamp_min(1).to(term.dtype)
 
 
-class PositionTerm:
-    """The position part of one run's scores, built once for q, k and the parameters.
-
-    `scores(rows)` gives the full scores of a query chunk; `pairs(rows, cols)`
-    the position term alone (for RoPE: rotated score minus content score).
-    """
-
-    def __init__(self, q, k, kind, causal, scale, num_buckets, max_distance, profile, t5_values,
-                 clip, theta, seed, head_offset, total_heads):
-        self.q, self.k, self.kind, self.causal = q, k, kind, causal
-        heads, n, d = q.shape
-        self.n = n
-        model_heads = torch.arange(head_offset, head_offset + heads)
-        total = total_heads or head_offset + heads
-        if total < head_offset + heads:
-            raise ValueError(f"relpos: parameter total_heads={total_heads} must be 0 or at least "
-                             f"head_offset + heads = {head_offset + heads}")
-        self.extra: dict = {}
-        if kind in ("t5", "alibi"):
-            per_head = self._t5(model_heads, total, num_buckets, max_distance, profile, t5_values, seed) \
-                if kind == "t5" else self._alibi(model_heads, total)
-            self.by_distance = lambda dist: per_head(dist) * scale  # [heads, *dist.shape]
-            self.table = self.by_distance(torch.arange(-(n - 1), n, device=q.device))
-        elif kind == "shaw":
-            self.emb = shaw_embeddings(clip, d, seed).to(q.device, q.dtype) * scale
-            self.clip = clip
-            self.extra["clip"] = clip
-        else:
-            self.qr, self.kr = rope_rotate(q, theta), rope_rotate(k, theta)
-            self.extra["theta"] = theta
-
-    def _t5(self, model_heads, total, num_buckets, max_distance, profile, t5_values, seed):
-        bidirectional = not self.causal
-        if t5_values is None:
-            values = t5_profile(profile, model_heads, total, bidirectional, num_buckets, max_distance, seed)
-        else:
-            values = _checked_t5_values(t5_values, num_buckets, int(model_heads[-1]) + 1)
-            values = values.index_select(1, model_heads.to(values.device))
-        values = values.to(self.q.device, self.q.dtype)
-        self.extra["t5_values"] = values.cpu()
-        return lambda dist: values[t5_bucket(dist, bidirectional, num_buckets, max_distance)].movedim(-1, 0)
-
-    def _alibi(self, model_heads, total):
-        slopes = alibi_slopes(total)[model_heads].to(self.q.device, self.q.dtype)
-        self.extra["slopes"] = slopes.cpu()
-        return lambda dist: -slopes.view(-1, *[1] * dist.dim()) * dist.abs().to(slopes.dtype)
-
-    def scores(self, rows: torch.Tensor) -> torch.Tensor:
-        """Scores [heads, len(rows), n] with the position term, -inf on masked keys."""
-        if self.kind == "rope":
-            return content_scores(self.qr, self.kr, rows, self.causal)
-        s = content_scores(self.q, self.k, rows, self.causal)
-        if self.kind == "shaw":
-            return s.add_(self.pairs(rows, torch.arange(self.n, device=rows.device)))
-        # row i's bias over all keys is the table slice starting at distance -i: a strided view, no index
-        return s.add_(self.table.unfold(1, self.n, 1)[:, self.n - 1 - rows])
-
-    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Position term [heads, len(rows), c] for keys cols: shared [c] or per row [len(rows), c]."""
-        if self.kind == "rope":
-            return pair_scores(self.qr, self.kr, rows, cols) - pair_scores(self.q, self.k, rows, cols)
-        dist = (cols if cols.dim() == 2 else cols[None, :]) - rows[:, None]
-        if self.kind == "shaw":
-            qa = torch.matmul(self.q[:, rows], self.emb.T) * self.q.shape[-1] ** -0.5  # [heads, rows, 2K+1]
-            index = dist.clamp(-self.clip, self.clip) + self.clip
-            return torch.gather(qa, 2, index.expand(qa.shape[0], -1, -1))
-        return self.table[:, dist + self.n - 1]
-
-    def curve(self, distances: torch.Tensor, max_rows: int = 256) -> torch.Tensor:
-        """Position term [heads, D] at each distance: exact for T5 and ALiBi, else a mean over query rows."""
-        if self.kind in ("t5", "alibi"):
-            return self.by_distance(distances.to(self.q.device))
-        return mean_by_distance(self.pairs, self.n, distances, max_rows, self.q.device)
-
-
-def _checked_t5_values(values, num_buckets: int, need_heads: int) -> torch.Tensor:
-    """A finite float table [num_buckets, >= need_heads] (a tensor, or nested lists as JSON carries it)."""
-    def bad(shape) -> ValueError:
-        return ValueError(f"relpos: parameter t5_values (shape {shape}) must be a finite float table "
-                          f"[num_buckets={num_buckets}, heads >= {need_heads}]")
-
-    if not isinstance(values, torch.Tensor):
-        try:
-            values = torch.tensor(values, dtype=torch.float32)
-        except (TypeError, ValueError) as err:
-            raise bad(type(values).__name__) from err
-    shape = tuple(values.shape)
-    if values.dim() != 2 or not values.is_floating_point() or shape[0] != num_buckets or shape[1] < need_heads:
-        raise bad(shape)
-    if not torch.isfinite(values).all():
-        raise bad(shape)
-    return values
-
-
-# ---------------------------------------------------------------- views for the page
-
-
 def curve_distances(lo: int, hi: int, count: int = 401) -> torch.Tensor:
     """Signed distances in [lo, hi]: all of them when they fit, else linear plus log-spaced near 0."""
     if hi < lo:
@@ -376,6 +307,233 @@ def curve_distances(lo: int, hi: int, count: int = 401) -> torch.Tensor:
     return cand[(cand >= lo) & (cand <= hi)].unique()
 
 
+def default_distances(n: int, causal: bool) -> torch.Tensor:
+    """The curve's distances over n tokens: every key a query may see (the past only when causal)."""
+    return curve_distances(-(n - 1), 0 if causal else n - 1)
+
+
+# ---------------------------------------------------------------- the schemes
+
+
+class Scheme:
+    """The position term of one run's scores, built once for q, k and the scheme's parameters.
+
+    `scores(rows)` gives the full scores of a query chunk, `pairs(rows, cols)`
+    the position term alone and `curve(distances)` the term against distance,
+    so the run, the structure and the page's views all read one computation.
+    """
+
+    kind = ""  # the value of the `kind` parameter
+    title = ""  # how a form names the scheme
+    reads: tuple[str, ...] = ()  # the constructor's arguments after q, k, causal: parameters, and `heads`
+    params: tuple[Param, ...] = ()  # the parameters only this scheme reads, as the mechanism declares them
+    exact = False  # the term depends on j - i alone, so `curve` is exact (else a mean over query rows)
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, causal: bool):
+        self.q, self.k, self.causal = q, k, causal
+        self.n = q.shape[1]
+
+    @staticmethod
+    def check(values: dict) -> None:
+        """Rules between the scheme's parameters: ValueError naming the parameter."""
+
+    def scores(self, rows: torch.Tensor) -> torch.Tensor:
+        """Scores [heads, len(rows), n] with the position term, -inf on masked keys."""
+        s = content_scores(self.q, self.k, rows, self.causal)
+        return s.add_(self.pairs(rows, torch.arange(self.n, device=rows.device)))
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Position term [heads, len(rows), c] for keys cols: shared [c] or per row [len(rows), c]."""
+        raise NotImplementedError
+
+    def curve(self, distances: torch.Tensor, max_rows: int = 256) -> torch.Tensor:
+        """Position term [heads, D] at each distance: the mean over sampled query rows."""
+        return mean_by_distance(self.pairs, self.n, distances, max_rows, self.q.device)
+
+    def cost(self) -> tuple[int, int]:
+        """(flops, bytes) the position term adds to dense attention."""
+        raise NotImplementedError
+
+    def details(self, distances: torch.Tensor) -> dict:
+        """The scheme's own fields of `Structure`, for the curve at `distances`."""
+        return {}
+
+
+class DistanceBias(Scheme):
+    """A term of j - i alone (T5, ALiBi): one table over every distance, so the curve is exact and
+    row i's bias is a strided slice of the table, never an n x n gather."""
+
+    exact = True
+
+    def __init__(self, q, k, causal, scale: float):
+        super().__init__(q, k, causal)
+        self.scale = scale
+        self.table = self.curve(torch.arange(-(self.n - 1), self.n, device=q.device))  # [heads, 2n - 1]
+
+    def bias(self, distance: torch.Tensor) -> torch.Tensor:
+        """The published term [heads, *distance.shape], before `scale`."""
+        raise NotImplementedError
+
+    def curve(self, distances, max_rows=256):
+        return self.bias(distances.to(self.q.device)) * self.scale
+
+    def scores(self, rows):
+        # row i's bias over all keys is the table slice starting at distance -i: a strided view, no index
+        s = content_scores(self.q, self.k, rows, self.causal)
+        return s.add_(self.table.unfold(1, self.n, 1)[:, self.n - 1 - rows])
+
+    def pairs(self, rows, cols):
+        return self.table[:, offsets(rows, cols) + self.n - 1]
+
+    def cost(self):
+        heads, n, _ = self.q.shape
+        return heads * n * n, 4 * heads * (2 * n - 1)  # add the gathered bias; the table
+
+
+class T5Buckets(DistanceBias):
+    """T5: a learned value per head for each bucket of j - i (relative_attention_bias).
+
+    Causal runs bucket one-sided (bidirectional=False), as T5's decoder does.
+    """
+
+    kind, title = "t5", "T5 buckets"
+    reads = ("heads", "scale", "num_buckets", "max_distance", "profile", "t5_values", "seed")
+    params = (
+        Param("num_buckets", 32, 2, 1024, help="T5: buckets (split over both directions when bidirectional)",
+              label="T5: buckets"),
+        Param("max_distance", 128, 1, 10**7, help="T5: distances beyond this share the last bucket",
+              label="T5: max distance (tokens)"),
+        Param("profile", "seeded", choices=PROFILES,
+              help="T5 without a checkpoint: seeded random, log-distance decay, or local window",
+              label="T5 bucket values", choice_text={"seeded": "seeded random", "decay": "log-distance decay", "local": "local window"}),
+        Param("t5_values", None, help="T5: bucket values [num_buckets, heads] from a checkpoint (tensor or lists)"),
+    )
+
+    def __init__(self, q, k, causal, heads: ModelHeads, scale, num_buckets, max_distance, profile, t5_values, seed):
+        self.bidirectional = not causal
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        if t5_values is None:
+            values = t5_profile(profile, heads.numbers, heads.total, self.bidirectional, num_buckets,
+                                max_distance, seed)
+        else:
+            values = _checked_t5_values(t5_values, num_buckets, int(heads.numbers[-1]) + 1)
+            values = values.index_select(1, heads.numbers.to(values.device))
+        self.values = values.to(q.device, q.dtype)  # [num_buckets, heads]
+        super().__init__(q, k, causal, scale)
+
+    @staticmethod
+    def check(values):
+        check_buckets(not values["causal"], values["num_buckets"], values["max_distance"])
+
+    def bucket(self, distance: torch.Tensor) -> torch.Tensor:
+        return t5_bucket(distance, self.bidirectional, self.num_buckets, self.max_distance)
+
+    def bias(self, distance):
+        return self.values[self.bucket(distance)].movedim(-1, 0)
+
+    def details(self, distances):
+        return {"t5_values": self.values.cpu(), "buckets": self.bucket(distances)}
+
+
+class ALiBi(DistanceBias):
+    """ALiBi: -m * |j - i|, a fixed slope m per head (`alibi_slopes`), no learned parameter."""
+
+    kind, title = "alibi", "ALiBi"
+    reads = ("heads", "scale")
+
+    def __init__(self, q, k, causal, heads: ModelHeads, scale):
+        self.slopes = alibi_slopes(heads.total)[heads.numbers].to(q.device, q.dtype)
+        super().__init__(q, k, causal, scale)
+
+    def bias(self, distance):
+        return -self.slopes.view(-1, *[1] * distance.dim()) * distance.abs().to(self.slopes.dtype)
+
+    def details(self, distances):
+        return {"slopes": self.slopes.cpu()}
+
+
+class Shaw(Scheme):
+    """Shaw et al.: q_i . a^K_ij / sqrt(d) with a^K_ij = w^K_clip(j - i, k), one table w^K for all heads.
+
+    The term depends on the query, so its curve is a mean over query rows.
+    """
+
+    kind, title = "shaw", "Shaw et al."
+    reads = ("scale", "clip", "seed")
+    params = (Param("clip", 16, 0, 16384, help="Shaw: relative distances clipped to [-clip, clip]",
+                    label="Shaw: clip distance (tokens)"),)
+
+    def __init__(self, q, k, causal, scale, clip, seed):
+        super().__init__(q, k, causal)
+        self.clip = clip
+        self.w_k = shaw_embeddings(clip, q.shape[-1], seed).to(q.device, q.dtype) * scale  # [2k + 1, d]
+
+    def pairs(self, rows, cols):
+        qa = torch.matmul(self.q[:, rows], self.w_k.T) * self.q.shape[-1] ** -0.5  # [heads, rows, 2k + 1]
+        index = offsets(rows, cols).clamp(-self.clip, self.clip) + self.clip
+        return torch.gather(qa, 2, index.expand(qa.shape[0], -1, -1))
+
+    def cost(self):
+        heads, n, d = self.q.shape
+        return 2 * heads * n * self.w_k.shape[0] * d + heads * n * n, 4 * self.w_k.numel()
+
+    def details(self, distances):
+        return {"clip": self.clip}
+
+
+class RoPE(Scheme):
+    """RoPE: q and k rotated by their positions (`rope_rotate`) before the dot product.
+
+    No term is added, so `scale` does not apply; the term shown is the rotated
+    score minus the content score.
+    """
+
+    kind, title = "rope", "RoPE"
+    reads = ("theta",)
+    params = (Param("theta", 10000.0, 1.0, 1e12, help="RoPE: base of the rotation frequencies",
+                    label="RoPE: base θ"),)
+
+    def __init__(self, q, k, causal, theta):
+        super().__init__(q, k, causal)
+        self.theta = theta
+        self.q_rot, self.k_rot = rope_rotate(q, theta), rope_rotate(k, theta)
+
+    def scores(self, rows):
+        return content_scores(self.q_rot, self.k_rot, rows, self.causal)
+
+    def pairs(self, rows, cols):
+        return pair_scores(self.q_rot, self.k_rot, rows, cols) - pair_scores(self.q, self.k, rows, cols)
+
+    def cost(self):
+        heads, n, d = self.q.shape
+        return 6 * heads * n * d, 4 * 2 * heads * n * d  # rotate q and k; the rotated copies
+
+    def details(self, distances):
+        return {"theta": self.theta}
+
+
+SCHEMES: dict[str, type[Scheme]] = {s.kind: s for s in (T5Buckets, ALiBi, Shaw, RoPE)}
+KINDS = tuple(SCHEMES)
+
+
+@dataclass
+class Structure:
+    """What the relative-position page draws of a run: the term against distance and over the first tokens."""
+
+    kind: str  # the scheme, a key of SCHEMES
+    causal: bool  # keys after the query masked
+    bias_exact: bool  # the term depends on distance alone (t5, alibi); else `bias` is a mean over query rows
+    distances: torch.Tensor  # LongTensor [D]: signed distances j - i of the default curve
+    bias: torch.Tensor  # [heads, D]: (mean) position term of the score at those distances
+    window: tuple[int, int, int, int]  # (r0, r1, c0, c1): the first up-to-128 tokens
+    bias_window: torch.Tensor  # [heads, r1 - r0, c1 - c0]: the position term there
+    slopes: torch.Tensor | None = None  # alibi: [heads] slope of each head
+    t5_values: torch.Tensor | None = None  # t5: [num_buckets, heads] value of each bucket
+    buckets: torch.Tensor | None = None  # t5: [D] bucket of each of `distances`
+    clip: int | None = None  # shaw: distances clipped to [-clip, clip]
+    theta: float | None = None  # rope: base of the rotation frequencies
+
+
 # ---------------------------------------------------------------- the mechanism
 
 
@@ -389,23 +547,12 @@ class RelativePosition(Mechanism):
         "drawn: the distances on the curve and the window on the map.")
     params = (
         Param("kind", "t5", choices=KINDS, help="which relative-position scheme",
-              label="Scheme", choice_text={"t5": "T5 buckets", "alibi": "ALiBi", "shaw": "Shaw et al.", "rope": "RoPE"}),
+              label="Scheme", choice_text={kind: s.title for kind, s in SCHEMES.items()}),
         Param("causal", False, help="mask keys after the query (decoder form; T5 then buckets one-sided)",
               label="Causal (decoder form)"),
         Param("scale", 1.0, 0.0, 1000.0, help="multiplier on the position term (1 = as published; not RoPE)",
               label="Position term scale (1: as published)"),
-        Param("num_buckets", 32, 2, 1024, help="T5: buckets (split over both directions when bidirectional)",
-              label="T5: buckets"),
-        Param("max_distance", 128, 1, 10**7, help="T5: distances beyond this share the last bucket",
-              label="T5: max distance (tokens)"),
-        Param("profile", "seeded", choices=PROFILES,
-              help="T5 without a checkpoint: seeded random, log-distance decay, or local window",
-              label="T5 bucket values", choice_text={"seeded": "seeded random", "decay": "log-distance decay", "local": "local window"}),
-        Param("t5_values", None, help="T5: bucket values [num_buckets, heads] from a checkpoint (tensor or lists)"),
-        Param("clip", 16, 0, 16384, help="Shaw: relative distances clipped to [-clip, clip]",
-              label="Shaw: clip distance (tokens)"),
-        Param("theta", 10000.0, 1.0, 1e12, help="RoPE: base of the rotation frequencies",
-              label="RoPE: base θ"),
+        *(p for scheme in SCHEMES.values() for p in scheme.params),
         Param("seed", 0, 0, 2**31 - 1, help="seed of T5's seeded profile and Shaw's embeddings",
               label="Seed of the T5 values and Shaw's embeddings"),
         Param("head_offset", 0, 0, 4096, help="model head number of the first head given (one-head runs)"),
@@ -414,20 +561,18 @@ class RelativePosition(Mechanism):
     head_params = ("head_offset", "total_heads")
 
     def check_together(self, values: dict) -> None:
-        if values["kind"] == "t5":
-            check_buckets(not values["causal"], values["num_buckets"], values["max_distance"])
+        SCHEMES[values["kind"]].check(values)
 
-    def position_term(self, q, k, params: dict) -> PositionTerm:
-        """Validated parameters -> the run's position term (also used by the page's views)."""
+    def position_term(self, q, k, params: dict) -> Scheme:
+        """Validated parameters -> the run's scheme, built for q and k (also used by the page's views)."""
         values = self.validate(params)
-        return PositionTerm(q, k, values["kind"], values["causal"], values["scale"], values["num_buckets"],
-                            values["max_distance"], values["profile"], values["t5_values"], values["clip"],
-                            values["theta"], values["seed"], values["head_offset"], values["total_heads"])
+        given = {**values, "heads": model_heads(q.shape[0], values["head_offset"], values["total_heads"])}
+        scheme = SCHEMES[values["kind"]]
+        return scheme(q, k, values["causal"], **{name: given[name] for name in scheme.reads})
 
     def compute(self, q, k, v, **params):
         term = self.position_term(q, k, params)
         heads, n, d = q.shape
-        causal = params["causal"]
 
         def weights(rows):
             return torch.softmax(term.scores(rows), dim=-1)
@@ -435,36 +580,24 @@ class RelativePosition(Mechanism):
         out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
         for rows in row_chunks(n, chunk_rows(n, heads, q.device, buffers=6), q.device):
             out[:, rows] = weights(rows) @ v
-        return Result(out, weights, structure=self._structure(term, params),
-                      cost=self._cost(term, heads, n, d, v.shape[2]), reach_fn=_reach(heads, n, causal, q.device))
-
-    def _structure(self, term: PositionTerm, params: dict) -> dict:
-        n, causal = term.n, params["causal"]
-        distances = curve_distances(-(n - 1), 0 if causal else n - 1)
-        w = min(n, _WINDOW)
-        window = torch.arange(w, device=term.q.device)
-        structure = {"kind": term.kind, "causal": causal, "bias_exact": term.kind in ("t5", "alibi"),
-                     "distances": distances, "bias": term.curve(distances).cpu(),
-                     "window": (0, w, 0, w), "bias_window": term.pairs(window, window).cpu(),
-                     **term.extra}
-        if term.kind == "t5":
-            structure["buckets"] = t5_bucket(distances, not causal, params["num_buckets"], params["max_distance"])
-        return structure
+        return Result(out, weights, structure=self._structure(term), cost=self._cost(term, v.shape[2]),
+                      reach_fn=_reach(heads, n, term.causal, q.device))
 
     @staticmethod
-    def _cost(term: PositionTerm, heads: int, n: int, d: int, dv: int) -> dict:
-        flops = 2 * heads * n * n * (d + dv) + 5 * heads * n * n  # matmuls, softmax
-        extra_bytes = 0
-        if term.kind in ("t5", "alibi"):
-            flops += heads * n * n  # add the gathered bias
-            extra_bytes = 4 * heads * (2 * n - 1)
-        elif term.kind == "shaw":
-            flops += 2 * heads * n * term.emb.shape[0] * d + heads * n * n
-            extra_bytes = 4 * term.emb.numel()
-        else:
-            flops += 6 * heads * n * d  # rotate q and k
-            extra_bytes = 4 * 2 * heads * n * d
-        return {"flops": flops, "bytes": 4 * heads * (2 * n * n + n * (2 * d + 2 * dv)) + extra_bytes}
+    def _structure(term: Scheme) -> Structure:
+        distances = default_distances(term.n, term.causal)
+        w = min(term.n, _WINDOW)
+        window = torch.arange(w, device=term.q.device)
+        return Structure(kind=term.kind, causal=term.causal, bias_exact=term.exact, distances=distances,
+                         bias=term.curve(distances).cpu(), window=(0, w, 0, w),
+                         bias_window=term.pairs(window, window).cpu(), **term.details(distances))
+
+    @staticmethod
+    def _cost(term: Scheme, dv: int) -> dict:
+        heads, n, d = term.q.shape
+        flops, extra_bytes = term.cost()
+        return {"flops": 2 * heads * n * n * (d + dv) + 5 * heads * n * n + flops,  # matmuls, softmax, the term
+                "bytes": 4 * heads * (2 * n * n + n * (2 * d + 2 * dv)) + extra_bytes}
 
 
 def _reach(heads: int, n: int, causal: bool, device):

@@ -7,7 +7,7 @@ from explorer.analysis import relpos as views
 from explorer.figures import relpos as figures
 from explorer.mechanisms import REGISTRY, relpos
 from ui import charts, compute, fidelity, forms, maps, messages, settings
-from ui.cache import cached
+from ui.cache import computation
 
 MECH = REGISTRY["relpos"]
 EXPLAIN = {
@@ -24,6 +24,42 @@ T5_CHECKPOINT = settings.Setting("relpos_t5", "", max_chars=300)
 SPAN = settings.Setting("relpos_span", 256, lo=1, hi=2**31 - 1)
 settings.declare(T5_CHECKPOINT, SPAN)
 
+
+@computation()
+def checkpoint_values(name: str):
+    return relpos.t5_checkpoint_values(name)
+
+
+@computation("Computing the bias of every head")
+def head_curves(run, heads: int, lo: int, hi: int):
+    """Every head's bias by distance; a run stands for its layer here (its head is only highlighted)."""
+    params = run.params
+    return views.bias_curve(run.doc.q[:heads], run.doc.k[:heads], relpos.curve_distances(lo, hi), **params)
+
+
+@computation()
+def rope_decay(run, lo: int, hi: int):
+    q, k, _ = compute.qkv(run)
+    return views.rope_decay(q, k, run.params["theta"], relpos.curve_distances(lo, hi))
+
+
+@computation("Computing the bias over the window")
+def bias_map(run, window: tuple, grid: int):
+    q, k, _ = compute.qkv(run)
+    return views.bias_map(q, k, rows=window[:2], cols=window[2:], grid=grid, per_bin=compute.MAP_ROWS_PER_BIN,
+                          **MECH.for_head(run.params, run.head, run.doc.heads))
+
+
+@computation("Measuring attention by distance")
+def by_distance(run):
+    """Mean weight by distance: the model's own attention, and with the bias."""
+    q = run.doc.q
+    return {"dense": views.attention_by_distance(compute.weights_fn(run.reference()), run.doc.n, 1,
+                                                 causal=run.doc.causal, device=q.device),
+            "relpos": views.attention_by_distance(compute.result(run).weights, run.doc.n, 1,
+                                                  causal=run.params["causal"], device=q.device)}
+
+
 kind = st.session_state.get(settings.param_key(MECH, "kind"), MECH.defaults()["kind"])
 shown = {"kind", "causal", *relpos.SCHEMES[kind].reads}  # the form draws only parameters
 run = forms.opening(MECH, names=tuple(shown))
@@ -39,7 +75,7 @@ if params["kind"] == "t5":
                               "above.").strip()
     if name:
         try:
-            table, info = cached(("t5 checkpoint", name), lambda: relpos.t5_checkpoint_values(name))
+            table, info = checkpoint_values(name)
             params.update(t5_values=table.tolist(), num_buckets=info["num_buckets"], max_distance=info["max_distance"])
             st.caption(f"Bucket values of {name}: {info['num_buckets']} buckets, max distance "
                        f"{info['max_distance']}, {info['heads']} heads (head h of the layer uses column h).")
@@ -63,16 +99,13 @@ else:
     span = st.slider("Distances shown (±)", 1, doc.n - 1, key=SPAN.key)
 lo, hi = -span, 0 if causal else span
 heads = doc.heads if params.get("t5_values") is None else min(doc.heads, len(params["t5_values"][0]))
-distances, curves = cached(("relpos curves", run.doc_key, run.params_json, lo, hi), lambda: views.bias_curve(
-    doc.q[:heads], doc.k[:heads], relpos.curve_distances(lo, hi), **params), label="Computing the bias of every head")
+distances, curves = head_curves(run.of(MECH.key, params).whole_layer(), heads, lo, hi)
 buckets = relpos.t5_bucket(distances, not causal, params["num_buckets"], params["max_distance"]) \
     if params["kind"] == "t5" else None
 charts.show(st, figures.bias_by_distance(distances, curves, highlight=run.head if run.head < curves.shape[0] else None,
                                          buckets=buckets), key="relpos_curve")
-q, k, _ = compute.qkv(run)
 if params["kind"] == "rope":
-    decay = cached(("rope decay", run, lo, hi), lambda: views.rope_decay(
-        q, k, params["theta"], relpos.curve_distances(lo, hi)))
+    decay = rope_decay(run, lo, hi)
     st.caption("RoPE's decay for these very queries and keys: the mean score at each distance with and without the "
                "rotation, beside RoFormer's content-free bound, which shrinks as the distance grows.")
     charts.show(st, figures.rope_decay(decay), key="relpos_rope")
@@ -82,9 +115,7 @@ charts.section("The bias over the text",
                "The bias as a map over query and key positions, for the zoomed window only; long windows pool the "
                "map to the screen (each cell is a mean). Red lowers a score, blue raises it.")
 window = maps.zoom(doc.n)
-bmap = cached(("relpos bias map", run, window, maps.grid()), lambda: views.bias_map(
-    q, k, rows=window[:2], cols=window[2:], grid=maps.grid(), per_bin=compute.MAP_ROWS_PER_BIN,
-    **MECH.for_head(params, run.head, doc.heads)), label="Computing the bias over the window")
+bmap = bias_map(run, window, maps.grid())
 charts.show(st, figures.bias_map(bmap, doc.tokens, title=f"Position term, head {run.head}"), key="relpos_bias_map")
 
 charts.section("Attention without and with the bias",
@@ -96,11 +127,7 @@ charts.section("Attention against distance",
                "Lines: the head's bias (left axis). Dots: the mean attention weight a query puts on a key at that "
                "distance (right axis, log), measured for the model's own attention and with the bias, on up to 512 "
                "evenly spaced queries. Where the model already favours near tokens, a decaying bias adds little.")
-measured = cached(("attention by distance", run), lambda: {
-    "dense": views.attention_by_distance(compute.weights_fn(run.reference()), doc.n, 1,
-                                                                 causal=doc.causal, device=q.device),
-    "relpos": views.attention_by_distance(res.weights, doc.n, 1, causal=causal, device=q.device)},
-    label="Measuring attention by distance")
+measured = by_distance(run)
 own_row = curves[run.head] if run.head < curves.shape[0] else torch.zeros(distances.numel())
 charts.show(st, figures.bias_and_attention(distances, own_row, measured, causal=causal),
                 key="relpos_overlay")

@@ -41,7 +41,7 @@ if router_mode:
         fit = cached(fit_key, lambda: fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty,
                                                  progress=report, **settings_), label="Fitting the router, Adam steps")
         charts.show(st, figs.loss_curve(fit.losses, fit.seconds), key="routing_loss")
-        if st.checkbox("Use the fitted router", key=USE_FIT.key):
+        if st.checkbox("Use the fitted router", key=USE_FIT.key):  # as a nested list: a Run's parameters are JSON
             run = run.of(MECH.key, {**run.params, "router": fit.router.cpu().tolist()})
 
 res = forms.result(run)

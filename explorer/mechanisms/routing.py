@@ -23,9 +23,9 @@ attention above), and "segmented", "lsh", "lowrank", "dense" (PATHS), each with
 its own defaults (dense only when `dense_path`; when causal, only paths with a
 causal form). Routing probabilities are r = softmax(x W_r) with x the head's
 query vectors; output = sum_p r_p Attn_p and the effective weights are the same
-mix of the paths' weights. W_r ([heads, head_dim, P] or [head_dim, P], a tensor
-or a nested list so it can travel as JSON) is seeded random N(0, 1/head_dim)
-unless given; explorer.analysis.router_fit fits it to match dense on this text.
+mix of the paths' weights. W_r ([heads, head_dim, P] or [head_dim, P], a tensor) is
+seeded random N(0, 1/head_dim) unless given; explorer.analysis.router_fit fits it to match
+dense on this text.
 
 structure: ClusterStructure (the k-means clusters); router mode a RouterStructure, which adds
 the paths and their routing probabilities.
@@ -288,13 +288,8 @@ def seeded_router(heads: int, d: int, paths: int, seed: int, device) -> torch.Te
 def check_router(router, heads: int, d: int, names: list[str], device) -> torch.Tensor:
     """A given W_r as [heads, d, P] on the device, or ValueError naming the expected shape."""
     want = (heads, d, len(names))
-    if isinstance(router, (list, tuple)):  # JSON-friendly form, as the app's cache keys need
-        try:
-            router = torch.tensor(router, dtype=torch.float32)
-        except (TypeError, ValueError, RuntimeError):
-            router = None
     if not torch.is_tensor(router) or not router.is_floating_point():
-        raise ValueError(f"routing: parameter router must be a float tensor or nested list "
+        raise ValueError(f"routing: parameter router must be a float tensor "
                          f"of shape {list(want)} or {list(want[1:])} (paths {names})")
     if tuple(router.shape) == want[1:]:
         router = router.expand(heads, -1, -1)
@@ -362,8 +357,8 @@ class Routing(Mechanism):
               label="Seed of k-means and the router"),
         Param("causal", False, help="mask keys after the query (in every path)",
               label="Causal mask (every path)"),
-        Param("router", None, help="router mode: W_r [heads, head_dim, paths] or [head_dim, paths], a tensor "
-                                    "or nested list; None = seeded random"),
+        Param("router", None, help="router mode: W_r [heads, head_dim, paths] or [head_dim, paths], a tensor; "
+                                    "None = seeded random"),
     )
 
     def check_together(self, values: dict) -> None:

@@ -62,7 +62,7 @@ def test_memory_with_compressed_slots_keeps_the_loop():
     d = explorer.synthetic(400, heads=1)
     res = REGISTRY["memory"].run(d.q, d.k, d.v, segment=64, memory=64, compressed=8, ratio=4)
     lay = segment_layout(400, 64, 64, 8, 4)
-    slots = lay["slot_spans"]
+    slots = lay.slot_spans
     close(res.output, segment_loop(d.q, d.k, d.v, lay, slot_means(d.k, slots), slot_means(d.v, slots), False))
 
 

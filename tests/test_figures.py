@@ -269,7 +269,7 @@ def every_figure():
     yield lowrank.weight_rows(torch.rand(N), torch.rand(N), TOKENS, "Nystromformer", 3)
     yield relpos.bias_by_distance(d, torch.rand(2, d.numel()), highlight=0)
     yield relpos.bias_and_attention(d, torch.rand(d.numel()), measured())
-    yield lsh.bucket_sizes(s["bucket_sizes"][0, 0], s["key_bucket_sizes"][0, 0])
+    yield lsh.bucket_sizes(s.bucket_sizes[0, 0], s.key_bucket_sizes[0, 0])
     yield lsh.caught_by_rank(torch.rand(10, 4) > 0.5)
     yield lsh.seed_spread({"seed": [0, 1], "recall": torch.tensor([0.2, 0.3]), "reach_mass": torch.tensor([0.1, 0.4])})
     yield memory.segment_timeline(mem.structure, TOKENS)

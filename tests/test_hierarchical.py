@@ -92,7 +92,7 @@ def test_two_levels_with_own_queries_is_segmented_with_summaries():
 def test_one_chunk_is_dense():
     q, k, v = qkv(20)
     res = MECH.run(q, k, v, chunk_length=50, branching=2)
-    assert [lv["starts"].tolist() for lv in res.structure["levels"]] == [[0]]
+    assert [lv.starts.tolist() for lv in res.structure.levels] == [[0]]
     torch.testing.assert_close(res.output, explorer.attention_stats(q, k, v).output, atol=1e-5, rtol=1e-5)
 
 
@@ -110,14 +110,14 @@ def test_structure_and_levels():
     n = 50
     q, k, v = qkv(n)
     res = MECH.run(q, k, v, chunk_length=8, branching=3)
-    levels = res.structure["levels"]
-    assert [lv["starts"].tolist() for lv in levels] == [[0, 8, 16, 24, 32, 40, 48], [0, 24, 48], [0]]
-    assert levels[0]["parent"].tolist() == [0, 0, 0, 1, 1, 1, 2]
-    assert levels[1]["ends"].tolist() == [24, 48, 50] and levels[-1]["parent"].tolist() == [-1]
+    levels = res.structure.levels
+    assert [lv.starts.tolist() for lv in levels] == [[0, 8, 16, 24, 32, 40, 48], [0, 24, 48], [0]]
+    assert levels[0].parent.tolist() == [0, 0, 0, 1, 1, 1, 2]
+    assert levels[1].ends.tolist() == [24, 48, 50] and levels[-1].parent.tolist() == [-1]
     parts = by_level(q, k, v, chunk_length=8, branching=3)(torch.arange(n))
     torch.testing.assert_close(parts.sum(1), res.weights(torch.arange(n)), atol=1e-6, rtol=0)
-    torch.testing.assert_close(res.structure["level_mass"], parts.sum(-1), atol=1e-5, rtol=0)
-    assert res.structure["level_mass"].shape == (2, 3, n)
+    torch.testing.assert_close(res.structure.level_mass, parts.sum(-1), atol=1e-5, rtol=0)
+    assert res.structure.level_mass.shape == (2, 3, n)
     assert 0 < res.cost["flops"] < res.cost["dense_flops"]
 
 
@@ -176,7 +176,7 @@ def test_level_maps_add_up_to_the_pooled_weights():
     q, k, v = qkv(n, heads=1)
     params = dict(chunk_length=4, branching=2)
     res = MECH.run(q, k, v, **params)
-    parts = res.structure["level_mass"].shape[1]
+    parts = res.structure.level_mass.shape[1]
     maps = level_maps(by_level(q, k, v, **params), parts, 1, n, rows=(3, 40), cols=(0, 30), grid=8)
     whole = pooled_map(res.weights, 1, n, rows=(3, 40), cols=(0, 30), grid=8)
     assert len(maps) == parts

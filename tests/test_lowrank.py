@@ -64,13 +64,13 @@ def test_linformer_mean_matches_paper_pooling():
     attn = torch.softmax(q @ (e @ k).transpose(1, 2) / 4.0, dim=-1)
     res = MECH.run(q, k, v, method="linformer", rank=6, projection="mean")
     torch.testing.assert_close(res.output, attn @ (e @ v), atol=1e-5, rtol=1e-5)
-    assert res.structure["segment_edges"] == list(range(0, 49, 8))
+    assert res.structure.segment_edges == list(range(0, 49, 8))
 
 
 def test_mean_segments_uneven_n_are_contiguous_and_near_equal():
     q, k, v = qkv(50)
     res = MECH.run(q, k, v, method="linformer", rank=7, projection="mean")
-    edges = res.structure["segment_edges"]
+    edges = res.structure.segment_edges
     sizes = [b - a for a, b in zip(edges, edges[1:])]
     assert edges[0] == 0 and edges[-1] == 50 and len(sizes) == 7 and max(sizes) - min(sizes) <= 1
     w = res.weights(torch.arange(50))
@@ -92,8 +92,8 @@ def test_nystrom_exact_pinv_matches_formula():
     res = MECH.run(q, k, v, method="nystrom", rank=m, pinv="exact")
     torch.testing.assert_close(res.weights(torch.arange(60)), ref, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(res.output, ref @ v, atol=1e-4, rtol=1e-3)
-    assert res.structure["landmark_edges"] == list(range(0, 61, 10))
-    assert float(res.structure["pinv_residual"].max()) < 1e-4
+    assert res.structure.landmark_edges == list(range(0, 61, 10))
+    assert float(res.structure.pinv_residual.max()) < 1e-4
 
 
 def test_nystrom_matches_transformers_reference():
@@ -118,8 +118,8 @@ def test_iterative_pinv_converges_to_exact():
     q, _, _ = qkv(40, scale=3.0)
     a = dense_matrix(paper_means(q, 8), paper_means(q, 8))
     torch.testing.assert_close(iterative_pinv(a, 40), torch.linalg.pinv(a), atol=1e-3, rtol=1e-3)
-    r6 = MECH.run(q, q, q, method="nystrom", rank=8, pinv_iters=1).structure["pinv_residual"]
-    r20 = MECH.run(q, q, q, method="nystrom", rank=8, pinv_iters=20).structure["pinv_residual"]
+    r6 = MECH.run(q, q, q, method="nystrom", rank=8, pinv_iters=1).structure.pinv_residual
+    r20 = MECH.run(q, q, q, method="nystrom", rank=8, pinv_iters=20).structure.pinv_residual
     assert (r20 < r6).all()
 
 
@@ -127,7 +127,7 @@ def test_nystrom_with_every_token_a_landmark_is_dense():
     q, k, v = qkv(24, scale=3.0)
     k = q.clone()
     res = MECH.run(q, k, v, method="nystrom", rank=100, pinv="exact")
-    assert res.structure["rank"] == 24 and res.structure["rank_requested"] == 100
+    assert res.structure.rank == 24 and res.structure.rank_requested == 100
     torch.testing.assert_close(res.output, dense_matrix(q, k) @ v, atol=1e-4, rtol=1e-3)
 
 
@@ -143,9 +143,9 @@ def test_svd_exact_is_eckart_young_truncation():
     res = MECH.run(q, k, v, method="svd", rank=rank, svd_solver="exact")
     torch.testing.assert_close(res.weights(torch.arange(40)), pk, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(res.output, pk @ v, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(res.structure["frobenius_error"], (p - pk).norm(dim=(1, 2)), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(res.structure["spectral_error"], s[:, rank], atol=1e-6, rtol=1e-5)
-    assert res.structure["solver"] == "exact"
+    torch.testing.assert_close(res.structure.frobenius_error, (p - pk).norm(dim=(1, 2)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(res.structure.spectral_error, s[:, rank], atol=1e-6, rtol=1e-5)
+    assert res.structure.solver == "exact"
 
 
 def test_randomized_svd_close_to_exact_and_errors_are_honest():
@@ -159,11 +159,11 @@ def test_randomized_svd_close_to_exact_and_errors_are_honest():
     assert (dec.s[:, :rank] <= exact[:, :rank] * (1 + 1e-5)).all()  # sigma_i(Q^T P) <= sigma_i(P)
     res = MECH.run(q, k, v, method="svd", rank=rank, svd_solver="randomized", power_iters=3, seed=1)
     pk = res.weights(torch.arange(300))
-    torch.testing.assert_close(res.structure["frobenius_error"], (p - pk).norm(dim=(1, 2)), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(res.structure.frobenius_error, (p - pk).norm(dim=(1, 2)), atol=1e-4, rtol=1e-3)
     true_spectral = torch.linalg.matrix_norm(p - pk, ord=2)
-    assert (res.structure["spectral_error"] >= true_spectral).all()
+    assert (res.structure.spectral_error >= true_spectral).all()
     best = exact[:, rank:].square().sum(-1).sqrt()  # Eckart-Young optimum
-    assert (res.structure["frobenius_error"] <= best * 1.05).all()
+    assert (res.structure.frobenius_error <= best * 1.05).all()
 
 
 def test_stream_products_match_brute_force(monkeypatch):
@@ -207,7 +207,7 @@ def test_invariant_weights_reproduce_output(n, method, rank, projection, share_k
     res = MECH.run(q, k, v, method=method, rank=rank, projection=projection, share_kv=share_kv, seed=seed,
                    pinv=pinv, pinv_iters=pinv_iters, svd_solver=svd_solver, oversample=oversample,
                    power_iters=power_iters)
-    assert res.output.shape == v.shape and res.structure["rank"] == min(rank, n)
+    assert res.output.shape == v.shape and res.structure.rank == min(rank, n)
     check_invariant(res, v, torch.arange(n))
     rows = torch.tensor([n - 1, 0])
     check_invariant(res, v, rows)

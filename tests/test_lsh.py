@@ -58,7 +58,7 @@ def test_buckets_and_output_match_transformers(case):
     out, buckets, qk, v = reformer(n, heads, d, rounds, n_buckets, chunk, seed, causal=False)
     res = LSH.run(qk, torch.randn_like(qk), v, n_buckets=n_buckets, n_rounds=rounds, chunk_length=chunk,
                   seed=seed, shared_qk=True)
-    assert torch.equal(res.structure["buckets"], buckets.transpose(0, 1))
+    assert torch.equal(res.structure.buckets, buckets.transpose(0, 1))
     assert torch.allclose(res.output, out, atol=1e-5, rtol=1e-4)
 
 
@@ -77,7 +77,7 @@ def test_output_matches_transformers_float64_explicit_rotations(case, causal):
     rotations = torch.randn(heads, d, rounds, n_buckets // 2, dtype=torch.float64)  # as transformers draws them
     res = LSH.run(qk, qk, v, n_buckets=n_buckets, n_rounds=rounds, chunk_length=chunk, shared_qk=True,
                   causal=causal, rotations=rotations)
-    assert torch.equal(res.structure["buckets"], buckets.transpose(0, 1))
+    assert torch.equal(res.structure.buckets, buckets.transpose(0, 1))
     assert torch.allclose(res.output, out, atol=1e-10)
 
 
@@ -88,7 +88,7 @@ def test_short_input_matches_transformers_full_attention(n, chunk, causal):
     out, _, qk, v = reformer(n, 2, 8, 2, 4, chunk, 5, causal, torch.float64)
     res = LSH.run(qk, qk, v, n_buckets=4, n_rounds=2, chunk_length=chunk, seed=5, shared_qk=True, causal=causal)
     assert torch.allclose(res.output, out, atol=1e-10)
-    assert res.structure["chunk_length"] == n
+    assert res.structure.chunk_length == n
 
 
 # ---------------------------------------------------------------- brute-force reference from the buckets
@@ -176,7 +176,7 @@ def test_matches_bruteforce_reference(case, shared_qk, causal):
     doc = explorer.synthetic(n, heads=2, head_dim=6, seed=n)
     res = LSH.run(doc.q, doc.k, doc.v, n_buckets=n_buckets, n_rounds=rounds, chunk_length=chunk, seed=3,
                   shared_qk=shared_qk, causal=causal)
-    ref = reference_weights(doc.q, doc.k, res.structure["rotations"], chunk, shared_qk, causal)
+    ref = reference_weights(doc.q, doc.k, res.structure.rotations, chunk, shared_qk, causal)
     rows = torch.arange(n)
     assert torch.allclose(res.weights(rows).double(), ref, atol=1e-5)
     assert torch.allclose(res.output.double(), ref @ doc.v.double(), atol=1e-5)
@@ -217,23 +217,22 @@ def test_structure_is_consistent():
     for shared in (True, False):
         res = LSH.run(doc.q, doc.k, doc.v, n_buckets=n_buckets, n_rounds=rounds, chunk_length=6, shared_qk=shared)
         s = res.structure
-        for b_key, p_key, c_key, sz_key in (("buckets", "perm", "query_chunk", "bucket_sizes"),
-                                            ("key_buckets", "key_perm", "key_chunk", "key_bucket_sizes")):
-            b, perm = s[b_key], s[p_key]
+        for b, perm, chunk, sizes in ((s.buckets, s.perm, s.query_chunk, s.bucket_sizes),
+                                      (s.key_buckets, s.key_perm, s.key_chunk, s.key_bucket_sizes)):
             assert b.shape == perm.shape == (rounds, 2, n)
             assert torch.equal(perm.sort(-1).values, torch.arange(n).expand(rounds, 2, n))
             code = b.gather(2, perm) * n + perm  # sorted by bucket, then position
             assert (code[..., 1:] > code[..., :-1]).all()
-            assert torch.equal(s[sz_key].sum(-1), torch.full((rounds, 2), n))
-            assert torch.equal(s[sz_key][0, 0], torch.bincount(b[0, 0], minlength=n_buckets))
-            assert (s[c_key][..., 1:] >= s[c_key][..., :-1]).all()
-            assert chunk_starts(s[c_key][0, 0])[0] == 0
-        assert s["items_per_chunk"] == (6 if shared else 12)
-        mix = s["round_weights"].sum(0)
+            assert torch.equal(sizes.sum(-1), torch.full((rounds, 2), n))
+            assert torch.equal(sizes[0, 0], torch.bincount(b[0, 0], minlength=n_buckets))
+            assert (chunk[..., 1:] >= chunk[..., :-1]).all()
+            assert chunk_starts(chunk[0, 0])[0] == 0
+        assert s.items_per_chunk == (6 if shared else 12)
+        mix = s.round_weights.sum(0)
         assert torch.all(((mix - 1).abs() < 1e-5) | ((mix == 0) & (not shared)))
     shared_res = LSH.run(doc.q, doc.k, doc.v, n_buckets=4, n_rounds=1, chunk_length=10, shared_qk=True)
     # shared QK: one chunk every chunk_length sorted slots
-    assert chunk_starts(shared_res.structure["query_chunk"][0, 0]) == [0, 10, 20, 30, 40]
+    assert chunk_starts(shared_res.structure.query_chunk[0, 0]) == [0, 10, 20, 30, 40]
 
 
 def test_one_bucket_separate_qk_is_dense_attention():
@@ -265,8 +264,8 @@ def test_separate_qk_query_without_key_in_its_bucket_gets_nothing():
     k = -torch.ones(1, n, d)
     rotations = torch.ones(1, d, 2, 1)  # q -> bucket 0, k -> bucket 1
     res = LSH.run(q, k, torch.randn(1, n, d), n_buckets=2, n_rounds=2, chunk_length=3, rotations=rotations)
-    assert torch.equal(res.structure["buckets"], torch.zeros(2, 1, n, dtype=torch.long))
-    assert torch.equal(res.structure["key_buckets"], torch.ones(2, 1, n, dtype=torch.long))
+    assert torch.equal(res.structure.buckets, torch.zeros(2, 1, n, dtype=torch.long))
+    assert torch.equal(res.structure.key_buckets, torch.ones(2, 1, n, dtype=torch.long))
     assert torch.equal(res.output, torch.zeros_like(res.output))
     assert not res.weights(torch.arange(n)).any()
     assert not res.reach(torch.arange(n)).any()
@@ -278,8 +277,8 @@ def test_deterministic_for_a_seed_and_seed_matters():
     b = LSH.run(doc.q, doc.k, doc.v, seed=11, n_buckets=8)
     c = LSH.run(doc.q, doc.k, doc.v, seed=12, n_buckets=8)
     assert torch.equal(a.output, b.output)
-    assert torch.equal(a.structure["buckets"], b.structure["buckets"])
-    assert not torch.equal(a.structure["buckets"], c.structure["buckets"])
+    assert torch.equal(a.structure.buckets, b.structure.buckets)
+    assert not torch.equal(a.structure.buckets, c.structure.buckets)
 
 
 def test_cost_is_reported_and_below_dense_for_long_inputs():
@@ -322,15 +321,15 @@ def test_chunk_windows_cover_what_each_query_can_reach():
     for shared in (True, False):
         res = LSH.run(doc.q, doc.k, doc.v, n_buckets=4, n_rounds=1, chunk_length=5, shared_qk=shared)
         s = res.structure
-        boxes = chunk_windows(s["query_chunk"][0, 0], s["key_chunk"][0, 0], s["n_chunks"])
-        assert len(boxes) > len(set(s["query_chunk"][0, 0].tolist()))  # the wrapped chunk has two boxes
+        boxes = chunk_windows(s.query_chunk[0, 0], s.key_chunk[0, 0], s.n_chunks)
+        assert len(boxes) > len(set(s.query_chunk[0, 0].tolist()))  # the wrapped chunk has two boxes
         slot_of = torch.empty(n, dtype=torch.long)
-        slot_of[s["key_perm"][0, 0]] = torch.arange(n)
+        slot_of[s.key_perm[0, 0]] = torch.arange(n)
         reach = res.reach(torch.arange(n))[0]
         for slot in range(n):
             mine = [(k0, k1) for q0, q1, k0, k1 in boxes if q0 <= slot < q1]
             assert mine
-            seen = slot_of[reach[int(s["perm"][0, 0, slot])]]
+            seen = slot_of[reach[int(s.perm[0, 0, slot])]]
             inside = torch.zeros(n, dtype=torch.bool)
             for k0, k1 in mine:
                 inside[k0:k1] = True
@@ -342,7 +341,7 @@ def test_sorted_dense_map_is_the_permuted_dense_matrix():
     doc = explorer.synthetic(n, heads=1, head_dim=8)
     res = LSH.run(doc.q, doc.k, doc.v, n_buckets=4, n_rounds=2, chunk_length=4)
     s = res.structure
-    perm, key_perm = s["perm"][1, 0], s["key_perm"][1, 0]
+    perm, key_perm = s.perm[1, 0], s.key_perm[1, 0]
     pooled = sorted_dense_map(doc.q, doc.k, perm, key_perm, False, (0, n), (0, n), grid=n)
     dense = attention.weights(doc.q, doc.k, torch.arange(n))[0]
     assert torch.allclose(pooled.mean[0], dense[perm][:, key_perm], atol=1e-6)
@@ -388,7 +387,7 @@ def test_reach_and_caught_pairs_equal_a_brute_force_rebuild_of_the_layout(shared
     doc = explorer.synthetic(n, heads=2, head_dim=8, needles=3, seed=9)
     params = {"n_buckets": 6, "n_rounds": 2, "chunk_length": 7, "shared_qk": shared_qk}
     res = LSH.run(doc.q, doc.k, doc.v, **params)
-    expect = brute_force_reach(doc.q, doc.k, res.structure["rotations"], 6, 7, shared_qk)
+    expect = brute_force_reach(doc.q, doc.k, res.structure.rotations, 6, 7, shared_qk)
     rows = torch.arange(n)
     assert torch.equal(res.reach(rows), expect)
     top = attention.weights(doc.q, doc.k, rows).topk(4, dim=-1).indices
@@ -416,13 +415,13 @@ def test_figures_build_for_one_token_and_for_long_pooled_input():
         res = LSH.run(doc.q, doc.k, doc.v, n_rounds=2, n_buckets=6)
         s = res.structure
         m = pooled_map(res.weights, 1, n, grid=64, per_bin=2)
-        figs.map_with_buckets(m.mean[0], doc.tokens, m.row_edges, m.col_edges, s["buckets"][0, 0],
-                              s["key_buckets"][0, 0], log=True)
-        figs.bucket_strips(s["buckets"][:, 0], s["key_buckets"][:, 0], doc.tokens, False)
-        figs.bucket_sizes(s["bucket_sizes"][0, 0], s["key_bucket_sizes"][0, 0])
-        figs.size_histogram(s["bucket_sizes"][:, 0])
-        pooled = sorted_dense_map(doc.q, doc.k, s["perm"][0, 0], s["key_perm"][0, 0], False, (0, n), (0, n), 64)
-        boxes = chunk_windows(s["query_chunk"][0, 0], s["key_chunk"][0, 0], s["n_chunks"])
+        figs.map_with_buckets(m.mean[0], doc.tokens, m.row_edges, m.col_edges, s.buckets[0, 0],
+                              s.key_buckets[0, 0], log=True)
+        figs.bucket_strips(s.buckets[:, 0], s.key_buckets[:, 0], doc.tokens, False)
+        figs.bucket_sizes(s.bucket_sizes[0, 0], s.key_bucket_sizes[0, 0])
+        figs.size_histogram(s.bucket_sizes[:, 0])
+        pooled = sorted_dense_map(doc.q, doc.k, s.perm[0, 0], s.key_perm[0, 0], False, (0, n), (0, n), 64)
+        boxes = chunk_windows(s.query_chunk[0, 0], s.key_chunk[0, 0], s.n_chunks)
         fig = figs.sorted_matrix(pooled, doc.tokens, doc.tokens, boxes)
         assert len(fig.layout.shapes) == (len(boxes) if len(boxes) <= figs.MAX_BOXES else 0)
         rows = torch.arange(min(n, 50))

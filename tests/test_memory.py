@@ -91,14 +91,14 @@ def test_structure_matches_fifo():
     q, k, v = qkv(n)
     st_ = MEM.run(q, k, v, segment=segment, memory=memory, compressed=compressed, ratio=ratio).structure
     for s, (comp, mem) in enumerate(fifo_keys(n, segment, memory, compressed, ratio)):
-        first, last = st_["segment_slots"][s].tolist()
-        spans = [list(range(a, b)) for a, b in st_["slot_spans"][first:last].tolist()]
+        first, last = st_.segment_slots[s].tolist()
+        spans = [list(range(a, b)) for a, b in st_.slot_spans[first:last].tolist()]
         assert spans == comp
-        assert list(range(*st_["memory"][s].tolist())) == mem
-        assert st_["segments"][s].tolist() == [s * segment, min(n, (s + 1) * segment)]
+        assert list(range(*st_.memory[s].tolist())) == mem
+        assert st_.segments[s].tolist() == [s * segment, min(n, (s + 1) * segment)]
         reach = (comp[0][0] if comp else mem[0] if mem else s * segment)
-        assert st_["compressed"][s, 0] == reach
-        assert (st_["reach_start"][s * segment:(s + 1) * segment] == reach).all()
+        assert st_.compressed[s, 0] == reach
+        assert (st_.reach_start[s * segment:(s + 1) * segment] == reach).all()
 
 
 @settings(max_examples=25, deadline=None)

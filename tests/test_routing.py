@@ -54,15 +54,15 @@ def test_cluster_attention_against_loops(n, clusters, size, causal):
     q, k, v = qkv(n, seed=n)
     res = ROUTE.run(q, k, v, n_clusters=clusters, cluster_size=size, causal=causal, iterations=3)
     st_ = res.structure
-    w, out = reference_clusters(q, k, v, st_["query_members"], st_["key_members"], causal)
+    w, out = reference_clusters(q, k, v, st_.query_members, st_.key_members, causal)
     torch.testing.assert_close(res.output, out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(res.weights(torch.arange(n)), w, atol=1e-6, rtol=1e-5)
     routes = torch.zeros(2, n, dtype=torch.long)
     for h in range(2):
-        for c in range(st_["n_clusters"]):
-            routes[h, st_["query_members"][h, c]] += 1
-    assert torch.equal(st_["query_routes"], routes)
-    unrouted = st_["query_routes"] == 0
+        for c in range(st_.n_clusters):
+            routes[h, st_.query_members[h, c]] += 1
+    assert torch.equal(st_.query_routes, routes)
+    unrouted = st_.query_routes == 0
     assert (res.output[unrouted] == 0).all()
 
 
@@ -72,18 +72,17 @@ def test_kmeans_deterministic_and_balanced():
     b = ROUTE.run(q, k, v, n_clusters=7, seed=3)
     c = ROUTE.run(q, k, v, n_clusters=7, seed=4)
     assert torch.equal(a.output, b.output)
-    assert torch.equal(a.structure["query_members"], b.structure["query_members"])
-    assert not torch.equal(a.structure["query_members"], c.structure["query_members"])
+    assert torch.equal(a.structure.query_members, b.structure.query_members)
+    assert not torch.equal(a.structure.query_members, c.structure.query_members)
     w = math.ceil(101 / 7)
-    for key in ("query_members", "key_members"):
-        members = a.structure[key]
+    for members in (a.structure.query_members, a.structure.key_members):
         assert members.shape == (2, 7, w)
         for h in range(2):
             for c_ in range(7):  # w distinct tokens per cluster, in text order
                 assert members[h, c_].unique().numel() == w
                 assert torch.equal(members[h, c_], members[h, c_].sort().values)
-    assert a.structure["query_routes"].sum(-1).tolist() == [7 * w, 7 * w]
-    assert a.structure["natural_sizes"].sum(-1).tolist() == [202.0, 202.0]
+    assert a.structure.query_routes.sum(-1).tolist() == [7 * w, 7 * w]
+    assert a.structure.natural_sizes.sum(-1).tolist() == [202.0, 202.0]
 
 
 def test_members_are_top_similarity():
@@ -141,7 +140,7 @@ def test_router_mix_equals_manual_sum(causal):
     n = 48
     q, k, v = qkv(n, seed=5)
     res = ROUTE.run(q, k, v, mode="router", window=4, n_clusters=5, seed=2, causal=causal)
-    names = res.structure["paths"]
+    names = res.structure.paths
     assert names[:2] == ["local", "clusters"] and len(names) == len(set(names))
     assert ("lowrank" in names) == ("lowrank" in REGISTRY and not causal)
     paths = []
@@ -158,12 +157,12 @@ def test_router_mix_equals_manual_sum(causal):
     gen = torch.Generator().manual_seed(2)
     w_r = torch.randn(2, 8, len(names), generator=gen) / math.sqrt(8)
     route = torch.softmax(q @ w_r, -1)
-    torch.testing.assert_close(res.structure["route"], route)
+    torch.testing.assert_close(res.structure.route, route)
     out = sum(route[..., p, None] * o for p, (_, o) in enumerate(paths))
     weights = sum(route[..., p, None] * w for p, (w, _) in enumerate(paths))
     torch.testing.assert_close(res.output, out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(res.weights(torch.arange(n)), weights, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(res.structure["usage"], route.mean(1))
+    torch.testing.assert_close(res.structure.usage, route.mean(1))
 
 
 def test_router_given_weights_and_without_dense():
@@ -172,14 +171,12 @@ def test_router_given_weights_and_without_dense():
     assert "dense" not in names
     w_r = torch.zeros(8, len(names))
     res = ROUTE.run(q, k, v, mode="router", dense_path=False, router=w_r)
-    torch.testing.assert_close(res.structure["route"], torch.full((2, 32, len(names)), 1 / len(names)))
-    assert res.structure["router_source"] == "given"
+    torch.testing.assert_close(res.structure.route, torch.full((2, 32, len(names)), 1 / len(names)))
+    assert res.structure.router_source == "given"
     with pytest.raises(ValueError, match="router=tensor of shape"):
         ROUTE.run(q, k, v, mode="router", router=torch.zeros(8, len(names) + 2))
-    with pytest.raises(ValueError, match="router must be a float tensor or nested list"):
-        ROUTE.run(q, k, v, mode="router", router=[[0.0], [1.0, 2.0]])
-    as_list = ROUTE.run(q, k, v, mode="router", dense_path=False, router=w_r.tolist())
-    torch.testing.assert_close(as_list.output, res.output)
+    with pytest.raises(ValueError, match="router must be a float tensor"):  # lists are the app's (ui.compute)
+        ROUTE.run(q, k, v, mode="router", dense_path=False, router=w_r.tolist())
     with pytest.raises(ValueError, match="non-finite"):
         ROUTE.run(q, k, v, mode="router", dense_path=False, router=torch.full((8, len(names)), float("nan")))
     with pytest.raises(ValueError, match="mode='router'"):
@@ -222,7 +219,7 @@ def test_invariant(n, mode, clusters, size, iterations, window, causal, seed, de
     torch.testing.assert_close(w @ v, res.output[:, rows], atol=1e-5 * float(res.output.abs().max()), rtol=1e-5)
     assert not (w.abs() > 1e-7)[~res.reach(rows)].any()
     if mode == "kmeans":  # router rows need not sum to 1: Linformer's weights do not
-        routed = res.structure["query_routes"][:, rows] > 0
+        routed = res.structure.query_routes[:, rows] > 0
         sums = w.sum(-1)  # 1, or 0 for a query routed nowhere (or, causal, seeing no key in its clusters)
         assert ((sums - 1).abs() < 1e-5).logical_or(sums == 0).all()
         assert (sums[~routed] == 0).all()

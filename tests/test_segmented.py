@@ -90,7 +90,7 @@ def test_summaries_against_direct_construction(starts, overlap, causal, size_wei
 def test_long_segment_is_dense():
     q, k, v = qkv(30)
     res = MECH.run(q, k, v, segment_length=1000)
-    assert res.structure["starts"].tolist() == [0]
+    assert res.structure.starts.tolist() == [0]
     torch.testing.assert_close(res.output, explorer.attention_stats(q, k, v).output, atol=1e-5, rtol=1e-5)
 
 
@@ -98,14 +98,14 @@ def test_structure_and_cost():
     q, k, v = qkv(50)
     res = MECH.run(q, k, v, segment_length=16, summaries=True)
     st_ = res.structure
-    assert st_["starts"].tolist() == [0, 16, 32, 48]
-    assert st_["sizes"].tolist() == [16, 16, 16, 2] and st_["ends"].tolist() == [16, 32, 48, 50]
+    assert st_.starts.tolist() == [0, 16, 32, 48]
+    assert st_.sizes.tolist() == [16, 16, 16, 2] and st_.ends.tolist() == [16, 32, 48, 50]
     w = res.weights(torch.arange(50))
     # with overlap 0 summaries cover exactly the keys outside the own segment
     outside = w * ~window_mask(50, [0, 16, 32, 48], 0, False)
-    torch.testing.assert_close(st_["summary_mass"], outside.sum(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(st_.summary_mass, outside.sum(-1), atol=1e-5, rtol=0)
     plain = MECH.run(q, k, v, segment_length=16)
-    assert plain.structure["summary_mass"].abs().max() == 0
+    assert plain.structure.summary_mass.abs().max() == 0
     assert 0 < plain.cost["flops"] < res.cost["flops"] < res.cost["dense_flops"]
     assert res.cost["seconds"] >= 0 and res.cost["bytes"] > 0
 

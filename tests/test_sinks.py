@@ -50,11 +50,11 @@ def test_equals_dense_under_the_explicit_sink_and_window_mask(n, sinks, window, 
     torch.testing.assert_close(res.weights(rows).double(), p[:, rows], atol=1e-6, rtol=1e-5)
     assert torch.equal(res.reach(rows), mask[rows][None].expand(2, -1, -1))
     s = res.structure
-    assert (s["sinks"], s["window"], s["causal"]) == (min(sinks, n), window, causal)
-    torch.testing.assert_close(s["sink_mass"].double(), p[..., : min(sinks, n)].sum(-1), atol=1e-6, rtol=1e-5)
+    assert (s.sinks, s.window, s.causal) == (min(sinks, n), window, causal)
+    torch.testing.assert_close(s.sink_mass.double(), p[..., : min(sinks, n)].sum(-1), atol=1e-6, rtol=1e-5)
     i = torch.arange(n)
-    assert torch.equal(s["window_start"], (i - window + 1).clamp_min(0))
-    assert torch.equal(s["window_stop"], i + 1 if causal else (i + window).clamp_max(n))
+    assert torch.equal(s.window_start, (i - window + 1).clamp_min(0))
+    assert torch.equal(s.window_stop, i + 1 if causal else (i + window).clamp_max(n))
     assert res.cost["flops"] == 2 * 2 * int(mask.sum()) * 16  # the pairs it attends to, nothing more
 
 

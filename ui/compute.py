@@ -32,6 +32,9 @@ FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long 
 PREVIEW_ROWS = 512  # evenly spaced queries the dense pass computes first (ui.refine shows them)
 SNAPSHOT_S = 1.0  # how often the dense pass offers what it has so far
 MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
+# Parameters the library takes as tensors, which a Run carries as nested lists (its parameters are
+# JSON, so that it can be a cache key): routing's fitted router
+TENSOR_PARAMS = {"routing": ("router",)}
 
 
 def model(name: str, allow_download: bool = False) -> LoadedModel:
@@ -172,9 +175,18 @@ def result(run: Run) -> Result:
 
     def make():
         q, k, v = qkv(run)
-        return mech.run(q, k, v, **mech.for_head(run.params, run.head, run.doc.heads))
+        return mech.run(q, k, v, **mechanism_params(run))
 
     return cached(("result", run), make, label=f"Running {mech.title}")
+
+
+def mechanism_params(run: Run) -> dict:
+    """The run's parameters as its mechanism takes them on the run's head: TENSOR_PARAMS as tensors."""
+    params = REGISTRY[run.mech].for_head(run.params, run.head, run.doc.heads)
+    for name in TENSOR_PARAMS.get(run.mech, ()):
+        if params.get(name) is not None:
+            params[name] = torch.tensor(params[name], dtype=torch.float32)
+    return params
 
 
 def own_windows(run: Run) -> Result:

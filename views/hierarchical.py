@@ -13,17 +13,17 @@ MECH = REGISTRY["hierarchical"]
 
 run, res = forms.header(MECH, structure=("Chunks from", "chunks", "chunk_length"))
 doc = run.doc
-levels = res.structure["levels"]
-mass = res.structure["level_mass"][0]  # [parts, n]
+levels = res.structure.levels
+mass = res.structure.level_mass[0]  # [parts, n]
 names = ["own chunk (tokens)"] + [f"level {level} nodes" for level in range(1, mass.shape[0])]
-forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Chunks": (f"{levels[0]['starts'].numel():,}", None),
+forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Chunks": (f"{levels[0].starts.numel():,}", None),
                     "Levels above the tokens": (len(levels), None)})
 
 # ---------------------------------------------------------------- the tree
 charts.section("The hierarchy over the text",
                "One strip per level, from the chunks down to the whole document; shades alternate from node to node "
                "(grey: a pooled stretch of the strip holding several nodes). Hover for a node's tokens and text.")
-strips = {("document" if i == len(levels) - 1 else f"level {i + 1}"): lv["starts"] for i, lv in enumerate(levels)}
+strips = {("document" if i == len(levels) - 1 else f"level {i + 1}"): lv.starts for i, lv in enumerate(levels)}
 charts.show(st, figures.span_strips(strips, doc.n, doc.tokens), key="hier_tree")
 
 charts.section("Where each query's attention comes from",
@@ -47,9 +47,9 @@ per_level = dict(zip(names, cached(("hierarchical level maps", run, window, grid
     by_level(q, k, v, **run.params), len(names), 1, doc.n, rows=window[:2], cols=window[2:], grid=grid,
     per_bin=compute.MAP_ROWS_PER_BIN, device=q.device, progress=report), label="Pooling each level's map, queries")))
 scale = maps.scale_for({**pair, **per_level})
-spans = {name: levels[max(0, i - 1)]["starts"] for i, name in enumerate(per_level)}
+spans = {name: levels[max(0, i - 1)].starts for i, name in enumerate(per_level)}
 maps.draw(doc, pair, scale=scale,
-          decorate=lambda fig, name, m: figures.add_boundaries(fig, levels[0]["starts"], m.row_edges, m.col_edges))
+          decorate=lambda fig, name, m: figures.add_boundaries(fig, levels[0].starts, m.row_edges, m.col_edges))
 maps.draw(doc, per_level, scale=scale,
           decorate=lambda fig, name, m: (fig.update_layout(height=380),
                                          figures.add_boundaries(fig, spans[name], m.row_edges, m.col_edges)))

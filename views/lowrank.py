@@ -23,32 +23,32 @@ if doc.causal:
             "the dense map and the fidelity table show the model's own causal attention.")
 q, k, v = compute.qkv(run)
 
-items = {"k used": (s["rank"], "the rank parameter, clamped to the text length")}
-if s["method"] == "linformer":
+items = {"k used": (s.rank, "the rank parameter, clamped to the text length")}
+if s.method == "linformer":
     mass = cached(("signed mass", run), lambda: signed_mass(res, sample_rows(doc.n, SIGNED_ROWS).to(q.device)))
     items["Negative weight share"] = (f"{mass['negative_share']:.1%}", "share of the total |weight| carried by "
                                       "negative weights, on evenly spaced queries")
-elif s["method"] == "nystrom":
-    items["Pseudo-inverse residual"] = (f"{float(s['pinv_residual'].max()):.2e}",
+elif s.method == "nystrom":
+    items["Pseudo-inverse residual"] = (f"{float(s.pinv_residual.max()):.2e}",
                                         "||A Z A − A||_F / ||A||_F of the landmark kernel A")
 else:
-    items["‖P − P_k‖_F / ‖P‖_F"] = (f"{float(s['relative_frobenius_error'][0]):.3g}", None)
+    items["‖P − P_k‖_F / ‖P‖_F"] = (f"{float(s.relative_frobenius_error[0]):.3g}", None)
 forms.metrics(res, items)
-if s["method"] == "linformer":
+if s.method == "linformer":
     st.caption(f"Effective weights are softmax(q (EK)ᵀ/√d) · F. Rows sum to between {mass['row_sum_min']:.3g} and "
                f"{mass['row_sum_max']:.3g} (softmax attention: exactly 1)"
                + (", and Gaussian projections make weights negative: the maps use a red-blue scale centred on 0."
-                  if s["projection"] == "gaussian" else "; segment means keep them a distribution."))
-elif s["method"] == "nystrom":
-    how = ("torch.linalg.pinv" if s["pinv"] == "exact"
-           else f"the paper's iterative Moore-Penrose method, {s['pinv_iters']} iterations")
+                  if s.projection == "gaussian" else "; segment means keep them a distribution."))
+elif s.method == "nystrom":
+    how = ("torch.linalg.pinv" if s.pinv == "exact"
+           else f"the paper's iterative Moore-Penrose method, {s.pinv_iters} iterations")
     st.caption(f"Pseudo-inverse: {how}. Effective weights are softmax(q K̃ᵀ) · pinv(softmax(Q̃ K̃ᵀ)) · "
                "softmax(Q̃ kᵀ) over the landmarks' segment means; they can be negative too.")
 else:
-    st.caption(f"{s['error_note']}. Spectral error ‖P − P_k‖₂ "
-               f"{'=' if s['solver'] == 'exact' else '≤'} {float(s['spectral_error'][0]):.3g}.")
+    st.caption(f"{s.error_note}. Spectral error ‖P − P_k‖₂ "
+               f"{'=' if s.solver == 'exact' else '≤'} {float(s.spectral_error[0]):.3g}.")
 
-edges = s.get("landmark_edges") or s.get("segment_edges")
+edges = s.pooled_edges
 if edges:
     st.caption("Segments along the text: each colour is one landmark (Nystrom) or one pooled row (Linformer). "
                "Lengths differ by at most one token when k does not divide the text.")
@@ -65,7 +65,7 @@ charts.section("One query, every key",
                "the line is the mean of each stretch and the band spans its min and max.")
 query = inspector.query_picker(doc)
 charts.show(st, figs.weight_rows(compute.query_row(run.reference(), query), compute.query_row(run, query), doc.tokens,
-                                 MECH.params[0].text_of(s["method"]), query), key="lowrank_row")
+                                 MECH.params[0].text_of(s.method), query), key="lowrank_row")
 
 charts.section("How low-rank is this head?",
                "Singular values of this head's dense attention matrix (bidirectional) and the share of its squared "
@@ -88,7 +88,7 @@ if asked:
         rank = ranks[level]
         col.metric(f"Effective rank ({level:.0%})", f"{rank:,}" if rank else f"> {spec.values.numel():,}")
     e3.metric("Largest singular value", f"{float(spec.values[0]):.4g}")
-    charts.show(st, figs.spectrum_chart(spec.values, spec.energy, ranks, chosen=s["rank"]),
+    charts.show(st, figs.spectrum_chart(spec.values, spec.energy, ranks, chosen=s.rank),
                     key="lowrank_spectrum")
     note = f"Method: {spec.method}."
     if spec.residual_bound:
@@ -105,7 +105,7 @@ if asked:
     curves = cached(curves_key, lambda: spectra.error_curves(q, k, v, ks=ks, settings=settings_, progress=report),
                     label="Error curves, steps")
     charts.show(st, figs.error_curves_chart(curves.ks, curves.output_error, curves.weight_error,
-                                            chosen=s["rank"]), key="lowrank_curves")
+                                            chosen=s.rank), key="lowrank_curves")
     st.caption(f"SVD: {curves.svd_note}.")
 
 charts.section("Fidelity against dense")

@@ -20,15 +20,15 @@ settings.declare(ROUND, SEEDS, SPAN)
 
 run, res = forms.header(MECH)
 doc, s = run.doc, res.structure
-rounds = s["n_rounds"]
-forms.metrics(res, {"Buckets × rounds": (f"{s['n_buckets']} × {rounds}", None),
-                    "Chunk length": (s["chunk_length"], "clamped to the text length; in separate-QK mode a chunk "
+rounds = s.n_rounds
+forms.metrics(res, {"Buckets × rounds": (f"{s.n_buckets} × {rounds}", None),
+                    "Chunk length": (s.chunk_length, "clamped to the text length; in separate-QK mode a chunk "
                                      "holds twice this many items, about this many queries and as many keys")})
 
 charts.section("Buckets along the text",
                "Each strip is one hashing round; a colour is a bucket. Tokens whose vectors point the same way share a "
                "colour. Long texts show the bucket of the first token of each stretch.")
-charts.show(st, figs.bucket_strips(s["buckets"][:, 0], s["key_buckets"][:, 0], doc.tokens, s["shared_qk"]),
+charts.show(st, figs.bucket_strips(s.buckets[:, 0], s.key_buckets[:, 0], doc.tokens, s.shared_qk),
                 width="stretch", key="lsh_strips")
 
 charts.section("Dense and LSH, with buckets on the map",
@@ -40,17 +40,17 @@ rnd = st.selectbox("Round shown on the map edges, the bucket sizes and the sorte
                    key=ROUND.key)
 window = maps.zoom(doc.n)
 maps.pair(run, MECH.title, window, build=lambda mat, tokens, rows, cols, **style: figs.map_with_buckets(
-    mat, tokens, rows, cols, s["buckets"][rnd, 0], s["key_buckets"][rnd, 0], **style))
+    mat, tokens, rows, cols, s.buckets[rnd, 0], s.key_buckets[rnd, 0], **style))
 
 charts.section("Bucket sizes",
                f"Left: tokens per bucket in round {rnd}; right: how many buckets of all rounds hold how many tokens. "
                "Uneven buckets make chunks mix buckets (shared QK) or leave queries without keys of their bucket "
                "nearby (separate QK); the dotted line is an even split.")
-separate = not s["shared_qk"]
+separate = not s.shared_qk
 left, right = st.columns(2)
-charts.show(left, figs.bucket_sizes(s["bucket_sizes"][rnd, 0], s["key_bucket_sizes"][rnd, 0] if separate else None),
+charts.show(left, figs.bucket_sizes(s.bucket_sizes[rnd, 0], s.key_bucket_sizes[rnd, 0] if separate else None),
                   width="stretch", key="lsh_sizes")
-charts.show(right, figs.size_histogram(s["bucket_sizes"][:, 0], s["key_bucket_sizes"][:, 0] if separate else None),
+charts.show(right, figs.size_histogram(s.bucket_sizes[:, 0], s.key_bucket_sizes[:, 0] if separate else None),
                    width="stretch", key="lsh_size_hist")
 
 charts.section("One round, sorted and chunked",
@@ -67,12 +67,12 @@ else:
     span = (0, 1)
 q, k, v = compute.qkv(run)
 pooled = cached(("lsh sorted map", run, rnd, span, maps.grid()), lambda: lsh.sorted_dense_map(
-    q, k, s["perm"][rnd, 0], s["key_perm"][rnd, 0], doc.causal, span, span, maps.grid()),
+    q, k, s.perm[rnd, 0], s.key_perm[rnd, 0], doc.causal, span, span, maps.grid()),
     label="Reordering dense attention")
-perm, key_perm = s["perm"][rnd, 0].tolist(), s["key_perm"][rnd, 0].tolist()
-boxes = lsh.chunk_windows(s["query_chunk"][rnd, 0], s["key_chunk"][rnd, 0], s["n_chunks"])
+perm, key_perm = s.perm[rnd, 0].tolist(), s.key_perm[rnd, 0].tolist()
+boxes = lsh.chunk_windows(s.query_chunk[rnd, 0], s.key_chunk[rnd, 0], s.n_chunks)
 charts.show(st, figs.sorted_matrix(pooled, [doc.tokens[i] for i in perm], [doc.tokens[i] for i in key_perm],
-                                   boxes, title=f"Round {rnd}: {len(set(s['query_chunk'][rnd, 0].tolist()))} chunks"),
+                                   boxes, title=f"Round {rnd}: {len(set(s.query_chunk[rnd, 0].tolist()))} chunks"),
                 width="stretch", key="lsh_sorted")
 
 charts.section("Dense's strongest pairs: caught or missed")

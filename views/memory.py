@@ -17,11 +17,11 @@ REGION_ROWS = 2048  # evenly spaced queries whose dense attention is split by re
 
 run, res = forms.header(MECH)
 doc, s = run.doc, res.structure
-lookback = torch.arange(doc.n) - s["reach_start"]
+lookback = torch.arange(doc.n) - s.reach_start
 forms.metrics(res, {
-    "Segments": (f"{len(s['segments']):,}", f"of {s['segment']} tokens (clamped to the text length)"),
-    "Compressed slots": (f"{len(s['slot_spans']):,}", f"all slots ever made; each segment sees the newest "
-                         f"{s['compressed_len']}"),
+    "Segments": (f"{len(s.segments):,}", f"of {s.segment} tokens (clamped to the text length)"),
+    "Compressed slots": (f"{len(s.slot_spans):,}", f"all slots ever made; each segment sees the newest "
+                         f"{s.compressed_len}"),
     "Mean lookback": (f"{float(lookback.float().mean()):,.0f} tokens", None)})
 
 charts.section("Segments and their reach",
@@ -63,7 +63,7 @@ charts.section("One query: its reach and the compressed slots",
 query = inspector.query_picker(doc)
 row = compute.query_row(run, query)
 charts.show(st, figs.query_reach(s, doc.tokens, query), key="memory_query_reach")
-slots = figs.slot_table(s, doc.tokens, query // s["segment"], row)
+slots = figs.slot_table(s, doc.tokens, query // s.segment, row)
 if len(slots):
     st.dataframe(slots, hide_index=True)
 else:

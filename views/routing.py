@@ -41,36 +41,36 @@ if router_mode:
         fit = cached(fit_key, lambda: fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty,
                                                  progress=report, **settings_), label="Fitting the router, Adam steps")
         charts.show(st, figs.loss_curve(fit.losses, fit.seconds), key="routing_loss")
-        if st.checkbox("Use the fitted router", key=USE_FIT.key):
+        if st.checkbox("Use the fitted router", key=USE_FIT.key):  # as a nested list: a Run's parameters are JSON
             run = run.of(MECH.key, {**run.params, "router": fit.router.cpu().tolist()})
 
 res = forms.result(run)
 s = res.structure
-forms.metrics(res, {"Clusters × w": (f"{s['n_clusters']} × {s['cluster_size']}", None),
-                    "Queries in no cluster": (f"{float((s['query_routes'][0] == 0).float().mean()):.1%}",
+forms.metrics(res, {"Clusters × w": (f"{s.n_clusters} × {s.cluster_size}", None),
+                    "Queries in no cluster": (f"{float((s.query_routes[0] == 0).float().mean()):.1%}",
                                               "they get zero output from the cluster attention"),
-                    "Router": (s.get("router_source", "—") if router_mode else "—", None)})
+                    "Router": (s.router_source if router_mode else "—", None)})
 
 if router_mode:
     charts.section("Routing probabilities along the text")
     st.caption("Each band is one path's routing probability, stacked so they add up to 1 at every token (long "
                "texts show each stretch's mean). Right: the mean probability of every path, labelled with what the "
                "path costs relative to dense. Soft routing runs every path on every token, so the work is their sum.")
-    route = s["route"][0]
+    route = s.route[0]
     left, right = st.columns([2, 1])
-    charts.show(left, common.along_text({name: route[:, p] for p, name in enumerate(s["paths"])}, doc.tokens,
+    charts.show(left, common.along_text({name: route[:, p] for p, name in enumerate(s.paths)}, doc.tokens,
                                         y_title="routing probability", stacked=True),
                       key="routing_area")
-    charts.show(right, figs.path_usage(s["usage"][0], s["paths"], s["path_flops"], res.cost["dense_flops"]),
+    charts.show(right, figs.path_usage(s.usage[0], s.paths, s.path_flops, res.cost["dense_flops"]),
                        width="stretch", key="routing_usage")
 
 charts.section("Clusters over the text",
                "Top strips: the nearest centroid of each query and each key (one colour per cluster). The line counts "
                "how many balanced clusters took each query: 0 means it attends to nothing, 2 or more means its outputs "
                "are averaged.")
-charts.show(st, common.strips(torch.stack([s["query_cluster"][0], s["key_cluster"][0]]), doc.tokens,
+charts.show(st, common.strips(torch.stack([s.query_cluster[0], s.key_cluster[0]]), doc.tokens,
                               ["query cluster", "key cluster"]), key="routing_strips")
-charts.show(st, common.along_text({"clusters per query": s["query_routes"][0]}, doc.tokens, y_title="clusters",
+charts.show(st, common.along_text({"clusters per query": s.query_routes[0]}, doc.tokens, y_title="clusters",
                                   height=240), key="routing_routes_along")
 
 charts.section("Cluster balance",
@@ -79,11 +79,11 @@ charts.section("Cluster balance",
                "ones borrow others'. Middle: tokens by the number of clusters they joined. Right: cosine similarity "
                "between centroids.")
 left, mid, right = st.columns(3)
-charts.show(left, figs.cluster_balance(s["natural_sizes"][0], s["cluster_size"]),
+charts.show(left, figs.cluster_balance(s.natural_sizes[0], s.cluster_size),
                   key="routing_balance")
-charts.show(mid, figs.routes_histogram(s["query_routes"][0], s["key_routes"][0]),
+charts.show(mid, figs.routes_histogram(s.query_routes[0], s.key_routes[0]),
                  key="routing_hist")
-charts.show(right, figs.centroid_similarity(s["centroid_sim"][0]), key="routing_centroids")
+charts.show(right, figs.centroid_similarity(s.centroid_sim[0]), key="routing_centroids")
 
 charts.section("Dense and routing",
                "The same window of dense attention and of routing's effective weights, on one colour scale. In "
@@ -98,7 +98,7 @@ charts.section("Token inspector",
 query = inspector.query_picker(doc)
 if router_mode:
     lo = max(0, min(query - 40, doc.n - 80))
-    charts.show(st, figs.route_per_token(s["route"][0], s["paths"], doc.tokens, lo, min(doc.n, lo + 80), query),
+    charts.show(st, figs.route_per_token(s.route[0], s.paths, doc.tokens, lo, min(doc.n, lo + 80), query),
                     width="stretch", key="routing_per_token")
 inspector.text_view(doc, compute.query_row(run, query), query, who=MECH.title)
 

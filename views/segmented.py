@@ -14,7 +14,7 @@ MECH = REGISTRY["segmented"]
 
 run, res = forms.header(MECH, structure=("Segment by", "segments", "segment_length"))
 doc, params = run.doc, run.params
-starts, sizes = res.structure["starts"], res.structure["sizes"]
+starts, sizes = res.structure.starts, res.structure.sizes
 forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Segments": (f"{starts.numel():,}", None),
                     "Median segment": (f"{int(sizes.median())} tokens", None)})
 
@@ -53,7 +53,7 @@ charts.show(right, figures.per_segment(lost, starts, doc.n, doc.tokens, y_title=
 
 with st.expander(f"The {starts.numel():,} segments: token and character spans"):
     st.dataframe(cached(("segment table", run), lambda: figures.segment_table(
-        doc.text, doc.offsets, starts, res.structure["ends"], lost)), hide_index=True)
+        doc.text, doc.offsets, starts, res.structure.ends, lost)), hide_index=True)
 
 # ---------------------------------------------------------------- with and without summaries
 charts.section("With and without the inter-segment step",
@@ -68,7 +68,7 @@ st.dataframe(pd.DataFrame({name: fidelity.summary_table(f)["mean"] for name, f i
              .style.format("{:.4f}"))
 left, right = st.columns(2)
 charts.show(left, common.along_text({"dense mass beyond the segment": lost,
-                                     "mass on summaries": results["with summaries"].structure["summary_mass"][0]},
+                                     "mass on summaries": results["with summaries"].structure.summary_mass[0]},
                                     doc.tokens, y_title="share", title="What the summaries stand in for"),
                   width="stretch", key="segmented_summary_mass")
 charts.show(right, common.along_text({name: f.tv[0] for name, f in fids.items()}, doc.tokens,

@@ -4,11 +4,12 @@ from __future__ import annotations
 import torch
 
 from explorer.core import attention
+from explorer.mechanisms.memory import MemoryStructure
 
 REGIONS = ("older", "compressed", "memory", "segment", "later")
 
 
-def region_bounds(structure: dict, rows: torch.Tensor, n: int) -> torch.Tensor:
+def region_bounds(structure: MemoryStructure, rows: torch.Tensor, n: int) -> torch.Tensor:
     """[len(rows), 6] key positions cutting each query's keys into REGIONS.
 
     older: before anything in reach; compressed: summarized by slots; memory:
@@ -16,14 +17,14 @@ def region_bounds(structure: dict, rows: torch.Tensor, n: int) -> torch.Tensor:
     later: keys after what the query can see.
     """
     rows = rows.cpu()
-    seg = rows // structure["segment"]
-    end = rows + 1 if structure["causal"] else structure["segments"][seg, 1]
-    cuts = [torch.zeros_like(rows), structure["reach_start"][rows], structure["memory"][seg, 0],
-            structure["segments"][seg, 0], end, torch.full_like(rows, n)]
+    seg = rows // structure.segment
+    end = rows + 1 if structure.causal else structure.segments[seg, 1]
+    cuts = [torch.zeros_like(rows), structure.reach_start[rows], structure.memory[seg, 0],
+            structure.segments[seg, 0], end, torch.full_like(rows, n)]
     return torch.stack(cuts, 1)
 
 
-def dense_mass_by_region(q, k, structure: dict, rows: torch.Tensor, causal: bool = False,
+def dense_mass_by_region(q, k, structure: MemoryStructure, rows: torch.Tensor, causal: bool = False,
                          chunk: int = 256) -> dict[str, torch.Tensor]:
     """Share of dense attention [heads, len(rows)] each query puts on every region, streamed by chunks."""
     n = q.shape[1]

@@ -9,6 +9,7 @@ whole-text map shows stripes that are positions, not content; position_share mea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -19,12 +20,21 @@ from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rows import row_chunks, sample_rows
-from explorer.mechanisms.base import Result, dense_cost
+from explorer.mechanisms.base import Result, Structure, dense_cost
 
 SHARE_ROWS = 64  # queries position_share averages over: on the field guide 64 and 256 agree within 0.03
 # and pick the same head; on the 129k-token reference the choice takes about 8 s (14 s with 128 rows)
 SHARE_CHUNK = 64  # queries scored at once: larger blocks run slower on a CPU, not faster
 CONTENT_SHARE = 0.1  # a head whose position share is at most this is shaped by content
+
+
+@dataclass
+class OwnWindowsStructure(Structure):
+    """The passes the model attended in: each query row was computed inside one of them."""
+
+    passes: int  # forward passes over the text
+    length: int  # tokens each pass read, its special tokens included
+    starts: list[int]  # [passes] the Doc token at each pass's position 0
 
 
 def _own_passes(doc: Doc, head: int | None) -> tuple[Passes, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,8 +88,7 @@ def own_windows(doc: Doc, head: int | None = None) -> Result:
             output[:, rows] = rule.weights(q[w], k[w], local[rows]) @ v[w]
     one = dense_cost(heads, passes.length, q.shape[-1], v.shape[-1])
     return Result(output, weights, reach_fn=reach,
-                  structure={"scope": "the model's own windows", "passes": passes.count,
-                             "length": passes.length, "starts": passes.starts.tolist()},
+                  structure=OwnWindowsStructure(passes.count, passes.length, passes.starts.tolist()),
                   cost={key: value * passes.count for key, value in one.items()})
 
 

@@ -15,20 +15,19 @@ from explorer.analysis.memory import REGIONS, region_bounds
 from explorer.figures import common
 from explorer.figures.colours import SERIES
 from explorer.figures.common import as_array, span_text, strips
+from explorer.mechanisms.memory import MemoryStructure
 
-KINDS = (("compressed", "compressed", SERIES[4]), ("memory", "memory", SERIES[1]), ("segment", "segments", SERIES[0]))
 
-
-def shown_segments(structure: dict, rows: tuple[int, int], most: int) -> list[int]:
+def shown_segments(structure: MemoryStructure, rows: tuple[int, int], most: int) -> list[int]:
     """Segments whose queries meet the row window, at most `most` of them evenly spaced."""
-    seg = structure["segments"]
+    seg = structure.segments
     hit = ((seg[:, 0] < rows[1]) & (seg[:, 1] > rows[0])).nonzero().flatten()
     if len(hit) > most:
         hit = hit[torch.linspace(0, len(hit) - 1, most).round().long().unique()]
     return hit.tolist()
 
 
-def segment_timeline(structure: dict, tokens: list[str], rows: tuple[int, int] | None = None,
+def segment_timeline(structure: MemoryStructure, tokens: list[str], rows: tuple[int, int] | None = None,
                      cols: tuple[int, int] | None = None, most: int = 80) -> go.Figure:
     """One line per segment: the keys it reaches as compressed slots, memory and itself, over the text.
 
@@ -39,8 +38,10 @@ def segment_timeline(structure: dict, tokens: list[str], rows: tuple[int, int] |
     picked = shown_segments(structure, rows, most)
     labels = [f"segment {s}" for s in picked]
     fig = go.Figure()
-    for name, key, colour in KINDS:
-        spans = structure[key][picked] if picked else torch.zeros(0, 2, dtype=torch.long)
+    kinds = (("compressed", structure.compressed, SERIES[4]), ("memory", structure.memory, SERIES[1]),
+             ("segment", structure.segments, SERIES[0]))
+    for name, every, colour in kinds:
+        spans = every[picked] if picked else torch.zeros(0, 2, dtype=torch.long)
         start, stop = spans[:, 0].numpy(), spans[:, 1].numpy()
         text = [f"{name}: tokens {a}–{b - 1} │ {span_text(tokens, a, b)}" if b > a else f"{name}: none"
                 for a, b in zip(start.tolist(), stop.tolist())]
@@ -56,25 +57,25 @@ def segment_timeline(structure: dict, tokens: list[str], rows: tuple[int, int] |
     return common.legend_below(fig)
 
 
-def region_ids(structure: dict, query: int, n: int) -> torch.Tensor:
+def region_ids(structure: MemoryStructure, query: int, n: int) -> torch.Tensor:
     """REGIONS index (0 older .. 4 later) of every key, seen from one query."""
     cuts = region_bounds(structure, torch.tensor([query]), n)[0]
     return torch.bucketize(torch.arange(n), cuts[1:5], right=True)
 
 
-def slot_ids(structure: dict, segment: int, n: int) -> torch.Tensor:
+def slot_ids(structure: MemoryStructure, segment: int, n: int) -> torch.Tensor:
     """Index of the compressed slot each token belongs to for this segment, -1 outside them."""
     ids = torch.full((n,), -1, dtype=torch.long)
-    first, last = structure["segment_slots"][segment].tolist()
-    for i, (a, b) in enumerate(structure["slot_spans"][first:last].tolist(), start=first):
+    first, last = structure.segment_slots[segment].tolist()
+    for i, (a, b) in enumerate(structure.slot_spans[first:last].tolist(), start=first):
         ids[a:b] = i
     return ids
 
 
-def query_reach(structure: dict, tokens: list[str], query: int) -> go.Figure:
+def query_reach(structure: MemoryStructure, tokens: list[str], query: int) -> go.Figure:
     """Two strips over the text for one query: the region of every key, and its segment's compressed slots."""
     n = len(tokens)
-    segment = query // structure["segment"]
+    segment = query // structure.segment
     regions = region_ids(structure, query, n)
     slots = slot_ids(structure, segment, n)
     shade = torch.where(slots >= 0, slots % 2 + 1, torch.zeros_like(slots))  # alternate so neighbours differ
@@ -82,12 +83,12 @@ def query_reach(structure: dict, tokens: list[str], query: int) -> go.Figure:
                   title=f"What query {query} reaches: " + ", ".join(f"{i} {r}" for i, r in enumerate(REGIONS)))
 
 
-def slot_table(structure: dict, tokens: list[str], segment: int, weights=None) -> pd.DataFrame:
+def slot_table(structure: MemoryStructure, tokens: list[str], segment: int, weights=None) -> pd.DataFrame:
     """The compressed slots segment `segment` sees: tokens each averages, their text, and the query's weight."""
-    first, last = structure["segment_slots"][segment].tolist()
+    first, last = structure.segment_slots[segment].tolist()
     w = None if weights is None else as_array(weights)
     rows = []
-    for i, (a, b) in enumerate(structure["slot_spans"][first:last].tolist(), start=first):
+    for i, (a, b) in enumerate(structure.slot_spans[first:last].tolist(), start=first):
         row = {"slot": i, "tokens": f"{a}–{b - 1}", "size": b - a, "summarizes": span_text(tokens, a, b, 80)}
         if w is not None:
             row["weight"] = float(w[a:b].sum())

@@ -80,12 +80,22 @@ class Param:
 
 
 @dataclass
+class Structure:
+    """What a run looked like besides its output (buckets, segments, clusters), for the pages.
+
+    Each mechanism declares its own subclass beside it, every field with its shape, so a page
+    reads `res.structure.perm` and a renamed field fails at import or in a test, not on a page.
+    A mechanism with nothing to show leaves this empty one.
+    """
+
+
+@dataclass
 class Result:
     """What a mechanism computed, and the effective weights that produced it."""
 
     output: torch.Tensor
     weights_fn: Callable[[torch.Tensor], torch.Tensor]
-    structure: dict = field(default_factory=dict)
+    structure: Structure = field(default_factory=Structure)
     cost: dict = field(default_factory=dict)
     reach_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     params: dict = field(default_factory=dict)

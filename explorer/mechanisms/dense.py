@@ -7,12 +7,21 @@ forms and analyses do).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.rows import row_chunks
-from explorer.mechanisms.base import Mechanism, Param, Result, dense_cost
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure, dense_cost
+
+
+@dataclass
+class DenseStructure(Structure):
+    """Dense attention has nothing to show but whether it was masked."""
+
+    causal: bool  # whether keys after the query were masked
 
 
 class Dense(Mechanism):
@@ -30,7 +39,7 @@ class Dense(Mechanism):
         for rows in row_chunks(n, chunk_rows(n, heads, q.device), q.device):
             out[:, rows] = attention.weights(q, k, rows, causal) @ v
         return Result(out, lambda rows: attention.weights(q, k, rows, causal),
-                      structure={"causal": causal}, cost=dense_cost(heads, n, d, v.shape[2]))
+                      structure=DenseStructure(causal), cost=dense_cost(heads, n, d, v.shape[2]))
 
 
 MECHANISM = Dense()

@@ -30,23 +30,41 @@ at token level and its neighbours through the tree, so every key is covered
 exactly once and the levels read off cleanly. `causal` keeps the tokens of the
 own chunk up to the query and only the siblings that end before A_l(i) begins.
 
-structure: levels (for level 1 .. the document: starts, ends, parent LongTensors;
-parent indexes the next level, -1 at the document), level_mass
-([heads, parts, n]: the share of each query's attention that came from part p:
-0 = own-chunk tokens, l = level-l nodes), branching, pool_queries, causal.
+structure: HierarchicalStructure (the tree's levels, and each level's share of every query's attention).
 explorer.analysis.hierarchical.by_level(q, k, v, **params) returns rows -> [heads, parts, rows, n],
 what each level puts on the original keys (their sum is `weights`); `level_maps`
 pools them over a window for display.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from explorer.core import segments
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
 from explorer.mechanisms.spans import NodeLevel, SpanAttention, make_starts, pooled_nodes, row_chunk, span_cost
+
+
+@dataclass
+class Level:
+    """The nodes of one level of the tree, as contiguous token spans."""
+
+    starts: torch.Tensor  # LongTensor [nodes] first token of each node
+    ends: torch.Tensor  # LongTensor [nodes] one past its last token
+    parent: torch.Tensor  # LongTensor [nodes] its node in the next level up, -1 at the document
+
+
+@dataclass
+class HierarchicalStructure(Structure):
+    """The tree a run built and where each query's attention came from in it."""
+
+    levels: list[Level]  # level 1 (the chunks) up to the document
+    level_mass: torch.Tensor  # [heads, parts, n] each query's share from part p (0: own-chunk tokens, l: level l)
+    branching: int
+    pool_queries: bool
+    causal: bool
 
 
 def tree(chunks: torch.Tensor, branching: int) -> list[torch.Tensor]:
@@ -162,9 +180,9 @@ class Hierarchical(Mechanism):
         levels = []
         for s, p in zip(starts, starts[1:] + [None]):
             parent = parents(s, p) if p is not None else torch.full_like(s, -1)
-            levels.append({"starts": s.cpu(), "ends": segments.ends(s, n).cpu(), "parent": parent.cpu()})
-        structure = {"levels": levels, "level_mass": mass.cpu(), "branching": params["branching"],
-                     "pool_queries": params["pool_queries"], "causal": params["causal"]}
+            levels.append(Level(s.cpu(), segments.ends(s, n).cpu(), parent.cpu()))
+        structure = HierarchicalStructure(levels, mass.cpu(), params["branching"], params["pool_queries"],
+                                          params["causal"])
         cost = span_cost(engine, q, k, v, nodes, levels=len(starts) - 1, pooled_queries=params["pool_queries"])
         return Result(out, engine.weights, structure=structure, cost=cost, reach_fn=engine.reach)
 

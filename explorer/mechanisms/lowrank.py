@@ -39,17 +39,7 @@ larger than the text means "full size"):
 No method has a causal form (Linformer's projection and Nystrom's landmarks
 mix future tokens into every summary), so there is no `causal` parameter.
 
-structure:
-    method, rank (used), rank_requested
-    linformer: projection, share_kv, seed, segment_edges (mean projection: first
-        token of every segment plus n; None for gaussian)
-    nystrom: landmark_edges (first token of every landmark segment plus n),
-        pinv, pinv_iters, pinv_residual [heads] = ||A Z A - A||_F / ||A||_F
-    svd: solver ("exact" | "randomized"), oversample, power_iters,
-        singular_values [heads, l] (all n when exact, top rank+oversample when
-        randomized), frobenius_error [heads] = ||P - P_k||_F,
-        relative_frobenius_error [heads], spectral_error [heads] (exact
-        sigma_{k+1}, or the probabilistic bound), error_note (words)
+structure: LinformerStructure, NystromStructure or SVDStructure, each a LowRankStructure.
 """
 from __future__ import annotations
 
@@ -62,7 +52,7 @@ from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.pooling import bins, edges
 from explorer.core.rows import row_chunks
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
 
 METHODS = ("linformer", "nystrom", "svd")
 AUTO_EXACT_N = 1024  # "auto" runs the exact SVD up to here (well under a second per head on a CPU)
@@ -104,6 +94,56 @@ class GaussianProjection:
 
     def spread(self, w: torch.Tensor) -> torch.Tensor:
         return w @ self.matrix
+
+
+@dataclass
+class LowRankStructure(Structure):
+    """What every method shares; each method's own subclass adds what it computed."""
+
+    method: str  # "linformer" | "nystrom" | "svd"
+    rank: int  # used: the requested rank clamped to n
+    rank_requested: int
+
+    @property
+    def pooled_edges(self) -> list[int] | None:
+        """Edges of the segments the method pooled over (first token of each, then n), None if none."""
+        return None
+
+
+@dataclass
+class LinformerStructure(LowRankStructure):
+    projection: str  # "gaussian" | "mean"
+    share_kv: bool  # F = E (always so for segment means)
+    seed: int
+    segment_edges: list[int] | None  # mean projection: first token of every segment plus n; None for gaussian
+
+    @property
+    def pooled_edges(self) -> list[int] | None:
+        return self.segment_edges
+
+
+@dataclass
+class NystromStructure(LowRankStructure):
+    landmark_edges: list[int]  # first token of every landmark segment plus n
+    pinv: str  # "iterative" | "exact"
+    pinv_iters: int
+    pinv_residual: torch.Tensor  # [heads] ||A Z A - A||_F / ||A||_F
+
+    @property
+    def pooled_edges(self) -> list[int] | None:
+        return self.landmark_edges
+
+
+@dataclass
+class SVDStructure(LowRankStructure):
+    solver: str  # "exact" | "randomized"
+    oversample: int | None  # randomized only
+    power_iters: int | None  # randomized only
+    singular_values: torch.Tensor  # [heads, l]: all n when exact, the top rank + oversample when randomized
+    frobenius_error: torch.Tensor  # [heads] ||P - P_k||_F
+    relative_frobenius_error: torch.Tensor  # [heads] ||P - P_k||_F / ||P||_F
+    spectral_error: torch.Tensor  # [heads] ||P - P_k||_2: exact sigma_{k+1}, or the probabilistic bound
+    error_note: str  # how the errors were measured, in words
 
 
 # --- streamed access to the dense attention matrix P ------------------------------------------
@@ -234,7 +274,7 @@ def all_reach(heads: int, n: int, device):
     return lambda rows: torch.ones(heads, rows.numel(), n, dtype=torch.bool, device=device)
 
 
-def linformer(q, k, v, rank, projection, share_kv, seed) -> Result:
+def linformer(q, k, v, rank, requested, projection, share_kv, seed) -> Result:
     heads, n, d = q.shape
     if projection == "mean":
         e = f = SegmentMeans(n, rank, q.device)
@@ -248,12 +288,13 @@ def linformer(q, k, v, rank, projection, share_kv, seed) -> Result:
     proj_flops = 0 if projection == "mean" else 2 * rank * n * (d + dv)
     cost = {"flops": heads * (proj_flops + 2 * n * rank * (d + dv)),
             "bytes": 4 * (heads * (n * (2 * d + 2 * dv) + n * rank) + (0 if projection == "mean" else 2 * rank * n))}
-    structure = {"projection": projection, "share_kv": share_kv if projection == "gaussian" else True,
-                 "seed": seed, "segment_edges": e.edges if projection == "mean" else None}
+    structure = LinformerStructure("linformer", rank, requested, projection=projection,
+                                   share_kv=share_kv if projection == "gaussian" else True, seed=seed,
+                                   segment_edges=e.edges if projection == "mean" else None)
     return Result(out, lambda rows: f.spread(attn[:, rows]), structure, cost, all_reach(heads, n, q.device))
 
 
-def nystrom(q, k, v, rank, pinv, pinv_iters) -> Result:
+def nystrom(q, k, v, rank, requested, pinv, pinv_iters) -> Result:
     heads, n, d = q.shape
     seg = SegmentMeans(n, rank, q.device)
     q_land, k_land = seg.project(q), seg.project(k)
@@ -268,12 +309,12 @@ def nystrom(q, k, v, rank, pinv, pinv_iters) -> Result:
     pinv_flops = 8 * m**3 * pinv_iters + 2 * m**3 if pinv == "iterative" else SVD_FLOPS * m**3
     cost = {"flops": heads * (2 * n * d + 4 * n * m * d + 2 * m * m * d + pinv_flops + 2 * n * m * m + 4 * n * m * dv),
             "bytes": 4 * heads * (n * (2 * d + 2 * dv) + 2 * n * m + 2 * m * m)}
-    structure = {"landmark_edges": seg.edges, "pinv": pinv, "pinv_iters": pinv_iters,
-                 "pinv_residual": pinv_residual(a, z).cpu()}
+    structure = NystromStructure("nystrom", rank, requested, landmark_edges=seg.edges, pinv=pinv,
+                                 pinv_iters=pinv_iters, pinv_residual=pinv_residual(a, z).cpu())
     return Result(out, lambda rows: f1z[:, rows] @ b3, structure, cost, all_reach(heads, n, q.device))
 
 
-def truncated_svd(q, k, v, rank, solver, oversample, power_iters, seed) -> Result:
+def truncated_svd(q, k, v, rank, requested, solver, oversample, power_iters, seed) -> Result:
     heads, n, d = q.shape
     dec = attention_svd(q, k, rank, solver, oversample, power_iters, seed)
     us, vt = dec.factors(rank)
@@ -287,10 +328,10 @@ def truncated_svd(q, k, v, rank, solver, oversample, power_iters, seed) -> Resul
         nbytes = passes * 4 * (n * n + 2 * n * d + 2 * n * width)
     cost = {"flops": heads * (flops + 4 * n * rank * dv), "bytes": heads * (nbytes + 4 * n * (2 * dv + 2 * rank))}
     fro = dec.frobenius_error(rank)
-    structure = {"solver": dec.solver, "oversample": dec.oversample, "power_iters": dec.power_iters,
-                 "singular_values": dec.s.cpu(), "frobenius_error": fro.cpu(),
-                 "relative_frobenius_error": (fro / dec.fro2.sqrt()).cpu(),
-                 "spectral_error": dec.spectral_error(rank).cpu(), "error_note": dec.note()}
+    structure = SVDStructure("svd", rank, requested, solver=dec.solver, oversample=dec.oversample,
+                             power_iters=dec.power_iters, singular_values=dec.s.cpu(), frobenius_error=fro.cpu(),
+                             relative_frobenius_error=(fro / dec.fro2.sqrt()).cpu(),
+                             spectral_error=dec.spectral_error(rank).cpu(), error_note=dec.note())
     return Result(out, lambda rows: us[:, rows] @ vt, structure, cost, all_reach(heads, n, q.device))
 
 
@@ -334,13 +375,10 @@ class LowRank(Mechanism):
                 svd_solver, oversample, power_iters):
         used = min(rank, q.shape[1])
         if method == "linformer":
-            res = linformer(q, k, v, used, projection, share_kv, seed)
-        elif method == "nystrom":
-            res = nystrom(q, k, v, used, pinv, pinv_iters)
-        else:
-            res = truncated_svd(q, k, v, used, svd_solver, oversample, power_iters, seed)
-        res.structure = {"method": method, "rank": used, "rank_requested": rank, **res.structure}
-        return res
+            return linformer(q, k, v, used, rank, projection, share_kv, seed)
+        if method == "nystrom":
+            return nystrom(q, k, v, used, rank, pinv, pinv_iters)
+        return truncated_svd(q, k, v, used, rank, svd_solver, oversample, power_iters, seed)
 
 
 MECHANISM = LowRank()

@@ -47,19 +47,7 @@ the original key positions.
 causal: keys after the query are masked (-inf), as Reformer's decoder mask;
 the self key is never masked by it.
 
-structure (all on the CPU):
-  buckets, key_buckets   [rounds, heads, n] bucket (0..n_buckets-1) of each
-                         token's query / key (the same tensor in shared mode)
-  perm, key_perm         [rounds, heads, n] positions of queries / keys in
-                         sorted order (by bucket, then position)
-  query_chunk, key_chunk [rounds, heads, n] chunk index (of the concatenated
-                         rounds) of each sorted query / key slot; a chunk
-                         boundary is where it changes (`chunk_starts`)
-  bucket_sizes, key_bucket_sizes  [rounds, heads, n_buckets]
-  round_weights          [rounds, heads, n] softmax over rounds of lse_r
-  rotations              [heads, head_dim, rounds, n_buckets/2]
-  chunk_length (after clamping), items_per_chunk, n_chunks, n_buckets,
-  n_rounds, shared_qk, causal
+structure: LSHStructure (the buckets, sorted orders and chunks of every round).
 """
 from __future__ import annotations
 
@@ -68,9 +56,32 @@ from dataclasses import dataclass
 import torch
 
 from explorer.core.device import chunk_rows
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
 
 LEN_NORM_EPS = 1e-6
+
+
+@dataclass
+class LSHStructure(Structure):
+    """Every round's hashing, sorting and chunking, as the page draws them (all on the CPU)."""
+
+    buckets: torch.Tensor  # [rounds, heads, n] bucket (0..n_buckets-1) of each token's query
+    key_buckets: torch.Tensor  # [rounds, heads, n] of each token's key (the same tensor in shared mode)
+    perm: torch.Tensor  # [rounds, heads, n] positions of the queries in sorted order (by bucket, then position)
+    key_perm: torch.Tensor  # [rounds, heads, n] positions of the keys in sorted order
+    query_chunk: torch.Tensor  # [rounds, heads, n] chunk (of the concatenated rounds) of each sorted query slot
+    key_chunk: torch.Tensor  # [rounds, heads, n] the same for keys; a chunk boundary is where it changes
+    bucket_sizes: torch.Tensor  # [rounds, heads, n_buckets] queries per bucket
+    key_bucket_sizes: torch.Tensor  # [rounds, heads, n_buckets] keys per bucket
+    round_weights: torch.Tensor  # [rounds, heads, n] softmax over rounds of each query's lse_r
+    rotations: torch.Tensor  # [heads, head_dim, rounds, n_buckets/2]
+    chunk_length: int  # after clamping to n
+    items_per_chunk: int  # chunk_length, or twice it in separate-QK mode (queries and keys)
+    n_chunks: int
+    n_buckets: int
+    n_rounds: int
+    shared_qk: bool
+    causal: bool
 
 
 def self_mask_value(dtype: torch.dtype) -> float:
@@ -344,7 +355,7 @@ class LSH(Mechanism):
                       cost=lsh_cost(heads, n, d, v.shape[2], layout, n_buckets, n_rounds, shared_qk))
 
     @staticmethod
-    def describe(bq, bk, layout, round_w, rotations, n_buckets, length, shared_qk, causal) -> dict:
+    def describe(bq, bk, layout, round_w, rotations, n_buckets, length, shared_qk, causal) -> LSHStructure:
         kb = bq if bk is None else bk
         position = torch.arange(bq.shape[2], device=bq.device)
 
@@ -355,15 +366,14 @@ class LSH(Mechanism):
             return b.new_zeros(*b.shape[:2], n_buckets).scatter_add_(2, b, torch.ones_like(b))
 
         perm, key_perm = order(bq), order(kb)
-        return {
-            "buckets": bq.cpu(), "key_buckets": kb.cpu(), "perm": perm.cpu(), "key_perm": key_perm.cpu(),
-            "query_chunk": (layout.slot.gather(2, perm) // layout.size).cpu(),
-            "key_chunk": (layout.key_slot.gather(2, key_perm) // layout.size).cpu(),
-            "bucket_sizes": sizes(bq).cpu(), "key_bucket_sizes": sizes(kb).cpu(),
-            "round_weights": round_w.cpu(), "rotations": rotations.cpu(),
-            "chunk_length": length, "items_per_chunk": layout.size, "n_chunks": layout.n_chunks,
-            "n_buckets": n_buckets, "n_rounds": bq.shape[0], "shared_qk": shared_qk, "causal": causal,
-        }
+        return LSHStructure(
+            buckets=bq.cpu(), key_buckets=kb.cpu(), perm=perm.cpu(), key_perm=key_perm.cpu(),
+            query_chunk=(layout.slot.gather(2, perm) // layout.size).cpu(),
+            key_chunk=(layout.key_slot.gather(2, key_perm) // layout.size).cpu(),
+            bucket_sizes=sizes(bq).cpu(), key_bucket_sizes=sizes(kb).cpu(),
+            round_weights=round_w.cpu(), rotations=rotations.cpu(),
+            chunk_length=length, items_per_chunk=layout.size, n_chunks=layout.n_chunks,
+            n_buckets=n_buckets, n_rounds=bq.shape[0], shared_qk=shared_qk, causal=causal)
 
 
 def lsh_cost(heads, n, d, dv, layout: Layout, n_buckets, n_rounds, shared_qk) -> dict:
@@ -380,8 +390,4 @@ def lsh_cost(heads, n, d, dv, layout: Layout, n_buckets, n_rounds, shared_qk) ->
 
 
 MECHANISM = LSH()
-
-
-# ---------------------------------------------------------------- what the page shows, computed here
-
 

@@ -25,24 +25,42 @@ Without compressed slots every segment sees one contiguous window (memory and
 itself), so all segments run as one batched SDPA (explorer.core.windows);
 `segment_loop`, one softmax per segment, is the reference and the path with slots.
 
-structure:
-  segments      LongTensor [S, 2]  token span [start, end) of every segment
-  memory        LongTensor [S, 2]  span of its uncompressed memory (empty when start == end)
-  compressed    LongTensor [S, 2]  span of tokens its compressed slots summarize
-  slot_spans    LongTensor [n_slots, 2]  tokens each compressed slot averages (all slots ever made)
-  segment_slots LongTensor [S, 2]  range [first, last) into slot_spans of the slots segment s sees
-  reach_start   LongTensor [n]     earliest token each query can reach (query - it = how far back)
-  segment, memory_len, compressed_len, ratio, causal: the parameters used (after clamping)
+structure: MemoryStructure (the spans every segment reaches, and the parameters used).
 
 dense_mass_by_region() splits dense attention by where its keys lie relative
 to this reach (REGIONS), for the page's "beyond reach" chart.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from explorer.core.windows import segment_attention
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
+
+
+@dataclass
+class MemoryLayout:
+    """The spans every segment reaches, [start, end) token pairs (S segments)."""
+
+    segments: torch.Tensor  # LongTensor [S, 2] every segment
+    memory: torch.Tensor  # LongTensor [S, 2] its uncompressed memory (empty when start == end)
+    compressed: torch.Tensor  # LongTensor [S, 2] the tokens its compressed slots summarize
+    slot_spans: torch.Tensor  # LongTensor [n_slots, 2] tokens each compressed slot averages (all slots ever made)
+    segment_slots: torch.Tensor  # LongTensor [S, 2] range [first, last) into slot_spans of the slots it sees
+    reach_start: torch.Tensor  # LongTensor [n] earliest token each query can reach (query - it = how far back)
+
+
+@dataclass
+class MemoryStructure(MemoryLayout, Structure):
+    """The layout of a run and the parameters it used (after clamping)."""
+
+    segment: int
+    memory_len: int
+    compressed_len: int
+    ratio: int
+    causal: bool
 
 
 def memory_starts(n: int, segment: int, memory: int) -> list[int]:
@@ -64,8 +82,8 @@ def slot_spans(n: int, segment: int, memory: int, ratio: int) -> torch.Tensor:
     return torch.tensor(spans, dtype=torch.long).reshape(-1, 2)
 
 
-def segment_layout(n: int, segment: int, memory: int, compressed: int, ratio: int) -> dict:
-    """The spans every segment reaches: segments, memory, compressed slots (see module docstring)."""
+def segment_layout(n: int, segment: int, memory: int, compressed: int, ratio: int) -> MemoryLayout:
+    """The spans every segment reaches: segments, memory, compressed slots."""
     starts = torch.arange(0, n, segment)
     ends = (starts + segment).clamp_max(n)
     mem_start = torch.tensor(memory_starts(n, segment, memory), dtype=torch.long)
@@ -77,14 +95,13 @@ def segment_layout(n: int, segment: int, memory: int, compressed: int, ratio: in
     if len(slots):
         comp_start = torch.where(last > first, slots[first.clamp_max(len(slots) - 1), 0], mem_start)
     seg_of = torch.arange(n) // segment
-    return {
-        "segments": torch.stack([starts, ends], 1),
-        "memory": torch.stack([mem_start, starts], 1),
-        "compressed": torch.stack([comp_start, mem_start], 1),
-        "slot_spans": slots,
-        "segment_slots": torch.stack([first, last], 1),
-        "reach_start": comp_start[seg_of],
-    }
+    return MemoryLayout(
+        segments=torch.stack([starts, ends], 1),
+        memory=torch.stack([mem_start, starts], 1),
+        compressed=torch.stack([comp_start, mem_start], 1),
+        slot_spans=slots,
+        segment_slots=torch.stack([first, last], 1),
+        reach_start=comp_start[seg_of])
 
 
 def slot_means(x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -97,12 +114,12 @@ def slot_means(x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return total / lengths[None, :, None].to(x)
 
 
-def segment_loop(q, k, v, lay: dict, slot_k, slot_v, causal: bool) -> torch.Tensor:
+def segment_loop(q, k, v, lay: MemoryLayout, slot_k, slot_v, causal: bool) -> torch.Tensor:
     """The reference output: each segment's softmax over its slots, memory and itself, one at a time."""
     heads, n, d = q.shape
     out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
-    for (a, e), (b, _), (first, last) in zip(lay["segments"].tolist(), lay["memory"].tolist(),
-                                             lay["segment_slots"].tolist()):
+    for (a, e), (b, _), (first, last) in zip(lay.segments.tolist(), lay.memory.tolist(),
+                                             lay.segment_slots.tolist()):
         keys = torch.cat([slot_k[:, first:last], k[:, b:e]], 1)
         vals = torch.cat([slot_v[:, first:last], v[:, b:e]], 1)
         sc = torch.matmul(q[:, a:e], keys.transpose(1, 2)) * d**-0.5
@@ -141,32 +158,32 @@ class Memory(Mechanism):
         heads, n, d = q.shape
         segment = min(segment, n)
         lay = segment_layout(n, segment, memory, compressed, ratio)
-        dev = {name: t.to(q.device) for name, t in lay.items()}
-        slots = dev["slot_spans"]
+        dev = MemoryLayout(**{name: t.to(q.device) for name, t in vars(lay).items()})
+        slots = dev.slot_spans
         slot_k, slot_v = slot_means(k, slots), slot_means(v, slots)
-        spans = zip(lay["segments"].tolist(), lay["memory"].tolist(), lay["segment_slots"].tolist())
+        spans = zip(lay.segments.tolist(), lay.memory.tolist(), lay.segment_slots.tolist())
         reached = sum((e - a) * (last - first + e - b) for (a, e), (b, _), (first, last) in spans)
         fast = None if len(slots) else segment_attention(
-            q, k, v, dev["segments"][:, 0], dev["memory"][:, 0], dev["segments"][:, 1], causal)
+            q, k, v, dev.segments[:, 0], dev.memory[:, 0], dev.segments[:, 1], causal)
         out = fast[0] if fast else segment_loop(q, k, v, lay, slot_k, slot_v, causal)
 
         def reach_fn(rows):
             seg = rows // segment
-            stop = rows + 1 if causal else dev["segments"][seg, 1]
+            stop = rows + 1 if causal else dev.segments[seg, 1]
             keys = torch.arange(n, device=q.device)
-            mask = (keys[None, :] >= dev["reach_start"][rows, None]) & (keys[None, :] < stop[:, None])
+            mask = (keys[None, :] >= dev.reach_start[rows, None]) & (keys[None, :] < stop[:, None])
             return mask[None].expand(heads, -1, -1)
 
         def weights_fn(rows):
             seg = rows // segment
             keys = torch.arange(n, device=q.device)
             tok_sc = torch.matmul(q[:, rows], k.transpose(1, 2)) * d**-0.5
-            stop = rows + 1 if causal else dev["segments"][seg, 1]
-            tok_ok = (keys[None, :] >= dev["memory"][seg, 0, None]) & (keys[None, :] < stop[:, None])
+            stop = rows + 1 if causal else dev.segments[seg, 1]
+            tok_ok = (keys[None, :] >= dev.memory[seg, 0, None]) & (keys[None, :] < stop[:, None])
             tok_sc = tok_sc.masked_fill(~tok_ok, float("-inf"))
             slot_sc = torch.matmul(q[:, rows], slot_k.transpose(1, 2)) * d**-0.5
             ids = torch.arange(len(slots), device=q.device)
-            first, last = dev["segment_slots"][seg].unbind(1)
+            first, last = dev.segment_slots[seg].unbind(1)
             slot_ok = (ids[None, :] >= first[:, None]) & (ids[None, :] < last[:, None])
             slot_sc = slot_sc.masked_fill(~slot_ok, float("-inf"))
             p = torch.softmax(torch.cat([slot_sc, tok_sc], -1), -1)
@@ -181,8 +198,8 @@ class Memory(Mechanism):
         dv, pooled = v.shape[2], int(slots[-1, 1]) if len(slots) else 0
         cost = {"flops": 2 * heads * reached * (d + dv) + heads * pooled * (d + dv),  # scores, mixing, pooling sums
                 "bytes": 4 * heads * (reached + n * (2 * d + 2 * dv) + len(slots) * (d + dv))}
-        structure = {**lay, "segment": segment, "memory_len": memory, "compressed_len": compressed,
-                     "ratio": ratio, "causal": causal}
+        structure = MemoryStructure(**vars(lay), segment=segment, memory_len=memory, compressed_len=compressed,
+                                    ratio=ratio, causal=causal)
         return Result(out, weights_fn, structure=structure, cost=cost, reach_fn=reach_fn)
 
 

@@ -23,35 +23,24 @@ attention above), and "segmented", "lsh", "lowrank", "dense" (PATHS), each with
 its own defaults (dense only when `dense_path`; when causal, only paths with a
 causal form). Routing probabilities are r = softmax(x W_r) with x the head's
 query vectors; output = sum_p r_p Attn_p and the effective weights are the same
-mix of the paths' weights. W_r ([heads, head_dim, P] or [head_dim, P], a tensor
-or a nested list so it can travel as JSON) is seeded random N(0, 1/head_dim)
-unless given; explorer.analysis.router_fit fits it to match dense on this text.
+mix of the paths' weights. W_r ([heads, head_dim, P] or [head_dim, P], a tensor) is
+seeded random N(0, 1/head_dim) unless given; explorer.analysis.router_fit fits it to match
+dense on this text.
 
-structure (both modes; 'query_members' etc. describe the k-means clusters):
-  n_clusters, cluster_size   clusters used and tokens each cluster takes (w)
-  query_cluster, key_cluster LongTensor [heads, n]  nearest centroid of each query / key
-  query_sim, key_sim         [heads, n]  cosine similarity to that centroid
-  natural_sizes              [heads, C]  queries + keys nearest to each centroid (before balancing)
-  query_members, key_members LongTensor [heads, C, w]  the balanced clusters (sorted positions)
-  query_routes, key_routes   LongTensor [heads, n]  clusters each token was routed to (0 = none)
-  centroid_sim               [heads, C, C]  cosine similarity between centroids
-router mode adds:
-  paths                      list of path names, P of them
-  route                      [heads, n, P]  routing probabilities
-  usage                      [heads, P]  mean routing probability of each path
-  router                     [heads, head_dim, P]  W_r used; router_source "seeded" or "given"
-  path_flops                 dict path -> its flops
+structure: ClusterStructure (the k-means clusters); router mode a RouterStructure, which adds
+the paths and their routing probabilities.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from explorer.core import attention
 from explorer.core.device import chunk_rows
 from explorer.core.rows import row_chunks
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
 from explorer.mechanisms.dense import MECHANISM as DENSE
 from explorer.mechanisms.lowrank import MECHANISM as LOWRANK
 from explorer.mechanisms.lsh import MECHANISM as LSH
@@ -59,6 +48,36 @@ from explorer.mechanisms.segmented import MECHANISM as SEGMENTED
 
 # The other mechanisms router mode can route to, in the order the paths are listed.
 PATHS = {"segmented": SEGMENTED, "lsh": LSH, "lowrank": LOWRANK, "dense": DENSE}
+
+
+@dataclass
+class ClusterStructure(Structure):
+    """The k-means clusters (C of them) and how balanced routing filled them."""
+
+    n_clusters: int  # clusters used
+    cluster_size: int  # tokens each cluster takes (w)
+    query_cluster: torch.Tensor  # LongTensor [heads, n] nearest centroid of each query
+    key_cluster: torch.Tensor  # LongTensor [heads, n] nearest centroid of each key
+    query_sim: torch.Tensor  # [heads, n] cosine similarity of each query to that centroid
+    key_sim: torch.Tensor  # [heads, n] the same for keys
+    natural_sizes: torch.Tensor  # [heads, C] queries + keys nearest to each centroid (before balancing)
+    query_members: torch.Tensor  # LongTensor [heads, C, w] the balanced clusters' queries (sorted positions)
+    key_members: torch.Tensor  # LongTensor [heads, C, w] their keys
+    query_routes: torch.Tensor  # LongTensor [heads, n] clusters each query was routed to (0 = none)
+    key_routes: torch.Tensor  # LongTensor [heads, n] clusters each key was routed to
+    centroid_sim: torch.Tensor  # [heads, C, C] cosine similarity between centroids
+
+
+@dataclass
+class RouterStructure(ClusterStructure):
+    """Router mode: the clusters path's structure, and how the router mixed the P paths."""
+
+    paths: list[str]  # path names, P of them
+    route: torch.Tensor  # [heads, n, P] routing probabilities
+    usage: torch.Tensor  # [heads, P] mean routing probability of each path
+    router: torch.Tensor  # [heads, head_dim, P] W_r used
+    router_source: str  # "seeded" | "given"
+    path_flops: dict[str, int]  # path -> its flops
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -179,13 +198,12 @@ def kmeans_attention(q, k, v, n_clusters: int, cluster_size: int, iterations: in
         natural.scatter_add_(1, near, torch.ones_like(near, dtype=natural.dtype))
     k_routes = torch.zeros(heads, n, dtype=torch.long, device=q.device).scatter_add_(
         1, km.flatten(1), torch.ones_like(km.flatten(1)))
-    structure = {
-        "n_clusters": clusters, "cluster_size": width,
-        "query_cluster": q_near, "key_cluster": k_near, "query_sim": q_sim, "key_sim": k_sim,
-        "natural_sizes": natural, "query_members": qm, "key_members": km,
-        "query_routes": q_routes, "key_routes": k_routes,
-        "centroid_sim": torch.matmul(centroids, centroids.transpose(1, 2)),
-    }
+    structure = ClusterStructure(
+        n_clusters=clusters, cluster_size=width,
+        query_cluster=q_near.cpu(), key_cluster=k_near.cpu(), query_sim=q_sim.cpu(), key_sim=k_sim.cpu(),
+        natural_sizes=natural.cpu(), query_members=qm.cpu(), key_members=km.cpu(),
+        query_routes=q_routes.cpu(), key_routes=k_routes.cpu(),
+        centroid_sim=torch.matmul(centroids, centroids.transpose(1, 2)).cpu())
     dv = v.shape[2]
     fit = (iterations + 1) * 2 * (2 * n) * clusters * d
     cost = {"flops": heads * (fit + 2 * clusters * width * width * (d + dv)),
@@ -200,8 +218,7 @@ def kmeans_attention(q, k, v, n_clusters: int, cluster_size: int, iterations: in
             hit &= torch.arange(n, device=q.device)[None, None, :] <= rows[None, :, None]
         return hit
 
-    return Result(out, lambda rows: cluster_weights(q, k, table, km, causal, rows),
-                  structure={k_: t.cpu() if torch.is_tensor(t) else t for k_, t in structure.items()},
+    return Result(out, lambda rows: cluster_weights(q, k, table, km, causal, rows), structure=structure,
                   cost=cost, reach_fn=reach_fn)
 
 
@@ -271,13 +288,8 @@ def seeded_router(heads: int, d: int, paths: int, seed: int, device) -> torch.Te
 def check_router(router, heads: int, d: int, names: list[str], device) -> torch.Tensor:
     """A given W_r as [heads, d, P] on the device, or ValueError naming the expected shape."""
     want = (heads, d, len(names))
-    if isinstance(router, (list, tuple)):  # JSON-friendly form, as the app's cache keys need
-        try:
-            router = torch.tensor(router, dtype=torch.float32)
-        except (TypeError, ValueError, RuntimeError):
-            router = None
     if not torch.is_tensor(router) or not router.is_floating_point():
-        raise ValueError(f"routing: parameter router must be a float tensor or nested list "
+        raise ValueError(f"routing: parameter router must be a float tensor "
                          f"of shape {list(want)} or {list(want[1:])} (paths {names})")
     if tuple(router.shape) == want[1:]:
         router = router.expand(heads, -1, -1)
@@ -312,9 +324,9 @@ def mix(results: list[Result], route: torch.Tensor, names: list[str], router: to
     own = {"flops": 2 * heads * n * router.shape[1] * len(names) + 2 * heads * n * len(names) * out.shape[2],
            "bytes": 4 * heads * n * (router.shape[1] + len(names) * (1 + out.shape[2]))}
     cost = {key: own[key] + sum(r.cost[key] for r in results) for key in own}
-    structure = {**kmeans.structure, "paths": names, "route": route.cpu(), "usage": route.mean(1).cpu(),
-                 "router": router.cpu(), "router_source": "given" if given else "seeded",
-                 "path_flops": {name: r.cost["flops"] for name, r in zip(names, results)}}
+    structure = RouterStructure(**vars(kmeans.structure), paths=names, route=route.cpu(), usage=route.mean(1).cpu(),
+                                router=router.cpu(), router_source="given" if given else "seeded",
+                                path_flops={name: r.cost["flops"] for name, r in zip(names, results)})
     return Result(out, weights_fn, structure=structure, cost=cost, reach_fn=reach_fn)
 
 
@@ -345,8 +357,8 @@ class Routing(Mechanism):
               label="Seed of k-means and the router"),
         Param("causal", False, help="mask keys after the query (in every path)",
               label="Causal mask (every path)"),
-        Param("router", None, help="router mode: W_r [heads, head_dim, paths] or [head_dim, paths], a tensor "
-                                    "or nested list; None = seeded random"),
+        Param("router", None, help="router mode: W_r [heads, head_dim, paths] or [head_dim, paths], a tensor; "
+                                    "None = seeded random"),
     )
 
     def check_together(self, values: dict) -> None:

@@ -29,17 +29,31 @@ which the page computes with explorer.core.segments.by_structure from the Doc's
 text and offsets (sentences, paragraphs); `boundaries` overrides
 `segment_length`.
 
-structure: starts, ends, sizes (LongTensor [segments]), overlap, summaries,
-size_weighted, causal, and summary_mass (float [heads, n]: the share of each
-query's attention that went to summaries, 0 without them).
+structure: SegmentedStructure (the segments, and the mass the summaries took).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from explorer.core import segments
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
 from explorer.mechanisms.spans import NodeLevel, SpanAttention, make_starts, pooled_nodes, row_chunk, span_cost, windows
+
+
+@dataclass
+class SegmentedStructure(Structure):
+    """The segments as cut (from a length or the text's boundaries) and what the summaries took."""
+
+    starts: torch.Tensor  # LongTensor [segments] first token of each segment
+    ends: torch.Tensor  # LongTensor [segments] one past its last token
+    sizes: torch.Tensor  # LongTensor [segments] tokens in it
+    overlap: int
+    summaries: bool
+    size_weighted: bool
+    causal: bool
+    summary_mass: torch.Tensor  # [heads, n] share of each query's attention on summaries (0 without them)
 
 
 class Segmented(Mechanism):
@@ -76,11 +90,10 @@ class Segmented(Mechanism):
         sizes = segments.sizes(starts, n)
         chunk = row_chunk(n, heads, int(sizes.max()) + overlap, starts.numel() if summaries else 0, q.device)
         out, mass = engine.run(chunk, starts)
-        structure = {
-            "starts": starts.cpu(), "ends": seg_ends.cpu(), "sizes": sizes.cpu(), "overlap": overlap,
-            "summaries": summaries, "size_weighted": size_weighted, "causal": causal,
-            "summary_mass": (mass[:, 1] if summaries else torch.zeros(heads, n, device=q.device)).cpu(),
-        }
+        structure = SegmentedStructure(
+            starts=starts.cpu(), ends=seg_ends.cpu(), sizes=sizes.cpu(), overlap=overlap,
+            summaries=summaries, size_weighted=size_weighted, causal=causal,
+            summary_mass=(mass[:, 1] if summaries else torch.zeros(heads, n, device=q.device)).cpu())
         cost = span_cost(engine, q, k, v, starts.numel() if summaries else 0, levels=int(summaries))
         return Result(out, engine.weights, structure=structure, cost=cost, reach_fn=engine.reach)
 

@@ -15,16 +15,28 @@ inside the rolling cache; here q and k keep the positions the model gave them
 Memory O(n * (s + w)): queries go in chunks, each against its sinks and the
 keys of its chunk's windows, never an n x n matrix.
 
-structure: sinks, window (as used; sinks clamped to n), causal,
-window_start, window_stop (LongTensor [n]: each query's window [start, stop)),
-sink_mass (float [heads, n]: each query's attention on the sink tokens).
+structure: SinksStructure (each query's window, and its attention on the sinks).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from explorer.mechanisms.base import Mechanism, Param, Result
+from explorer.mechanisms.base import Mechanism, Param, Result, Structure
 from explorer.mechanisms.spans import row_chunk
+
+
+@dataclass
+class SinksStructure(Structure):
+    """What each query saw, and how much of its attention the sinks took."""
+
+    sinks: int  # as used: clamped to n
+    window: int
+    causal: bool
+    window_start: torch.Tensor  # LongTensor [n] first key of each query's window
+    window_stop: torch.Tensor  # LongTensor [n] one past its last key
+    sink_mass: torch.Tensor  # [heads, n] each query's attention on the sink tokens
 
 
 def window_bounds(n: int, window: int, causal: bool, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,8 +114,7 @@ class Sinks(Mechanism):
         pairs = (hi - lo).sum() + lo.clamp_max(sinks).sum()  # window keys, sinks before the window
         pairs = int(pairs if causal else pairs + (sinks - hi).clamp_min(0).sum())  # and after it
         cost = {"flops": 2 * heads * pairs * (d + dv), "bytes": 4 * heads * (pairs + n * (2 * d + 2 * dv))}
-        structure = {"sinks": sinks, "window": window, "causal": causal, "window_start": lo.cpu(),
-                     "window_stop": hi.cpu(), "sink_mass": sink_mass.cpu()}
+        structure = SinksStructure(sinks, window, causal, lo.cpu(), hi.cpu(), sink_mass.cpu())
         return Result(out, engine.weights, structure=structure, cost=cost, reach_fn=engine.reach)
 
 

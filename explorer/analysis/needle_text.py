@@ -35,6 +35,9 @@ Span = tuple[int, int]  # token range [start, stop)
 # (begin, end) marker strings of the passage, then the question, in assets/samples/needle_report.md
 NEEDLE_REPORT = (("Access code for the cold archive:", "VERMILION-42."),
                  ("What is the access code for the cold archive?", None))
+KNOWN = (NEEDLE_REPORT,)  # the passage and question marked in the bundled texts that have them
+
+Markers = tuple[tuple[str, str | None], tuple[str, str | None]]
 
 
 def find_span(text: str, offsets: list[tuple[int, int]], begin: str, end: str | None = None,
@@ -63,6 +66,12 @@ def marked_spans(text: str, offsets: list[tuple[int, int]], passage: tuple[str, 
     """The passage's span and the question's, the question searched for after the passage's end."""
     p = find_span(text, offsets, *passage)
     return p, find_span(text, offsets, *question, after=offsets[p[1] - 1][1])
+
+
+def markers_in(text: str) -> Markers | None:
+    """The first KNOWN passage and question whose every marker the text holds, so any text carrying
+    them (a sample or a pasted copy) opens with its passage and question marked."""
+    return next((m for m in KNOWN if all(part in text for pair in m for part in pair if part)), None)
 
 
 def needle_report_spans(text: str, offsets: list[tuple[int, int]]) -> tuple[Span, Span]:

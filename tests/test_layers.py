@@ -11,7 +11,8 @@ from conftest import ROOT
 # shared computations, then the panels pages place.
 UI_INFRASTRUCTURE = ("ui.hosting", "ui.messages", "ui.settings", "ui.texts", "ui.downloads", "ui.cache", "ui.state")
 UI_COMPUTATIONS = ("ui.compute", "ui.refine", "ui.document")
-UI_PANELS = ("ui.charts", "ui.maps", "ui.inspector", "ui.fidelity", "ui.forms", "ui.remedies", "ui.share", "ui.sidebar")
+UI_PANELS = ("ui.charts", "ui.maps", "ui.inspector", "ui.fidelity", "ui.forms", "ui.remedies", "ui.share", "ui.sidebar",
+             "ui.dilution")
 LAYERS = [("explorer.core",), ("explorer.mechanisms",), ("explorer.analysis",), ("explorer.figures",), ("explorer",),
           ("ui",), UI_INFRASTRUCTURE, UI_COMPUTATIONS, UI_PANELS, ("views",), ("app",)]
 

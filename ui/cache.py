@@ -372,10 +372,11 @@ def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
         bar.empty()
 
 
-def computation(label: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def computation(label: str | Callable[..., str] | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """A function whose value is cached under its name and its arguments: pages call names, never
     spell keys. Arguments must be hashable (a Run, numbers, strings, tuples); dicts and lists are
-    frozen into tuples. label: as `cached`'s, a progress bar while the value is made. fn.made(...)
+    frozen into tuples. label: as `cached`'s, a progress bar while the value is made (or a function of
+    the arguments that says it). fn.made(...)
     says whether the value for those arguments is made already (a page may offer it without a click)."""
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         name = f"{Path(fn.__code__.co_filename).stem}.{fn.__qualname__}"
@@ -385,7 +386,8 @@ def computation(label: str | None = None) -> Callable[[Callable[..., T]], Callab
 
         @functools.wraps(fn)
         def call(*args, **kwargs) -> T:
-            return cached(key(*args, **kwargs), lambda: fn(*args, **kwargs), label)
+            said = label(*args, **kwargs) if callable(label) else label
+            return cached(key(*args, **kwargs), lambda: fn(*args, **kwargs), said)
 
         call.made = lambda *args, **kwargs: key(*args, **kwargs) in store()  # made already (by anyone)
         return call

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 import explorer
-from explorer.analysis import model_view, remedies, windows
+from explorer.analysis import experiment, model_view, remedies, windows
 from explorer.analysis.fidelity import Fidelity, fidelity
 from explorer.core import encoding, segments
 from explorer.core.doc import ModelCapture
@@ -204,11 +204,9 @@ def own_windows(run: Run) -> Result:
 
 def weights_fn(run: Run) -> Callable[[torch.Tensor], torch.Tensor]:
     """rows -> [1, len(rows), n]: exact attention's rows as the model computes them, or the run's
-    effective weights."""
-    if run.dense:
-        q, k, _ = qkv(run)
-        return lambda rows: run.doc.model_rule.of_head(run.head).weights(q, k, rows)
-    return result(run).weights
+    effective weights (its cached result), through the experiment runner's one switch."""
+    curve = experiment.DENSE if run.dense else result(run)
+    return experiment.attend(*qkv(run), curve, rule=run.doc.model_rule.of_head(run.head)).weights
 
 
 def fidelity_of(run: Run) -> Fidelity:

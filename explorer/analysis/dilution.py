@@ -43,28 +43,21 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-from explorer.analysis import remedies
-from explorer.core import attention
+from explorer.analysis import experiment, remedies
+from explorer.analysis.experiment import DENSE, Mechanisms, Progress
 from explorer.core.checks import check_qkv
 from explorer.core.device import chunk_rows
 from explorer.core.rows import sample_rows
 from explorer.core.synthetic import synthetic
-from explorer.mechanisms.base import Mechanism
-
-DENSE = "dense"
 METRICS = ("max_weight", "entropy", "entropy_norm", "support", "topk_mass")
 LABELS = {"max_weight": "max weight", "entropy": "entropy (nats)", "entropy_norm": "entropy / log(prefix length)",
           "support": "effective support exp(H)", "topk_mass": "top-k mass"}
 SAMPLES = ("spread", "last")
 QUANTILES = (0.25, 0.5, 0.75)
-
-Mechanisms = dict[str, tuple[Mechanism, dict]]
-Progress = Callable[[int, int], None] | None
 
 
 # ---------------------------------------------------------------- validation
@@ -314,24 +307,6 @@ class Curves:
         return out
 
 
-def check_mechanisms(mechanisms: Mechanisms | None) -> Mechanisms:
-    mechanisms = dict(mechanisms or {})
-    if DENSE in mechanisms:
-        raise ValueError(f"the name {DENSE!r} is the exact reference; give the mechanism another name")
-    for name, pair in mechanisms.items():
-        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Mechanism)):
-            raise ValueError(f"mechanism {name!r} must be given as (Mechanism, params dict)")
-        pair[0].validate(pair[1])
-    return mechanisms
-
-
-def curve_names(mechanisms: Mechanisms, dense: bool) -> list[str]:
-    names = [DENSE, *mechanisms] if dense else list(mechanisms)
-    if not names:
-        raise ValueError("nothing to measure: give mechanisms or keep dense=True")
-    return names
-
-
 def merged(parts: list, same: tuple[str, ...], fields: tuple[str, ...]) -> dict:
     """Field values of dataclass results measured alike, with their per-curve dicts united."""
     if not parts:
@@ -344,13 +319,6 @@ def merged(parts: list, same: tuple[str, ...], fields: tuple[str, ...]) -> dict:
     out.update({name: {key: value for part in parts for key, value in getattr(part, name).items()}
                 for name in fields})
     return out
-
-
-def with_causal(mech: Mechanism, params: dict, causal: bool) -> dict:
-    """The caller's params, with causal filled in where the mechanism has it and they left it out."""
-    if causal and "causal" in {p.name for p in mech.params} and "causal" not in params:
-        return {**params, "causal": True}
-    return dict(params)
 
 
 def dilution_curves(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths,
@@ -370,36 +338,20 @@ def dilution_curves(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths,
     lengths = check_lengths(lengths, n)
     queries = int_at_least("queries", queries, 1)
     topk = int_at_least("topk", topk, 1)
-    if sample not in SAMPLES:
-        raise ValueError(f"sample={sample!r} must be one of {list(SAMPLES)}")
-    mechanisms = check_mechanisms(mechanisms)
-    names = curve_names(mechanisms, dense)
+    rows = [query_rows(length, queries, sample).to(q.device) for length in lengths]
+    curves = experiment.curves(mechanisms, dense)
     remedy = remedies.check_remedy(remedy)
-    bands = {name: {m: np.empty((len(lengths), 3)) for m in METRICS} for name in names}
+    bands = {name: {m: np.empty((len(lengths), 3)) for m in METRICS} for name in curves}
+    empty = {name: np.zeros(len(lengths)) for name in curves}
     masked = {}
-    empty = {name: np.zeros(len(lengths)) for name in names}
-    counts, total, done = [], len(lengths) * len(names), 0
-    with torch.no_grad():
-        for i, length in enumerate(lengths):
-            qp, kp, vp = remedies.apply(q[:, :length], remedy, causal), k[:, :length], v[:, :length]
-            rows = query_rows(length, queries, sample).to(q.device)
-            counts.append(int(rows.numel()))
-            for name in names:
-                if name == DENSE:
-                    fn, is_causal = (lambda r: attention.weights(qp, kp, r, causal)), bool(causal)
-                else:
-                    mech, params = mechanisms[name]
-                    res = mech.run(qp, kp, vp, **with_causal(mech, params, causal))
-                    fn, is_causal = res.weights, bool(res.params.get("causal", False))
-                masked[name] = is_causal
-                stats = _streamed(fn, rows, is_causal, length, heads, topk)
-                for m, values in stats.items():
-                    bands[name][m][i] = _band(values)
-                empty[name][i] = float((stats["support"] == 0).float().mean())
-                done += 1
-                if progress:
-                    progress(done, total)
-    return Curves(lengths, bands, counts, topk, sample, masked, empty, remedy)
+    for i, name, att in experiment.measured(lengths, lambda length: (q[:, :length], k[:, :length], v[:, :length]),
+                                            curves, causal, remedy, progress=progress):
+        masked[name] = att.causal
+        stats = _streamed(att.weights, rows[i], att.causal, lengths[i], heads, topk)
+        for m, values in stats.items():
+            bands[name][m][i] = _band(values)
+        empty[name][i] = float((stats["support"] == 0).float().mean())
+    return Curves(lengths, bands, [int(r.numel()) for r in rows], topk, sample, masked, empty, remedy)
 
 
 # ---------------------------------------------------------------- controlled experiment
@@ -481,30 +433,19 @@ def needle_experiment(lengths, margin: float = 8.0, noise: float = 1.0, mechanis
     key_at = _finite("key_at", key_at)
     if not 0 <= key_at <= 1:
         raise ValueError(f"key_at={key_at} must lie in [0, 1] (relative position of the needle key)")
-    mechanisms = check_mechanisms(mechanisms)
-    names = curve_names(mechanisms, dense)
+    curves = experiment.curves(mechanisms, dense)
     remedy = remedies.check_remedy(remedy)
-    weight = {name: np.empty((len(lengths), heads)) for name in names}
-    reach = {name: np.empty((len(lengths), heads), dtype=bool) for name in names}
-    keys, total, done = [], len(lengths) * len(names), 0
-    with torch.no_grad():
-        for i, n in enumerate(lengths):
-            key = round(key_at * (n - 1))
-            keys.append(key)
-            doc = synthetic(n, heads=heads, head_dim=head_dim, seed=seed, needles=[(n - 1, key)],
-                            margin=margin, noise=noise)
-            q = remedies.apply(doc.q, remedy)
-            row = torch.tensor([n - 1])
-            for name in names:
-                if name == DENSE:
-                    w = attention.weights(q, doc.k, row)[:, 0, key]
-                    r = torch.ones_like(w, dtype=torch.bool)
-                else:
-                    mech, params = mechanisms[name]
-                    res = mech.run(q, doc.k, doc.v, **params)
-                    w, r = res.weights(row)[:, 0, key], res.reach(row)[:, 0, key]
-                weight[name][i], reach[name][i] = w.cpu().numpy(), r.cpu().numpy()
-                done += 1
-                if progress:
-                    progress(done, total)
+    weight = {name: np.empty((len(lengths), heads)) for name in curves}
+    reach = {name: np.empty((len(lengths), heads), dtype=bool) for name in curves}
+    keys = [round(key_at * (n - 1)) for n in lengths]
+
+    def planted(n: int):
+        doc = synthetic(n, heads=heads, head_dim=head_dim, seed=seed, needles=[(n - 1, round(key_at * (n - 1)))],
+                        margin=margin, noise=noise)
+        return doc.q, doc.k, doc.v
+
+    for i, name, att in experiment.measured(lengths, planted, curves, remedy=remedy, progress=progress):
+        row = torch.tensor([lengths[i] - 1])
+        weight[name][i] = att.weights(row)[:, 0, keys[i]].cpu().numpy()
+        reach[name][i] = att.reach(row)[:, 0, keys[i]].cpu().numpy()
     return Needle(lengths, margin, noise, key_at, keys, weight, reach, remedy)

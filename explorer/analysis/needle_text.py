@@ -26,16 +26,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from explorer.analysis import remedies
-from explorer.analysis.dilution import (DENSE, Mechanisms, Progress, check_mechanisms, curve_names, int_at_least,
-                                        merged, prefix_lengths, with_causal)
-from explorer.core import attention
+from explorer.analysis import experiment, remedies
+from explorer.analysis.dilution import int_at_least, merged, prefix_lengths
+from explorer.analysis.experiment import Mechanisms, Progress
 from explorer.core.checks import check_qkv
 
 Span = tuple[int, int]  # token range [start, stop)
 # (begin, end) marker strings of the passage, then the question, in assets/samples/needle_report.md
 NEEDLE_REPORT = (("Access code for the cold archive:", "VERMILION-42."),
                  ("What is the access code for the cold archive?", None))
+KNOWN = (NEEDLE_REPORT,)  # the passage and question marked in the bundled texts that have them
+
+Markers = tuple[tuple[str, str | None], tuple[str, str | None]]
 
 
 def find_span(text: str, offsets: list[tuple[int, int]], begin: str, end: str | None = None,
@@ -64,6 +66,12 @@ def marked_spans(text: str, offsets: list[tuple[int, int]], passage: tuple[str, 
     """The passage's span and the question's, the question searched for after the passage's end."""
     p = find_span(text, offsets, *passage)
     return p, find_span(text, offsets, *question, after=offsets[p[1] - 1][1])
+
+
+def markers_in(text: str) -> Markers | None:
+    """The first KNOWN passage and question whose every marker the text holds, so any text carrying
+    them (a sample or a pasted copy) opens with its passage and question marked."""
+    return next((m for m in KNOWN if all(part in text for pair in m for part in pair if part)), None)
 
 
 def needle_report_spans(text: str, offsets: list[tuple[int, int]]) -> tuple[Span, Span]:
@@ -160,29 +168,17 @@ def text_dilution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: li
     fillers = filler_steps(len(pool)) if fillers is None else sorted({int_at_least("filler", f, 0) for f in fillers})
     if not fillers or fillers[-1] > len(pool):
         raise ValueError(f"fillers must hold at least one amount, each in 0..{len(pool)} (the text's other tokens)")
-    mechanisms = check_mechanisms(mechanisms)
-    names = curve_names(mechanisms, dense)
+    curves = experiment.curves(mechanisms, dense)
     remedy = remedies.check_remedy(remedy)
     plen, qlen = passage[1] - passage[0], question[1] - question[0]
-    mass = {name: np.empty((len(fillers), q.shape[0], qlen)) for name in names}
-    lengths, uniform, masked, done = [], [], {}, 0
-    with torch.no_grad():
-        for i, filler in enumerate(fillers):
-            idx = sequence(passage, question, pool, filler).to(q.device)
-            n = idx.numel()
-            qs, ks, vs = remedies.apply(q[:, idx], remedy, causal), k[:, idx], v[:, idx]
-            rows = torch.arange(n - qlen, n, device=q.device)
-            lengths.append(n)
-            uniform.append(_uniform(plen, rows.cpu(), n, causal))
-            for name in names:
-                if name == DENSE:
-                    w, masked[name] = attention.weights(qs, ks, rows, causal), bool(causal)
-                else:
-                    mech, params = mechanisms[name]
-                    res = mech.run(qs, ks, vs, **with_causal(mech, params, causal))
-                    w, masked[name] = res.weights(rows), bool(res.params.get("causal", False))
-                mass[name][i] = w[..., :plen].sum(-1).cpu().numpy()
-                done += 1
-                if progress:
-                    progress(done, len(fillers) * len(names))
+    steps = [sequence(passage, question, pool, filler).to(q.device) for filler in fillers]
+    lengths = [idx.numel() for idx in steps]
+    rows = [torch.arange(n - qlen, n, device=q.device) for n in lengths]
+    uniform = [_uniform(plen, r.cpu(), n, causal) for r, n in zip(rows, lengths)]
+    mass = {name: np.empty((len(fillers), q.shape[0], qlen)) for name in curves}
+    masked = {}
+    for i, name, att in experiment.measured(steps, lambda idx: (q[:, idx], k[:, idx], v[:, idx]), curves, causal,
+                                            remedy, progress=progress):
+        masked[name] = att.causal
+        mass[name][i] = att.weights(rows[i])[..., :plen].sum(-1).cpu().numpy()
     return TextNeedle(passage, question, fillers, lengths, mass, uniform, masked, remedy)

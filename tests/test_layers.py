@@ -109,3 +109,11 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     source.write_text("def f():\n    from ui import state\n    from . import sibling\n", encoding="utf-8")
     found = imports(source, "explorer.core.mod")
     assert "ui.state" in found and "explorer.core.sibling" in found
+
+
+def test_pages_name_their_computations_and_read_typed_results():
+    """No page spells a cache key (they call named computations) or reads a structure by string."""
+    for path in ROOT.glob("views/*.py"):
+        assert "cached(" not in path.read_text(encoding="utf-8"), path.name
+    for path in [*ROOT.glob("explorer/**/*.py"), *ROOT.glob("ui/*.py"), *ROOT.glob("views/*.py")]:
+        assert "structure[" not in path.read_text(encoding="utf-8"), path.name

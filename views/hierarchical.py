@@ -7,9 +7,23 @@ from explorer.figures import common
 from explorer.figures import segments as figures
 from explorer.mechanisms import REGISTRY
 from ui import charts, compute, fidelity, forms, inspector, maps
-from ui.cache import cached, report
+from ui.cache import computation, report
 
 MECH = REGISTRY["hierarchical"]
+
+
+@computation("Pooling each level's map, queries")
+def level_pooled(run, levels: int, window: tuple, grid: int):
+    """What each level alone puts on the keys of the window, pooled like the other maps."""
+    q, k, v = compute.qkv(run)
+    return level_maps(by_level(q, k, v, **run.params), levels, 1, run.doc.n, rows=window[:2], cols=window[2:],
+                      grid=grid, per_bin=compute.MAP_ROWS_PER_BIN, device=q.device, progress=report)
+
+
+@computation()
+def row_by_level(run, query: int):
+    """One query's weights from each level, [levels, n]."""
+    return by_level(*compute.qkv(run), **run.params)([query])[0, :, 0].cpu()
 
 run, res = forms.header(MECH, structure=("Chunks from", "chunks", "chunk_length"))
 doc = run.doc
@@ -43,9 +57,7 @@ grid = maps.grid()
 q, k, v = compute.qkv(run)
 pair = {"Dense": compute.window_map(run.reference(), window, grid),
         "Hierarchical (combined)": compute.window_map(run, window, grid)}
-per_level = dict(zip(names, cached(("hierarchical level maps", run, window, grid), lambda: level_maps(
-    by_level(q, k, v, **run.params), len(names), 1, doc.n, rows=window[:2], cols=window[2:], grid=grid,
-    per_bin=compute.MAP_ROWS_PER_BIN, device=q.device, progress=report), label="Pooling each level's map, queries")))
+per_level = dict(zip(names, level_pooled(run, len(names), window, grid)))
 scale = maps.scale_for({**pair, **per_level})
 spans = {name: levels[max(0, i - 1)].starts for i, name in enumerate(per_level)}
 maps.draw(doc, pair, scale=scale,
@@ -59,8 +71,7 @@ charts.section("What one token receives from each level",
                "Pick a query token: the bars split its attention by level; the chart shows what each level puts on "
                "every token of the text beside dense attention's row; the text is shaded by the combined weight.")
 query = inspector.query_picker(doc)
-levels_row = cached(("hierarchical row by level", run, query),
-                    lambda: by_level(q, k, v, **run.params)([query])[0, :, 0].cpu())
+levels_row = row_by_level(run, query)
 left, right = st.columns([1, 2])
 charts.show(left, figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.tokens[query]}"),
                   width="stretch", key="hier_query_bars")

@@ -8,12 +8,31 @@ from explorer.core.rows import sample_rows
 from explorer.figures import lowrank as figs
 from explorer.mechanisms import REGISTRY
 from ui import charts, compute, fidelity, forms, inspector, maps
-from ui.cache import cached, report, store
+from ui.cache import computation, report
 
 MECH = REGISTRY["lowrank"]
 AUTO_N = 8192  # beyond this on a CPU the spectrum and curves (minutes of streamed passes) wait for a button
 SPECTRUM_RANK = 256  # singular values computed by the randomized method
 SIGNED_ROWS = 256  # queries whose weights are checked for sign and row sums
+
+
+@computation()
+def signed_share(run):
+    """How much of Linformer's |weight| is negative, on evenly spaced queries."""
+    return signed_mass(compute.result(run), sample_rows(run.doc.n, SIGNED_ROWS).to(run.doc.q.device))
+
+
+@computation("Computing singular values")
+def spectrum(run):
+    """The singular values of the head's attention matrix (the run is dense's)."""
+    q, k, _ = compute.qkv(run)
+    return spectra.spectrum(q, k, rank=SPECTRUM_RANK)
+
+
+@computation("Error curves, steps")
+def error_curves(run, ks: tuple):
+    """Linformer, Nystrom and the SVD at each k; the run's parameters are the settings besides method and rank."""
+    return spectra.error_curves(*compute.qkv(run), ks=list(ks), settings=run.params, progress=report)
 
 run, res = forms.header(MECH)
 doc, s, params = run.doc, res.structure, run.params
@@ -25,7 +44,7 @@ q, k, v = compute.qkv(run)
 
 items = {"k used": (s.rank, "the rank parameter, clamped to the text length")}
 if s.method == "linformer":
-    mass = cached(("signed mass", run), lambda: signed_mass(res, sample_rows(doc.n, SIGNED_ROWS).to(q.device)))
+    mass = signed_share(run)
     items["Negative weight share"] = (f"{mass['negative_share']:.1%}", "share of the total |weight| carried by "
                                       "negative weights, on evenly spaced queries")
 elif s.method == "nystrom":
@@ -71,17 +90,15 @@ charts.section("How low-rank is this head?",
                "Singular values of this head's dense attention matrix (bidirectional) and the share of its squared "
                "Frobenius norm the top k of them hold. The effective rank is the k that holds 90% or 99%; the dotted "
                "line is the k chosen above. A fast-falling spectrum means low-rank methods can work here.")
-spectrum_key = ("spectrum", run.reference(), SPECTRUM_RANK)
 settings_ = {name: value for name, value in params.items() if name not in ("method", "rank")}
 ks = spectra.k_grid(doc.n, 256 if doc.n <= 16384 else 128)  # the SVD's streamed passes cost n² (d + k)
-curves_key = ("error curves", run.of(MECH.key, settings_), tuple(ks))
-asked = doc.n <= AUTO_N or q.device.type == "cuda" or spectrum_key in store()
+asked = doc.n <= AUTO_N or q.device.type == "cuda" or spectrum.made(run.reference())
 if not asked:
     st.info(f"{doc.n:,} tokens: the spectrum and the error curves stream the whole attention matrix several times "
             "(minutes on a CPU).")
     asked = st.button("Compute spectrum and error curves", key="lowrank_go_button")
 if asked:
-    spec = cached(spectrum_key, lambda: spectra.spectrum(q, k, rank=SPECTRUM_RANK), label="Computing singular values")
+    spec = spectrum(run.reference())
     ranks = {level: spec.effective_rank(level) for level in figs.LEVELS}
     e1, e2, e3 = st.columns(3)
     for col, level in ((e1, 0.9), (e2, 0.99)):
@@ -102,8 +119,7 @@ if asked:
                f"k = {ks[-1]} and truncated. Left: relative error of the output against dense; right: relative "
                f"Frobenius error of the effective weights. Measured on up to 512 evenly spaced queries; the SVD "
                "line is the floor no rank-k method can beat on the weights.")
-    curves = cached(curves_key, lambda: spectra.error_curves(q, k, v, ks=ks, settings=settings_, progress=report),
-                    label="Error curves, steps")
+    curves = error_curves(run.of(MECH.key, settings_), tuple(ks))
     charts.show(st, figs.error_curves_chart(curves.ks, curves.output_error, curves.weight_error,
                                             chosen=s.rank), key="lowrank_curves")
     st.caption(f"SVD: {curves.svd_note}.")

@@ -8,7 +8,7 @@ from explorer.core.rows import sample_rows
 from explorer.figures import lsh as figs
 from explorer.mechanisms import REGISTRY
 from ui import charts, compute, fidelity, forms, maps, settings
-from ui.cache import cached, report, store
+from ui.cache import computation, report
 
 MECH = REGISTRY["lsh"]
 PAIR_ROWS = 2000  # queries whose dense top-k pairs are checked
@@ -17,6 +17,28 @@ ROUND = settings.Setting("lsh_round", 0, lo=0, hi=MECH.params[1].hi - 1)
 SEEDS = settings.Setting("lsh_seeds", 5, lo=2, hi=32)
 SPAN = settings.Setting("lsh_span", maps.WHOLE, url=False)
 settings.declare(ROUND, SEEDS, SPAN)
+
+
+@computation("Reordering dense attention")
+def sorted_map(run, rnd: int, span: tuple, grid: int):
+    """Dense attention with queries and keys in LSH round `rnd`'s sorted order (the run is LSH's)."""
+    s = compute.result(run).structure
+    q, k, _ = compute.qkv(run)
+    return lsh.sorted_dense_map(q, k, s.perm[rnd, 0], s.key_perm[rnd, 0], run.doc.causal, span, span, grid)
+
+
+@computation()
+def caught(run, rows: int):
+    """For evenly spaced queries, which of dense's top-k keys some round put in the query's window."""
+    dense_top = compute.dense(run, maps.grid()).topk_index
+    return lsh.topk_caught(compute.result(run), dense_top, sample_rows(run.doc.n, rows))[0]
+
+
+@computation("Re-hashing, seeds")
+def rehash(run, seeds: tuple):
+    """Top-k recall and reach with the run's parameters under each seed."""
+    return lsh.seed_recall(*compute.qkv(run), run.params, list(seeds), run.doc.causal, max_rows=REHASH_ROWS,
+                           progress=report)
 
 run, res = forms.header(MECH)
 doc, s = run.doc, res.structure
@@ -65,10 +87,7 @@ if n > 1:
     span = (min(span[0], n - 1), max(span[1], min(span[0], n - 1) + 1))
 else:
     span = (0, 1)
-q, k, v = compute.qkv(run)
-pooled = cached(("lsh sorted map", run, rnd, span, maps.grid()), lambda: lsh.sorted_dense_map(
-    q, k, s.perm[rnd, 0], s.key_perm[rnd, 0], doc.causal, span, span, maps.grid()),
-    label="Reordering dense attention")
+pooled = sorted_map(run, rnd, span, maps.grid())
 perm, key_perm = s.perm[rnd, 0].tolist(), s.key_perm[rnd, 0].tolist()
 boxes = lsh.chunk_windows(s.query_chunk[rnd, 0], s.key_chunk[rnd, 0], s.n_chunks)
 charts.show(st, figs.sorted_matrix(pooled, [doc.tokens[i] for i in perm], [doc.tokens[i] for i in key_perm],
@@ -79,7 +98,7 @@ charts.section("Dense's strongest pairs: caught or missed")
 rows = sample_rows(doc.n, PAIR_ROWS)
 dense_top = compute.dense(run, maps.grid()).topk_index
 top_index = dense_top[0, rows]
-hit = cached(("lsh caught", run, PAIR_ROWS), lambda: lsh.topk_caught(res, dense_top, rows)[0])
+hit = caught(run, PAIR_ROWS)
 st.caption(f"For {rows.numel():,} evenly spaced queries, each of dense's top-{top_index.shape[-1]} keys is a blue dot "
            f"when some round put it in the query's window, an orange cross when no round did. "
            f"{float(hit.float().mean()):.1%} are caught.")
@@ -94,10 +113,9 @@ count = int(st.number_input("Seeds", int(SEEDS.lo), int(SEEDS.hi), key=SEEDS.key
 params = run.params
 base = {name: value for name, value in params.items() if name != "seed"}
 seeds = [int(params["seed"]) + i for i in range(count)]
-rehash_key = ("lsh rehash", run.of(MECH.key, base), tuple(seeds))
-if st.button("Re-hash", key="lsh_rehash") or rehash_key in store():
-    result = cached(rehash_key, lambda: lsh.seed_recall(q, k, v, base, seeds, doc.causal, max_rows=REHASH_ROWS,
-                                                        progress=report), label="Re-hashing, seeds")
+base_run = run.of(MECH.key, base)
+if st.button("Re-hash", key="lsh_rehash") or rehash.made(base_run, tuple(seeds)):
+    result = rehash(base_run, tuple(seeds))
     charts.show(st, figs.seed_spread(result), key="lsh_seed_spread")
     st.caption(f"top-k recall {float(result['recall'].mean()):.3f} ± {float(result['recall'].std()):.3f}, reachable "
                f"dense mass {float(result['reach_mass'].mean()):.3f} ± {float(result['reach_mass'].std()):.3f} "

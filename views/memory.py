@@ -10,10 +10,19 @@ from explorer.figures import common
 from explorer.figures import memory as figs
 from explorer.mechanisms import REGISTRY
 from ui import charts, compute, fidelity, forms, inspector, maps
-from ui.cache import cached
+from ui.cache import computation
 
 MECH = REGISTRY["memory"]
 REGION_ROWS = 2048  # evenly spaced queries whose dense attention is split by region
+
+
+@computation()
+def region_mass(run, rows: int):
+    """Dense attention's share on each region of the memory layout, for evenly spaced queries (the run is memory's)."""
+    q, k, _ = compute.qkv(run)
+    layout = compute.result(run).structure
+    picked = sample_rows(run.doc.n, rows)
+    return {name: m[0] for name, m in dense_mass_by_region(q, k, layout, picked, run.doc.causal).items()}
 
 run, res = forms.header(MECH)
 doc, s = run.doc, res.structure
@@ -41,10 +50,8 @@ with left:
                     key="memory_lookback")
 with right:
     st.markdown("**Where dense attention falls**")
-    q, k, _ = compute.qkv(run)
     rows = sample_rows(doc.n, REGION_ROWS)
-    mass = cached(("memory regions", run, REGION_ROWS), lambda: {
-        name: m[0] for name, m in dense_mass_by_region(q, k, s, rows, doc.causal).items()})
+    mass = region_mass(run, REGION_ROWS)
     beyond = mass["older"] + mass["later"]
     st.caption(f"For {rows.numel():,} evenly spaced queries, dense attention's share on each region. 'older' and "
                f"'later' lie beyond reach: on average {float(beyond.mean()):.1%} of dense mass.")

@@ -9,7 +9,7 @@ from explorer.figures import common
 from explorer.figures import routing as figs
 from explorer.mechanisms import REGISTRY
 from ui import charts, compute, fidelity, forms, inspector, maps, settings
-from ui.cache import cached, report, store
+from ui.cache import computation, report
 
 MECH = REGISTRY["routing"]
 STEPS = settings.Setting("routing_fit_steps", 200, lo=10, hi=2000)
@@ -17,6 +17,13 @@ ROWS = settings.Setting("routing_fit_rows", 512, lo=16, hi=8192)
 COST = settings.Setting("routing_fit_cost", 0.0, lo=0.0, hi=10.0)
 USE_FIT = settings.Setting("routing_use_fit", True)
 settings.declare(STEPS, ROWS, COST, USE_FIT)
+
+
+@computation("Fitting the router, Adam steps")
+def fitted(run, steps: int, sample: int, penalty: float):
+    """A router W_r fitted on evenly spaced queries to match dense, with a cost penalty (the run is routing's)."""
+    settings_ = {name: value for name, value in run.params.items() if name != "mode"}
+    return fit_router(*compute.qkv(run), steps=steps, sample=sample, cost_weight=penalty, progress=report, **settings_)
 
 run = forms.opening(MECH)
 doc = run.doc
@@ -31,17 +38,13 @@ if router_mode:
     steps = int(a.number_input("Steps", int(STEPS.lo), int(STEPS.hi), step=50, key=STEPS.key))
     sample = int(b.number_input("Sampled queries", int(ROWS.lo), int(ROWS.hi), step=64, key=ROWS.key))
     penalty = float(c.number_input("Cost penalty", COST.lo, COST.hi, step=0.1, key=COST.key))
-    fit_key = ("router fit", run, steps, min(sample, doc.n), penalty)
     pressed = d.button("Fit router", type="primary", key="routing_fit_button")
     if pressed:
         st.session_state[USE_FIT.key] = True
-    if pressed or fit_key in store():
-        q, k, v = compute.qkv(run)
-        settings_ = {name: value for name, value in run.params.items() if name != "mode"}
-        fit = cached(fit_key, lambda: fit_router(q, k, v, steps=steps, sample=min(sample, doc.n), cost_weight=penalty,
-                                                 progress=report, **settings_), label="Fitting the router, Adam steps")
+    if pressed or fitted.made(run, steps, min(sample, doc.n), penalty):
+        fit = fitted(run, steps, min(sample, doc.n), penalty)
         charts.show(st, figs.loss_curve(fit.losses, fit.seconds), key="routing_loss")
-        if st.checkbox("Use the fitted router", key=USE_FIT.key):  # as a nested list: a Run's parameters are JSON
+        if st.checkbox("Use the fitted router", key=USE_FIT.key):  # as nested lists: a Run holds hashable values
             run = run.of(MECH.key, {**run.params, "router": fit.router.cpu().tolist()})
 
 res = forms.result(run)

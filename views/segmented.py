@@ -8,9 +8,25 @@ from explorer.figures import common
 from explorer.figures import segments as figures
 from explorer.mechanisms import REGISTRY
 from ui import charts, compute, fidelity, forms, inspector, maps
-from ui.cache import cached
+from ui.cache import computation
 
 MECH = REGISTRY["segmented"]
+
+
+@computation()
+def crossing(run):
+    """Each query's dense mass outside what segmented attention lets it see directly (the run is segmented's)."""
+    q, k, _ = compute.qkv(run)
+    p = run.params
+    lse = compute.dense(run, maps.grid()).lse
+    return outside_mass(q, k, lse, p["segment_length"], p["overlap"], p["causal"], p.get("boundaries"))[0].cpu()
+
+
+@computation()
+def segment_table(run):
+    """Each segment's token and character spans, with its queries' mass beyond it."""
+    doc, s = run.doc, compute.result(run).structure
+    return figures.segment_table(doc.text, doc.offsets, s.starts, s.ends, crossing(run))
 
 run, res = forms.header(MECH, structure=("Segment by", "segments", "segment_length"))
 doc, params = run.doc, run.params
@@ -39,10 +55,7 @@ charts.section("How much of dense attention crosses the boundaries",
                "For every query, the share of its dense attention that lands outside what segmented attention lets it "
                "see directly (its segment plus the look-back): exactly what is lost without the summaries. Left: along "
                "the text; right: averaged over each segment's queries.")
-q, k, _ = compute.qkv(run)
-lse = compute.dense(run, maps.grid()).lse
-lost = cached(("segmented crossing", run), lambda: outside_mass(
-    q, k, lse, params["segment_length"], params["overlap"], params["causal"], params.get("boundaries"))[0].cpu())
+lost = crossing(run)
 st.metric("Dense mass outside the own segment (mean over queries)", f"{float(lost.mean()):.1%}")
 left, right = st.columns(2)
 marks = starts[1:].tolist() if starts.numel() <= 60 else None
@@ -52,8 +65,7 @@ charts.show(right, figures.per_segment(lost, starts, doc.n, doc.tokens, y_title=
                                        title="Per segment"), key="segmented_cross_bars")
 
 with st.expander(f"The {starts.numel():,} segments: token and character spans"):
-    st.dataframe(cached(("segment table", run), lambda: figures.segment_table(
-        doc.text, doc.offsets, starts, res.structure.ends, lost)), hide_index=True)
+    st.dataframe(segment_table(run), hide_index=True)
 
 # ---------------------------------------------------------------- with and without summaries
 charts.section("With and without the inter-segment step",

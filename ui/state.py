@@ -1,4 +1,4 @@
-"""Session state that is not a setting, and the run handle every cached computation takes.
+"""Session state that is not a setting, and the values every cached computation keys on.
 
 Settings (what a person chooses: the text source, model, head, zoom, mechanism parameters,
 each page's options) are declared in the settings registry (ui.settings), each next to what
@@ -10,9 +10,12 @@ owns it. Besides them st.session_state holds:
   _ignored_settings    keys from a link or file that no part of the app owns, shown once
   _pending_file, _loaded     a settings file read on the last run, applied before any widget
   _zoom_dragged, _zoom_box   a box dragged on a map, applied on the next run (ui.maps)
+  _first_visit, _reopened    a first visit's own run; the shared text already reopened (ui.sidebar)
+  _pick, _trim_to      a layer and head chosen on the last run; a hosted demo's "first tokens" choice
+  model_other          the model name being typed below the picker (it becomes the model when entered)
   find                 the inspector's search text
 Results are never kept in session state: they live in the one cache (ui.cache), under keys
-built from a Run.
+built from an Encoding or a Run.
 """
 from __future__ import annotations
 

@@ -99,3 +99,16 @@ def test_the_text_is_hashed_once_per_encoding_not_per_rerun(app, monkeypatch):
     at.switch_page("views/model.py").run()
     at.switch_page("views/overview.py").run()
     assert not at.exception and hashed == [len(text)]
+
+
+def test_a_zoom_on_one_text_does_not_crop_the_next(app):
+    """Zoomed into a short text, then Run on a longer one: the new text opens whole."""
+    at = encode_in_app(app, source="Paste", text="A short text about rivers and towns. " * 20)
+    short = conftest.tokens(at)
+    at.session_state["zoom_q"] = at.session_state["zoom_k"] = (0, short // 2)  # what a dragged box leaves
+    at.run()
+    at = encode_in_app(at, source="Sample", sample=conftest.SHORT_SAMPLE)
+    assert not at.exception
+    n = conftest.tokens(at)
+    assert n > short and at.session_state["zoom_q"] == at.session_state["zoom_k"] == (0, n)
+    assert not any("lies beyond" in c.value for c in at.caption)

@@ -9,7 +9,7 @@ from explorer.analysis import windows
 from explorer.core.bundled import BUNDLED, describe, short_name
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
-from ui import compute, document, hosting, messages, settings, share
+from ui import compute, document, hosting, maps, messages, settings, share
 from ui.messages import plain
 from ui.settings import Setting
 from ui.state import SOURCES, Encoding
@@ -149,7 +149,16 @@ def _within_cap(enc: Encoding, trim: int | None) -> Encoding | None:
     return None
 
 
-def _run(enc: Encoding, trim: int | None = None) -> None:
+def _view_follows(previous: Encoding | None, enc: Encoding, linked: bool) -> None:
+    """The view settings that are relative to a text (the zoom window, the query token) start over
+    on another text or model, so a new text opens whole; unless a link named them for this one."""
+    if linked or previous is None or previous.at(0) == enc.at(0):
+        return
+    for s in (maps.ZOOM_Q, maps.ZOOM_K, maps.QUERY):
+        st.session_state[s.key] = s.default
+
+
+def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
     with st.status("Encoding…", expanded=True) as status:
         try:
             if not enc.synthetic:
@@ -168,6 +177,7 @@ def _run(enc: Encoding, trim: int | None = None) -> None:
             status.update(label="Could not encode", state="error", expanded=True)
             messages.error(err)
             return
+        _view_follows(document.encoding(), capped, linked)
         st.session_state[document.ENCODED] = capped
         _keep_text(capped)
         took = sum(doc.timings.values())
@@ -256,7 +266,8 @@ def render(owners: set[str]) -> None:
                 if not synthetic and not text.strip():
                     st.warning("The text is empty: pick a sample, paste or upload a text first.")
                 else:  # the one place a text is hashed: when it is encoded
-                    _run(Encoding.of_synthetic(spec) if synthetic else Encoding.of_text(text, *choice), trim)
+                    _run(Encoding.of_synthetic(spec) if synthetic else Encoding.of_text(text, *choice), trim,
+                         linked=auto)
         run = document.current()
         if run is not None:
             doc = run.doc

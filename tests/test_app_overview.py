@@ -112,3 +112,14 @@ def test_a_zoom_on_one_text_does_not_crop_the_next(app):
     n = conftest.tokens(at)
     assert n > short and at.session_state["zoom_q"] == at.session_state["zoom_k"] == (0, n)
     assert not any("lies beyond" in c.value for c in at.caption)
+
+
+def test_an_empty_run_after_a_text_says_the_page_still_shows_that_text(app):
+    at = encode_in_app(app, source="Paste", text="Rivers carry silt to the sea. <i>Towns</i> grow at their mouths.")
+    at = encode_in_app(at, source="Paste", text="   ")
+    assert not at.exception
+    shown = conftest.said(at.warning)
+    assert "Still showing the previous text" in shown and "the text in the sidebar is empty" in shown
+    assert "Rivers carry silt" in shown and "<i>" in shown  # named in its own words, escaped as text
+    at = encode_in_app(at, source="Paste", text="A new text altogether.")
+    assert not any("Still showing" in w.value for w in at.warning)

@@ -5,9 +5,11 @@ import streamlit as st
 
 from explorer.core.doc import Doc, ModelCapture
 from ui import compute
+from ui.messages import plain
 from ui.state import Encoding, Run
 
 ENCODED = "encoded"  # session key: the Encoding of the last successful encoding (ui.state)
+NOT_ENCODED = "_not_encoded"  # session key: why the last Run did not replace it, until one does
 
 
 def encoding() -> Encoding | None:
@@ -31,7 +33,16 @@ def require() -> Run:
     if run is None:
         st.info("Choose a text in the sidebar and press **Run** to encode it.")
         st.stop()
+    why = st.session_state.get(NOT_ENCODED)
+    if why:
+        st.warning(f"Still showing the previous text ({run.doc.n:,} tokens, “{plain(opening(run.doc))}”): {why}.")
     return run
+
+
+def opening(doc: Doc, words: int = 8) -> str:
+    """The first words of a Doc's text, to name which text a page shows."""
+    head = doc.text.split()[:words]
+    return " ".join(head) + (" …" if len(doc.text.split(maxsplit=words)) > words else "")
 
 
 def shown_as(doc: Doc) -> str:

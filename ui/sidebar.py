@@ -176,9 +176,11 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
         except ValueError as err:
             status.update(label="Could not encode", state="error", expanded=True)
             messages.error(err)
+            st.session_state[document.NOT_ENCODED] = "the last Run could not encode its text"
             return
         _view_follows(document.encoding(), capped, linked)
         st.session_state[document.ENCODED] = capped
+        st.session_state.pop(document.NOT_ENCODED, None)
         _keep_text(capped)
         took = sum(doc.timings.values())
         status.update(label=f"{doc.n:,} tokens, encoded earlier (kept in the cache)" if reused else
@@ -265,6 +267,7 @@ def render(owners: set[str]) -> None:
             with running:
                 if not synthetic and not text.strip():
                     st.warning("The text is empty: pick a sample, paste or upload a text first.")
+                    st.session_state[document.NOT_ENCODED] = "the text in the sidebar is empty"
                 else:  # the one place a text is hashed: when it is encoded
                     _run(Encoding.of_synthetic(spec) if synthetic else Encoding.of_text(text, *choice), trim,
                          linked=auto)

@@ -84,6 +84,32 @@ def open_page(at, page: str, **encode):
     return at.switch_page(page).run()
 
 
+def open_sample(at, page: str, title: str):
+    """Open `page` on the short sample: every page's first check is that it runs clean under its title."""
+    at = open_page(at, page, sample=SHORT_SAMPLE)
+    assert not at.exception
+    assert at.title[0].value == title
+    return at
+
+
+def open_sentences(at, page: str, mode_key: str, text: str):
+    """Open `page` on a pasted text cut at its sentences (the page's radio `mode_key`): it must run clean."""
+    at = open_page(at, page, source="Paste", text=text)
+    at.radio(key=mode_key).set_value("sentences").run()
+    assert not at.exception
+    return at
+
+
+KEEPER = ("The keeper hid the notched key under the third stair. Years later a child found it, "
+          "turned it over and over, and wondered which door it had once opened. ")  # pasted, repeated, by page tests
+
+
+def assert_escaped(at, *tags: str) -> None:
+    """The user's text reaches the page's html escaped: `&lt;` there, none of the raw `tags`."""
+    html = "".join(h.proto.body for h in at.get("html"))
+    assert "&lt;" in html and not any(tag in html for tag in tags)
+
+
 def figure(chart) -> dict:
     """A plotly chart element's figure as JSON."""
     return json.loads(chart.proto.spec)

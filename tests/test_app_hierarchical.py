@@ -1,18 +1,12 @@
 """AppTest of the hierarchical-attention page: a short sample with a deeper tree, and
 sentence chunks on a pasted text (escaped)."""
-from conftest import SHORT_SAMPLE, encode_in_app
+from conftest import assert_escaped, open_sample, open_sentences
 
 PAGE = "views/hierarchical.py"
 
 
-def open_page(at):
-    return at.switch_page(PAGE).run()
-
-
 def test_tree_levels_and_maps_on_a_sample(app):
-    at = open_page(encode_in_app(app, sample=SHORT_SAMPLE))
-    assert not at.exception
-    assert at.title[0].value == "Hierarchical attention"
+    at = open_sample(app, PAGE, "Hierarchical attention")
     at.number_input(key="p.hierarchical.chunk_length").set_value(8).run()
     at.selectbox(key="p.hierarchical.branching").set_value(2).run()
     assert not at.exception
@@ -25,9 +19,6 @@ def test_tree_levels_and_maps_on_a_sample(app):
 
 def test_sentence_chunks_on_pasted_text(app):
     text = "One <b>short</b> sentence. Another one here! A third?\n\nA second paragraph <i>too</i>."
-    at = open_page(encode_in_app(app, source="Paste", text=text))
-    at.radio(key="hierarchical_mode").set_value("sentences").run()
-    assert not at.exception
+    at = open_sentences(app, PAGE, "hierarchical_mode", text)
     assert at.metric[1].value == "4"
-    html = "".join(h.proto.body for h in at.get("html"))
-    assert "&lt;" in html and "<b>" not in html and "<i>" not in html
+    assert_escaped(at, "<b>", "<i>")

@@ -1,18 +1,12 @@
 """AppTest of the LSH page: a short sample, a pasted text with markup, parameter errors, the re-hash."""
 import conftest
-from conftest import SHORT_SAMPLE
+from conftest import KEEPER, open_page, open_sample
 
 PAGE = "views/lsh.py"
 
 
-def open_page(app, **encode):
-    return conftest.open_page(app, PAGE, **encode)
-
-
 def test_sample_draws_every_chart(app):
-    at = open_page(app, sample=SHORT_SAMPLE)
-    assert not at.exception
-    assert at.title[0].value == "LSH attention (Reformer)"
+    at = open_sample(app, PAGE, "LSH attention (Reformer)")
     charts = at.get("plotly_chart")
     # strips, two maps, sizes per bucket, size histogram, sorted matrix, pairs, by rank, fidelity along the text
     assert len(charts) == 9
@@ -20,12 +14,11 @@ def test_sample_draws_every_chart(app):
     assert any("caught" in c.value for c in at.caption)
 
 
-PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
-             "turned it over and over, and wondered which door it had once opened. ") * 6
+PARAGRAPH = KEEPER * 6
 
 
 def test_rehash_shared_qk_and_a_bad_bucket_count(app):
-    at = open_page(app, source="Paste", text=PARAGRAPH)
+    at = open_page(app, PAGE, source="Paste", text=PARAGRAPH)
     assert not at.exception
     at.number_input(key="lsh_seeds").set_value(3).run()
     at.button(key="lsh_rehash").click().run()
@@ -44,6 +37,6 @@ def test_rehash_shared_qk_and_a_bad_bucket_count(app):
 
 
 def test_short_pasted_text(app):
-    at = open_page(app, source="Paste", text="Tiny <b>text</b>.")
+    at = open_page(app, PAGE, source="Paste", text="Tiny <b>text</b>.")
     assert not at.exception
     conftest.dense_map_is_exact(at)

@@ -1,20 +1,13 @@
 """AppTest of the recurrent-memory page: a short sample, compressive memory on a pasted text, a tiny text."""
 import conftest
-from conftest import SHORT_SAMPLE
+from conftest import KEEPER, assert_escaped, open_page, open_sample
 
 PAGE = "views/memory.py"
-PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
-             "turned it over and over, and wondered which door it had once opened. <b>Bold?</b> ") * 6
-
-
-def open_page(app, **encode):
-    return conftest.open_page(app, PAGE, **encode)
+PARAGRAPH = (KEEPER + "<b>Bold?</b> ") * 6
 
 
 def test_sample_draws_every_chart(app):
-    at = open_page(app, sample=SHORT_SAMPLE)
-    assert not at.exception
-    assert at.title[0].value == "Recurrent memory (Transformer-XL)"
+    at = open_sample(app, PAGE, "Recurrent memory (Transformer-XL)")
     # timeline, lookback, regions, two maps, query reach, fidelity along the text
     assert len(at.get("plotly_chart")) >= 7
     assert any("beyond reach" in c.value for c in at.caption)
@@ -22,7 +15,7 @@ def test_sample_draws_every_chart(app):
 
 
 def test_compressive_memory_on_pasted_text(app):
-    at = open_page(app, source="Paste", text=PARAGRAPH)
+    at = open_page(app, PAGE, source="Paste", text=PARAGRAPH)
     assert not at.exception
     at.number_input(key="p.memory.segment").set_value(16).run()
     at.number_input(key="p.memory.memory").set_value(8).run()
@@ -31,12 +24,11 @@ def test_compressive_memory_on_pasted_text(app):
     assert not at.exception
     slots = at.dataframe[0].value
     assert list(slots.columns[:4]) == ["slot", "tokens", "size", "summarizes"] and len(slots) == 4
-    html = "".join(h.proto.body for h in at.get("html"))
-    assert "&lt;" in html and "<b>" not in html  # user text escaped token by token
+    assert_escaped(at, "<b>")  # token by token
 
 
 def test_short_text_long_segment_and_causal(app):
-    at = open_page(app, source="Paste", text="Tiny text.")
+    at = open_page(app, PAGE, source="Paste", text="Tiny text.")
     assert not at.exception
     conftest.dense_map_is_exact(at)
     at.number_input(key="p.memory.segment").set_value(100_000).run()  # clamped: one segment

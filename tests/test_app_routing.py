@@ -3,21 +3,14 @@ import json
 
 import conftest
 import numpy as np
-from conftest import SHORT_SAMPLE
+from conftest import KEEPER, assert_escaped, open_page, open_sample
 
 PAGE = "views/routing.py"
-PARAGRAPH = ("The keeper hid the notched key under the third stair. Years later a child found it, "
-             "turned it over and over, and wondered which door it had once opened. <b>Bold?</b> ") * 4
-
-
-def open_page(app, **encode):
-    return conftest.open_page(app, PAGE, **encode)
+PARAGRAPH = (KEEPER + "<b>Bold?</b> ") * 4
 
 
 def test_kmeans_draws_clusters_and_balance(app):
-    at = open_page(app, sample=SHORT_SAMPLE)
-    assert not at.exception
-    assert at.title[0].value == "Routing"
+    at = open_sample(app, PAGE, "Routing")
     # strips, routes along, balance, histogram, centroids, two maps, fidelity along the text
     assert len(at.get("plotly_chart")) >= 8
     assert at.metric[0].value != "—"
@@ -25,7 +18,7 @@ def test_kmeans_draws_clusters_and_balance(app):
 
 
 def test_router_mode_fit_and_use(app):
-    at = open_page(app, source="Paste", text=PARAGRAPH)
+    at = open_page(app, PAGE, source="Paste", text=PARAGRAPH)
     at.selectbox(key="p.routing.mode").set_value("router").run()
     assert not at.exception
     assert at.metric[2].value == "seeded"
@@ -42,12 +35,11 @@ def test_router_mode_fit_and_use(app):
     at.checkbox(key="routing_use_fit").uncheck().run()
     assert not at.exception
     assert at.metric[2].value == "seeded"
-    html = "".join(h.proto.body for h in at.get("html"))
-    assert "&lt;" in html and "<b>" not in html
+    assert_escaped(at, "<b>")
 
 
 def test_tiny_text(app):
-    at = open_page(app, source="Paste", text="Tiny.")
+    at = open_page(app, PAGE, source="Paste", text="Tiny.")
     assert not at.exception
     at.selectbox(key="p.routing.mode").set_value("router").run()
     assert not at.exception

@@ -110,6 +110,43 @@ def assert_escaped(at, *tags: str) -> None:
     assert "&lt;" in html and not any(tag in html for tag in tags)
 
 
+def spread_row(w, i: int, logits: list, keys: list, spans: list) -> None:
+    """Row i of a span reference: one softmax over the direct keys and pooled spans, each span's share
+    spread evenly over its tokens, as segmented and hierarchical attention place a node's mass."""
+    import torch
+
+    p = torch.softmax(torch.stack(logits, dim=-1), dim=-1)
+    for t, j in enumerate(keys):
+        w[:, i, j] += p[:, t]
+    for t, (a, b) in enumerate(spans, start=len(keys)):
+        w[:, i, a:b] += p[:, t, None] / (b - a)
+
+
+def draw_starts(data, n: int) -> list:
+    """Hypothesis: explicit span starts over n tokens (sorted, the first 0), as a page's boundaries give them."""
+    from hypothesis import strategies as st
+
+    cuts = data.draw(st.sets(st.integers(1, n - 1), max_size=n - 1)) if n > 1 else set()
+    return sorted({0} | cuts)
+
+
+def assert_exact_rows(res, v, causal: bool):
+    """The invariant on every row: w @ v is the output, each row a distribution (causal: nothing after
+    the query), and any subset of rows gets the same weights. Returns w for the checks a test adds."""
+    import torch
+
+    rows = torch.arange(res.n)
+    w = res.weights(rows)
+    torch.testing.assert_close(w @ v, res.output, atol=1e-5 * v.abs().max(), rtol=1e-5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:2]), atol=1e-5, rtol=0)
+    assert bool((w >= 0).all())
+    if causal:
+        assert bool((w.triu(1) == 0).all())
+    sub = rows[torch.randperm(res.n, generator=torch.Generator().manual_seed(1))[: max(1, res.n // 3)]]
+    torch.testing.assert_close(res.weights(sub), w[:, sub])
+    return w
+
+
 def figure(chart) -> dict:
     """A plotly chart element's figure as JSON."""
     return json.loads(chart.proto.spec)

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_exact_rows, draw_starts, spread_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,11 +53,7 @@ def reference(q, k, v, chunk_starts, branching=0, pool=True, causal=False):
                 if parent[0] <= s and e <= parent[1] and (s, e) != own and (not causal or e <= own[0]):
                     nodes.append((s, e))
                     logits.append((qv * k[:, s:e].mean(1)).sum(-1) / math.sqrt(d) + math.log(e - s))
-        p = torch.softmax(torch.stack(logits, dim=-1), dim=-1)
-        for t, j in enumerate(keys):
-            w[:, i, j] += p[:, t]
-        for t, (s, e) in enumerate(nodes, start=len(keys)):
-            w[:, i, s:e] += p[:, t, None] / (e - s)
+        spread_row(w, i, logits, keys, nodes)
     return w, w @ v
 
 
@@ -142,10 +139,9 @@ def test_deterministic():
 ])
 def test_bad_params(params, match):
     q, k, v = qkv(12)
-    with pytest.raises(ValueError, match=match):
-        MECH.run(q, k, v, **params)
-    with pytest.raises(ValueError, match=match):
-        by_level(q, k, v, **params)
+    for run in (MECH.run, by_level):
+        with pytest.raises(ValueError, match=match):
+            run(q, k, v, **params)
 
 
 @settings(max_examples=25, deadline=None)
@@ -155,18 +151,8 @@ def test_invariant(n, length, branching, pool, causal, explicit, data):
     q, k, v = qkv(n, seed=n)
     params = dict(chunk_length=length, branching=branching, pool_queries=pool, causal=causal)
     if explicit:
-        cuts = data.draw(st.sets(st.integers(1, n - 1), max_size=n - 1)) if n > 1 else set()
-        params["boundaries"] = sorted({0} | cuts)
-    res = MECH.run(q, k, v, **params)
-    rows = torch.arange(n)
-    w = res.weights(rows)
-    torch.testing.assert_close(w @ v, res.output, atol=1e-5 * v.abs().max(), rtol=1e-5)
-    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:2]), atol=1e-5, rtol=0)
-    assert bool((w >= 0).all())
-    if causal:
-        assert bool((w.triu(1) == 0).all())
-    sub = rows[torch.randperm(n, generator=torch.Generator().manual_seed(1))[: max(1, n // 3)]]
-    torch.testing.assert_close(res.weights(sub), w[:, sub])
+        params["boundaries"] = draw_starts(data, n)
+    assert_exact_rows(MECH.run(q, k, v, **params), v, causal)
 
 
 def test_level_maps_add_up_to_the_pooled_weights():

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_exact_rows, draw_starts, spread_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,11 +52,7 @@ def reference(q, k, v, starts, overlap=0, causal=False, summaries=False, size_we
                 nodes.append((a, b))
                 bias = math.log(b - a) if size_weighted else 0.0
                 logits.append((q[:, i] * k[:, a:b].mean(1)).sum(-1) / math.sqrt(d) + bias)
-        p = torch.softmax(torch.stack(logits, dim=-1), dim=-1)
-        for t, j in enumerate(keys):
-            w[:, i, j] += p[:, t]
-        for t, (a, b) in enumerate(nodes, start=len(keys)):
-            w[:, i, a:b] += p[:, t, None] / (b - a)
+        spread_row(w, i, logits, keys, nodes)
     return w, w @ v
 
 
@@ -146,20 +143,10 @@ def test_invariant(n, length, overlap, summaries, size_weighted, causal, explici
     params = dict(segment_length=length, overlap=overlap, summaries=summaries, size_weighted=size_weighted,
                   causal=causal)
     if explicit:
-        cuts = data.draw(st.sets(st.integers(1, n - 1), max_size=n - 1)) if n > 1 else set()
-        params["boundaries"] = sorted({0} | cuts)
+        params["boundaries"] = draw_starts(data, n)
     res = MECH.run(q, k, v, **params)
-    rows = torch.arange(n)
-    w = res.weights(rows)
-    scale = v.abs().max()
-    torch.testing.assert_close(w @ v, res.output, atol=1e-5 * scale, rtol=1e-5)
-    torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:2]), atol=1e-5, rtol=0)
-    assert bool((w >= 0).all())
-    assert bool(res.reach(rows)[w > 0].all())
-    if causal:
-        assert bool((w.triu(1) == 0).all())
-    sub = rows[torch.randperm(n, generator=torch.Generator().manual_seed(1))[: max(1, n // 3)]]
-    torch.testing.assert_close(res.weights(sub), w[:, sub])
+    w = assert_exact_rows(res, v, causal)
+    assert bool(res.reach(torch.arange(n))[w > 0].all())
 
 
 @pytest.mark.parametrize("overlap, causal", [(0, False), (4, True)])

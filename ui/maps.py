@@ -150,3 +150,10 @@ def pair(run: Run, title: str, window, diverging: bool = False, **style) -> None
     maps = {"Dense": compute.window_map(run.reference(), window, grid()),
             title: compute.window_map(run, window, grid())}
     draw(run.doc, maps, diverging, **style)
+
+
+def pair_section(heading: str, caption: str, run: Run, title: str, diverging: bool = False, **style) -> None:
+    """The comparison most pages make under a heading of their own: dense and the run's mechanism
+    over the zoomed window (see pair)."""
+    charts.section(heading, caption)
+    pair(run, title, zoom(run.doc.n), diverging, **style)

@@ -73,11 +73,10 @@ if edges:
                "Lengths differ by at most one token when k does not divide the text.")
     charts.show(st, figs.segment_strip(edges, doc.tokens, "segment"), key="lowrank_segments")
 
-charts.section("Dense and low-rank, side by side",
-               "The same query and key window for dense attention and for the chosen method, on one colour scale. "
-               "Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red negative).")
-window = maps.zoom(doc.n)
-maps.pair(run, MECH.title, window, diverging=True)
+maps.pair_section("Dense and low-rank, side by side",
+                  "The same query and key window for dense attention and for the chosen method, on one colour "
+                  "scale. Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red "
+                  "negative).", run, MECH.title, diverging=True)
 
 charts.section("One query, every key",
                "The weights one query puts on each token of the text, dense beside the method. Long texts are pooled: "

@@ -88,12 +88,11 @@ charts.show(mid, figs.routes_histogram(s.query_routes[0], s.key_routes[0]),
                  key="routing_hist")
 charts.show(right, figs.centroid_similarity(s.centroid_sim[0]), key="routing_centroids")
 
-charts.section("Dense and routing",
-               "The same window of dense attention and of routing's effective weights, on one colour scale. In "
-               "k-means mode weight appears only between tokens sharing a cluster; in router mode it is the routed "
-               "mix of every path's weights (Linformer's may be negative).")
-window = maps.zoom(doc.n)
-maps.pair(run, MECH.title, window, diverging=router_mode)
+maps.pair_section("Dense and routing",
+                  "The same window of dense attention and of routing's effective weights, on one colour scale. In "
+                  "k-means mode weight appears only between tokens sharing a cluster; in router mode it is the "
+                  "routed mix of every path's weights (Linformer's may be negative).", run, MECH.title,
+                  diverging=router_mode)
 
 charts.section("Token inspector",
                "Pick a query: the text around it is shaded by the weight routing gives each token"

@@ -39,14 +39,12 @@ charts.show(st, figures.span_strips({"segments": starts}, doc.n, doc.tokens,
                 width="stretch", key="segmented_strip")
 
 # ---------------------------------------------------------------- maps
-charts.section("Attention maps with the segment boundaries",
-               "Dense attention (left) and segmented attention (right) over the same window, on one colour scale; "
-               "white lines are segment boundaries (drawn when at most 120 fall in the window - zoom in to see them). "
-               "Without summaries the right map is zero outside the diagonal blocks.")
-window = maps.zoom(doc.n)
 drawn = []
-maps.pair(run, MECH.title, window,
-          decorate=lambda fig, name, m: drawn.append(figures.add_boundaries(fig, starts, m.row_edges, m.col_edges)))
+maps.pair_section("Attention maps with the segment boundaries",
+                  "Dense attention (left) and segmented attention (right) over the same window, on one colour scale; "
+                  "white lines are segment boundaries (drawn when at most 120 fall in the window - zoom in to see "
+                  "them). Without summaries the right map is zero outside the diagonal blocks.", run, MECH.title,
+                  decorate=lambda fig, _, m: drawn.append(figures.add_boundaries(fig, starts, m.row_edges, m.col_edges)))
 if None in drawn:
     st.caption("Too many boundaries in this window to draw; zoom in.")
 

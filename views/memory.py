@@ -55,7 +55,8 @@ with right:
     beyond = mass["older"] + mass["later"]
     st.caption(f"For {rows.numel():,} evenly spaced queries, dense attention's share on each region. 'older' and "
                f"'later' lie beyond reach: on average {float(beyond.mean()):.1%} of dense mass.")
-    charts.show(st, common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share"),
+    charts.show(st, common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share",
+                                      mechanisms=False),
                     width="stretch", key="memory_regions")
 
 charts.section("Dense and recurrent memory",

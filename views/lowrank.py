@@ -74,7 +74,7 @@ if edges:
     charts.show(st, figs.segment_strip(edges, doc.tokens, "segment"), key="lowrank_segments")
 
 charts.section("Dense and low-rank, side by side",
-               "The same query and key window for dense attention and for the chosen method, on one colour scale. "
+               "The same query and key window for dense attention and for the chosen method, on shared scales. "
                "Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red negative).")
 window = maps.zoom(doc.n)
 maps.pair(run, MECH.title, window, diverging=True)

@@ -60,7 +60,7 @@ with right:
                     width="stretch", key="memory_regions")
 
 charts.section("Dense and recurrent memory",
-               "The same window of dense attention and of the memory's effective weights, on one colour scale; the "
+               "The same window of dense attention and of the memory's effective weights, on shared scales; the "
                "memory map is zero outside each segment's reach (a staircase along the diagonal).")
 maps.pair(run, MECH.title, window)
 

@@ -66,7 +66,9 @@ class Scale:
         """The range in words: ±top when signed, decades on a log scale, else low to high."""
         if self.signed:
             return f"signed, ±{self.zmax:.2g}"
-        return f"{self.width:.1f} decades" if self.mode in ("log", "relative") else f"{self.zmin:.2g} to {self.zmax:.2g}"
+        if self.mode in ("log", "relative"):
+            return f"{self.width:.1f} decades"
+        return f"{self.zmin:.2g} to {self.zmax:.2g}"
 
     @property
     def width(self) -> float:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.figures.scale import DECADES, fit_scale, keys_seen, suggest, transform
+from explorer.figures.scale import (DECADES, MIN_SHARE, describe, fit_scale, fit_scales, keys_seen, suggest,
+                                    transform)
 
 
 def row(values) -> torch.Tensor:
@@ -76,3 +77,47 @@ def test_keys_seen_in_a_sliding_window_is_each_bins_mean_count(causal):
     seen = ((j <= i) & (i - j < window)) if causal else (np.abs(i - j) <= window)
     want = [seen[a:b].sum(1).mean() for a, b in zip(edges[:-1], edges[1:])]
     np.testing.assert_allclose(keys_seen(edges, n, causal, window), want)
+
+
+# ---------------------------------------------------------------- which maps share a scale
+
+
+def spread(decades: float, seed: int = 0) -> torch.Tensor:
+    """A 32 x 32 map whose values span `decades` below 1e-3, in random order."""
+    g = torch.Generator().manual_seed(seed)
+    return 10 ** (-3 - decades * torch.rand(32, 32, generator=g, dtype=torch.float64))
+
+
+def test_maps_of_similar_range_share_one_scale():
+    mats = {"dense": spread(3.0), "lsh": spread(2.5, seed=1)}
+    groups = fit_scales(mats, "mean", "log")
+    assert [names for names, _ in groups] == [("dense", "lsh")]
+    assert groups[0][1] == fit_scale(list(mats.values()), "mean", "log") and describe(groups) == ""
+
+
+def test_a_signed_map_gets_its_own_signed_scale_and_the_others_keep_log():
+    signed = torch.linspace(-0.03, 0.03, 32 * 32, dtype=torch.float64).reshape(32, 32)
+    mats = {"dense": spread(3.0), "lowrank": signed, "lsh": spread(2.5, seed=1)}
+    groups = fit_scales(mats, "mean", "log", diverging=True)
+    assert [names for names, _ in groups] == [("dense", "lsh"), ("lowrank",)]
+    shared, alone = groups[0][1], groups[1][1]
+    assert shared.mode == "log" and alone.signed and (alone.zmin, alone.zmax) == (pytest.approx(-0.03),
+                                                                                  pytest.approx(0.03))
+    assert "Low-rank" in describe(groups) and "±0.03" in describe(groups)
+
+
+def test_a_map_that_would_fill_little_of_the_shared_range_gets_its_own():
+    narrow = spread(0.5) * 1e-4  # half a decade, far below the others
+    mats = {"dense": narrow, "lsh": spread(3.0), "segmented": spread(2.8, seed=2)}
+    groups = fit_scales(mats, "mean", "log")
+    assert [names for names, _ in groups] == [("dense",), ("lsh", "segmented")]
+    own, shared = groups[0][1], groups[1][1]
+    z = transform(narrow, "log", list(range(33)))
+    assert own.zmin >= z.min() - 1e-9 and own.zmax == pytest.approx(z.max())  # its own range, not the others'
+    assert own.width < MIN_SHARE * shared.width and shared.width > 2.5
+    assert describe(groups).count("decades") == 2
+
+
+def test_every_map_filling_too_little_of_one_range_stands_alone():
+    mats = {"a": spread(0.3), "b": spread(0.3) * 1e-5}  # each fills under a tenth of the range they would share
+    assert [names for names, _ in fit_scales(mats, "mean", "log")] == [("a",), ("b",)]

@@ -1,12 +1,15 @@
 """Attention maps on every page: the shared zoom window, the colour controls, and maps drawn
-side by side on one colour scale, each a box-drag away from zooming every map into it."""
+side by side on the colour scales they share, each a box-drag away from zooming every map into it."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import streamlit as st
 
 from explorer.figures import common
 from explorer.figures import grid as grids
-from explorer.figures.scale import MODES, Scale, fit_scale, suggest
+from explorer.figures.colours import title_of
+from explorer.figures.scale import MODES, Scale, describe, fit_scales, suggest
 from ui import charts, compute, downloads, settings
 from ui.state import Run
 
@@ -60,11 +63,18 @@ def zoom(n: int) -> tuple[int, int, int, int]:
     return q0, max(q1, q0 + 1), k0, max(k1, k0 + 1)
 
 
-def scale_for(maps: dict, diverging: bool = False, causal: bool = False, window: int | None = None) -> Scale:
-    """Draw the pooling and colour controls and fit one scale to every map given.
+@dataclass(frozen=True)
+class Colouring:
+    """What the colour controls chose: pooling, colouring ("auto" or a MODES entry), robust range."""
 
-    "automatic" colouring picks, from the first map (dense), the one that shows its structure:
-    log weight, or relative to uniform when the map spans less than a decade."""
+    pool: str
+    chosen: str
+    robust: bool
+
+
+def controls() -> Colouring:
+    """Draw the pooling and colour controls (once per page: a refreshing fragment fits the scales
+    under them, so no stale copy of them stays on screen)."""
     for s in (POOL, COLOUR, ROBUST):
         st.session_state.setdefault(s.key, s.default)
     a, b, c = st.columns([1, 2, 1])
@@ -75,28 +85,45 @@ def scale_for(maps: dict, diverging: bool = False, causal: bool = False, window:
                           "a query can see, so 0 is exactly uniform; linear: the weight itself")
     robust = c.checkbox("Robust range", key=ROBUST.key, help="colours span the 1st to 99th percentile of the maps, "
                         "so a few extreme bins do not flatten the rest")
-    mats = [getattr(m, pool)[0] for m in maps.values()]
-    edges = [m.row_edges for m in maps.values()]
+    return Colouring(pool, chosen, robust)
+
+
+def scales(maps: dict, colouring: Colouring | None = None, diverging: bool = False, causal: bool = False,
+           window: int | None = None) -> list[tuple[tuple[str, ...], Scale]]:
+    """Fit the maps' colour scales (which share one: fit_scales) and say in a caption what is drawn.
+
+    colouring: the controls' choice (drawn here when None). "automatic" picks, from the first map
+    (dense), the colouring that shows its structure: log weight, or relative to uniform when the
+    map spans less than a decade."""
+    colouring = colouring or controls()
+    mats = {name: getattr(m, colouring.pool)[0] for name, m in maps.items()}
+    edges = {name: m.row_edges for name, m in maps.items()}
     n = next(iter(maps.values())).col_edges[-1] if maps else None
-    mode = suggest(mats[0], edges[0], n, causal) if chosen == "auto" else chosen
-    if chosen == "auto":
-        b.caption(f"Automatic: {COLOURING[mode]}" + (" (this map spans less than a decade)" if mode == "relative"
-                                                     else ""))
-    return fit_scale(mats, pool, mode, diverging, robust, edges, n, causal, window)
+    first = next(iter(maps), None)
+    mode = colouring.chosen
+    if mode == "auto":
+        mode = suggest(mats[first], edges[first], n, causal)
+    groups = fit_scales(mats, colouring.pool, mode, diverging, colouring.robust, edges, n, causal, window)
+    why = f" ({title_of(first)} spans less than a decade)" if colouring.chosen == "auto" and mode == "relative" else ""
+    said = f"{'Automatic' if colouring.chosen == 'auto' else 'Colour'}: {COLOURING[mode]}{why}."
+    st.caption(" ".join(filter(None, (said, describe(groups)))))
+    return groups
 
 
-def draw(doc, maps: dict, diverging: bool = False, scale: Scale | None = None,
+def draw(doc, maps: dict, diverging: bool = False, groups: list | None = None, colouring: Colouring | None = None,
          build=common.pooled_heatmap, decorate=None) -> None:
-    """Pooled maps side by side (three to a row) on one colour scale.
+    """Pooled maps side by side (three to a row), each with the colour bar of its scale.
 
-    scale: share one fitted over more maps (scale_for); build: the figure builder
-    (pooled_heatmap's signature); decorate(fig, name, pooled_map): draw on top,
-    e.g. segment boundaries.
+    groups: scales fitted over more maps (scales); colouring: the controls' choice when drawn
+    already; build: the figure builder (pooled_heatmap's signature); decorate(fig, name,
+    pooled_map): draw on top, e.g. segment boundaries.
     """
-    scale = scale or scale_for(maps, diverging, doc.causal, doc.model_rule.window)
+    groups = groups or scales(maps, colouring, diverging, doc.causal, doc.model_rule.window)
+    scale_of = {name: scale for names, scale in groups for name in names}
     per_row = min(len(maps), 3)
     slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
     for col, (name, m) in zip(slots, maps.items()):
+        scale = scale_of[name]
         fig = build(scale.values(getattr(m, scale.pool)[0], m.row_edges, doc.n), doc.tokens, m.row_edges,
                     m.col_edges, title=name, zmin=scale.zmin, zmax=scale.zmax, log=False, label=scale.label,
                     **({"diverging": True} if scale.signed else {}))
@@ -131,10 +158,10 @@ def _zoom_to(name: str, box: dict, window) -> None:
 
 
 def draw_grid(doc, maps: dict, diverging: bool = False, per_row: int = 2, key: str = "maps") -> None:
-    """Several maps as one figure, `per_row` to a row, with one colour bar for their one scale;
+    """Several maps as one figure, `per_row` to a row, with a colour bar for each scale they use;
     a box dragged on any of them zooms every map into it."""
-    scale = scale_for(maps, diverging, doc.causal, doc.model_rule.window)
-    fig = grids.map_grid(maps, doc.tokens, scale, per_row=per_row, row_height=max(260, 880 // per_row), n=doc.n)
+    groups = scales(maps, None, diverging, doc.causal, doc.model_rule.window)
+    fig = grids.map_grid(maps, doc.tokens, groups, per_row=per_row, row_height=max(260, 880 // per_row), n=doc.n)
     event = charts.show(st, fig, key=key, on_select="rerun", selection_mode="box")
     for box in (event or {}).get("selection", {}).get("box") or []:
         picked = grids.selected_window(fig, maps, box)

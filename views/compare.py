@@ -1,4 +1,4 @@
-"""Any set of mechanisms beside dense: one colour scale, one zoom, one query cursor,
+"""Any set of mechanisms beside dense: shared colour scales, one zoom, one query cursor,
 a fidelity table and a mechanism x head overview."""
 import plotly.express as px
 import streamlit as st
@@ -27,7 +27,7 @@ run = document.require()
 doc = run.doc
 st.title("Compare mechanisms")
 st.caption("Pick mechanisms and their parameters: each runs on the same text, layer and head as dense, and every "
-           "panel shares one colour scale, one zoom window and one query.")
+           "panel shares one zoom window and one query, and one colour scale unless a map would look flat on it.")
 
 picked = st.multiselect("Mechanisms", CHOICES, key=MECHS.key, format_func=lambda k: REGISTRY[k].title)
 spec = remedy_ui.picker()
@@ -39,8 +39,9 @@ for mech_key in picked:
 runs = {k: run.of(k, p) for k, p in params.items()}
 results = {k: forms.result(r) for k, r in runs.items()}
 
-charts.section("Attention maps", "Dense and every chosen mechanism over the same window, on one colour scale (one "
-               "colour bar for all). Drag a box on any map to zoom every map into it.")
+charts.section("Attention maps", "Dense and every chosen mechanism over the same window; maps that share a colour "
+               "scale share a colour bar; a signed map, or one that would look flat on the shared range, has its own. "
+               "Drag a box on any map to zoom every map into it.")
 window = maps.zoom(doc.n)
 shown = {DENSE: compute.window_map(run, window, maps.grid())}
 shown.update({k: compute.window_map(r, window, maps.grid()) for k, r in runs.items()})

@@ -51,18 +51,19 @@ charts.section("Combined weights beside dense, and attention at each level",
                "Top: dense attention and the combined effective weights of hierarchical attention over the zoomed "
                "window. Below: what each level alone puts on the original keys (a node's weight is spread over its "
                "tokens, so coarse levels show as flat blocks); they add up to the combined map. White lines are the "
-               "chunk boundaries (on level maps, that level's nodes) when few enough fall in view. One colour scale.")
+               "chunk boundaries (on level maps, that level's nodes) when few enough fall in view. One colour scale, "
+               "unless a map would look flat on it (the caption says).")
 window = maps.zoom(doc.n)
 grid = maps.grid()
 q, k, v = compute.qkv(run)
 pair = {"Dense": compute.window_map(run.reference(), window, grid),
         "Hierarchical (combined)": compute.window_map(run, window, grid)}
 per_level = dict(zip(names, level_pooled(run, len(names), window, grid)))
-scale = maps.scale_for({**pair, **per_level})
+groups = maps.scales({**pair, **per_level})
 spans = {name: levels[max(0, i - 1)].starts for i, name in enumerate(per_level)}
-maps.draw(doc, pair, scale=scale,
+maps.draw(doc, pair, groups=groups,
           decorate=lambda fig, name, m: figures.add_boundaries(fig, levels[0].starts, m.row_edges, m.col_edges))
-maps.draw(doc, per_level, scale=scale,
+maps.draw(doc, per_level, groups=groups,
           decorate=lambda fig, name, m: (fig.update_layout(height=380),
                                          figures.add_boundaries(fig, spans[name], m.row_edges, m.col_edges)))
 

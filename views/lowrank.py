@@ -74,8 +74,8 @@ if edges:
     charts.show(st, figs.segment_strip(edges, doc.tokens, "segment"), key="lowrank_segments")
 
 maps.pair_section("Dense and low-rank, side by side",
-                  "The same query and key window for dense attention and for the chosen method, on one colour "
-                  "scale. Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red "
+                  "The same query and key window for dense attention and for the chosen method, on shared scales. "
+                  "Signed weights switch both maps to a red-blue scale centred on zero (blue positive, red "
                   "negative).", run, MECH.title, diverging=True)
 
 charts.section("One query, every key",

@@ -54,7 +54,7 @@ charts.show(st, figs.bucket_strips(s.buckets[:, 0], s.key_buckets[:, 0], doc.tok
                 width="stretch", key="lsh_strips")
 
 charts.section("Dense and LSH, with buckets on the map",
-               "The same query and key window for dense attention and for LSH, on one colour scale. The strips on the "
+               "The same query and key window for dense attention and for LSH, on shared scales. The strips on the "
                "top and left edges show one round's bucket of each key and query: LSH weight can only appear "
                "where the two share a bucket's neighbourhood in the sorted order.")
 st.session_state[ROUND.key] = min(int(st.session_state[ROUND.key]), rounds - 1)

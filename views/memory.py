@@ -55,11 +55,12 @@ with right:
     beyond = mass["older"] + mass["later"]
     st.caption(f"For {rows.numel():,} evenly spaced queries, dense attention's share on each region. 'older' and "
                f"'later' lie beyond reach: on average {float(beyond.mean()):.1%} of dense mass.")
-    charts.show(st, common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share"),
+    charts.show(st, common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share",
+                                      mechanisms=False),
                     width="stretch", key="memory_regions")
 
 charts.section("Dense and recurrent memory",
-               "The same window of dense attention and of the memory's effective weights, on one colour scale; the "
+               "The same window of dense attention and of the memory's effective weights, on shared scales; the "
                "memory map is zero outside each segment's reach (a staircase along the diagonal).")
 maps.pair(run, MECH.title, window)
 

@@ -66,7 +66,7 @@ def refining_controls(progress: refine.Progress) -> None:
         st.rerun()
 
 
-def dense_view(refining: bool) -> None:
+def dense_view(refining: bool, colouring: maps.Colouring) -> None:
     """The map and the curves from what the dense pass has; a refining pass redraws them every second."""
     stats, progress = refine.now(run, grid)
     if refining and progress is None:
@@ -78,7 +78,7 @@ def dense_view(refining: bool) -> None:
         refining_controls(progress)
     whole = scope == "text" and window == (0, doc.n, 0, doc.n)
     marked = []
-    maps.draw(doc, {title: stats.map if whole else compute.window_map(shown, window, grid)},
+    maps.draw(doc, {title: stats.map if whole else compute.window_map(shown, window, grid)}, colouring=colouring,
               decorate=lambda fig, name, m: marked.append(add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
                                                                          colour=WINDOW_LINE, dash="dash")))
     if cuts:
@@ -107,7 +107,8 @@ def dense_view(refining: bool) -> None:
 
 
 refining = progress is not None and not progress.stopped
-st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining)
+colouring = maps.controls()  # outside the refreshing fragment: drawn once, never left behind as a stale copy
+st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining, colouring)
 if doc.model != "synthetic":
     summary.info(f"**Head {run.head} of layer {doc.layer}.** "
                  + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL,

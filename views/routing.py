@@ -89,7 +89,7 @@ charts.show(mid, figs.routes_histogram(s.query_routes[0], s.key_routes[0]),
 charts.show(right, figs.centroid_similarity(s.centroid_sim[0]), key="routing_centroids")
 
 maps.pair_section("Dense and routing",
-                  "The same window of dense attention and of routing's effective weights, on one colour scale. In "
+                  "The same window of dense attention and of routing's effective weights, on shared scales. In "
                   "k-means mode weight appears only between tokens sharing a cluster; in router mode it is the "
                   "routed mix of every path's weights (Linformer's may be negative).", run, MECH.title,
                   diverging=router_mode)

@@ -41,7 +41,7 @@ charts.show(st, figures.span_strips({"segments": starts}, doc.n, doc.tokens,
 # ---------------------------------------------------------------- maps
 drawn = []
 maps.pair_section("Attention maps with the segment boundaries",
-                  "Dense attention (left) and segmented attention (right) over the same window, on one colour scale; "
+                  "Dense attention (left) and segmented attention (right) over the same window, on shared scales; "
                   "white lines are segment boundaries (drawn when at most 120 fall in the window - zoom in to see "
                   "them). Without summaries the right map is zero outside the diagonal blocks.", run, MECH.title,
                   decorate=lambda fig, _, m: drawn.append(figures.add_boundaries(fig, starts, m.row_edges, m.col_edges)))

@@ -52,15 +52,16 @@ def colour_of(name: str) -> str | None:
     return MECHANISMS[key] if key else None
 
 
+def cycle(count: int) -> list[str]:
+    """`count` Okabe-Ito colours in turn, for series that are no mechanism."""
+    return [SERIES[i % len(SERIES)] for i in range(count)]
+
+
 def series_colours(names) -> dict[str, str]:
     """A colour for every name: mechanisms their own, the other series Okabe-Ito in turn."""
-    out, other = {}, 0
-    for name in names:
-        colour = colour_of(name)
-        if colour is None:
-            colour, other = SERIES[other % len(SERIES)], other + 1
-        out[name] = colour
-    return out
+    names = list(names)
+    others = iter(cycle(len(names)))
+    return {name: colour_of(name) or next(others) for name in names}
 
 
 def dense_last(names) -> list:

@@ -181,7 +181,7 @@ def add_lines(fig: go.Figure, shapes: list[dict]) -> None:
 def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "",
                points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None,
                positions: list[int] | None = None, stacked: bool = False,
-               colour: dict[str, str] | None = None) -> go.Figure:
+               colour: dict[str, str] | None = None, mechanisms: bool = True) -> go.Figure:
     """Per-token series drawn along the text; long texts pooled to `points` bins
     with a min-max band so extremes stay visible. `marks` draws vertical lines.
 
@@ -189,10 +189,13 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
     sample of the text (as fidelity does), not every token.
     stacked: shares that add up per token, drawn as stacked areas (no band).
     A series named by a mechanism's key or title takes its colour and title
-    (explorer.figures.colours); `colour` sets others by name.
+    (explorer.figures.colours); `colour` sets others by name. mechanisms=False keeps every name
+    as given (regions such as "memory" that only share a mechanism's name).
     """
     fig = go.Figure()
-    hues = {**colours.series_colours(series), **(colour or {})}
+    names = list(series)
+    hues = {**(colours.series_colours(names) if mechanisms else dict(zip(names, colours.cycle(len(names))))),
+            **(colour or {})}
     for name, values in series.items():
         x, mean, lo, hi, e = pool_series(values, points)
         if positions is not None:
@@ -200,7 +203,7 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
             e = [at[i] for i in e]
             x = np.array(e[:-1])
         text = bin_labels(tokens, e)
-        shown = colours.title_of(name)
+        shown = colours.title_of(name) if mechanisms else name
         if band and not stacked and len(x) < len(np.asarray(values)):
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
                                      fill="toself", fillcolor=colours.fill(hues[name]), line={"width": 0},

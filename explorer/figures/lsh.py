@@ -70,10 +70,13 @@ def bucket_sizes(sizes, key_sizes=None, height: int = 300) -> go.Figure:
         fig.add_trace(go.Bar(x=np.arange(nb), y=as_array(key_sizes, dtype=None), name="keys",
                              marker_color=colours.SERIES[1],
                              hovertemplate="bucket %{x}<br>%{y} keys<extra></extra>"))
-    fig.add_hline(y=s.sum() / nb, line={"dash": "dot", "color": "grey"}, annotation_text="even split",
-                  annotation_position="top left")
+    even = s.sum() / nb
+    fig.add_hline(y=even, line={"dash": "dot", "color": "grey"})
+    # the label sits past the line's right end, outside the bars, where no bar can cover it
+    fig.add_annotation(x=1, xref="paper", xanchor="left", y=even, yref="y", text=f"even split<br>{even:,.0f}",
+                       showarrow=False, align="left", font={"color": "grey", "size": 11})
     fig.update_layout(barmode="group", height=height, xaxis_title="bucket", yaxis_title="tokens",
-                      margin={"l": 50, "r": 10, "t": 30, "b": 40})
+                      margin={"l": 50, "r": 70, "t": 30, "b": 40})
     return common.legend_below(fig)
 
 

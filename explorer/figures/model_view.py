@@ -12,6 +12,7 @@ from explorer.analysis.model_view import COLUMNS
 from explorer.figures.common import SEQUENTIAL
 
 UNIT_RANGE = {"entropy"}  # drawn on 0..1: 1 is uniform
+SPACING = 0.16  # between panels: a colour bar, its ticks and title, then the next panel's layer axis
 FROM_ZERO = {"first_mass", "local_mass"}  # shares drawn from 0 to the largest head's: a model whose
 # heads all give a few percent to the first token still shows which give more
 
@@ -28,7 +29,7 @@ def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] |
     rows = -(-len(metrics) // per_row)
     height = rows * (len(layers) * square + 110)
     fig = make_subplots(rows=rows, cols=per_row, subplot_titles=[COLUMNS[m] for m in metrics],
-                        horizontal_spacing=0.12, vertical_spacing=min(0.25, 90 / height))
+                        horizontal_spacing=SPACING, vertical_spacing=min(0.25, 90 / height))
     for i, metric in enumerate(metrics):
         r, c = divmod(i, per_row)
         values = frame[metric].to_numpy(dtype=float)
@@ -42,8 +43,7 @@ def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] |
             customdata=np.stack([frame.layer, frame["head"], values], 1),
             marker={"symbol": "square", "size": square, "color": shown, "colorscale": SEQUENTIAL, "cmin": lo,
                     "cmax": hi if hi > lo else lo + 1, "line": {"color": edge, "width": 2},
-                    "colorbar": {"title": "log10" if log else "", "len": 1 / rows, "y": 1 - (r + 0.5) / rows,
-                                 "x": (c + 1) / per_row - 0.02, "thickness": 10}},
+                    "colorbar": _beside(fig, r + 1, c + 1, "log10" if log else "")},
             hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>" + COLUMNS[metric]
                           + " %{customdata[2]:.4g}<extra></extra>"), r + 1, c + 1)
         fig.update_xaxes(title="head", tickvals=heads, range=[heads[0] - 0.6, heads[-1] + 0.6], row=r + 1, col=c + 1)
@@ -51,6 +51,15 @@ def head_grid(frame: pd.DataFrame, metrics: list[str], chosen: tuple[int, int] |
                          col=c + 1)
     fig.update_layout(height=height, margin={"l": 60, "r": 40, "t": 50, "b": 40})
     return fig
+
+
+def _beside(fig: go.Figure, row: int, col: int, title: str) -> dict:
+    """A colour bar just right of its panel and as tall as it (title written along it), so its ticks
+    stay in the gap before the next panel instead of under that panel's axis title."""
+    panel = fig.get_subplot(row, col)
+    x, y = panel.xaxis.domain, panel.yaxis.domain
+    return {"title": {"text": title, "side": "right"}, "x": x[1] + 0.01, "xanchor": "left", "xpad": 0,
+            "y": (y[0] + y[1]) / 2, "len": y[1] - y[0], "thickness": 10}
 
 
 def picked(event) -> tuple[int, int] | None:

@@ -11,6 +11,9 @@ The range is either robust (the 1st to 99th percentile of the values drawn: a fe
 bins, such as the diagonal, do not flatten everything else) or the extremes, reaching at most
 DECADES below the top on a log scale. `suggest` picks, per map, the colouring that shows its
 structure. Signed effective weights (Linformer's) get a linear scale centred on zero instead.
+`fit_scales` decides which maps share a scale: one shared range is only honest while every map
+fills a fair part of it, so a signed map, or one that would fill under MIN_SHARE of the shared
+range, gets a scale of its own and no panel is left flat by another's range.
 """
 from __future__ import annotations
 
@@ -19,7 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explorer.figures.colours import title_of
+
 DECADES = 6  # the deepest a log scale reaches below its top
+MIN_SHARE = 0.5  # a map whose own range fills less of a shared range than this gets its own
 SAMPLE = 100_000  # values a percentile is taken from (evenly strided)
 ROBUST = (0.01, 0.99)  # the percentiles of a robust range
 MODES = ("log", "relative", "linear")
@@ -29,9 +35,8 @@ LABELS = {"log": "log10 weight", "relative": "log10(weight × keys seen), 0 = un
 
 @dataclass(frozen=True)
 class Scale:
-    """pool: "mean" or "max"; mode: a MODES entry, or "signed" (centred on zero); zmin/zmax: the
-    range (None lets the figure fit it, as signed maps do around zero); robust: the range is the
-    1st-99th percentile; causal: a row sees keys up to itself, and window: only that many back
+    """pool: "mean" or "max"; mode: a MODES entry, or "signed" (centred on zero: zmin = -zmax);
+    zmin/zmax: the range; robust: the range is the 1st-99th percentile (signed: of |weight|); causal: a row sees keys up to itself, and window: only that many back
     (each side, bidirectional) in the model's sliding window (both for "relative")."""
 
     pool: str
@@ -50,9 +55,25 @@ class Scale:
     def label(self) -> str:
         """What the colour bar says: the values, and the range when it is clipped."""
         label = LABELS[self.mode]
-        if self.robust and self.zmin is not None:
+        if self.robust and self.signed:
+            label += f"<br>99th percentile of |weight|: ±{self.zmax:.3g}"
+        elif self.robust:
             label += f"<br>1st–99th percentile: {self.zmin:.3g} to {self.zmax:.3g}"
         return label
+
+    @property
+    def span(self) -> str:
+        """The range in words: ±top when signed, decades on a log scale, else low to high."""
+        if self.signed:
+            return f"signed, ±{self.zmax:.2g}"
+        if self.mode in ("log", "relative"):
+            return f"{self.width:.1f} decades"
+        return f"{self.zmin:.2g} to {self.zmax:.2g}"
+
+    @property
+    def width(self) -> float:
+        """How much of the colour bar the range takes (decades on a log scale)."""
+        return self.zmax - self.zmin
 
     def values(self, matrix, row_edges: list[int], n: int | None = None) -> np.ndarray:
         """The numbers a map colours: a pooled [row bins, key bins] matrix transformed by the mode."""
@@ -132,8 +153,52 @@ def fit_scale(mats: list, pool: str, mode: str = "log", diverging: bool = False,
         mode = "log" if mode else "linear"
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be one of {MODES}")
-    if diverging and any(bool((torch.as_tensor(m) < 0).any()) for m in mats):
-        return Scale(pool, "signed", None, None)
+    if diverging and any(is_signed(m) for m in mats):
+        top = value_range([np.abs(transform(m, "signed", [])) for m in mats], "linear", robust)[1]
+        return Scale(pool, "signed", -top, top, robust=robust)
     edges = row_edges or [list(range(torch.as_tensor(m).shape[0] + 1)) for m in mats]
     values = [transform(m, mode, e, n, causal, window) for m, e in zip(mats, edges)]
     return Scale(pool, mode, *value_range(values, mode, robust), robust=robust, causal=causal, window=window)
+
+
+def is_signed(matrix) -> bool:
+    """Whether a map holds negative weights (Linformer's effective weights can)."""
+    return bool((torch.as_tensor(matrix) < 0).any())
+
+
+def fit_scales(mats: dict, pool: str, mode: str = "log", diverging: bool = False, robust: bool = False,
+               row_edges: dict | None = None, n: int | None = None, causal: bool = False,
+               window: int | None = None) -> list[tuple[tuple[str, ...], Scale]]:
+    """Which maps (name -> [row bins, key bins] values) share which scale, as (names, scale) groups
+    in the maps' order; arguments as fit_scale's, row_edges by name.
+
+    With `diverging`, a signed map gets a signed scale of its own; the others share one range
+    unless a map's own range would fill less than MIN_SHARE of it: then the narrowest gets its own
+    and the rest are fitted again, until every map sharing a range fills a fair part of it.
+    """
+    def fit(names) -> Scale:
+        edges = [row_edges[k] for k in names] if row_edges else None
+        return fit_scale([mats[k] for k in names], pool, mode, diverging, robust, edges, n, causal, window)
+
+    signed = [k for k in mats if diverging and is_signed(mats[k])]
+    groups = [((k,), fit([k])) for k in signed]
+    shared = [k for k in mats if k not in signed]
+    while shared:
+        scale = fit(shared)
+        own = {k: fit([k]) for k in shared}
+        narrowest = min(shared, key=lambda k: own[k].width)
+        if len(shared) == 1 or scale.width <= 0 or own[narrowest].width >= MIN_SHARE * scale.width:
+            groups.append((tuple(shared), scale))
+            break
+        groups.append(((narrowest,), own[narrowest]))
+        shared.remove(narrowest)
+    order = list(mats)
+    return sorted(groups, key=lambda group: order.index(group[0][0]))
+
+
+def describe(groups: list[tuple[tuple[str, ...], Scale]]) -> str:
+    """What a caption adds when maps do not all share one scale: each group and its range."""
+    if len(groups) < 2:
+        return ""
+    ranges = "; ".join(f"{' and '.join(title_of(k) for k in names)}: {scale.span}" for names, scale in groups)
+    return f"Colour ranges apart, so no map is flattened by another's ({ranges})."

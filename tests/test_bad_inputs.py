@@ -57,6 +57,45 @@ def test_the_statistics_pass_refuses_nan_and_takes_half_precision():
         attention_stats(q, k, v)
 
 
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_gives_the_float32_result_of_the_same_values(half):
+    """Every mechanism, the statistics pass and model_attention compute half inputs in float32, to 1e-5."""
+    low = [x.to(half) for x in qkv()]
+    exact = [x.float() for x in low]
+    for key in KEYS:
+        got, want = REGISTRY[key].run(*low), REGISTRY[key].run(*exact)
+        torch.testing.assert_close(got.output, want.output, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.weights([0, 7]), want.weights([0, 7]), atol=1e-5, rtol=1e-5)
+    got, want = attention_stats(*low, grid=8), attention_stats(*exact, grid=8)
+    for name in ("lse", "entropy", "max_weight", "topk_weight", "output"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), atol=1e-5, rtol=1e-5)
+    doc = explorer.synthetic(24, heads=2, head_dim=8, seed=3)
+    doc.q, doc.k = low[:2]
+    got = explorer.model_attention(doc, [0, 7])
+    doc.q, doc.k = exact[:2]
+    torch.testing.assert_close(got, explorer.model_attention(doc, [0, 7]), atol=1e-5, rtol=1e-5)
+
+
+def test_scores_that_overflow_are_refused_by_every_entry_point():
+    """q and k x 1e30 are finite, but their scores (1e60) are not in float32; q x 1e30 alone still fits."""
+    doc = explorer.synthetic(24, heads=2, head_dim=8, seed=3)
+    big = (doc.q * 1e30, doc.k * 1e30, doc.v)
+    says = "q and k are so large that their scores overflow float32: the largest .* scale them down"
+    for key in KEYS:
+        with pytest.raises(ValueError, match=says):
+            REGISTRY[key].run(*big)
+    with pytest.raises(ValueError, match=says):
+        attention_stats(*big)
+    doc.q, doc.k = big[:2]
+    with pytest.raises(ValueError, match=says):
+        explorer.model_attention(doc, [0, 5])
+
+
+def test_a_synthetic_text_too_large_for_memory_is_refused_before_allocating():
+    with pytest.raises(ValueError, match=r"synthetic\(n=1,000,000,000,000\) needs about .* GiB of memory, and .* available"):
+        explorer.synthetic(n=10**12)
+
+
 @pytest.mark.parametrize("kwargs, says", [
     ({"n": 10, "needles": 100}, "at most 5"),
     ({"n": 10, "margin": float("nan")}, "margin=nan must be a finite number"),

@@ -39,3 +39,15 @@ def test_every_parameter_rejects_a_wrong_type(key):
             continue
         with pytest.raises(ValueError, match=p.name):
             REGISTRY[key].run(d.q, d.k, d.v, **{p.name: object()})
+
+
+@pytest.mark.parametrize("key", list(REGISTRY))
+def test_float64_is_computed_in_float64_and_agrees_with_float32(key):
+    d = explorer.synthetic(40, heads=2, head_dim=8, seed=5)
+    q, k, v = (x.double() for x in (d.q, d.k, d.v))
+    res = REGISTRY[key].run(q, k, v)
+    assert res.output.dtype == torch.float64
+    rows = torch.arange(0, 40, 3)
+    torch.testing.assert_close(res.weights(rows) @ v, res.output[:, rows], atol=1e-10, rtol=1e-10)
+    single = REGISTRY[key].run(d.q, d.k, d.v)
+    torch.testing.assert_close(res.output.float(), single.output, atol=1e-5, rtol=1e-4)

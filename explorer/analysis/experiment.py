@@ -21,6 +21,7 @@ import torch
 
 from explorer.analysis import remedies
 from explorer.core import attention
+from explorer.core.checks import check_qkv
 from explorer.core.rule import AttentionRule
 from explorer.mechanisms.base import Mechanism, Result
 
@@ -72,6 +73,7 @@ def with_causal(mech: Mechanism, params: dict, causal: bool) -> dict:
 def dense(q: torch.Tensor, k: torch.Tensor, causal: bool = False, rule: AttentionRule | None = None) -> Attended:
     """Dense attention by `rule`; without one exact softmax, masked when causal (attention.weights: the
     yardstick's numbers to the last bit, which AttentionRule.plain's log-sum-exp form misses by an ulp)."""
+    q, k, _ = check_qkv(q, k)
     if rule is None:
         return _masked(AttentionRule.plain(q.shape[-1], causal), lambda rows: attention.weights(q, k, rows, causal), q)
     return _masked(rule, lambda rows: rule.weights(q, k, rows), q)

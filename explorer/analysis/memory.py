@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from explorer.core import attention
+from explorer.core.checks import check_qkv
 from explorer.mechanisms.memory import MemoryStructure
 
 REGIONS = ("older", "compressed", "memory", "segment", "later")
@@ -27,6 +28,7 @@ def region_bounds(structure: MemoryStructure, rows: torch.Tensor, n: int) -> tor
 def dense_mass_by_region(q, k, structure: MemoryStructure, rows: torch.Tensor, causal: bool = False,
                          chunk: int = 256) -> dict[str, torch.Tensor]:
     """Share of dense attention [heads, len(rows)] each query puts on every region, streamed by chunks."""
+    q, k, _ = check_qkv(q, k)
     n = q.shape[1]
     cuts = region_bounds(structure, rows, n).to(q.device)
     parts = []

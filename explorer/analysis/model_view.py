@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from explorer.core.checks import check_qkv
 from explorer.core.device import chunk_rows
 from explorer.core.doc import Doc, ModelCapture
 from explorer.core.encoding import encode_layers
@@ -67,6 +68,7 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
     under a soft-cap or sinks (rule), the score is no longer q . k: -sum p log p from e itself.
     A sink's exp joins z, so the weights over the text sum to less than one, as the model has them.
     """
+    q, k, v = check_qkv(q, k, v)
     n = k.shape[1]
     e = rule.scores(q, k, rows)
     top = e.amax(-1)

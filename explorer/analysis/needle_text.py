@@ -157,7 +157,7 @@ def text_dilution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: li
     dense and is passed to mechanisms that take it. remedy rescales each
     sequence's queries. progress(done, total) after each (step, curve).
     """
-    check_qkv(q, k, v)
+    q, k, v = check_qkv(q, k, v)
     n_text = q.shape[1]
     if len(offsets) != n_text:
         raise ValueError(f"offsets has {len(offsets)} entries for {n_text} tokens")

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from explorer.core.checks import check_qkv
 from explorer.core.pooling import MapAccumulator, PooledMap, check_window, sampled_rows
 from explorer.core.rows import sample_rows
 from explorer.mechanisms.relpos import (
@@ -20,6 +21,7 @@ from explorer.mechanisms.relpos import (
 
 def bias_curve(q, k, distances=None, max_rows: int = 256, **params) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, mean position term [heads, D]); distances default to the whole range."""
+    q, k, _ = check_qkv(q, k)
     term = MECHANISM.position_term(q, k, params)
     if distances is None:
         distances = default_distances(term.n, term.causal)
@@ -35,6 +37,7 @@ def bias_map(q, k, rows: tuple[int, int] | None = None, cols: tuple[int, int] | 
     per_bin: on long windows pool that many evenly spaced query rows per row
     bin, as explorer.core.pooling.pooled_map does.
     """
+    q, k, _ = check_qkv(q, k)
     term = MECHANISM.position_term(q, k, params)
     heads, n, _ = q.shape
     (r0, r1), (c0, c1) = check_window(rows, cols, n)
@@ -91,6 +94,7 @@ def rope_decay(q, k, theta: float = 10000.0, distances=None, max_rows: int = 256
     Returns distances [D], rope [heads, D], plain [heads, D] and RoFormer's
     content-free bound [D] for comparison.
     """
+    q, k, _ = check_qkv(q, k)
     n = q.shape[1]
     if distances is None:
         distances = default_distances(n, causal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from explorer.core import segments
+from explorer.core.checks import check_qkv
 from explorer.mechanisms.spans import SpanAttention, make_starts, row_chunk, windows
 
 
@@ -14,6 +15,7 @@ def outside_mass(q, k, dense_lse, segment_length: int = 128, overlap: int = 0, c
     dense_lse is dense attention's per-query log-sum-exp [heads, n] (explorer.attention_stats):
     the share inside is exp(lse over the window - dense lse), so no n x n pass is needed.
     """
+    q, k, _ = check_qkv(q, k)
     heads, n, _ = q.shape
     starts = make_starts(n, segment_length, boundaries, q.device)
     lo, hi = windows(starts, n, overlap)

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from explorer.core import attention
+from explorer.core.checks import check_qkv
 from explorer.core.rows import sample_rows
 from explorer.mechanisms.lowrank import MECHANISM as LOWRANK
 from explorer.mechanisms.lowrank import attention_svd, randomized_svd
@@ -60,17 +61,20 @@ class Spectrum:
         return int(reached[0]) + 1 if reached.numel() else None
 
 
-def _head(q, k, head: int):
+def _head(q, k, v, head: int):
+    """Head `head` of q, k (and v) as check_qkv computes with them."""
+    q, k, v = check_qkv(q, k, v)
     if not 0 <= head < q.shape[0]:
         raise ValueError(f"head {head} is out of range 0..{q.shape[0] - 1}")
-    return q[head : head + 1], k[head : head + 1]
+    pick = slice(head, head + 1)
+    return q[pick], k[pick], None if v is None else v[pick]
 
 
 def spectrum(q, k, head: int = 0, causal: bool = False, exact_max: int | None = None, rank: int = 256,
              oversample: int = 10, power_iters: int = 2, seed: int = 0) -> Spectrum:
     """Singular values of head `head`'s attention matrix: exact up to exact_max tokens
     (default: exact_limit of the device), else the top `rank` by the randomized method."""
-    qh, kh = _head(q, k, head)
+    qh, kh, _ = _head(q, k, None, head)
     n = qh.shape[1]
     exact_max = exact_limit(qh.device) if exact_max is None else exact_max
     with torch.no_grad():
@@ -118,8 +122,7 @@ def error_curves(q, k, v, head: int = 0, ks: list[int] | None = None, max_rows: 
     and truncated to each k: that is the yardstick, the best rank-k matrix found.
     progress(steps done, steps) after each method at each k, and after the SVD.
     """
-    qh, kh = _head(q, k, head)
-    vh = v[head : head + 1]
+    qh, kh, vh = _head(q, k, v, head)
     n = qh.shape[1]
     ks = sorted(set(ks or k_grid(n)))
     if ks[0] < 1:

@@ -46,6 +46,15 @@ def free_bytes(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def check_fits(need: int, device: torch.device, what: str) -> None:
+    """ValueError naming both sizes when `what` needs more bytes than the device has free: refused
+    before allocating, since the allocator's own failure is a RuntimeError, or the machine swaps."""
+    free = free_bytes(torch.device(device))
+    if need > free:
+        raise ValueError(f"{what} needs about {need / 2**30:,.1f} GiB of memory, "
+                         f"and {free / 2**30:,.1f} GiB is available")
+
+
 def chunk_rows(n_keys: int, heads: int, device: torch.device, buffers: int = 4) -> int:
     """Query rows per chunk so that `buffers` score-sized tensors fit the budget."""
     per_row = max(1, heads * n_keys * 4 * buffers)

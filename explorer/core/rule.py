@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from explorer.core.checks import check_qkv
 from explorer.core.masks import MaskMod
 
 
@@ -81,7 +82,9 @@ class AttentionRule:
         return torch.logsumexp(torch.cat([s, sink.expand(-1, s.shape[1], 1)], dim=-1), dim=-1, keepdim=True)
 
     def weights(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Probabilities [heads, len(rows), n] over the n keys (they sum to less than 1 with sinks)."""
+        """Probabilities [heads, len(rows), n] over the n keys (they sum to less than 1 with sinks),
+        computed as check_qkv says (a model's half-precision q, k in float32)."""
+        q, k, _ = check_qkv(q, k)
         s = self.scores(q, k, rows)
         return torch.exp(s - self.normaliser(s))
 

@@ -15,7 +15,10 @@ import math
 
 import torch
 
+from explorer.core.device import check_fits
 from explorer.core.doc import Doc
+
+_TOKEN_BYTES = 256  # a token's name, offsets and text in Python objects, about
 
 
 def _needle_pairs(needles, n: int, gen: torch.Generator) -> list[tuple[int, int]]:
@@ -54,6 +57,7 @@ def synthetic(n: int, heads: int = 4, head_dim: int = 32, seed: int = 0, needles
         raise ValueError(f"noise={noise} must be >= 0")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ValueError(f"seed={seed!r} must be an integer in 0..2^63-1")
+    check_fits(n * (3 * heads * head_dim * 4 + _TOKEN_BYTES), torch.device("cpu"), f"synthetic(n={n:,})")
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(heads, n, head_dim, generator=gen)
     q = q * (head_dim**0.5 / q.norm(dim=-1, keepdim=True).clamp_min(1e-30))

@@ -107,7 +107,7 @@ def spherical_kmeans(x: torch.Tensor, n_clusters: int, iterations: int, gen: tor
     for _ in range(iterations):
         nearest = torch.matmul(x, centroids.transpose(1, 2)).argmax(-1)
         sums = torch.zeros_like(centroids).scatter_add_(1, nearest[..., None].expand(-1, -1, d), x)
-        filled = torch.zeros(heads, n_clusters, device=x.device).scatter_add_(1, nearest, torch.ones_like(x[..., 0]))
+        filled = torch.zeros(heads, n_clusters, device=x.device, dtype=x.dtype).scatter_add_(1, nearest, torch.ones_like(x[..., 0]))
         centroids = torch.where(filled[..., None] > 0, unit(sums), centroids)
     return centroids
 

@@ -93,7 +93,7 @@ class Segmented(Mechanism):
         structure = SegmentedStructure(
             starts=starts.cpu(), ends=seg_ends.cpu(), sizes=sizes.cpu(), overlap=overlap,
             summaries=summaries, size_weighted=size_weighted, causal=causal,
-            summary_mass=(mass[:, 1] if summaries else torch.zeros(heads, n, device=q.device)).cpu())
+            summary_mass=(mass[:, 1] if summaries else torch.zeros(heads, n, device=q.device, dtype=q.dtype)).cpu())
         cost = span_cost(engine, q, k, v, starts.numel() if summaries else 0, levels=int(summaries))
         return Result(out, engine.weights, structure=structure, cost=cost, reach_fn=engine.reach)
 

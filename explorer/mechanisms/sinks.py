@@ -104,7 +104,7 @@ class Sinks(Mechanism):
         lo, hi = window_bounds(n, window, causal, q.device)
         engine = SinkWindow(q, k, v, sinks, lo, hi, causal)
         out = torch.empty(heads, n, dv, device=q.device, dtype=v.dtype)
-        sink_mass = torch.empty(heads, n, device=q.device)
+        sink_mass = torch.empty(heads, n, device=q.device, dtype=q.dtype)
         chunk = row_chunk(n, heads, min(n, window * (1 if causal else 2)), sinks, q.device)
         for start in range(0, n, chunk):
             rows = torch.arange(start, min(n, start + chunk), device=q.device)

@@ -93,7 +93,7 @@ class SpanAttention:
         heads, n, d = self.q.shape
         dv = self.v.shape[2]
         out = torch.empty(heads, n, dv, device=self.q.device, dtype=self.v.dtype)
-        mass = torch.empty(heads, len(self.levels) + 1, n, device=self.q.device)
+        mass = torch.empty(heads, len(self.levels) + 1, n, device=self.q.device, dtype=self.q.dtype)
         for rows in row_chunks(n, chunk, self.q.device):
             parts, probs = self._softmax(rows)
             out[:, rows] = sum(torch.matmul(p, val) for p, (_, _, val, _, _) in zip(probs, parts))
@@ -109,7 +109,7 @@ class SpanAttention:
 
     def logsumexp(self, chunk: int) -> torch.Tensor:
         """[heads, n]: log of each query's softmax normaliser over everything it reaches."""
-        lse = torch.empty(self.q.shape[0], self.q.shape[1], device=self.q.device)
+        lse = torch.empty(self.q.shape[0], self.q.shape[1], device=self.q.device, dtype=self.q.dtype)
         for rows in row_chunks(self.q.shape[1], chunk, self.q.device):
             lse[:, rows] = torch.logsumexp(self._logits(rows)[1], dim=-1)
         return lse

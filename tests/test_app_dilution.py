@@ -4,7 +4,7 @@ import conftest
 import numpy as np
 from conftest import SHORT_SAMPLE, figure, values
 
-from explorer.analysis import dilution, remedies
+from explorer.analysis import dilution, remedies, sinks
 
 PAGE = "views/dilution.py"
 REPORT = "Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station"
@@ -38,8 +38,12 @@ def test_every_section_on_a_sample(app):
     np.testing.assert_allclose(values(reference["SSMax, s = 1"]["y"]), remedies.reference_weight(x, ("ssmax", {"s": 1.0})))
     needle = traces(drawn["dilution_chart_needle"])
     assert "theory, noise 1 (exact expectation)" in needle and "Sink + window (StreamingLLM)" in needle
-    sinks = drawn["dilution_sinks"]
-    assert len(values(sinks["data"][0]["y"])) == 12 and "of heads above 0.3" in sinks["layout"]["title"]["text"]
+    sink_chart = drawn["dilution_sinks"]
+    assert len(values(sink_chart["data"][0]["y"])) == 12 and "of heads above 0.3" in sink_chart["layout"]["title"]["text"]
+    share = sink_chart["layout"]["title"]["text"].split(": ")[1].split(" of heads")[0]  # the title, caption and verdict agree
+    assert any(f"{share} of this layer's 12 heads have a sink" in c.value for c in at.caption)
+    said = conftest.said(at.markdown)
+    assert ("No head here scores above 0.3 on the first token" in said) == (share == "0%")
     assert {"map_Dense", "map_Sink + window (StreamingLLM)"} <= set(drawn)
     assert any("Mark a passage" in i.value for i in at.info)  # no passage in this text until one is marked
 
@@ -87,3 +91,11 @@ def test_a_parameter_error_is_shown_not_raised(app):
     at.number_input(key="p.relpos.max_distance").set_value(2).run()
     assert not at.exception
     assert "max_distance=2" in conftest.said(at.error)
+
+
+def test_a_causal_layer_without_a_sink_gets_its_own_sentence():
+    scores = np.full((1, 9, 50), 1 / 50)  # every key as likely: no head leans on the first token
+    none = sinks.SinkMeasure(scores, [3])
+    causal, encoder = sinks.verdict(none, causal=True), sinks.verdict(none, causal=False)
+    assert "No head here scores above 0.3" in causal and "no sink in layer 3" in causal and "smollm2" not in causal
+    assert "encoder" in encoder and "smollm2" in encoder

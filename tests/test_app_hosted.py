@@ -3,7 +3,7 @@ model list and token cap, and a link that reopens a pasted text."""
 import re
 
 import pytest
-from conftest import APP, TIMEOUT, encode_in_app, said
+from conftest import APP, SHORT_SAMPLE, TIMEOUT, encode_in_app, said
 from streamlit.testing.v1 import AppTest
 
 import explorer.core.encoding as encoding
@@ -33,6 +33,33 @@ def test_a_bad_setting_in_a_link_is_refused_and_named(key, value, says):
     assert not at.exception
     assert says in said(at.warning)
     assert "encoded" not in at.session_state  # a view that cannot be reproduced as asked is not run
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("grid", "999999999", "grid: is out of range in [8, 1024]"),
+    ("p.lsh.n_buckets", "abc", "p.lsh.n_buckets: must be a whole number"),
+    ("synth_n", "1000000000", "synth_n: is out of range in [1, 200000]"),
+    ("layer", "abc", "layer: must be a whole number (from 0 to the model's last layer)"),
+])
+def test_a_refused_link_value_is_named_and_leaves_the_url(key, value, says):
+    at = opened({key: value})
+    assert not at.exception
+    assert says in said(at.warning)
+    assert at.query_params.get(key) != value  # a copied link does not carry it on
+
+
+def test_a_layer_the_model_lacks_is_refused_with_the_models_bounds():
+    at = opened({"source": '"Sample"', "sample": f'"{SHORT_SAMPLE}"', "layer": "7", "run": "true"})
+    assert not at.exception and not at.error
+    assert "layer: layer 7 is out of range for this model's 6 layers (0-5)" in said(at.warning)
+    assert at.session_state["layer"] == 0 and at.session_state["encoded"].layer == 0
+    at.sidebar.number_input(key="layer").set_value(2).run()
+    at.sidebar.button[0].click().run()
+    at.sidebar.number_input(key="layer").set_value(9).run()
+    at.sidebar.button[0].click().run()
+    assert not at.exception and not at.error
+    assert "layer 9 is out of range for this model's 6 layers (0-5)" in said(at.warning)
+    assert at.session_state["layer"] == 2 and at.session_state["encoded"].layer == 2  # the previous layer kept
 
 
 def test_hundreds_of_junk_keys_get_one_bounded_notice():

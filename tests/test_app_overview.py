@@ -1,6 +1,7 @@
 """AppTest of the dense-attention page: a sample, a pasted text, an empty text."""
 import re
 
+import pytest
 import conftest
 import explorer
 from conftest import SHORT_SAMPLE, encode_in_app
@@ -35,13 +36,17 @@ def test_empty_text_warns_and_encodes_nothing(app):
     assert any("empty" in w.value for w in at.warning)
 
 
-def test_bad_model_shows_an_error_not_a_traceback(app):
+@pytest.mark.parametrize("name", ["no-such-org/no-such-model", "../../etc/passwd"])
+def test_bad_model_shows_our_sentence_not_a_traceback(app, name):
     at = app
-    at.sidebar.text_input(key="model_other").input("no-such-org/no-such-model").run()
-    assert at.sidebar.selectbox(key="model").value == "no-such-org/no-such-model"
+    at.sidebar.text_input(key="model_other").input(name).run()
+    assert at.sidebar.selectbox(key="model").value == name
     at.sidebar.button[0].click().run()
     assert not at.exception
-    assert "could not load model" in conftest.said(at.error)
+    said = conftest.said(at.error)
+    assert f"could not load model '{name}'" in said or f"model '{name}' is a file" in said
+    assert "or type another under “Another model: a Hugging Face id or a local folder”" in said
+    assert "repo_type" not in said and "repo_id" not in said  # not the hub library's arguments
 
 
 def test_a_first_visit_shows_the_default_sample_without_a_click():

@@ -57,9 +57,13 @@ def test_t5_profile_buckets_and_a_bad_checkpoint(page_app):
     assert not at.exception
     assert "max_distance=2" in conftest.said(at.error)
     at.number_input(key="p.relpos.max_distance").set_value(128).run()
-    at.text_input(key="relpos_t5").input("/no/such/t5/checkpoint").run()
-    assert not at.exception
-    assert "could not read T5 bucket values" in conftest.said(at.error)
+    for name in ("/no/such/t5/checkpoint", "../../etc/passwd"):  # the second: a file, or no such folder
+        at.text_input(key="relpos_t5").input(name).run()
+        assert not at.exception
+        said = conftest.said(at.error)
+        assert f"could not load T5 checkpoint '{name}'" in said
+        assert "Change “T5 checkpoint for the bucket values (optional)”" in said  # the field to change
+        assert "repo_type" not in said and "repo_id" not in said  # not the hub library's arguments
 
 
 def test_tiny_pasted_text_and_causal_alibi(page_app):

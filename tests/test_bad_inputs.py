@@ -131,7 +131,7 @@ def test_encode_refuses_a_lone_surrogate():
 def test_loaders_say_what_failed(tmp_path):
     with pytest.raises(ValueError, match="could not load model"):
         load_model(str(tmp_path / "nothing here"))
-    with pytest.raises(ValueError, match="could not read T5 bucket values"):
+    with pytest.raises(ValueError, match="could not load T5 checkpoint"):
         t5_checkpoint_values(str(tmp_path / "no such checkpoint"))
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError):

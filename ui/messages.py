@@ -18,9 +18,10 @@ def plain(text: str) -> str:
     return _MARKUP.sub(r"\\\1", _AUTOLINK.sub(JOINER, str(text)))
 
 
-def error(err: BaseException) -> None:
-    """A library's ValueError, in its own words (escaped: it may quote what a visitor typed)."""
-    st.error(plain(str(err)))
+def error(err: BaseException, then: str = "") -> None:
+    """A library's ValueError, in its own words (escaped: it may quote what a visitor typed), and
+    `then`, what to change on the page: the library cannot know the app's fields."""
+    st.error(plain(f"{str(err).rstrip('.')}. {then}" if then else str(err)))
 
 
 @contextmanager

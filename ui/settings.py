@@ -48,6 +48,7 @@ class Setting:
     param: Param | None = None  # the mechanism parameter this setting holds, checked by it as well
     owner: str = ""  # the mechanism key of a parameter setting
     rule: Callable[[Any], None] | None = None  # a check the type cannot say (ValueError when it fails)
+    bounds: str = ""  # the range in words, for a setting whose real range is the model's or the text's
 
     def check(self, value: Any) -> Any:
         """The value in the form its widget holds, or ValueError saying why it does not fit."""
@@ -99,6 +100,9 @@ class Setting:
         return value
 
     def _range(self) -> str:
+        """The range a refusal names: `bounds` where lo and hi are only a ceiling over every model."""
+        if self.bounds:
+            return f" ({self.bounds})"
         if self.lo is None and self.hi is None:
             return ""
         lo = "-inf" if self.lo is None else f"{self.lo:g}"

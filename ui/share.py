@@ -87,8 +87,12 @@ def current() -> dict:
 
 
 def publish_to_url() -> None:
-    """Write the current settings into the address bar (only those that changed)."""
-    for key, value in current().items():
+    """Write the current settings into the address bar (only those that changed), and nothing
+    else: a refused or unknown value from a link leaves it, so a copied link does not carry it on."""
+    now = current()
+    for key in [k for k in st.query_params if k not in now]:
+        del st.query_params[key]
+    for key, value in now.items():
         text = json.dumps(value)
         if st.query_params.get(key) != text:
             st.query_params[key] = text

@@ -24,9 +24,9 @@ PASTED = Setting("pasted", "", url=False, max_chars=MAX_CHARS)
 TEXT = Setting("text", "", max_chars=32)  # the key of a pasted or uploaded text in the text store (ui.texts)
 MODEL = Setting("model", "minilm", max_chars=200, rule=hosting.check_model)
 DOWNLOAD = Setting("allow_download", False, url=False)
-LAYER = Setting("layer", 0, lo=0, hi=95)
+LAYER = Setting("layer", 0, lo=0, hi=95, bounds="from 0 to the model's last layer")  # checked on Run for the model
 WINDOW = Setting("window", 0, lo=0, hi=32768)
-HEAD = Setting("head", 0, lo=0, hi=1023)
+HEAD = Setting("head", 0, lo=0, hi=1023, bounds="from 0 to the layer's last head")
 SYNTH_N = Setting("synth_n", 2048, lo=1, hi=200_000)
 SYNTH_NEEDLES = Setting("synth_needles", 4, lo=0, hi=64)
 SYNTH_MARGIN = Setting("synth_margin", 8.0, lo=0.0, hi=40.0)
@@ -38,6 +38,7 @@ PICK = "_pick"  # session key: (layer, head) to show, chosen on the last run, se
 settings.register(*SIDEBAR)
 TRIM = "_trim_to"  # session key: the visitor chose to encode only the first tokens of a long text
 OTHER_MODEL = "model_other"  # session key: the model name being typed; it becomes MODEL when entered
+OTHER_LABEL = "Another model: a Hugging Face id or a local folder"
 
 
 def _reopen_shared_text() -> None:
@@ -101,7 +102,7 @@ def _model_field() -> None:
                  format_func=short_name, help="the bundled models load offline; below, any other")
     if name in BUNDLED:
         st.caption(describe(name))
-    st.text_input("Another model: a Hugging Face id or a local folder", key=OTHER_MODEL, max_chars=MODEL.max_chars,
+    st.text_input(OTHER_LABEL, key=OTHER_MODEL, max_chars=MODEL.max_chars,
                   on_change=_other_model, placeholder="Qwen/Qwen2.5-0.5B or /path/to/model",
                   help="a model already in your Hugging Face cache, a local folder (config.json or one .gguf file), "
                        "or, with downloads allowed, any model on the Hub whose architecture transformers ships")
@@ -161,10 +162,12 @@ def _view_follows(previous: Encoding | None, enc: Encoding, linked: bool) -> Non
 def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
     with st.status("Encoding…", expanded=True) as status:
         try:
-            if not enc.synthetic:
-                hosting.check_model(enc.model)
-                compute.model(enc.model, bool(st.session_state.get(DOWNLOAD.key)))
-            capped = _within_cap(enc, trim)
+            lm = None if enc.synthetic else _model(enc.model)
+        except ValueError as err:
+            _failed(status, err, then=_model_fields())
+            return
+        try:
+            capped = _within_cap(enc if lm is None else _layer_in_range(enc, lm.layers), trim)
             if capped is None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
@@ -174,9 +177,7 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
                 compute.capture(capped)  # every layer at once; the layer shown is then taken from it
             doc = compute.encoded(capped)
         except ValueError as err:
-            status.update(label="Could not encode", state="error", expanded=True)
-            messages.error(err)
-            st.session_state[document.NOT_ENCODED] = "the last Run could not encode its text"
+            _failed(status, err)
             return
         _view_follows(document.encoding(), capped, linked)
         st.session_state[document.ENCODED] = capped
@@ -187,6 +188,36 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
                       f"Encoded {doc.n:,} tokens in {took:.2f} s", state="complete", expanded=False)
     if picking:
         _pick_content_head(capped, doc)
+    if PICK in st.session_state:  # a layer kept by _layer_in_range: its field shows it from the next run
+        st.rerun()
+
+
+def _model(name: str):
+    hosting.check_model(name)
+    return compute.model(name, bool(st.session_state.get(DOWNLOAD.key)))
+
+
+def _model_fields() -> str:
+    """Where the visitor picks another model: the library's message cannot name the fields."""
+    return "Pick one under “Model”" + ("." if hosting.hosted() else f", or type another under “{OTHER_LABEL}”.")
+
+
+def _failed(status, err: ValueError, then: str = "") -> None:
+    status.update(label="Could not encode", state="error", expanded=True)
+    messages.error(err, then)
+    st.session_state[document.NOT_ENCODED] = "the last Run could not encode its text"
+
+
+def _layer_in_range(enc: Encoding, layers: int) -> Encoding:
+    """The layer field's bounds fit every model: a layer this one lacks (typed, or from a link) is
+    refused with this model's bounds, and the previous layer kept (or 0 when it does not fit either)."""
+    if enc.layer < layers:
+        return enc
+    settings.refuse(LAYER.key, f"layer {enc.layer} is out of range for this model's {layers} layers (0-{layers - 1})")
+    previous = document.encoding()
+    kept = previous.layer if previous is not None and not previous.synthetic and previous.layer < layers else 0
+    st.session_state[PICK] = (kept, int(st.session_state[HEAD.key]))
+    return enc.at(kept)
 
 
 def _head_will_be_picked(enc: Encoding) -> bool:

@@ -21,6 +21,7 @@ EXPLAIN = {
             "depends on the distance through the angle between them; its curve here is the average change of score.",
 }
 T5_CHECKPOINT = settings.Setting("relpos_t5", "", max_chars=300)
+T5_FIELD = "T5 checkpoint for the bucket values (optional)"
 SPAN = settings.Setting("relpos_span", 256, lo=1, hi=2**31 - 1)
 settings.declare(T5_CHECKPOINT, SPAN)
 
@@ -68,7 +69,7 @@ params = {**MECH.defaults(), **run.params}  # every head's curve needs the full 
 params.pop("t5_values")
 st.caption(EXPLAIN[params["kind"]])
 if params["kind"] == "t5":
-    name = st.text_input("T5 checkpoint for the bucket values (optional)", key=T5_CHECKPOINT.key,
+    name = st.text_input(T5_FIELD, key=T5_CHECKPOINT.key,
                          max_chars=T5_CHECKPOINT.max_chars,
                          placeholder="a local folder or a cached Hugging Face id, e.g. t5-small",
                          help="Reads the encoder's relative_attention_bias; empty uses the bucket values "
@@ -80,7 +81,7 @@ if params["kind"] == "t5":
             st.caption(f"Bucket values of {name}: {info['num_buckets']} buckets, max distance "
                        f"{info['max_distance']}, {info['heads']} heads (head h of the layer uses column h).")
         except ValueError as err:
-            messages.error(err)
+            messages.error(err, then=f"Change “{T5_FIELD}”, or empty it to use the bucket values above.")
 run = run.of(MECH.key, params)
 res = forms.result(run)
 causal = res.params["causal"]

@@ -122,14 +122,17 @@ def sink_measure_of(res: Result, threshold: float = THRESHOLD, layer: int = 0, t
 
 
 def verdict(measure: SinkMeasure, causal: bool) -> str:
-    """What the sink share means for this model, in a sentence or two."""
+    """What the sink share means for this model, in a sentence or two, in the chart's terms (its
+    threshold, its layer), so a 0% reads the same in the title, the caption and here."""
     if measure.share > 0:
         return (f"**{measure.share:.0%} of these heads park attention on the first token**: when no other token "
                 "is relevant, they put their mass where it changes the output least, a sink. Sparse mechanisms "
                 "that drop the first token lose that mass (sink + window keeps it).")
+    none = f"**No head here scores above {measure.threshold:g} on the first token.**"
     if not causal:
-        return ("**No head here leans on the first token.** An encoder that reads both ways, with [CLS] first, "
-                "forms no StreamingLLM-style sink; pick the causal LM **smollm2** in the sidebar to see sinks form "
-                "(most of its heads past the first layers have one).")
-    return ("**No head of this layer leans on the first token.** In causal LMs sinks form past the first layers: "
-            "try a later layer.")
+        return (f"{none} An encoder that reads both ways, with [CLS] first, forms no StreamingLLM-style sink; pick "
+                "the causal LM **smollm2** in the sidebar to see sinks form (most of its heads past the first "
+                "layers have one).")
+    where = "layer" if len(measure.layers) == 1 else "layers"
+    return (f"{none} This causal model has no sink in {where} {', '.join(map(str, measure.layers))}: sinks form "
+            "past the first layers, so try another layer in the sidebar, or a lower threshold.")

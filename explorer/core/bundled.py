@@ -77,7 +77,7 @@ def load_parts(name: str, local_only: bool = True, attn_implementation: str | No
         model = AutoModel.from_pretrained(path, **options, **extra)
         tokenizer = _tokenizer(name, path, options)
     except LOAD_ERRORS as err:
-        raise _load_error(name, err, local_only) from err
+        raise load_error(name, err, local_only) from err
     model.eval()
     return model.config, tokenizer, model
 
@@ -158,20 +158,24 @@ def _save_atomically(obj, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_error(name: str, err: Exception, local_only: bool) -> ValueError:
-    """Our sentence for a failed load: what the user can change, never the hub library's advice
-    about arguments they cannot set (repo_type, token, trust_remote_code)."""
+def load_error(name: str, err: Exception, local_only: bool, what: str = "model") -> ValueError:
+    """Our sentence for a failed load of a model (or, `what`, another checkpoint such as T5's): what
+    the user can change, never the hub library's advice about arguments they cannot set (repo_type,
+    repo_id, token, trust_remote_code)."""
     from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
-    if name in BUNDLED or Path(name).expanduser().exists():
-        return ValueError(f"could not load model {name!r}: {_reason(err)}")
+    path = Path(name).expanduser()
+    failed = f"could not load {what} {name!r}"
+    if path.is_file() and path.suffix != ".gguf":
+        return ValueError(f"{failed}: it is a file; give the folder that holds its config.json")
+    if name in BUNDLED or path.exists():
+        return ValueError(f"{failed}: {_reason(err)}")
     if not _is_repo_id(name):
-        return ValueError(f"could not load model {name!r}: no such local folder, and not a Hugging Face "
-                          "model id (owner/name)")
+        return ValueError(f"{failed}: no such local folder, and not a Hugging Face model id (owner/name)")
     if (local_only or is_offline_mode()) and not isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return ValueError(f"could not load model {name!r}: no such local folder, and models not already "
-                          "in the Hugging Face cache cannot be downloaded here")
-    return ValueError(f"could not load model {name!r} from the Hugging Face hub: {_reason(err)}")
+        return ValueError(f"{failed}: no such local folder, and models not already in the Hugging Face cache "
+                          "cannot be downloaded here")
+    return ValueError(f"{failed} from the Hugging Face hub: {_reason(err)}")
 
 
 def _is_repo_id(name: str) -> bool:

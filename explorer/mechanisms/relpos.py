@@ -49,6 +49,7 @@ from typing import NamedTuple
 import torch
 
 from explorer.core.attention import scores as content_scores
+from explorer.core.bundled import load_error
 from explorer.core.device import chunk_rows
 from explorer.core.rows import row_chunks, sample_rows
 from explorer.mechanisms.base import Mechanism, Param, Result
@@ -167,8 +168,7 @@ def t5_checkpoint_values(name_or_path: str, decoder: bool = False,
         key = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
         values = _read_tensor(name_or_path, key, partial(cached_file, local_files_only=local))
     except (OSError, KeyError, TypeError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise ValueError(f"could not read T5 bucket values from {name_or_path!r}: {reason}") from err
+        raise load_error(name_or_path, err, local, what="T5 checkpoint") from err
     settings = {"num_buckets": config.relative_attention_num_buckets,
                 "max_distance": getattr(config, "relative_attention_max_distance", 128),
                 "heads": config.num_heads}

@@ -11,6 +11,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["EXPLORER_WARM"] = "0"  # no first-visit warm-up thread in the AppTests' process (servers warm: tests/browser.py)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 

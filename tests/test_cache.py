@@ -159,3 +159,39 @@ def test_a_background_make_is_kept_when_it_finishes():
     while store.peek("k") is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert store.peek("k") == 42 and store.get("k", lambda: pytest.fail("made twice")) == 42
+
+
+class Rerun(BaseException):
+    """Stands for Streamlit's RerunException: the maker's own session reran while it was making."""
+
+
+def test_a_maker_whose_session_reran_hands_the_value_to_a_waiter_not_its_rerun():
+    store = Store(2**30)
+    gate, started = threading.Event(), threading.Event()
+
+    def interrupted():
+        started.set()
+        gate.wait(5)
+        raise Rerun
+
+    got, raised = [], []
+
+    def maker():
+        try:
+            store.get("k", interrupted)
+        except Rerun:
+            raised.append("maker")
+
+    def waiter():
+        got.append(store.get("k", lambda: 7))
+
+    first = threading.Thread(target=maker)
+    first.start()
+    started.wait(5)
+    second = threading.Thread(target=waiter)
+    second.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in (first, second):
+        t.join(10)
+    assert raised == ["maker"] and got == [7] and store.get("k", lambda: 8) == 7

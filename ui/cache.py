@@ -8,7 +8,10 @@ caches of their own and keep no results in session state.
 
 The store is one per process, shared by every session:
 - a key is made once: sessions that ask for it while it is being made wait for that one
-  computation (and see its progress) instead of starting their own;
+  computation (and see its progress) instead of starting their own; when the maker's own session
+  leaves it (a rerun or stop of that session, which Streamlit raises inside the make), the
+  flight is abandoned and a waiter makes the value itself: one session's control flow never
+  reaches another session's script;
 - it is bounded by bytes, not entries: the tensors values hold (storages counted once, however
   many values share them) may take EXPLORER_CACHE_MB megabytes (default 4096); past that, the
   least recently used values are dropped, and are made again, with the same progress and error
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from ui import hosting
 
@@ -103,7 +107,8 @@ class _Flight:
         self.progress: tuple[int, int] | None = None
         self.partial: Any = None  # what the maker has so far, when it offers one (a refining result)
         self.listener = listener  # the maker's own display, called in the maker's thread
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
+        self.abandoned = False  # the maker's session left (not an error of the value): a waiter takes over
         self.value: Any = None
 
 
@@ -183,17 +188,19 @@ class Store:
         progress(done, total) follows this thread's own make (its `report` calls);
         waiting(progress or None) is called about every 0.2 s while another thread makes it.
         """
-        held, flight, mine = self._claim(key, progress)
-        if flight is None:
-            return held
-        if not mine:
+        while True:
+            held, flight, mine = self._claim(key, progress)
+            if flight is None:
+                return held
+            if mine:
+                return self._make(key, flight, make)
             while not flight.done.wait(0.2):
                 if waiting:
                     waiting(flight.progress)
             if flight.error is not None:
                 raise flight.error
-            return flight.value
-        return self._make(key, flight, make)
+            if not flight.abandoned:
+                return flight.value
 
     def _claim(self, key, progress) -> tuple[Any, _Flight | None, bool]:
         """(the held value, None, _) or (_, the flight, whether this caller makes it)."""
@@ -212,14 +219,17 @@ class Store:
         self._local.flight = flight
         try:
             flight.value = make()
-        except BaseException as err:
+        except Exception as err:
             flight.error = err
+            raise
+        except BaseException:  # the maker's own session reran or stopped: its exception is for it alone
+            flight.abandoned = True
             raise
         finally:
             self._local.flight = outer
             with self._lock:
                 del self._flights[key]
-                if flight.error is None:
+                if flight.error is None and not flight.abandoned:
                     self._keep(key, flight.value)
             flight.done.set()
         return flight.value
@@ -335,10 +345,11 @@ def report(done: int, total: int) -> None:
 def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
     """The value for `key`, made by make() once per process (see the module docstring).
 
-    label: a step that may take seconds; a bar with counts shows while it is made or waited for.
+    label: a step that may take seconds; a bar with counts shows while it is made or waited for
+    (not outside a session's script, e.g. in the start-up warm-up, where there is no page).
     """
     shared = store()
-    if label is None or key in shared:
+    if label is None or key in shared or get_script_run_ctx(suppress_warning=True) is None:
         return shared.get(key, make)
     bar = st.empty()
     started = time.perf_counter()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import streamlit as st
 
@@ -10,9 +12,9 @@ from explorer.core.bundled import BUNDLED, describe, short_name
 from explorer.core.device import pick_device
 from explorer.core.samples import sample_names
 from ui import compute, document, hosting, maps, messages, settings, share
-from ui.messages import plain
+from ui.messages import LOG, plain
 from ui.settings import Setting
-from ui.state import SOURCES, Encoding
+from ui.state import SOURCES, Encoding, Run
 from ui.texts import TextStore
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # as .streamlit/config.toml's server.maxUploadSize
@@ -39,6 +41,9 @@ settings.register(*SIDEBAR)
 TRIM = "_trim_to"  # session key: the visitor chose to encode only the first tokens of a long text
 OTHER_MODEL = "model_other"  # session key: the model name being typed; it becomes MODEL when entered
 OTHER_LABEL = "Another model: a Hugging Face id or a local folder"
+WARM_ENV = "EXPLORER_WARM"  # "0": no first-visit warm-up (the tests' in-process AppTests, which never show it)
+_warm_lock = threading.Lock()
+_warm_started = False
 
 
 def _reopen_shared_text() -> None:
@@ -221,23 +226,68 @@ def _layer_in_range(enc: Encoding, layers: int) -> Encoding:
 
 
 def _head_will_be_picked(enc: Encoding) -> bool:
-    """Whether the run picks its layer and head (_pick_content_head): a text longer than one window
-    of a model with absolute positions, with the choice left to the app."""
-    if enc.synthetic or not st.session_state.get(AUTO_HEAD.key):
+    """Whether the run picks its layer and head (_pick_content_head), the choice left to the app."""
+    return bool(st.session_state.get(AUTO_HEAD.key)) and _picks_head(enc)
+
+
+def _picks_head(enc: Encoding) -> bool:
+    """Whether a head is picked for this text: longer than one window of a model with absolute positions."""
+    if enc.synthetic:
         return False
     lm = compute.model(enc.model)
     return not lm.rotary and compute.token_count(enc) > (enc.window or lm.max_tokens)
 
 
-def _pick_content_head(enc: Encoding, doc) -> None:
-    """When positions restart in every window, move to the layer and head where content dominates
-    (analysis.windows.default_layer_head): set on the next run, before the widgets exist."""
+def _content_head(enc: Encoding, doc) -> tuple[int, int] | None:
+    """The layer and head where content dominates (analysis.windows.default_layer_head), when positions
+    restart in every window and the text is long enough to judge heads by; else None."""
     if not windows.restarts(doc):
-        return
+        return None
     try:
         layer, head, _ = windows.default_layer_head(compute.content_heads(enc))
     except ValueError:
-        return  # about one window long: no far keys to judge heads by, so the chosen head stays
+        return None  # about one window long: no far keys to judge heads by
+    return layer, head
+
+
+def warm_first_visit() -> None:
+    """Start, once per process, making what every first visit shows (the default sample's dense page:
+    its encoding, head choice, dense pass and head summary) on a thread of its own, into the shared
+    cache: a visitor finds it made, or waits for that one making, and none pays for it again."""
+    global _warm_started
+    with _warm_lock:
+        if _warm_started or os.environ.get(WARM_ENV, "1") == "0":
+            return
+        _warm_started = True
+    threading.Thread(target=_first_visit_values, name="first visit warm-up", daemon=True).start()
+
+
+def _first_visit_values() -> None:
+    """The values a first visit asks for, made as _run and the dense page would make them (same keys)."""
+    try:
+        model = hosting.models()[0] if hosting.hosted() else MODEL.default
+        enc = Encoding.of_text(compute.sample(DEFAULT_SAMPLE), model, LAYER.default, WINDOW.default)
+        compute.model(model)
+        picking = AUTO_HEAD.default and _picks_head(enc)
+        if picking:
+            compute.capture(enc)  # every layer at once, as _run does
+        doc = compute.encoded(enc)
+        pick = (_content_head(enc, doc) if picking else None) or (LAYER.default, HEAD.default)
+        shown = enc.at(pick[0])
+        run = Run(shown, pick[1], doc=compute.encoded(shown))
+        compute.dense(run, maps.GRID.default)
+        compute.head_stats(run)
+    except Exception:  # noqa: BLE001 - a visitor's own run then makes (and reports) what failed here
+        LOG.exception("warming the first visit")
+
+
+def _pick_content_head(enc: Encoding, doc) -> None:
+    """When positions restart in every window, move to the layer and head where content dominates
+    (analysis.windows.default_layer_head): set on the next run, before the widgets exist."""
+    pick = _content_head(enc, doc)
+    if pick is None:
+        return
+    layer, head = pick
     if (layer, head) != (enc.layer, int(st.session_state[HEAD.key])):
         st.session_state[PICK] = (layer, head)
         st.rerun()

@@ -66,9 +66,10 @@ def refining_controls(progress: refine.Progress) -> None:
         st.rerun()
 
 
-def dense_view(refining: bool, colouring: maps.Colouring) -> None:
-    """The map and the curves from what the dense pass has; a refining pass redraws them every second."""
-    stats, progress = refine.now(run, grid)
+def dense_view(refining: bool, colouring: maps.Colouring, drawn: list) -> None:
+    """The map and the curves from what the dense pass has; a refining pass redraws them every second.
+    drawn: this page run's own (stats, progress), used once; the fragment's own reruns ask the pass anew."""
+    stats, progress = drawn.pop() if drawn else refine.now(run, grid)
     if refining and progress is None:
         st.rerun()  # the pass has finished: the whole page draws the exact statistics
     if progress is not None and stats is None:
@@ -108,7 +109,7 @@ def dense_view(refining: bool, colouring: maps.Colouring) -> None:
 
 refining = progress is not None and not progress.stopped
 colouring = maps.controls()  # outside the refreshing fragment: drawn once, never left behind as a stale copy
-st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining, colouring)
+st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining, colouring, [(stats, progress)])
 if doc.model != "synthetic":
     summary.info(f"**Head {run.head} of layer {doc.layer}.** "
                  + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL,

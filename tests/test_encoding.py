@@ -90,3 +90,11 @@ def test_bundled_minilm_offsets_point_into_the_text():
 def test_bad_input_raises_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         explorer.encode(**kwargs)
+
+
+def test_a_capture_that_would_not_fit_is_refused_before_it_is_allocated(monkeypatch):
+    import explorer.core.device as device
+
+    monkeypatch.setattr(device, "free_bytes", lambda _device: 2**20)  # a machine with 1 MiB free
+    with pytest.raises(ValueError, match="6 layer.*GiB of memory.*pick one layer, a shorter text"):
+        explorer.encode_layers(TEXT * 20)

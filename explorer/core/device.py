@@ -46,13 +46,14 @@ def free_bytes(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_fits(need: int, device: torch.device, what: str) -> None:
-    """ValueError naming both sizes when `what` needs more bytes than the device has free: refused
-    before allocating, since the allocator's own failure is a RuntimeError, or the machine swaps."""
+def check_fits(need: int, device: torch.device, what: str, share: float = 1.0, advice: str = "") -> None:
+    """ValueError naming both sizes when `what` needs more than `share` of the bytes the device has
+    free: refused before allocating, since the allocator's own failure is a RuntimeError, or the
+    machine swaps. advice: what the caller can change, appended to the message."""
     free = free_bytes(torch.device(device))
-    if need > free:
+    if need > free * share:
         raise ValueError(f"{what} needs about {need / 2**30:,.1f} GiB of memory, "
-                         f"and {free / 2**30:,.1f} GiB is available")
+                         f"and {free / 2**30:,.1f} GiB is available" + (f": {advice}" if advice else ""))
 
 
 def chunk_rows(n_keys: int, heads: int, device: torch.device, buffers: int = 4) -> int:

@@ -30,7 +30,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from explorer.core.device import free_bytes, pick_device
+from explorer.core.device import check_fits, pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rule import AttentionRule
 
@@ -342,12 +342,9 @@ def _check_memory(lm: LoadedModel, n: int, layers: int, windows: int, window: in
     """ValueError before anything is allocated when the layers' q/k/v would not fit in free memory
     (every head's q, k, v in float32, kv heads repeated; every window whole with keep_windows)."""
     rows = n + (windows * (window + len(lm.prefix) + len(lm.suffix)) if keep_windows else 0)
-    need = rows * layers * 3 * lm.heads * lm.head_dim * 4
-    free = free_bytes(lm.device)
-    if need > free * _MEMORY_SHARE:
-        raise ValueError(f"{layers} layer(s) of this {n:,}-token text need {need / 2**30:.1f} GB for their queries, "
-                         f"keys and values, more than this machine has free ({free / 2**30:.1f} GB): pick one layer, "
-                         "a shorter text or a smaller model")
+    check_fits(rows * layers * 3 * lm.heads * lm.head_dim * 4, lm.device,
+               f"the queries, keys and values of {layers} layer(s) of this {n:,}-token text", _MEMORY_SHARE,
+               "pick one layer, a shorter text or a smaller model")
 
 
 def _run_passes(lm: LoadedModel, ids: list[int], plan, layers: list[int], batch: int, keep_windows: bool,

@@ -39,9 +39,13 @@ def key_window(lo: torch.Tensor, hi: torch.Tensor, causal: bool) -> MaskMod:
 
 def dense_mask(mask: MaskMod, rows: torch.Tensor, n: int) -> torch.Tensor:
     """Boolean [len(rows), n]: which keys each listed query may attend to."""
-    keys = torch.arange(n, device=rows.device)
+    return mask_rows(mask, rows, torch.arange(n, device=rows.device))
+
+
+def mask_rows(mask: MaskMod, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Boolean [len(rows), len(keys)]: which of the listed keys (indices) each listed query may attend to."""
     zero = torch.zeros((), dtype=torch.long, device=rows.device)
-    return mask(zero, zero, rows[:, None], keys[None, :]).expand(rows.numel(), n)
+    return mask(zero, zero, rows[:, None], keys[None, :]).expand(rows.numel(), keys.numel())
 
 
 def block_mask(mask: MaskMod, n: int, device, block: int = 128):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from explorer.core.checks import check_qkv
-from explorer.core.masks import MaskMod
+from explorer.core.masks import MaskMod, mask_rows
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ class AttentionRule:
 
     def allowed(self, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Boolean [len(rows), len(keys)]: which of the keys (indices) each listed query may attend to."""
-        zero = torch.zeros((), dtype=torch.long, device=rows.device)
-        return self.mask()(zero, zero, rows[:, None], keys[None, :]).expand(rows.numel(), keys.numel())
+        return mask_rows(self.mask(), rows, keys)
 
     def scores(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Scores [heads, len(rows), n] of the listed queries as the softmax receives them, -inf where masked."""

@@ -201,3 +201,21 @@ def wait_heatmaps(page, count: int = 1, timeout: float = 30_000):
         "([sel, n]) => document.querySelectorAll(sel).length >= n", arg=[HEATMAP, count],
         timeout=timeout, polling=200)
     return page.locator(HEATMAP)
+
+
+def drag_a_box(page, whole: int) -> None:
+    """Drag a box over the first map (30-40% across, 30-45% down) and wait until the link's query
+    window is no longer the whole text of `whole` tokens: the zoom the app applies on the next run."""
+    import urllib.parse
+
+    heatmap = wait_heatmaps(page).first
+    heatmap.scroll_into_view_if_needed()
+    box = heatmap.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45, steps=8)
+    page.mouse.up()
+    unzoomed = urllib.parse.quote_plus(f"[0, {whole}]")
+    page.wait_for_function("w => location.search.includes('zoom_q=') && !location.search.includes('zoom_q=' + w)",
+                           arg=unzoomed, timeout=60_000)
+    wait_idle(page)

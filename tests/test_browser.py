@@ -15,6 +15,7 @@ from browser import (
     VIEWPORT,
     assert_no_exception,
     chromium,
+    drag_a_box,
     run_default_sample,
     streamlit_server,
     visit,
@@ -84,17 +85,7 @@ def test_default_sample_draws_the_attention_map(encoded_page):
 def test_dragging_a_box_on_the_map_zooms_into_it(page, base_url):
     page.goto(link(base_url, "", run="true", **SHORT))
     wait_idle(page)
-    heatmap = wait_heatmaps(page).first
-    heatmap.scroll_into_view_if_needed()
-    box = heatmap.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45, steps=8)
-    page.mouse.up()
-    whole = urllib.parse.quote_plus("[0, 2709]")
-    page.wait_for_function("w => location.search.includes('zoom_q=') && !location.search.includes('zoom_q=' + w)",
-                           arg=whole, timeout=60_000)
-    wait_idle(page)
+    drag_a_box(page, whole=2709)
     assert_no_exception(page)
     rows = json.loads(_settings(page.url)["zoom_q"])
     keys = json.loads(_settings(page.url)["zoom_k"])

@@ -7,7 +7,8 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from browser import MAIN, SIDEBAR, VIEWPORT, chromium, streamlit_server, wait_heatmaps, wait_idle, wait_running
+from browser import (MAIN, SIDEBAR, VIEWPORT, chromium, drag_a_box, streamlit_server, wait_heatmaps, wait_idle,
+                     wait_running)
 
 SHORT = {"source": '"Sample"', "sample": '"The Notched Key"'}
 LONGER = "Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station"
@@ -49,17 +50,7 @@ def press_run(page) -> None:
 def test_a_zoom_on_a_short_text_does_not_crop_the_next_one(page, base_url):
     page.goto(link(base_url, "", run="true", auto_head="false", **SHORT))
     wait_idle(page)
-    heatmap = wait_heatmaps(page).first
-    heatmap.scroll_into_view_if_needed()
-    box = heatmap.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45, steps=8)
-    page.mouse.up()
-    whole = urllib.parse.quote_plus("[0, 2709]")
-    page.wait_for_function("w => location.search.includes('zoom_q=') && !location.search.includes('zoom_q=' + w)",
-                           arg=whole, timeout=60_000)
-    wait_idle(page)
+    drag_a_box(page, whole=2709)
     zoomed = settings_of(page.url)["zoom_q"]
     assert zoomed[1] - zoomed[0] < 1000  # a box inside the 2,709-token story
     page.locator(f'{SIDEBAR} [data-testid="stSelectbox"]').filter(has_text="Sample text").click()

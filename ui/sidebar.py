@@ -1,7 +1,6 @@
 """The shared sidebar: which text, which model and layer, which head; the Run button."""
 from __future__ import annotations
 
-import json
 import os
 import threading
 

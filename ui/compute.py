@@ -32,8 +32,8 @@ FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long 
 PREVIEW_ROWS = 512  # evenly spaced queries the dense pass computes first (ui.refine shows them)
 SNAPSHOT_S = 1.0  # how often the dense pass offers what it has so far
 MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
-# Parameters the library takes as tensors, which a Run carries as nested lists (its parameters are
-# JSON, so that it can be a cache key): routing's fitted router
+# Parameters the library takes as tensors, which a Run carries as nested tuples (its parameters are
+# frozen, hashable values, so that it can be a cache key): routing's fitted router
 TENSOR_PARAMS = {"routing": ("router",)}
 
 

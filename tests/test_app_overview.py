@@ -128,3 +128,14 @@ def test_an_empty_run_after_a_text_says_the_page_still_shows_that_text(app):
     assert "Rivers carry silt" in shown and "<i>" in shown  # named in its own words, escaped as text
     at = encode_in_app(at, source="Paste", text="A new text altogether.")
     assert not any("Still showing" in w.value for w in at.warning)
+
+
+def test_a_second_pasted_text_is_the_one_encoded(app):
+    """After a pasted text is stored for its link, the next paste is not replaced by the stored one."""
+    at = encode_in_app(app, source="Paste", text="The first text, about tides and harbours.")
+    first = at.session_state["encoded"].text_key
+    at.sidebar.text_area(key="pasted").input("A second text, about mountains and the passes between them.").run()
+    at.sidebar.button[0].click().run()  # as a person does: type the next text, press Run
+    assert not at.exception
+    assert at.session_state["pasted"].startswith("A second text")
+    assert at.session_state["encoded"].text.startswith("A second text") and at.session_state["encoded"].text_key != first

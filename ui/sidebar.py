@@ -310,7 +310,9 @@ def _keep_text(enc: Encoding) -> None:
         st.session_state[TEXT.key] = ""
         return
     try:
-        st.session_state[TEXT.key] = TextStore.from_env().put(enc.text, enc.text_key)
+        key = TextStore.from_env().put(enc.text, enc.text_key)
+        # this session's own text: the link's key, never a text to reopen over what is typed next
+        st.session_state[TEXT.key] = st.session_state["_reopened"] = key
     except (ValueError, OSError) as err:
         st.session_state[TEXT.key] = ""
         st.caption(f"A link cannot carry this text: {plain(str(err))}")

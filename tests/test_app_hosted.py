@@ -135,3 +135,9 @@ def test_a_link_reopens_a_pasted_text_from_the_store(tmp_path, monkeypatch):
     other = opened(link)  # a fresh session, as another person opening the link
     assert not other.exception
     assert other.session_state["pasted"] == text and other.session_state["encoded"].text == text
+
+
+def test_a_link_naming_only_its_sample_runs_it():
+    """The source defaults to Sample, so a link that names a sample and run=true needs no source."""
+    at = opened({"sample": '"The Notched Key"', "run": "true"})
+    assert not at.exception and at.session_state["encoded"].text.startswith("# The Notched Key")

@@ -76,7 +76,8 @@ def first_visit() -> bool:
 
 def reproducible() -> bool:
     """Whether a link can bring this session's text back: a sample, synthetic, or a stored text."""
-    return st.session_state.get("source") in REPRODUCIBLE or bool(st.session_state.get("text"))
+    source = st.session_state.get("source", settings.SETTINGS["source"].default)  # a link may leave it out
+    return source in REPRODUCIBLE or bool(st.session_state.get("text"))
 
 
 def current() -> dict:

@@ -26,3 +26,9 @@ def test_a_sharp_head_is_focused_and_a_sink_is_named():
     assert words == ("Focused (entropy 10% of a uniform row's): 2% of each query's attention stays within 8 tokens, "
                      "60% goes to [CLS] (an attention sink), and half of it spreads over 1 of 400 keys; mean "
                      "distance 150 tokens.")
+
+
+def test_three_tokens_of_uniform_attention_are_no_sink():
+    stats = {"entropy": 1.0, "local_mass": 1.0, "first_mass": 0.34, "half_keys": 2.0, "distance": 1.0}
+    assert "(an attention sink)" not in describe(stats, 3, 8)
+    assert "(an attention sink)" in describe({**stats, "first_mass": 0.7}, 3, 8)

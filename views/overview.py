@@ -113,7 +113,7 @@ st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refini
 if doc.model != "synthetic":
     summary.info(f"**Head {run.head} of layer {doc.layer}.** "
                  + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL,
-                            plain(doc.tokens[0]))
+                            f"the first token “{plain(doc.tokens[0].strip() or doc.tokens[0])}”")
                  + f" (On {min(doc.n, 512):,} evenly spaced queries.)")
 
 charts.section("Token inspector", "Pick a query token: the text around it is shaded by the weight it puts on each "

@@ -13,6 +13,12 @@ def _share(x: float) -> str:
     return f"{x:.0%}" if x >= 0.01 else f"{x:.1%}" if x >= 0.001 else "under 0.1%"
 
 
+def is_sink(first_mass: float, n: int) -> bool:
+    """Gu et al.'s threshold, and on a text of a few tokens more than twice a uniform row's share:
+    on 3 tokens a uniform head already gives the first a third."""
+    return first_mass > max(THRESHOLD, 2 / n)
+
+
 def describe(stats: dict, n: int, local: int, first_token: str = "the first token") -> str:
     """One sentence for a head: stats holds entropy (normalised), local_mass, first_mass,
     half_keys and distance, as analysis.model_view computes them on sampled queries."""
@@ -21,7 +27,7 @@ def describe(stats: dict, n: int, local: int, first_token: str = "the first toke
     sink = float(stats["first_mass"])
     parts = [f"{kind} (entropy {entropy:.0%} of a uniform row's)",
              f"{_share(float(stats['local_mass']))} of each query's attention stays within {local} tokens",
-             f"{_share(sink)} goes to {first_token}" + (" (an attention sink)" if sink > THRESHOLD else ""),
+             f"{_share(sink)} goes to {first_token}" + (" (an attention sink)" if is_sink(sink, n) else ""),
              f"half of it spreads over {float(stats['half_keys']):,.0f} of {n:,} keys"]
     return f"{parts[0]}: " + ", ".join(parts[1:-1]) + f", and {parts[-1]}; mean distance " \
            f"{float(stats['distance']):,.0f} tokens."

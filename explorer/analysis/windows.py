@@ -221,6 +221,11 @@ def content_heads(capture: ModelCapture | Sequence[Doc], max_rows: int = SHARE_R
     return pd.DataFrame(lines).sort_values(["position_share", "layer", "head"], ignore_index=True)
 
 
+def _share(x: float) -> str:
+    """A share explained as a percentage; a fit a hair below zero (none explained) reads 0%, not -0%."""
+    return f"{max(float(x), 0.0):.0%}"
+
+
 def default_layer_head(heads: pd.DataFrame, content: float = CONTENT_SHARE) -> tuple[int, int, str]:
     """The layer and head a page should open on when positions restart, and why, in words.
 
@@ -237,9 +242,9 @@ def default_layer_head(heads: pd.DataFrame, content: float = CONTENT_SHARE) -> t
     pool = few if len(few) else heads[heads.position_share == heads.position_share.min()]
     best = pool.sort_values(["entropy", "layer", "head"]).iloc[0]
     layer, head = int(best["layer"]), int(best["head"])
-    why = (f"Layer {layer}, head {head}: window positions explain {best.position_share:.0%} of how its scores vary "
-           f"over keys a window or more away (heads range {heads.position_share.min():.0%} to "
-           f"{heads.position_share.max():.0%}); ")
+    why = (f"Layer {layer}, head {head}: window positions explain {_share(best.position_share)} of how its scores "
+           f"vary over keys a window or more away (heads range {_share(heads.position_share.min())} to "
+           f"{_share(heads.position_share.max())}); ")
     why += (f"of the {len(few)} heads at or under {content:.0%} it is the most focused (normalised entropy "
             f"{best.entropy:.2f})." if len(few) else f"no head is under {content:.0%}, and this one is the least shaped.")
     return layer, head, why

@@ -339,7 +339,7 @@ def main(argv=None):
     parser.add_argument("--encode", nargs="+", default=None, metavar="MODEL",
                         help="time encoding instead, per model (minilm, smollm2, an id or folder) and --n")
     parser.add_argument("--sweep", action="store_true",
-                        help="time the corpus sweep instead: documents per minute, local loop and Ray with 1 and 2 workers")
+                        help="time the corpus sweep instead: documents per minute, a local loop, Ray with 1 and 2 workers")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.sweep:

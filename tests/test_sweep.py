@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-import torch
 
 from explorer.analysis.sinks import key_scores, sink_measure
 from explorer.core.encoding import encode, first_tokens, load_model

@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 
 from explorer.core.encoding import LoadedModel, load_model
@@ -77,8 +78,6 @@ def run_local(tasks: list[tuple[Document, str]], out: Path, settings: Settings, 
 
 
 def _write(rows: list[dict], out: Path) -> None:
-    import pyarrow.parquet as pq
-
     pq.write_table(as_table(rows), out / f"local-{uuid.uuid4().hex}.parquet")
 
 

@@ -128,35 +128,49 @@ def _measure(document: Document, model: str, lm: LoadedModel, settings: Settings
 
 
 def head_rows(doc: Doc, head: int, settings: Settings) -> list[dict]:
-    """Dense's row and one row per mechanism, of one head of one layer."""
+    """Dense's row and one row per mechanism, of one head of one layer, on the same query rows."""
     q, k, v = doc.head(head)
     queries = sample_rows(doc.n, settings.rows).to(q.device)
-    rule = doc.model_rule.of_head(head)
+    rows = [_dense_row(q, k, v, doc.model_rule.of_head(head), queries)]
+    rows += _mechanism_rows(doc, head, queries, settings.mechanisms)
+    return [{**row, "rows": queries.numel()} for row in rows]
+
+
+def _dense_row(q, k, v, rule, queries: torch.Tensor) -> dict:
+    """The model's own attention on the queries: the statistics pass and the first-token score."""
     start = time.perf_counter()
     stats = attention_stats(q, k, v, rows=queries, rule=rule)
-    visible = rule.allowed(queries, torch.arange(doc.n, device=q.device)).sum(-1)
+    visible = rule.allowed(queries, torch.arange(q.shape[1], device=q.device)).sum(-1)
     first = float(dense_key_scores(q, k, rows=queries, rule=rule)[0, 0])
-    dense = {"mechanism": DENSE, "params": "{}", "output_rel_error": 0.0, "total_variation": 0.0, "topk_recall": 1.0,
-             **_spread(stats.entropy[0], stats.max_weight[0], visible), **_first_token(first),
-             "seconds": time.perf_counter() - start}
+    return {"mechanism": DENSE, "params": "{}", "output_rel_error": 0.0, "total_variation": 0.0, "topk_recall": 1.0,
+            **_spread(stats.entropy[0], stats.max_weight[0], visible), **_first_token(first),
+            "seconds": time.perf_counter() - start}
+
+
+def _mechanism_rows(doc: Doc, head: int, queries: torch.Tensor, specs: tuple[Spec, ...]) -> list[dict]:
+    """Each mechanism run on the head, measured against dense on the queries (one dense reference
+    per row chunk for all of them, its time shared evenly) and on its own weights."""
+    if not specs:
+        return []
+    q, k, v = doc.head(head)
+    params = [spec.params(doc.causal) for spec in specs]
     results, seconds = {}, {}
-    for i, spec in enumerate(settings.mechanisms):
-        mech, params = REGISTRY[spec.name], spec.params(doc.causal)
+    for i, spec in enumerate(specs):
+        mech = REGISTRY[spec.name]
         start = time.perf_counter()
-        results[i] = mech.run(q, k, v, **mech.for_head(params, head, doc.heads))
+        results[i] = mech.run(q, k, v, **mech.for_head(params[i], head, doc.heads))
         seconds[i] = time.perf_counter() - start
     start = time.perf_counter()
-    fid = fidelities(q, k, v, results, causal=doc.causal, max_rows=settings.rows) if results else {}
-    shared = (time.perf_counter() - start) / max(1, len(results))  # the dense reference serves them all
-    out = [{**dense, "rows": queries.numel()}]
-    for i, spec in enumerate(settings.mechanisms):
+    fid = fidelities(q, k, v, results, causal=doc.causal, max_rows=queries.numel())  # the same rows: sample_rows
+    shared = (time.perf_counter() - start) / len(specs)
+    out = []
+    for i, spec in enumerate(specs):
         start = time.perf_counter()
-        res, f = results[i], fid[i]
-        measured = _weights_measures(res, queries)
-        out.append({"mechanism": spec.name, "params": json.dumps(res.params, sort_keys=True, separators=(",", ":"),
+        measured = _weights_measures(results[i], queries)
+        out.append({"mechanism": spec.name, "params": json.dumps(params[i], sort_keys=True, separators=(",", ":"),
                                                                default=str),
-                    "rows": queries.numel(), "output_rel_error": float(f.rel_error.mean()),
-                    "total_variation": float(f.tv.mean()), "topk_recall": float(f.recall.mean()), **measured,
+                    "output_rel_error": float(fid[i].rel_error.mean()), "total_variation": float(fid[i].tv.mean()),
+                    "topk_recall": float(fid[i].recall.mean()), **measured,
                     "seconds": seconds[i] + shared + time.perf_counter() - start})
     return out
 

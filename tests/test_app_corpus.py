@@ -1,0 +1,173 @@
+"""AppTest of the Corpus page: the bundled example sweep drawn on a first visit, a sweep from a path
+and from uploaded bytes, what is not a sweep refused in words, hosted mode reading uploads only, and
+a click on a row opening that document, model, layer and head on the Dense attention page."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import APP, KEEPER, SHORT_SAMPLE, TIMEOUT, figure, said, values
+from streamlit.testing.v1 import AppTest
+
+from explorer.analysis import corpus
+from explorer.core.samples import load_sample
+from ui import corpus as panel
+from ui.texts import content_key
+
+PAGE = "views/corpus.py"
+
+
+@pytest.fixture(scope="module")
+def example() -> pd.DataFrame:
+    return corpus.read(corpus.EXAMPLE)
+
+
+def opened(app):
+    at = app.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def on_path(at, path):
+    at.radio(key="corpus_source").set_value("path").run()
+    return at.text_input(key="corpus_path").input(str(path)).run()
+
+
+def sink_maps(at) -> dict[str, np.ndarray]:
+    """Title -> z of every sink-share heatmap on the page."""
+    out = {}
+    for chart in at.get("plotly_chart"):
+        fig = figure(chart)
+        for trace in fig["data"]:
+            if trace["type"] == "heatmap":
+                out[fig["layout"]["title"]["text"]] = values(trace["z"]).astype(float)
+    return out
+
+
+def shown_rows(at) -> pd.DataFrame:
+    return at.dataframe[0].value
+
+
+def test_the_example_draws_sinks_fidelity_entropy_and_every_row(app, example):
+    at = opened(app)
+    assert not at.error, [e.value for e in at.error]
+    maps = sink_maps(at)
+    shapes = sorted(z.shape for z in maps.values())
+    assert shapes == [(6, 12), (30, 9)]  # MiniLM's 6 layers x 12 heads, SmolLM2's 30 x 9
+    for title, z in maps.items():
+        model = "minilm" if z.shape == (6, 12) else "smollm2"
+        np.testing.assert_allclose(z, corpus.sink_grid(example, model).share * 100)
+        assert "minilm" not in title and "smollm2" not in title  # the models' names, not their keys
+    layouts = [figure(c)["layout"] for c in at.get("plotly_chart")]
+    texts = json.dumps(layouts)
+    assert "Output error (relative)" in texts and "Normalised entropy against length" in texts
+    assert not any(col in texts for col in ("output_rel_error", "normalised_entropy", "topk_recall"))
+    fine = corpus.split(example)[0]
+    rows = shown_rows(at)
+    assert len(rows) == len(fine) and set(rows.model) == set(fine.model)
+    labels = json.loads(at.dataframe[0].proto.columns)
+    assert labels["output_rel_error"]["label"] == "Output error (relative)"
+
+
+def test_the_model_filter_narrows_every_section(app, example):
+    at = opened(app)
+    at.selectbox(key="corpus_model").set_value("smollm2").run()
+    assert not at.exception
+    assert [z.shape for z in sink_maps(at).values()] == [(30, 9)]
+    rows = shown_rows(at)
+    assert set(rows.model) == {"smollm2"}
+    at.selectbox(key="corpus_layer").set_value(20).run()
+    rows = shown_rows(at)
+    assert set(rows.layer) == {20} and len(rows) == len(corpus.split(example[(example.model == "smollm2")
+                                                                              & (example.layer == 20)])[0])
+
+
+def test_a_sweep_on_a_path_and_as_uploaded_bytes_reads_as_the_example(app, example, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(corpus.EXAMPLE, copy)
+    at = on_path(opened(app), copy)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(shown_rows(at)) == len(corpus.split(example)[0])
+    parts = sorted(copy.rglob("*.parquet"))
+    uploaded = panel.read(tuple(panel.Upload(str(p), p.read_bytes()) for p in parts))  # what the uploader hands on
+    order = ["document", "model", "layer", "head", "mechanism", "params"]
+    pd.testing.assert_frame_equal(uploaded.sort_values(order, ignore_index=True),
+                                  example.sort_values(order, ignore_index=True))
+
+
+def test_what_is_not_a_sweep_gets_a_clear_message(app, tmp_path):
+    pq.write_table(pa.table({"document": ["a"], "score": [1.0]}), tmp_path / "other.parquet")
+    (tmp_path / "notes.txt").write_text("not parquet", encoding="utf-8")
+    at = on_path(opened(app), tmp_path / "other.parquet")
+    assert not at.exception
+    message = said(at.error)
+    assert "not a corpus sweep" in message and "lacks the columns source, text_tokens, tokens, model" in message
+    assert not at.get("plotly_chart") and not at.dataframe
+    at = at.text_input(key="corpus_path").input(str(tmp_path / "notes.txt")).run()
+    assert "not a Parquet file" in said(at.error)
+    at = at.text_input(key="corpus_path").input(str(tmp_path / "absent")).run()
+    assert "no file or folder" in said(at.error)
+
+
+def test_failed_documents_are_listed_apart_with_their_error_escaped(app, example, tmp_path):
+    failed = example.iloc[:1].assign(document="bad <b>file</b>.txt", layer=-1, head=-1, mechanism="",
+                                     error="UnicodeDecodeError: <script>alert(1)</script>")
+    pq.write_table(pa.Table.from_pandas(pd.concat([example, failed]), schema=corpus.SCHEMA, preserve_index=False),
+                   tmp_path / "with-error.parquet")
+    at = on_path(opened(app), tmp_path / "with-error.parquet")
+    assert not at.exception and not at.error
+    listed = [m.value for m in at.markdown if "alert" in m.value]
+    assert len(listed) == 1 and "<script>" not in listed[0] and "\\<script\\>" in listed[0]
+    assert "bad <b>file</b>.txt" not in set(shown_rows(at).document)
+
+
+def test_a_hosted_demo_reads_uploads_only(monkeypatch):
+    monkeypatch.setenv("EXPLORER_HOSTED", "1")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"run": "false", "corpus_source": '"path"', "corpus_path": '"/etc"'})  # a link asks
+    at = opened(at.run())
+    source = at.radio(key="corpus_source")
+    assert source.options == ["the bundled example", "uploaded files"] and source.value == "example"
+    assert "corpus_source: this demo reads only uploaded sweeps" in said(at.warning)
+    assert not at.text_input and len(sink_maps(at)) == 2
+
+
+def pick_row(at, document: str, model: str, layer: int, head: int):
+    """Filter the table to the dense rows of `model` and `layer`, then click the row of `document` and `head`."""
+    at.selectbox(key="corpus_model").set_value(model).run()
+    at.selectbox(key="corpus_mechanism").set_value("Dense attention").run()
+    at.selectbox(key="corpus_layer").set_value(layer).run()
+    rows = shown_rows(at)
+    i = int(np.flatnonzero((rows.document == document).to_numpy() & (rows["head"] == head).to_numpy())[0])
+    at.session_state["corpus_rows"] = {"selection": {"rows": [i], "columns": [], "cells": []}}  # what a click sends
+    return at.run()
+
+
+def test_a_click_on_a_row_opens_its_document_layer_and_head(app, example):
+    document = example[example.source == f"sample:{SHORT_SAMPLE}"].document.iloc[0]
+    at = pick_row(opened(app), document, "minilm", 3, 7)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Dense attention"
+    enc = at.session_state["encoded"]
+    assert (enc.model, enc.layer, enc.text_key) == ("minilm", 3, content_key(load_sample(SHORT_SAMPLE)))
+    assert at.session_state["head"] == 7 and at.session_state["sample"] == SHORT_SAMPLE
+
+
+def test_a_row_of_a_file_opens_when_this_server_can_read_it(app, example, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPLORER_TEXT_DIR", str(tmp_path / "store"))  # the opened text is kept there for its link
+    text = tmp_path / "keeper.txt"
+    text.write_text(KEEPER, encoding="utf-8")
+    rows = example[example.source == f"sample:{SHORT_SAMPLE}"].assign(document="keeper.txt", source=str(text))
+    gone = rows.assign(document="gone.txt", source=str(tmp_path / "gone.txt"))
+    pq.write_table(pa.Table.from_pandas(pd.concat([rows, gone]), schema=corpus.SCHEMA, preserve_index=False),
+                   tmp_path / "files.parquet")
+    at = pick_row(on_path(opened(app), tmp_path / "files.parquet"), "gone.txt", "minilm", 1, 2)
+    assert "not available here" in said(at.warning) and at.title[0].value == "Corpus"
+    at = pick_row(at, "keeper.txt", "minilm", 1, 2)
+    assert not at.exception and at.title[0].value == "Dense attention"
+    enc = at.session_state["encoded"]
+    assert (enc.layer, enc.text_key, at.session_state["head"]) == (1, content_key(KEEPER), 2)
+    assert (tmp_path / "store" / f"{content_key(KEEPER)}.txt").exists()

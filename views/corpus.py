@@ -30,7 +30,7 @@ models = sorted(fine.model.unique())
 st.caption(f"{fine.document.nunique():,} documents, {len(models)} model{'s' * (len(models) > 1)}, "
            f"{fine.mechanism.nunique()} mechanisms (dense included), {len(fine):,} rows"
            + (f"; {len(failed):,} failed (listed at the end)" if len(failed) else "") + ".")
-model = panel.pick(models, panel.MODEL, "Model", "every model", shown=short_name)
+model = panel.pick(models, panel.MODEL, "Model", "every model", where=st.columns(3)[0], shown=short_name)
 shown = fine if not model else fine[fine.model == model]
 colours = figs.model_colours(models)
 
@@ -59,7 +59,7 @@ charts.show(st, figs.entropy_against_length(corpus.entropy_by_length(shown), col
 
 charts.section("Every row", "Click a column to sort; click a row to open that document, model, layer and head on the "
                "Dense attention page.")
-a, b = st.columns(2)
+a, b, _ = st.columns(3)
 mechanism = panel.pick(sorted(corpus.named(shown).shown.unique()), panel.MECHANISM, "Mechanism", "every mechanism",
                        where=a)
 layer = panel.pick(sorted(shown.layer.unique().tolist()), panel.LAYER, "Layer", "every layer", where=b)

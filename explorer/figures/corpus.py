@@ -19,6 +19,11 @@ LOG_FROM = 1.0  # decades an error measure spans before its axis turns logarithm
 ERRORS = ("output_rel_error", "total_variation")  # measures that may span decades (recall stays 0..1)
 
 
+def _plain(name: str) -> str:
+    """A name from the sweep as plotly shows it: its tags as text, never markup."""
+    return html.escape(name, quote=False)
+
+
 def model_colours(models) -> dict[str, str]:
     """One Okabe-Ito colour per model, in the order given, the same on every chart of the page."""
     models = list(models)
@@ -36,7 +41,7 @@ def sink_share_map(grid: SinkGrid) -> go.Figure:
         hovertemplate="layer %{y}, head %{x}<br>a sink in %{customdata[0]} of %{customdata[1]} documents "
                       "(%{z:.0f} %)<extra></extra>", xgap=1, ygap=1))
     overall = np.nanmean(grid.share) if grid.documents.any() else 0.0
-    fig.update_layout(title=f"{html.escape(short_name(grid.model))}: {overall:.0%} of heads × documents have a sink",
+    fig.update_layout(title=f"{_plain(short_name(grid.model))}: {overall:.0%} of heads × documents have a sink",
                       height=110 + CELL * len(grid.layers), margin={"l": 60, "r": 10, "t": 50, "b": 50})
     fig.update_xaxes(title_text="head", tickmode="array", tickvals=grid.heads, constrain="domain")
     fig.update_yaxes(title_text="layer", autorange="reversed", tickmode="array",
@@ -54,19 +59,19 @@ def fidelity_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) 
     present = list(dict.fromkeys(summary.index.get_level_values("model")))
     models = {m: (models or model_colours(present))[m] for m in present}
     fig = make_subplots(rows=1, cols=len(FIDELITY), subplot_titles=[LABELS[m] for m in FIDELITY],
-                        shared_yaxes=True, horizontal_spacing=0.03)
+                        shared_yaxes=True, horizontal_spacing=0.05)
     for c, measure in enumerate(FIDELITY, start=1):
         for model, colour in models.items():
             part = summary.xs(model, level="model").reindex(shown).dropna(subset=["measured"])
             col = {q: part[f"{measure} {q}"].to_numpy() for q in ("p10", "p25", "median", "p75", "p90")}
             fig.add_trace(go.Box(
-                y=[html.escape(s) for s in part.index], q1=col["p25"], median=col["median"], q3=col["p75"],
-                lowerfence=col["p10"], upperfence=col["p90"], orientation="h", name=html.escape(short_name(model)),
+                y=[_plain(s) for s in part.index], q1=col["p25"], median=col["median"], q3=col["p75"],
+                lowerfence=col["p10"], upperfence=col["p90"], orientation="h", name=_plain(short_name(model)),
                 legendgroup=model, showlegend=c == 1, marker={"color": colour}, line={"width": 1.5},
                 customdata=part.measured.to_numpy(),
                 hovertemplate="%{y}<br>median %{median:.3g}, middle half %{q1:.3g} to %{q3:.3g}, "
                               "10th to 90th percentile %{lowerfence:.3g} to %{upperfence:.3g}<extra>"
-                              + html.escape(short_name(model)) + "</extra>"), 1, c)
+                              + _plain(short_name(model)) + "</extra>"), 1, c)
         values = summary[[f"{measure} {q}" for q in ("p10", "p90")]].to_numpy()
         positive = values[values > 0]
         if measure in ERRORS and positive.size and np.log10(positive.max() / positive.min()) >= LOG_FROM:
@@ -90,11 +95,11 @@ def entropy_against_length(table: pd.DataFrame, models: dict[str, str] | None = 
         if part.empty:
             continue
         fig.add_trace(go.Scatter(
-            x=part.tokens, y=part.entropy, mode="markers+lines", name=html.escape(short_name(model)),
+            x=part.tokens, y=part.entropy, mode="markers+lines", name=_plain(short_name(model)),
             line={"color": colour, "width": 1, "dash": "dot"}, marker={"color": colour, "size": 9},
             error_y={"type": "data", "symmetric": False, "array": part.p90 - part.entropy,
                      "arrayminus": part.entropy - part.p10, "thickness": 1, "width": 4},
-            customdata=np.stack([[html.escape(d) for d in part.document], part.heads, part.p10, part.p90], axis=-1),
+            customdata=np.stack([[_plain(d) for d in part.document], part.heads, part.p10, part.p90], axis=-1),
             hovertemplate="%{customdata[0]}<br>%{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
                           "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
                           "%{customdata[3]:.3f})<extra></extra>"))

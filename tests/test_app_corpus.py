@@ -142,7 +142,7 @@ def pick_row(at, document: str, model: str, layer: int, head: int):
     at.selectbox(key="corpus_layer").set_value(layer).run()
     rows = shown_rows(at)
     i = int(np.flatnonzero((rows.document == document).to_numpy() & (rows["head"] == head).to_numpy())[0])
-    at.session_state["corpus_rows"] = {"selection": {"rows": [i], "columns": [], "cells": []}}  # what a click sends
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [i], "columns": [], "cells": []}}  # a click
     return at.run()
 
 

@@ -168,11 +168,11 @@ def test_sink_grid_counts_documents_where_each_head_is_a_sink(sweep):
 
 
 def test_entropy_by_length_is_each_documents_mean_over_heads(sweep):
-    table = corpus.entropy_by_length(sweep).set_index(["model", "document"])
+    table = corpus.entropy_by_length(sweep).set_index(["model", "source"])
     groups = defaultdict(list)
     for r in brute_records(sweep):
         if r["mechanism"] == "dense":
-            groups[r["model"], r["document"]].append(r)
+            groups[r["model"], r["source"]].append(r)
     assert set(table.index) == set(groups)
     for key, records in groups.items():
         entropy = [r["normalised_entropy"] for r in records]
@@ -180,6 +180,7 @@ def test_entropy_by_length_is_each_documents_mean_over_heads(sweep):
         assert table.loc[key, "p10"] == pytest.approx(np.quantile(entropy, 0.1))
         assert table.loc[key, "p90"] == pytest.approx(np.quantile(entropy, 0.9))
         assert table.loc[key, "tokens"] == records[0]["tokens"] and table.loc[key, "heads"] == len(records)
+        assert table.loc[key, "document"] == records[0]["document"]
 
 
 def test_a_sample_source_names_its_title():

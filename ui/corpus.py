@@ -103,15 +103,15 @@ def table(frame: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
     return rows[[*TABLE, "source"]].reset_index(drop=True)
 
 
-COLUMNS = {col: LABELS.get(col, "Mechanism") for col in TABLE}
+FORMATS = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall": "%.3f", "normalised_entropy": "%.3f",
+           "first_token_mass": "%.3f", "seconds": "%.3f", "tokens": "%d"}
 
 
 def column_config() -> dict:
-    """Each TABLE column under its label, numbers to a readable precision."""
-    numbers = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall": "%.3f",
-               "normalised_entropy": "%.3f", "first_token_mass": "%.3f", "seconds": "%.3f", "tokens": "%d"}
-    return {col: (st.column_config.NumberColumn(label, format=numbers[col]) if col in numbers
-                  else st.column_config.Column(label)) for col, label in COLUMNS.items()}
+    """Each TABLE column under the label a reader sees, numbers to a readable precision."""
+    labels = {**LABELS, "shown": LABELS["mechanism"]}
+    return {col: st.column_config.NumberColumn(labels[col], format=FORMATS[col]) if col in FORMATS
+            else st.column_config.Column(labels[col]) for col in TABLE}
 
 
 def file_text(source: str) -> str | None:

@@ -64,7 +64,9 @@ mechanism = panel.pick(sorted(corpus.named(shown).shown.unique()), panel.MECHANI
                        where=a)
 layer = panel.pick(sorted(shown.layer.unique().tolist()), panel.LAYER, "Layer", "every layer", where=b)
 rows = panel.table(shown, mechanism, layer)
-event = st.dataframe(rows, key="corpus_rows", on_select="rerun", selection_mode="single-row", hide_index=True,
+# keyed by the filters: other rows start with no row clicked (a click kept would open another row)
+event = st.dataframe(rows, key=f"corpus_rows_{model}_{mechanism}_{layer}", on_select="rerun",
+                     selection_mode="single-row", hide_index=True,
                      column_order=panel.TABLE, column_config=panel.column_config())
 st.download_button("These rows (CSV)", lambda: rows.to_csv(index=False), "corpus-rows.csv", "text/csv",
                    on_click="ignore")

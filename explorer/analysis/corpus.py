@@ -138,8 +138,7 @@ class SinkGrid:
     @property
     def share(self) -> np.ndarray:
         """[layers, heads] in 0..1; NaN where no document measured the head."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.documents > 0, self.sinks / np.maximum(self.documents, 1), np.nan)
+        return np.where(self.documents > 0, self.sinks / np.maximum(self.documents, 1), np.nan)
 
 
 def sink_grid(frame: pd.DataFrame, model: str) -> SinkGrid:
@@ -159,13 +158,14 @@ def sink_grid(frame: pd.DataFrame, model: str) -> SinkGrid:
 
 
 def entropy_by_length(frame: pd.DataFrame) -> pd.DataFrame:
-    """One line per (model, document) from its dense rows: tokens measured, the mean normalised
-    entropy over every layer and head, its 10th and 90th percentiles, and the heads measured."""
+    """One line per (model, source) from its dense rows: the document's name, tokens measured, the
+    mean normalised entropy over every layer and head, its 10th and 90th percentiles, and the heads
+    measured. By source: two folders may both hold a "notes.txt"."""
     fine, _ = split(frame)
     dense = fine[fine.mechanism == DENSE]
-    groups = dense.groupby(["model", "document"], sort=True)
+    groups = dense.groupby(["model", "source"], sort=True)
     return pd.DataFrame({
-        "tokens": groups.tokens.max(), "entropy": groups.normalised_entropy.mean(),
+        "document": groups.document.first(), "tokens": groups.tokens.max(), "entropy": groups.normalised_entropy.mean(),
         "p10": groups.normalised_entropy.quantile(0.1), "p90": groups.normalised_entropy.quantile(0.9),
         "heads": groups.size()}).reset_index()
 

@@ -41,7 +41,8 @@ def test_every_mechanism_parameter_is_a_setting_checked_by_its_param(registry):
 
 
 def test_page_settings_are_owned_by_their_page(registry):
-    pages = {"compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos", "corpus"}
+    pages = {"compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos",
+             "corpus"}
     own = [k for k in registry if not k.startswith("p.") and settings.owner_page(k) in pages]
     assert {settings.owner_page(k) for k in own} >= {"compare", "dilution", "lsh", "routing", "relpos", "corpus"}
 

@@ -27,6 +27,7 @@ import argparse
 import ctypes
 import json
 import math
+import os
 import time
 
 import torch
@@ -275,6 +276,38 @@ def print_step(row, name: str) -> None:
           flush=True)
 
 
+def sweep_throughput(documents: int = 12, chars: int = 2500, workers=(1, 2)) -> list[dict]:
+    """Documents per minute of the corpus sweep (explorer.sweep) on the same tasks: the plain local loop,
+    then Ray with each worker count (a local Ray started once; its start is timed apart). A task is a
+    piece of a bundled sample under MiniLM, every layer and head, dense and segmented, 128 rows;
+    a Ray run includes its workers' model loads, part of what Ray costs against the loop."""
+    import tempfile
+
+    from explorer.sweep import sweep
+    from explorer.sweep.engines import connect
+    from explorer.sweep.inputs import Document, samples
+
+    docs = [Document(f"{d.name} #{i}", f"{d.source}#{i}", d.text[i : i + chars])
+            for d in samples() for i in range(0, len(d.text), chars)][:documents]
+    options = dict(models=["minilm"], mechanisms=["segmented"], rows=128, stream=open(os.devnull, "w"))
+    start = time.perf_counter()
+    connect()
+    ray_start = time.perf_counter() - start
+    rows = []
+    for engine, count in [("local", 1)] + [("ray", w) for w in workers]:
+        with tempfile.TemporaryDirectory() as out:
+            report = sweep(docs, out, engine=engine, workers=count, **options)
+        rows.append({"engine": engine, "workers": count, "documents": report.ran, "s": report.seconds,
+                     "per_minute": 60 * report.ran / report.seconds})
+    print(f"\nsweep: {len(docs)} documents of {chars} characters, MiniLM, every layer and head, dense + segmented, "
+          f"128 rows; Ray started in {ray_start:.1f} s (once)")
+    print(f"  {'engine':<8}{'workers':>8}{'seconds':>10}{'docs/min':>10}{'x loop':>8}")
+    for r in rows:
+        print(f"  {r['engine']:<8}{r['workers']:>8}{r['s']:>10.1f}{r['per_minute']:>10.1f}"
+              f"{r['per_minute'] / rows[0]['per_minute']:>8.2f}")
+    return rows
+
+
 def _length(text: str) -> int | None:
     if text == "all":
         return None
@@ -305,8 +338,16 @@ def main(argv=None):
                         help="also time the model view: every layer's forward pass, then its grid's statistics")
     parser.add_argument("--encode", nargs="+", default=None, metavar="MODEL",
                         help="time encoding instead, per model (minilm, smollm2, an id or folder) and --n")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time the corpus sweep instead: documents per minute, a local loop, Ray with 1 and 2 workers")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
+    if args.sweep:
+        rows = sweep_throughput()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     if args.encode:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
         rows = encode_times(args.encode, args.n, args.text, args.device)

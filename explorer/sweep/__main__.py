@@ -1,0 +1,58 @@
+"""`python -m explorer.sweep [INPUT ...] --out DIR`: a corpus sweep into a Parquet table (see explorer.sweep).
+
+    python -m explorer.sweep notes/ texts.jsonl --models minilm smollm2 --layers 0 3 \\
+        --mechanisms lsh segmented:segment_length=512,overlap=64 sinks --max-tokens 4096 --out sweeps/notes
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import pyarrow.compute as pc
+
+from explorer.sweep import ENGINES, sweep
+from explorer.sweep.table import read
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m explorer.sweep", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("inputs", nargs="*", help="files, folders (their .txt and .md files) or .jsonl files "
+                                             '({"text": ..., "name": optional} per line); default: the bundled samples')
+    p.add_argument("--out", required=True, help="directory of the Parquet table (a sweep there is resumed)")
+    p.add_argument("--models", nargs="+", default=["minilm"], help="minilm, smollm2, a Hugging Face id or folder")
+    p.add_argument("--layers", nargs="+", type=int, default=None, help="layers to measure (default: every layer)")
+    p.add_argument("--heads", nargs="+", type=int, default=None, help="heads to measure (default: every head)")
+    p.add_argument("--mechanisms", nargs="*", default=[],
+                   help="mechanisms measured beside dense, each NAME or NAME:param=value,param=value "
+                        "(e.g. lsh segmented:segment_length=512 sinks:window=128)")
+    p.add_argument("--max-tokens", type=int, default=None, help="measure at most the first N tokens of each text")
+    p.add_argument("--rows", type=int, default=512, help="query rows measured per text, evenly spaced")
+    p.add_argument("--engine", choices=ENGINES, default="ray", help="ray (default) or a plain local loop")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="a Ray cluster to join (default: RAY_ADDRESS; none: start a local Ray)")
+    p.add_argument("--workers", type=int, default=1, help="Ray workers, each holding its own models")
+    p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per Ray worker, where GPUs exist")
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        report = sweep(args.inputs, args.out, args.models, args.layers, args.heads, args.mechanisms, args.max_tokens,
+                       args.rows, args.engine, args.address, args.workers, args.gpus_per_worker)
+    except ValueError as err:
+        p.error(str(err))
+    table = read(args.out)
+    failed = table.filter(pc.not_equal(table["error"], ""))
+    failed = sorted(set(zip(failed["document"].to_pylist(), failed["model"].to_pylist())))
+    print(f"{report.ran} (document, model) measured, {report.skipped} held already, in {report.seconds:.0f} s; "
+          f"{table.num_rows} rows in {args.out}", file=sys.stderr)
+    for document, model in failed:
+        print(f"failed: {document} under {model} (its error is in the table)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

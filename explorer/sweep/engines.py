@@ -1,0 +1,150 @@
+"""Where a sweep's tasks run: on Ray (a pool of actors, each loading a model once, rows written
+by Ray Data's write_parquet) or in a plain loop in this process. Both run explorer.sweep.measure
+on the same tasks and write the same table; both tell a Progress about every task done.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from explorer.core.encoding import LoadedModel, load_model
+from explorer.sweep.inputs import Document
+from explorer.sweep.measure import Settings, measure
+from explorer.sweep.table import as_table
+
+POLL_S = 2.0  # how often the driver asks Ray's workers how far they are
+
+
+class Progress:
+    """Tasks done so far, their rate and the time left, as one line for the terminal."""
+
+    def __init__(self, total: int, stream):
+        self.total, self.done, self.stream = total, 0, stream
+        self.start = time.perf_counter()
+
+    def task_done(self) -> None:
+        self.done += 1
+
+    def line(self, done: int | None = None) -> str:
+        done = self.done if done is None else done
+        minutes = (time.perf_counter() - self.start) / 60
+        rate = done / minutes if minutes > 0 else 0.0
+        left = f", about {(self.total - done) / rate:.1f} min left" if 0 < done < self.total else ""
+        return f"{done}/{self.total} documents x models done, {rate:.1f} per minute{left}"
+
+    def show(self, done: int | None = None) -> None:
+        print(self.line(done), file=self.stream, flush=True)
+
+
+class TaskCount:
+    """Tasks Ray's workers finished, counted by an actor the driver asks."""
+
+    def __init__(self):
+        self.done = 0
+
+    def add(self) -> None:
+        self.done += 1
+
+    def count(self) -> int:
+        return self.done
+
+
+class Models:
+    """The models loaded in this process, each once."""
+
+    def __init__(self):
+        self.held: dict[str, LoadedModel] = {}
+
+    def __call__(self, name: str) -> LoadedModel:
+        if name not in self.held:
+            self.held[name] = load_model(name)
+        return self.held[name]
+
+
+def run_local(tasks: list[tuple[Document, str]], out: Path, settings: Settings, progress: Progress) -> None:
+    """Every task in a plain loop; each task's rows written at once as a part file (so an interrupted
+    sweep keeps what it finished)."""
+    models = Models()
+    for document, model in tasks:
+        rows = measure(document, model, models(model), settings)
+        _write(rows, out)
+        progress.task_done()
+        progress.show()
+
+
+def _write(rows: list[dict], out: Path) -> None:
+    pq.write_table(as_table(rows), out / f"local-{uuid.uuid4().hex}.parquet")
+
+
+class Measurer:
+    """Ray Data's callable class: one per actor, so each worker loads a model once."""
+
+    def __init__(self, settings: Settings, progress, threads: int):
+        torch.set_num_threads(threads)
+        self.settings, self.progress, self.models = settings, progress, Models()
+
+    def __call__(self, batch):
+        rows = []
+        for item in batch.to_pylist():
+            document = Document(item["name"], item["source"], item["text"], item["error"])
+            rows += measure(document, item["model"], self.models(item["model"]), self.settings)
+            self.progress.add.remote()
+        return as_table(rows)
+
+
+def _items(tasks: list[tuple[Document, str]]) -> list[dict]:
+    return [{"name": d.name, "source": d.source, "text": d.text, "error": d.error, "model": m} for d, m in tasks]
+
+
+def connect(address: str | None = None):
+    """Ray, started here when no instance is running (a local one unless address names a cluster;
+    RAY_ADDRESS is read by Ray itself)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def run_ray(tasks: list[tuple[Document, str]], out: Path, settings: Settings, progress: Progress,
+            workers: int, gpus_per_worker: float, address: str | None = None) -> None:
+    """Every task on a pool of `workers` Ray actors, the rows written by write_parquet into `out`."""
+    ray = connect(address)
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    counter = ray.remote(TaskCount).options(num_cpus=0).remote()
+    gpus = gpus_per_worker if torch.cuda.is_available() else 0
+    # leave a share of the CPUs to Ray Data's own read and write tasks
+    per_worker = min(1.0, cpus / (workers + 1))
+    context = ray.data.DataContext.get_current()  # the sweep's own progress line stands for Ray Data's
+    context.enable_progress_bars, context.print_on_execution_start = False, False
+    stop = threading.Event()
+    shown = threading.Thread(target=_show, args=(ray, counter, progress, stop), daemon=True)
+    shown.start()
+    try:
+        ray.data.from_items(_items(tasks)).map_batches(
+            Measurer, fn_constructor_kwargs={"settings": settings, "progress": counter,
+                                             "threads": max(1, int(cpus // workers))},
+            batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=per_worker, **({"num_gpus": gpus} if gpus else {}),
+        ).write_parquet(str(out))
+    finally:
+        stop.set()
+        shown.join()
+        progress.done = ray.get(counter.count.remote())
+        ray.kill(counter)
+    progress.show()
+
+
+def _show(ray, counter, progress: Progress, stop: threading.Event) -> None:
+    """Print the workers' progress whenever it moves, until told to stop."""
+    last = 0
+    while not stop.wait(POLL_S):
+        done = ray.get(counter.count.remote())
+        if done != last:
+            progress.show(done)
+            last = done

@@ -156,17 +156,23 @@ def test_a_click_on_a_row_opens_its_document_layer_and_head(app, example):
     assert at.session_state["head"] == 7 and at.session_state["sample"] == SHORT_SAMPLE
 
 
-def test_a_row_of_a_file_opens_when_this_server_can_read_it(app, example, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["txt", "jsonl"])
+def test_a_row_of_a_file_opens_when_this_server_can_read_it(app, example, tmp_path, monkeypatch, kind):
     monkeypatch.setenv("EXPLORER_TEXT_DIR", str(tmp_path / "store"))  # the opened text is kept there for its link
-    text = tmp_path / "keeper.txt"
-    text.write_text(KEEPER, encoding="utf-8")
-    rows = example[example.source == f"sample:{SHORT_SAMPLE}"].assign(document="keeper.txt", source=str(text))
+    if kind == "txt":
+        (tmp_path / "keeper.txt").write_text(KEEPER, encoding="utf-8")
+        source = str(tmp_path / "keeper.txt")
+    else:  # the second line of a JSONL file, as the sweep names it
+        lines = [{"text": "another text"}, {"text": KEEPER, "name": "keeper"}]
+        (tmp_path / "texts.jsonl").write_text("\n".join(map(json.dumps, lines)), encoding="utf-8")
+        source = f"{tmp_path / 'texts.jsonl'}#2"
+    rows = example[example.source == f"sample:{SHORT_SAMPLE}"].assign(document="keeper", source=source)
     gone = rows.assign(document="gone.txt", source=str(tmp_path / "gone.txt"))
     pq.write_table(pa.Table.from_pandas(pd.concat([rows, gone]), schema=corpus.SCHEMA, preserve_index=False),
                    tmp_path / "files.parquet")
     at = pick_row(on_path(opened(app), tmp_path / "files.parquet"), "gone.txt", "minilm", 1, 2)
     assert "not available here" in said(at.warning) and at.title[0].value == "Corpus"
-    at = pick_row(at, "keeper.txt", "minilm", 1, 2)
+    at = pick_row(at, "keeper", "minilm", 1, 2)
     assert not at.exception and at.title[0].value == "Dense attention"
     enc = at.session_state["encoded"]
     assert (enc.layer, enc.text_key, at.session_state["head"]) == (1, content_key(KEEPER), 2)

@@ -2,6 +2,7 @@
 folder, a file or bytes; refusing what is not one; and every summary against a brute-force loop
 over the rows, on a table built here and on the bundled example."""
 import html
+import io
 import math
 from collections import defaultdict
 
@@ -228,3 +229,20 @@ def test_entropy_chart_escapes_document_names(folder):
     names = [str(c[0]) for t in fig.data for c in t.customdata]
     assert "b &lt;b&gt;bold&lt;/b&gt;.txt" in names and not any("<b>" in n for n in names)
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "Tokens measured"
+
+
+def test_the_page_reads_what_the_sweep_writes(tmp_path):
+    from explorer.sweep import sweep
+
+    (tmp_path / "keys.txt").write_text("Keys open doors; doors open rooms; rooms hold keys. " * 6, encoding="utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    sweep([tmp_path / "keys.txt", tmp_path / "bad.txt"], tmp_path / "out", models=["minilm"], layers=[1],
+          heads=[0, 2], mechanisms=["lsh"], rows=32, engine="local", stream=io.StringIO())
+    frame = corpus.read(tmp_path / "out")
+    fine, failed = corpus.split(frame)
+    assert len(failed) == 1 and failed.document.iloc[0] == "bad.txt"
+    assert sorted(zip(fine.layer, fine["head"], fine.mechanism)) == [(1, 0, "dense"), (1, 0, "lsh"), (1, 2, "dense"),
+                                                                     (1, 2, "lsh")]
+    grid = corpus.sink_grid(frame, "minilm")
+    assert (grid.layers, grid.heads) == ([1], [0, 2]) and (grid.documents == 1).all()
+    assert set(corpus.compared(frame).shown) == {"LSH attention (Reformer)"}

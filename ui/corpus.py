@@ -3,6 +3,7 @@ uploaded files), read once through the cache, filtered into the table, and a row
 the Dense attention page the way a link with run=true opens a view (ui.share.load)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import streamlit as st
 
 from explorer.analysis import corpus
 from explorer.analysis.corpus import LABELS
+from explorer.sweep.inputs import read_inputs
 from ui import hosting, settings, share
 from ui.cache import computation
 from ui.messages import plain
@@ -115,14 +117,16 @@ def column_config() -> dict:
 
 
 def file_text(source: str) -> str | None:
-    """A file's text as the sweep read it, when this server may read it (never in a hosted demo)."""
+    """A file's text as the sweep read it (a JSONL source "/x/c.jsonl#12" names its line), when this
+    server may read files (never in a hosted demo) and can; else None."""
     if hosting.hosted():
         return None
-    path = Path(source)
+    line = re.fullmatch(r"(.+\.jsonl)#\d+", source)
     try:
-        return path.read_text(encoding="utf-8") if path.is_absolute() else None
-    except (OSError, UnicodeDecodeError):
+        docs = read_inputs([line.group(1) if line else source])
+    except ValueError:
         return None
+    return next((d.text for d in docs if d.source == source and not d.error), None)
 
 
 def open_row(row: pd.Series) -> None:

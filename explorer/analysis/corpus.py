@@ -8,6 +8,7 @@ the rows about the model's own attention. A document that failed is one row with
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,18 +89,38 @@ def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame[~failed], frame[failed]
 
 
-def mechanism_name(key: str, params: str, several: bool) -> str:
-    """A mechanism as a chart names it: its registry title, with its parameters when the sweep ran
-    it with several settings (each is then a mechanism of its own)."""
+def _settings(params: str) -> dict:
+    """A row's parameters as a dict (a value that is no JSON object stands as it is)."""
+    try:
+        parsed = json.loads(params or "{}")
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"params": params}
+
+
+def _varying(params) -> list[str]:
+    """The parameter names whose values differ among these settings of one mechanism."""
+    parsed = [_settings(p) for p in set(params)]
+    names = sorted(set().union(*parsed))
+    return [k for k in names if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
+
+
+def mechanism_name(key: str, params: str, varying: list[str]) -> str:
+    """A mechanism as a chart names it: its registry title, and the values of the parameters that
+    set its settings apart when the sweep ran it with several (each is then a mechanism of its own)."""
     title = REGISTRY[key].title if key in REGISTRY else key
-    return f"{title} {params}" if several else title
+    settings = _settings(params)
+    shown = ", ".join(f"{k}={json.dumps(settings.get(k))}" for k in varying)
+    return f"{title}, {shown}" if shown else title
 
 
 def named(frame: pd.DataFrame) -> pd.DataFrame:
-    """The measured rows with the column `shown`: each mechanism as a chart names it (mechanism_name)."""
+    """The measured rows with the column `shown`: each mechanism as a chart names it (mechanism_name).
+    Parameters that differ only between models (a decoder's causal=true) do not split a mechanism."""
     fine = split(frame)[0].copy()
-    settings = fine.groupby("mechanism").params.nunique()
-    fine["shown"] = [mechanism_name(m, p, settings[m] > 1) for m, p in zip(fine.mechanism, fine.params)]
+    within = fine.groupby(["mechanism", "model"]).params.agg(_varying)
+    varying = {m: sorted(set().union(*lists)) for m, lists in within.groupby(level="mechanism")}
+    fine["shown"] = [mechanism_name(m, p, varying[m]) for m, p in zip(fine.mechanism, fine.params)]
     return fine
 
 

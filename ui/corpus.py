@@ -94,10 +94,9 @@ def pick(options: list, setting: Setting, label: str, every: str, where=st, show
                            format_func=lambda v: every if v == setting.default else shown(v))
 
 
-def table(frame: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
-    """The measured rows of the filters (frame already of the chosen models), in TABLE's columns
-    plus the source a row opens."""
-    rows = corpus.named(frame)
+def table(rows: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
+    """The rows (corpus.named, of the chosen models) of the filters, in TABLE's columns plus the
+    source a row opens."""
     if mechanism:
         rows = rows[rows.shown == mechanism]
     if layer >= 0:

@@ -60,10 +60,10 @@ charts.show(st, figs.entropy_against_length(corpus.entropy_by_length(shown), col
 charts.section("Every row", "Click a column to sort; click a row to open that document, model, layer and head on the "
                "Dense attention page.")
 a, b, _ = st.columns(3)
-mechanism = panel.pick(sorted(corpus.named(shown).shown.unique()), panel.MECHANISM, "Mechanism", "every mechanism",
-                       where=a)
+named = corpus.named(shown)
+mechanism = panel.pick(sorted(named.shown.unique()), panel.MECHANISM, "Mechanism", "every mechanism", where=a)
 layer = panel.pick(sorted(shown.layer.unique().tolist()), panel.LAYER, "Layer", "every layer", where=b)
-rows = panel.table(shown, mechanism, layer)
+rows = panel.table(named, mechanism, layer)
 # keyed by the filters: other rows start with no row clicked (a click kept would open another row)
 event = st.dataframe(rows, key=f"corpus_rows_{model}_{mechanism}_{layer}", on_select="rerun",
                      selection_mode="single-row", hide_index=True,

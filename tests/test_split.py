@@ -74,7 +74,7 @@ def test_split_across_ray_workers_equals_the_one_pass():
 
     q, k, v = qkv(torch.float32)
     rule = RULES["sliding window"]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a fresh instance, ours
     try:
         merged = split_stats(q, k, v, 3, rule=rule, grid=64)
     finally:

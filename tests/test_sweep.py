@@ -30,7 +30,7 @@ KEY = ["source", "model", "layer", "head", "mechanism"]
 def ray_instance():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a fresh instance, ours
     yield ray
     ray.shutdown()
 

@@ -4,6 +4,7 @@ on the same tasks and write the same table; both tell a Progress about every tas
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -85,7 +86,7 @@ class Measurer:
     """Ray Data's callable class: one per actor, so each worker loads a model once."""
 
     def __init__(self, settings: Settings, progress, threads: int):
-        torch.set_num_threads(threads)
+        torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))  # not more than this node has
         self.settings, self.progress, self.models = settings, progress, Models()
 
     def __call__(self, batch):
@@ -115,11 +116,13 @@ def run_ray(tasks: list[tuple[Document, str]], out: Path, settings: Settings, pr
             workers: int, gpus_per_worker: float, address: str | None = None) -> None:
     """Every task on a pool of `workers` Ray actors, the rows written by write_parquet into `out`."""
     ray = connect(address)
-    cpus = ray.cluster_resources().get("CPU", 1.0)
+    resources = ray.cluster_resources()
+    cpus = resources.get("CPU", 1.0)
     counter = ray.remote(TaskCount).options(num_cpus=0).remote()
-    gpus = gpus_per_worker if torch.cuda.is_available() else 0
-    # leave a share of the CPUs to Ray Data's own read and write tasks
-    per_worker = min(1.0, cpus / (workers + 1))
+    gpus = gpus_per_worker if resources.get("GPU", 0) > 0 else 0
+    # a worker's share of the CPUs, one share left to Ray Data's own tasks (writing): a fraction on small machines
+    share = cpus / (workers + 1)
+    per_worker = share if share < 1 else float(int(share))
     context = ray.data.DataContext.get_current()  # the sweep's own progress line stands for Ray Data's
     context.enable_progress_bars, context.print_on_execution_start = False, False
     stop = threading.Event()

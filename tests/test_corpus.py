@@ -162,6 +162,8 @@ def test_sink_grid_counts_documents_where_each_head_is_a_sink(sweep):
                 seen[r["layer"], r["head"]] += 1
                 sinks[r["layer"], r["head"]] += r["first_token_mass"] > THRESHOLD
         assert grid.layers == sorted({l for l, _ in seen}) and grid.heads == sorted({h for _, h in seen})
+        assert grid.top == max(r["first_token_mass"] for r in brute_records(sweep)
+                               if r["model"] == model and r["mechanism"] == "dense")
         for (layer, head), count in seen.items():
             i, j = grid.layers.index(layer), grid.heads.index(head)
             assert (grid.sinks[i, j], grid.documents[i, j]) == (sinks[layer, head], count)

@@ -40,7 +40,13 @@ charts.section("Sinks across documents",
                "Hover a cell for its counts.")
 columns = st.columns(len(shown.model.unique()))
 for where, name in zip(columns, sorted(shown.model.unique())):
-    charts.show(where, figs.sink_share_map(corpus.sink_grid(shown, name)), key=f"corpus_sinks_{name}")
+    grid = corpus.sink_grid(shown, name)
+    if grid.sinks.any():
+        charts.show(where, figs.sink_share_map(grid), key=f"corpus_sinks_{name}")
+    else:  # a map of zeros says nothing its title would not
+        where.info(f"**{plain(short_name(name))}: no head is a sink in any document.** The first token's score "
+                   f"stays at most {grid.top:.2f} in every layer, head and document, under the threshold "
+                   f"{THRESHOLD:g}.")
 
 charts.section("Fidelity per mechanism",
                "Each mechanism against dense attention on the same heads: over every document and head, the box "
@@ -55,7 +61,14 @@ else:
 charts.section("Entropy against length",
                "Each point is one document and model: the mean normalised entropy of its heads (0 when a query "
                "attends to one key, 1 when uniformly), with a bar from the 10th to the 90th percentile of its heads.")
-charts.show(st, figs.entropy_against_length(corpus.entropy_by_length(shown), colours), key="corpus_entropy")
+lengths = corpus.entropy_by_length(shown)
+if lengths.tokens.nunique() > 1:
+    charts.show(st, figs.entropy_against_length(lengths, colours), key="corpus_entropy")
+else:  # one length: a column of points, no trend to read
+    means = ", ".join(f"{plain(short_name(m))} {e:.2f}" for m, e in lengths.groupby("model").entropy.mean().items())
+    st.info(f"Every document was measured on {lengths.tokens.iloc[0]:,} tokens (the sweep's `--max-tokens` cuts "
+            f"longer texts), so there is no length to draw entropy against; sweep texts of different lengths to see "
+            f"it. Mean normalised entropy over the documents: {means}.")
 
 charts.section("Every row", "Click a column to sort; click a row to open that document, model, layer and head on the "
                "Dense attention page.")

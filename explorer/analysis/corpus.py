@@ -155,6 +155,7 @@ class SinkGrid:
     heads: list[int]
     sinks: np.ndarray  # [layers, heads] int
     documents: np.ndarray  # [layers, heads] int
+    top: float  # the largest first-token score of any head in any document
 
     @property
     def share(self) -> np.ndarray:
@@ -175,7 +176,7 @@ def sink_grid(frame: pd.DataFrame, model: str) -> SinkGrid:
     counted = counted.reindex(full, fill_value=0)
     shape = (len(layers), len(heads))
     return SinkGrid(model, layers, heads, counted.sinks.to_numpy(int).reshape(shape),
-                    counted.documents.to_numpy(int).reshape(shape))
+                    counted.documents.to_numpy(int).reshape(shape), float(dense.first_token_mass.max()))
 
 
 def entropy_by_length(frame: pd.DataFrame) -> pd.DataFrame:

@@ -108,7 +108,8 @@ def test_a_sweep_on_a_path_and_as_uploaded_bytes_reads_as_the_example(app, examp
 def test_entropy_is_drawn_against_the_tokens_each_document_measured(app, example, tmp_path):
     sources = sorted(example.source.unique())
     varied = example.assign(tokens=[1000 * (1 + sources.index(s)) for s in example.source])
-    pq.write_table(pa.Table.from_pandas(varied, schema=corpus.SCHEMA, preserve_index=False), tmp_path / "varied.parquet")
+    pq.write_table(pa.Table.from_pandas(varied, schema=corpus.SCHEMA, preserve_index=False),
+                   tmp_path / "varied.parquet")
     at = on_path(opened(app), tmp_path / "varied.parquet")
     chart = next(figure(c) for c in at.get("plotly_chart")
                  if figure(c)["layout"].get("title", {}).get("text") == "Normalised entropy against length")

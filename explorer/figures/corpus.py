@@ -68,7 +68,6 @@ def fidelity_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) 
                 y=[_plain(s) for s in part.index], q1=col["p25"], median=col["median"], q3=col["p75"],
                 lowerfence=col["p10"], upperfence=col["p90"], orientation="h", name=_plain(short_name(model)),
                 legendgroup=model, showlegend=c == 1, marker={"color": colour}, line={"width": 1.5},
-                customdata=part.measured.to_numpy(),
                 hovertemplate="%{y}<br>median %{median:.3g}, middle half %{q1:.3g} to %{q3:.3g}, "
                               "10th to 90th percentile %{lowerfence:.3g} to %{upperfence:.3g}<extra>"
                               + _plain(short_name(model)) + "</extra>"), 1, c)
@@ -99,12 +98,12 @@ def entropy_against_length(table: pd.DataFrame, models: dict[str, str] | None = 
             line={"color": colour, "width": 1, "dash": "dot"}, marker={"color": colour, "size": 9},
             error_y={"type": "data", "symmetric": False, "array": part.p90 - part.entropy,
                      "arrayminus": part.entropy - part.p10, "thickness": 1, "width": 4},
-            customdata=np.stack([[_plain(d) for d in part.document], part.heads, part.p10, part.p90], axis=-1),
+            customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay numbers
             hovertemplate="%{customdata[0]}<br>%{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
                           "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
                           "%{customdata[3]:.3f})<extra></extra>"))
     fig.update_layout(title="Normalised entropy against length", height=420,
-                      xaxis={"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True)},
+                      xaxis={"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True, pad=0.15)},
                       yaxis={"title": "normalised entropy (1 = uniform)", "range": [0, 1.02]},
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return common.legend_below(fig)

@@ -148,8 +148,9 @@ def test_failed_documents_are_listed_apart_with_their_error_escaped(app, example
     assert "bad <b>file</b>.txt" not in set(shown_rows(at).document)
 
 
-def test_a_hosted_demo_reads_uploads_only(monkeypatch):
+def test_a_hosted_demo_reads_uploads_only_up_to_its_cap(monkeypatch):
     monkeypatch.setenv("EXPLORER_HOSTED", "1")
+    monkeypatch.setenv("EXPLORER_SWEEP_MB", "5")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update({"run": "false", "corpus_source": '"path"', "corpus_path": '"/etc"'})  # a link asks
     at = opened(at.run())
@@ -157,6 +158,8 @@ def test_a_hosted_demo_reads_uploads_only(monkeypatch):
     assert source.options == ["the bundled example", "uploaded files"] and source.value == "example"
     assert "corpus_source: this demo reads only uploaded sweeps" in said(at.warning)
     assert not at.text_input and sink_maps(at)
+    at.radio(key="corpus_source").set_value("upload").run()
+    assert [u.proto.max_upload_size_mb for u in at.main.get("file_uploader")] == [5]
 
 
 def pick_row(at, document: str, model: str, layer: int, head: int):

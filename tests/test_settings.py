@@ -18,7 +18,8 @@ def registry():
     at.sidebar.radio(key="source").set_value("Synthetic").run()
     at.sidebar.number_input(key="synth_n").set_value(64).run()
     at.sidebar.button[0].click().run()
-    for page in ("compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos"):
+    for page in ("compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos",
+                 "corpus"):
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception, page
     return dict(settings.SETTINGS)
@@ -40,9 +41,10 @@ def test_every_mechanism_parameter_is_a_setting_checked_by_its_param(registry):
 
 
 def test_page_settings_are_owned_by_their_page(registry):
-    pages = {"compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos"}
+    pages = {"compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos",
+             "corpus"}
     own = [k for k in registry if not k.startswith("p.") and settings.owner_page(k) in pages]
-    assert {settings.owner_page(k) for k in own} >= {"compare", "dilution", "lsh", "routing", "relpos"}
+    assert {settings.owner_page(k) for k in own} >= {"compare", "dilution", "lsh", "routing", "relpos", "corpus"}
 
 
 @pytest.mark.parametrize("setting, bad, says", [

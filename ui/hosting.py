@@ -4,10 +4,11 @@
   EXPLORER_MODELS      comma-separated model names a hosted demo offers (default: minilm)
   EXPLORER_MAX_TOKENS  the longest text a hosted demo encodes, in tokens (default: 32768)
   EXPLORER_WORKERS     heavy computations run at once in a hosted demo (default: the CPU count)
+  EXPLORER_SWEEP_MB    the largest corpus sweep (Parquet) a hosted demo takes as an upload, in MB (default: 20)
 
 In hosted mode a model comes only from the list (never a path, never a download), a longer text
 is encoded only when the visitor chooses its first EXPLORER_MAX_TOKENS tokens, and heavy steps
-wait in one queue (ui.cache). Everything is read from the environment when asked, so a test can
+wait in one queue (ui.cache); the Corpus page reads only uploaded sweeps, never a path on the server. Everything is read from the environment when asked, so a test can
 switch modes without a new process.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 from explorer.core.encoding import DEFAULT_MODEL
 
 DEFAULT_MAX_TOKENS = 32_768
+DEFAULT_SWEEP_MB = 20
 
 
 def hosted() -> bool:
@@ -47,6 +49,12 @@ def max_tokens() -> int | None:
 def workers() -> int | None:
     """How many heavy computations a hosted demo runs at once; None when not hosted (no queue)."""
     return _positive_int("EXPLORER_WORKERS", os.cpu_count() or 1) if hosted() else None
+
+
+def sweep_mb() -> int | None:
+    """The largest sweep a hosted demo takes as an upload, in MB; None when not hosted (the server's
+    own upload limit holds, and a larger sweep is opened by its path)."""
+    return _positive_int("EXPLORER_SWEEP_MB", DEFAULT_SWEEP_MB) if hosted() else None
 
 
 def check_model(name: str) -> None:

@@ -124,11 +124,20 @@ def panel(owners: set[str]) -> None:
         if upload is not None and st.session_state.get("_loaded") != upload.file_id:
             st.session_state["_loaded"] = upload.file_id
             try:
-                st.session_state["_pending_file"] = json.loads(upload.getvalue().decode("utf-8"))
+                load(json.loads(upload.getvalue().decode("utf-8")))
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 st.error(f"That file is not settings JSON: {plain(str(err))}")
                 return
             st.rerun()
+
+
+def load(values: dict) -> None:
+    """Settings to apply on the next run before any widget exists, as a loaded settings file is
+    (with "run": true, what they name is encoded then). A text named by its key is opened again
+    even when this session opened it before (ui.sidebar reopens a key once)."""
+    if isinstance(values, dict) and values.get("text"):
+        st.session_state.pop("_reopened", None)
+    st.session_state["_pending_file"] = values
 
 
 def take_pending_file(owners: set[str]) -> bool:

@@ -1,0 +1,197 @@
+"""A corpus sweep's table (what `python -m explorer.sweep` writes), read and checked, and the
+summaries the Corpus page draws: fidelity per mechanism, the sink share per layer and head,
+normalised entropy against length, and the documents that failed.
+
+The table has one row per (document, model, layer, head, mechanism); `mechanism` is "dense" for
+the rows about the model's own attention. A document that failed is one row with layer = head
+= -1 and its error text; those rows are kept apart from every summary and listed on their own.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from explorer.mechanisms import DENSE, REGISTRY
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sweeps" / "samples"  # the bundled example sweep
+SCHEMA = pa.schema([
+    ("document", pa.string()), ("source", pa.string()), ("text_tokens", pa.int64()), ("tokens", pa.int64()),
+    ("model", pa.string()), ("layer", pa.int64()), ("head", pa.int64()), ("mechanism", pa.string()),
+    ("params", pa.string()), ("rows", pa.int64()), ("output_rel_error", pa.float64()),
+    ("total_variation", pa.float64()), ("topk_recall", pa.float64()), ("entropy_mean", pa.float64()),
+    ("normalised_entropy", pa.float64()), ("max_weight_mean", pa.float64()), ("first_token_mass", pa.float64()),
+    ("sink", pa.bool_()), ("seconds", pa.float64()), ("error", pa.string())])
+FIDELITY = ("output_rel_error", "total_variation", "topk_recall")
+LABELS = {  # what a reader sees instead of a column name
+    "document": "Document", "source": "Source", "text_tokens": "Tokens in the text", "tokens": "Tokens measured",
+    "model": "Model", "layer": "Layer", "head": "Head", "mechanism": "Mechanism", "params": "Parameters",
+    "rows": "Queries measured", "output_rel_error": "Output error (relative)", "total_variation": "Total variation",
+    "topk_recall": "Top-k recall", "entropy_mean": "Entropy (nats)", "normalised_entropy": "Normalised entropy",
+    "max_weight_mean": "Largest weight", "first_token_mass": "First-token score", "sink": "Sink",
+    "seconds": "Seconds", "error": "Error"}
+SAMPLE = "sample:"  # a source naming a bundled sample: "sample:<title>"
+
+
+def _kind(t: pa.DataType) -> str:
+    """A type's family, what a column is checked by: a sweep written with int32 still reads."""
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "str"
+    return str(t)
+
+
+def check(table: pa.Table) -> pd.DataFrame:
+    """The table as a frame with the contract's columns and types; ValueError naming the columns
+    a sweep must have and this one lacks, or that hold the wrong kind of values."""
+    missing = [f.name for f in SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"this Parquet is not a corpus sweep: it lacks the columns {', '.join(missing)} "
+                         f"(a sweep has {', '.join(SCHEMA.names)})")
+    wrong = [f"{f.name} ({table.schema.field(f.name).type}, expected {f.type})" for f in SCHEMA
+             if _kind(table.schema.field(f.name).type) != _kind(f.type)]
+    if wrong:
+        raise ValueError(f"this Parquet is not a corpus sweep: wrong types in {', '.join(wrong)}")
+    return table.select(SCHEMA.names).cast(SCHEMA).to_pandas()
+
+
+def read(source: str | Path | bytes) -> pd.DataFrame:
+    """A sweep from a Parquet dataset directory, one .parquet file, or an uploaded file's bytes."""
+    try:
+        if isinstance(source, bytes):
+            table = pq.read_table(pa.BufferReader(source))
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise ValueError(f"no file or folder {str(path)!r}")
+            table = ds.dataset(path, format="parquet").to_table() if path.is_dir() else pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"this is not a Parquet file or dataset ({err})") from err
+    if table.num_rows == 0:
+        raise ValueError("this sweep has no rows")
+    return check(table)
+
+
+def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measured rows, error rows): a failed document's row carries no numbers to summarise."""
+    failed = frame.error.fillna("") != ""
+    return frame[~failed], frame[failed]
+
+
+def _settings(params: str) -> dict:
+    """A row's parameters as a dict (a value that is no JSON object stands as it is)."""
+    try:
+        parsed = json.loads(params or "{}")
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"params": params}
+
+
+def _varying(params) -> list[str]:
+    """The parameter names whose values differ among these settings of one mechanism."""
+    parsed = [_settings(p) for p in set(params)]
+    names = sorted(set().union(*parsed))
+    return [k for k in names if len({json.dumps(p.get(k), sort_keys=True) for p in parsed}) > 1]
+
+
+def mechanism_name(key: str, params: str, varying: list[str]) -> str:
+    """A mechanism as a chart names it: its registry title, and the values of the parameters that
+    set its settings apart when the sweep ran it with several (each is then a mechanism of its own)."""
+    title = REGISTRY[key].title if key in REGISTRY else key
+    settings = _settings(params)
+    shown = ", ".join(f"{k}={json.dumps(settings.get(k))}" for k in varying)
+    return f"{title}, {shown}" if shown else title
+
+
+def named(frame: pd.DataFrame) -> pd.DataFrame:
+    """The measured rows with the column `shown`: each mechanism as a chart names it (mechanism_name).
+    Parameters that differ only between models (a decoder's causal=true) do not split a mechanism."""
+    fine = split(frame)[0].copy()
+    within = fine.groupby(["mechanism", "model"]).params.agg(_varying)
+    varying = {m: sorted(set().union(*lists)) for m, lists in within.groupby(level="mechanism")}
+    fine["shown"] = [mechanism_name(m, p, varying[m]) for m, p in zip(fine.mechanism, fine.params)]
+    return fine
+
+
+def compared(frame: pd.DataFrame) -> pd.DataFrame:
+    """named rows of the mechanisms other than dense (dense is the yardstick they are measured by)."""
+    fine = named(frame)
+    return fine[fine.mechanism != DENSE]
+
+
+QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}  # a box and its whiskers
+
+
+def fidelity_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per mechanism (as shown) and model: the heads x documents measured ("measured") and each
+    fidelity measure's QUANTILES over them (columns "<measure> <quantile>"). Quantiles, not the
+    values, so that a box plot of a large sweep sends five numbers per box."""
+    groups = compared(frame).groupby(["shown", "model"], sort=True)
+    out = groups.size().rename("measured").to_frame()
+    for col in FIDELITY:
+        for name, q in QUANTILES.items():
+            out[f"{col} {name}"] = groups[col].quantile(q)
+    return out
+
+
+@dataclass(frozen=True)
+class SinkGrid:
+    """Per layer x head of one model: in how many documents the head is a sink (first-token score
+    over explorer.analysis.sinks.THRESHOLD), of how many measured; share = sinks / documents."""
+
+    model: str
+    layers: list[int]
+    heads: list[int]
+    sinks: np.ndarray  # [layers, heads] int
+    documents: np.ndarray  # [layers, heads] int
+    top: float  # the largest first-token score of any head in any document
+
+    @property
+    def share(self) -> np.ndarray:
+        """[layers, heads] in 0..1; NaN where no document measured the head."""
+        return np.where(self.documents > 0, self.sinks / np.maximum(self.documents, 1), np.nan)
+
+
+def sink_grid(frame: pd.DataFrame, model: str) -> SinkGrid:
+    """The sink share of one model's heads over the documents, from its dense rows (a sink is a
+    property of the model's own attention)."""
+    fine, _ = split(frame)
+    dense = fine[(fine.mechanism == DENSE) & (fine.model == model)]
+    if dense.empty:
+        raise ValueError(f"the sweep has no dense rows for the model {model!r}")
+    layers, heads = sorted(dense.layer.unique().tolist()), sorted(dense["head"].unique().tolist())
+    counted = dense.groupby(["layer", "head"]).agg(sinks=("sink", "sum"), documents=("sink", "size"))
+    full = pd.MultiIndex.from_product([layers, heads], names=["layer", "head"])
+    counted = counted.reindex(full, fill_value=0)
+    shape = (len(layers), len(heads))
+    return SinkGrid(model, layers, heads, counted.sinks.to_numpy(int).reshape(shape),
+                    counted.documents.to_numpy(int).reshape(shape), float(dense.first_token_mass.max()))
+
+
+def entropy_by_length(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per (model, source) from its dense rows: the document's name, tokens measured, the
+    mean normalised entropy over every layer and head, its 10th and 90th percentiles, and the heads
+    measured. By source: two folders may both hold a "notes.txt"."""
+    fine, _ = split(frame)
+    dense = fine[fine.mechanism == DENSE]
+    groups = dense.groupby(["model", "source"], sort=True)
+    return pd.DataFrame({
+        "document": groups.document.first(), "tokens": groups.tokens.max(), "entropy": groups.normalised_entropy.mean(),
+        "p10": groups.normalised_entropy.quantile(0.1), "p90": groups.normalised_entropy.quantile(0.9),
+        "heads": groups.size()}).reset_index()
+
+
+def sample_title(source: str) -> str | None:
+    """The bundled sample a source names ("sample:<title>"), else None (a file path)."""
+    return source[len(SAMPLE):] if source.startswith(SAMPLE) else None

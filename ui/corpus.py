@@ -1,0 +1,243 @@
+"""The Corpus page's sections: where a sweep comes from (the bundled example, a path on this server,
+uploaded files), read once through the cache; its sinks, fidelity and entropy charts; the table,
+whose clicked row opens on the Dense attention page the way a link with run=true opens a view
+(ui.share.load); the documents that failed."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis import corpus
+from explorer.analysis.corpus import LABELS
+from explorer.analysis.sinks import THRESHOLD
+from explorer.core.bundled import short_name
+from explorer.figures import corpus as figs
+from explorer.sweep.inputs import read_inputs
+from ui import charts, hosting, messages, settings, share
+from ui.cache import computation
+from ui.messages import plain
+from ui.settings import Setting
+from ui.texts import TextStore
+
+SOURCES = {"example": "the bundled example", "path": "a path on this server", "upload": "uploaded files"}
+SOURCE = Setting("corpus_source", "example", choices=tuple(SOURCES))
+PATH = Setting("corpus_path", "", max_chars=1000)
+MODEL = Setting("corpus_model", "", max_chars=200)  # "" for every model of the sweep
+MECHANISM = Setting("corpus_mechanism", "", max_chars=200)  # a mechanism as shown, "" for every one
+LAYER = Setting("corpus_layer", -1, lo=-1, hi=1023)  # -1 for every layer
+SETTINGS = (SOURCE, PATH, MODEL, MECHANISM, LAYER)
+EXPLORER = "views/overview.py"  # where a row opens
+TABLE = ("document", "model", "layer", "head", "shown", "tokens", "output_rel_error", "total_variation",
+         "topk_recall", "normalised_entropy", "first_token_mass", "sink", "seconds")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file as a cache key: Streamlit's id for it; its bytes ride along uncompared."""
+
+    file_id: str
+    data: bytes = field(compare=False, repr=False)
+
+
+@computation("Reading the sweep")
+def read(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.DataFrame:
+    """A sweep from a path (stamp: what changes when it is written again) or uploaded part files."""
+    if isinstance(where, str):
+        return corpus.read(where)
+    return pd.concat([corpus.read(u.data) for u in where], ignore_index=True)
+
+
+def _stamp(path: Path) -> tuple:
+    """Files, bytes and the last change under a path: a sweep written again is read again."""
+    files = [f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file()]
+    stats = [f.stat() for f in files]
+    return len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
+def choose() -> pd.DataFrame | None:
+    """The source picker and the sweep it names; None (after saying what to do) until there is one,
+    or when what it names is no sweep. A hosted demo reads uploads only, never a path on its server."""
+    try:
+        return _chosen()
+    except ValueError as err:
+        messages.error(err, "Choose a sweep written by python -m explorer.sweep.")
+        return None
+
+
+def _chosen() -> pd.DataFrame | None:
+    offered = [k for k in SOURCES if not (k == "path" and hosting.hosted())]
+    if st.session_state[SOURCE.key] not in offered:  # from a link
+        settings.refuse(SOURCE.key, "this demo reads only uploaded sweeps")
+        st.session_state[SOURCE.key] = SOURCE.default
+    kind = st.radio("Sweep", offered, key=SOURCE.key, format_func=SOURCES.get, horizontal=True)
+    if kind == "example":
+        return read(str(corpus.EXAMPLE), _stamp(corpus.EXAMPLE))
+    if kind == "path":
+        typed = st.text_input("A Parquet file or dataset folder", key=PATH.key, max_chars=PATH.max_chars,
+                              placeholder="/data/sweep, as given to python -m explorer.sweep --out").strip()
+        if not typed:
+            st.info("Type the path of a sweep: the folder `python -m explorer.sweep --out` wrote, or one of its "
+                    "Parquet files.")
+            return None
+        return read(typed, _stamp(Path(typed)))
+    cap = hosting.sweep_mb()
+    uploads = st.file_uploader("A sweep's Parquet files (every part file of its folder)", type=["parquet"],
+                               accept_multiple_files=True, max_upload_size=cap, key="corpus_upload")
+    if not uploads:
+        st.info("Upload the Parquet files of a sweep (select every part file of its folder at once).")
+        return None
+    if cap is not None and sum(u.size for u in uploads) > cap * 2**20:
+        st.error(f"These files hold {sum(u.size for u in uploads) / 2**20:.1f} MB; this demo reads sweeps of up to "
+                 f"{cap} MB.")
+        return None
+    return read(tuple(Upload(u.file_id, u.getvalue()) for u in uploads))
+
+
+def pick(options: list, setting: Setting, label: str, every: str, where=st, shown=str):
+    """A selectbox over `options` and "every" (the setting's default); a value from another sweep
+    (or a link) that is not among them falls back to every."""
+    if st.session_state[setting.key] not in options:
+        st.session_state[setting.key] = setting.default
+    return where.selectbox(label, [setting.default, *options], key=setting.key,
+                           format_func=lambda v: every if v == setting.default else shown(v))
+
+
+def summary(fine: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
+    """What the sweep holds in a line, and the model filter; the measured rows of the chosen models."""
+    models = sorted(fine.model.unique())
+    st.caption(f"{fine.document.nunique():,} documents, {len(models)} model{'s' * (len(models) > 1)}, "
+               f"{fine.mechanism.nunique()} mechanisms (dense included), {len(fine):,} rows"
+               + (f"; {len(failed):,} failed (listed at the end)" if len(failed) else "") + ".")
+    model = pick(models, MODEL, "Model", "every model", where=st.columns(3)[0], shown=short_name)
+    return fine if not model else fine[fine.model == model]
+
+
+def sinks(rows: pd.DataFrame) -> None:
+    """A layer x head map of the sink share per model; a sentence for a model with no sink at all."""
+    charts.section("Sinks across documents",
+                   f"The share of documents in which a head gives the first token more than {THRESHOLD:g} of each "
+                   "query's attention (Gu et al.'s first-token score, over the queries the sweep measured), from 0 "
+                   "to 100 %. Hover a cell for its counts.")
+    models = sorted(rows.model.unique())
+    for where, name in zip(st.columns(len(models)), models):
+        grid = corpus.sink_grid(rows, name)
+        if grid.sinks.any():
+            charts.show(where, figs.sink_share_map(grid), key=f"corpus_sinks_{name}")
+        else:  # a map of zeros says nothing its title would not
+            where.info(f"**{plain(short_name(name))}: no head is a sink in any document.** The first token's "
+                       f"score stays at most {grid.top:.2f} in every layer, head and document, under the threshold "
+                       f"{THRESHOLD:g}.")
+
+
+def fidelity(rows: pd.DataFrame, colours: dict) -> None:
+    """Each mechanism's fidelity against dense over documents and heads, as boxes per model."""
+    charts.section("Fidelity per mechanism",
+                   "Each mechanism against dense attention on the same heads: over every document and head, the box "
+                   "spans the middle half, the line is the median, the whiskers reach the 10th and 90th "
+                   "percentiles. Lower errors and higher recall are closer to dense.")
+    table = corpus.fidelity_summary(rows)
+    if table.empty:
+        st.info("This sweep measured dense attention only: no mechanism to compare.")
+    else:
+        charts.show(st, figs.fidelity_boxes(table, colours), key="corpus_fidelity")
+
+
+def entropy(rows: pd.DataFrame, colours: dict) -> None:
+    """Normalised entropy against the tokens measured; in words when every text was measured at one length."""
+    lengths = corpus.entropy_by_length(rows)
+    if lengths.tokens.nunique() > 1:
+        charts.section("Entropy against length",
+                       "Each point is one document and model: the mean normalised entropy of its heads (0 when a "
+                       "query attends to one key, 1 when uniformly), with a bar from the 10th to the 90th "
+                       "percentile of its heads.")
+        charts.show(st, figs.entropy_against_length(lengths, colours), key="corpus_entropy")
+        return
+    charts.section("Entropy against length")  # one length: a column of points, no trend to read
+    means = "; ".join(f"{plain(short_name(m))}: {e:.2f}" for m, e in lengths.groupby("model").entropy.mean().items())
+    st.info(f"Every document was measured on {lengths.tokens.iloc[0]:,} tokens (the sweep's `--max-tokens` cuts "
+            "longer texts), so there is no length to draw entropy against; sweep texts of different lengths to see "
+            f"it. Mean normalised entropy over the documents (1 = uniform): {means}.")
+
+
+def every_row(rows: pd.DataFrame) -> None:
+    """The filtered rows, sortable; a click on one opens it on the Dense attention page."""
+    charts.section("Every row", "Click a column to sort; click a row to open that document, model, layer and head "
+                   "on the Dense attention page.")
+    a, b, _ = st.columns(3)
+    named = corpus.named(rows)
+    mechanism = pick(sorted(named.shown.unique()), MECHANISM, "Mechanism", "every mechanism", where=a)
+    layer = pick(sorted(rows.layer.unique().tolist()), LAYER, "Layer", "every layer", where=b)
+    shown = table(named, mechanism, layer)
+    # keyed by the filters: other rows start with no row clicked (a click kept would open another row)
+    event = st.dataframe(shown, key=f"corpus_rows_{settings.value(MODEL)}_{mechanism}_{layer}", on_select="rerun",
+                         selection_mode="single-row", hide_index=True, column_order=TABLE,
+                         column_config=column_config())
+    st.download_button("These rows (CSV)", lambda: shown.to_csv(index=False), "corpus-rows.csv", "text/csv",
+                       on_click="ignore")
+    if event.selection.rows:
+        open_row(shown.iloc[event.selection.rows[0]])
+
+
+def failures(failed: pd.DataFrame) -> None:
+    """The documents the sweep could not measure, each with its error (escaped: it may quote the text)."""
+    if len(failed):
+        charts.section("Documents that failed", "Each was skipped by the sweep with this error; the others went on.")
+        for row in failed.itertuples():
+            st.markdown(f"- **{plain(row.document)}** ({plain(row.model)}): {plain(row.error)}")
+
+
+def table(rows: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
+    """The rows (corpus.named, of the chosen models) of the filters, in TABLE's columns plus the
+    source a row opens."""
+    if mechanism:
+        rows = rows[rows.shown == mechanism]
+    if layer >= 0:
+        rows = rows[rows.layer == layer]
+    return rows[[*TABLE, "source"]].reset_index(drop=True)
+
+
+FORMATS = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall": "%.3f", "normalised_entropy": "%.3f",
+           "first_token_mass": "%.3f", "seconds": "%.3f", "tokens": "%d"}
+
+
+def column_config() -> dict:
+    """Each TABLE column under the label a reader sees, numbers to a readable precision."""
+    labels = {**LABELS, "shown": LABELS["mechanism"]}
+    return {col: st.column_config.NumberColumn(labels[col], format=FORMATS[col]) if col in FORMATS
+            else st.column_config.Column(labels[col]) for col in TABLE}
+
+
+def file_text(source: str) -> str | None:
+    """A file's text as the sweep read it (a JSONL source "/x/c.jsonl#12" names its line), when this
+    server may read files (never in a hosted demo) and can; else None."""
+    if hosting.hosted():
+        return None
+    line = re.fullmatch(r"(.+\.jsonl)#\d+", source)
+    try:
+        docs = read_inputs([line.group(1) if line else source])
+    except ValueError:
+        return None
+    return next((d.text for d in docs if d.source == source and not d.error), None)
+
+
+def open_row(row: pd.Series) -> None:
+    """Open a row's document, model, layer and head on the Dense attention page, encoded as a link
+    with run=true opens a view; say so plainly when its text cannot be had here."""
+    values = {"model": row.model, "layer": int(row.layer), "head": int(row["head"]), "auto_head": False, "run": True}
+    title = corpus.sample_title(row.source)
+    if title is not None:
+        values.update(source="Sample", sample=title)
+    else:
+        text = file_text(row.source)
+        if text is None:
+            st.warning(f"The text of “{plain(row.document)}” is not available here: "
+                       + ("a hosted demo opens only the bundled samples." if hosting.hosted()
+                          else f"this server cannot read {plain(row.source)}."))
+            return
+        values["text"] = TextStore.from_env().put(text)
+    share.load(values)
+    st.switch_page(EXPLORER)

@@ -1,5 +1,5 @@
-"""The sweep table: its columns and Arrow types (the contract the Corpus page reads), and what a
-sweep directory already holds."""
+"""The sweep table written in the columns and Arrow types the Corpus page reads
+(explorer.analysis.corpus.SCHEMA), and what a sweep directory already holds."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-SCHEMA = pa.schema([
-    ("document", pa.string()), ("source", pa.string()), ("text_tokens", pa.int64()), ("tokens", pa.int64()),
-    ("model", pa.string()), ("layer", pa.int64()), ("head", pa.int64()), ("mechanism", pa.string()),
-    ("params", pa.string()), ("rows", pa.int64()), ("output_rel_error", pa.float64()),
-    ("total_variation", pa.float64()), ("topk_recall", pa.float64()), ("entropy_mean", pa.float64()),
-    ("normalised_entropy", pa.float64()), ("max_weight_mean", pa.float64()), ("first_token_mass", pa.float64()),
-    ("sink", pa.bool_()), ("seconds", pa.float64()), ("error", pa.string()),
-])
+from explorer.analysis.corpus import SCHEMA  # the one declaration of the columns, beside their reader
+
 SETTINGS_FILE = "_sweep.json"  # what the sweep measured; Parquet readers skip names starting with "_"
 
 

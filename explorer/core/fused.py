@@ -37,11 +37,11 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from explorer.core.binned import BinnedKeys, BlockStats, _all_bins, _topk, bin_keys, block_scores, used_bins
+from explorer.core.binned import (BinnedKeys, BlockStats, all_bins, bin_keys, block_scores, topk_from_bins,
+                                  used_bins)
 from explorer.core.masks import MaskMod, block_mask
-from explorer.core.checks import as_rows
 from explorer.core.rule import AttentionRule
-from explorer.core.stats import StatsAccumulator, _check, stats_chunk, stream_stats
+from explorer.core.stats import StatsAccumulator, check_args, stats_chunk, stream_stats
 
 _FLEX_BLOCK = 128  # FlexAttention's block of query rows
 
@@ -59,15 +59,11 @@ def stream_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
                  rule: AttentionRule | None = None) -> Iterator[tuple[int, StatsAccumulator]]:
     """stream_stats on fused kernels: the same (rows done, accumulator) after every block, the same
     statistics; the binned pass itself where no kernel fits (fused_available)."""
-    q, k, v = _check(q, k, v, grid, topk, rule)
+    q, k, v, rows = check_args(q, k, v, grid, topk, rule, rows)
     heads, n, _ = q.shape
     rule = rule or AttentionRule.plain(q.shape[-1], causal)
     if not fused_available(q, rule):
         return stream_stats(q, k, v, grid=grid, topk=topk, rows=rows, chunk=chunk, rule=rule)
-    if rows is not None:
-        rows = as_rows(rows, n, q.device)
-        if not rows.numel():
-            raise ValueError("rows must list at least one query")
     rows_per_block, group = stats_chunk(n, heads, q.device)
     return _blocks(q, k, v, rule, grid, min(topk, n), rows, chunk or rows_per_block, group)
 
@@ -97,12 +93,12 @@ def _blocks(q, k, v, rule: AttentionRule, grid: int, kk: int, rows, chunk: int, 
             out = out * torch.exp(text - lse)[..., None]
         for start in range(0, kernel_rows_.numel(), chunk):
             block, part = kernel_rows_[start : start + chunk], slice(start, start + chunk)
-            heads = []
+            parts = []
             for h in range(0, q.shape[0], group):
                 hs = slice(h, h + group)
-                heads.append(known_lse_block(q_bin[hs, block], block, keys.of_heads(h, h + group), lse[hs, part],
+                parts.append(known_lse_block(q_bin[hs, block], block, keys.of_heads(h, h + group), lse[hs, part],
                                              rule, kk, buffer, None if sinks is None else sinks[hs]))
-            stats = BlockStats.cat(heads)
+            stats = BlockStats.cat(parts)
             stats.output = out[:, part].to(v.dtype)
             acc.add(stats)
             yield acc.done, acc
@@ -129,9 +125,9 @@ def known_lse_block(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, 
         sink = torch.exp(sinks[..., 0] - lse)
         spent = spent + torch.special.xlogy(sink, sink)
     peak = torch.exp(top_bin - lse[..., None])
-    top_i, top_w = _topk(cells, top_bin, keys, kk)
+    top_i, top_w = topk_from_bins(cells, top_bin, keys, kk)
     return BlockStats(lse, (-spent).clamp_min(0), peak.amax(-1), top_i, top_w, lse.new_empty(0),
-                      _all_bins(bin_sum, keys), _all_bins(peak, keys))
+                      all_bins(bin_sum, keys), all_bins(peak, keys))
 
 
 def kernel_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rule: AttentionRule):

@@ -34,7 +34,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from explorer.analysis import model_view
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, encode_layers, load_model
 from explorer.core.fused import fused_stats, kernel_rows, masked_stats
@@ -362,6 +361,8 @@ def main(argv=None):
                  scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference,
                  compile_times=args.compile_times)
     if args.model_view:
+        from explorer.analysis import model_view  # pandas: only here, so a bare GPU box runs the rest
+
         line = model_view.bench_line(base_text(args.text))
         print(f"\nmodel view, {line['tokens']:,} tokens, {line['layers']} layers x {line['heads']} heads, "
               f"{line['queries']} queries: forward pass {line['forward_s']:.1f} s, statistics {line['stats_s']:.1f} s")

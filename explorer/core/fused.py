@@ -21,12 +21,12 @@ The statistics of a block-sparse mask in ONE kernel call (`masked_stats`: CUDA, 
 values [v | k] and return_aux lse and max_scores): output, lse, max weight and the entropy
 lse - scale q . E_p[k]; no maps (those need the score pass).
 
-Why the app keeps the binned pass on the CPU (measured, torch 2.13, 2 cores, n = 16,384, one head,
-d = 32; `python -m explorer.bench --device cpu --n 16384 --heads one --mechanisms`): the flash kernel
-with lse costs about what SDPA does (0.17 s) and the score pass 0.17 s more, against 0.42 s for the
-whole binned pass: the kernel replaces a matmul the binned pass does in 0.07 s, so nothing is won.
-FlexAttention on the CPU cannot return max_scores, and compiles for a minute. On CUDA the choice
-waits for the device run (README, Speed).
+Why the app keeps the binned pass on the CPU (torch 2.13, 2 cores, MiniLM's head at n = 16,386, best
+of seven alternated calls; README, Speed): the flash kernel gives output and lse in 0.16 s, as SDPA
+does, but the whole fused pass takes 0.60 s against the binned pass's 0.47 s: the score pass the maps
+need is the binned pass less one matmul, and the kernel costs more than that matmul. FlexAttention on
+the CPU returns no max_scores and, compiled, no lse ("return_lse is not supported yet"). On CUDA the
+choice waits for the device run (README, Speed).
 """
 from __future__ import annotations
 

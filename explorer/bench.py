@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, encode_layers, load_model
-from explorer.core.fused import fused_stats, kernel_rows, masked_stats
+from explorer.core.fused import bin_weights, fused_stats, kernel_rows, masked_stats
 from explorer.core.rule import AttentionRule
 from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import SAMPLES_DIR, python_reference
@@ -133,6 +133,15 @@ def measure(fn, device, repeat: int) -> dict:
     return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
 
 
+def measure_or_error(fn, device, repeat: int) -> dict:
+    """measure, or the step's error in words: a kernel that does not compile on this device (a flex
+    compile, too wide values) is one line of the report, not the end of the run."""
+    try:
+        return measure(fn, device, repeat)
+    except (RuntimeError, NotImplementedError, ValueError) as err:  # torch's compile errors are RuntimeErrors
+        return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"}
+
+
 def text_of(n: int | None, tokenizer, base: str) -> str:
     """A real text of exactly n tokens: `base`, repeated as needed and cut (None: `base` itself)."""
     if n is None:
@@ -175,6 +184,8 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
     out["stats fused"] = lambda: fused_stats(q, k, v)
     out["fused: kernel only"] = lambda: kernel_rows(q, k, v, AttentionRule.plain(q.shape[-1], False))(
         torch.arange(n, device=q.device))
+    if q.device.type == "cuda":  # the mean map from the kernel itself: values = the display bins' one-hot columns
+        out["fused: one-hot mean map"] = lambda: bin_weights(q, k, 256)
     out[f"stats preview {rows.numel()}"] = lambda: attention_stats(q, k, v, rows=rows)
     out["progressive: to preview"] = lambda: _progressive(q, k, v, preview, to_preview=True)
     out["progressive: to exact"] = lambda: _progressive(q, k, v, preview, to_preview=False)
@@ -230,7 +241,11 @@ def flex_compile_times(device) -> dict:
              f"masked_stats sinks {SINKS}+window {WINDOW}": lambda: masked_stats(q, k, v, sink_window(SINKS, WINDOW))}
     out = {}
     for name, fn in calls.items():
-        m = measure(fn, device, 2)
+        m = measure_or_error(fn, device, 2)
+        if "error" in m:
+            out[name] = m
+            print(f"  compile {name:<36}failed: {m['error']}", flush=True)
+            continue
         out[name] = {"compile_and_first_s": m["first_s"], "warm_s": m["s"]}
         print(f"  compile {name:<36}{m['first_s']:>8.1f} s first call, {m['s']:.3f} s warm", flush=True)
     return out
@@ -256,7 +271,7 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
                    "text": "synthetic" if use_synthetic else text, "steps": {}}
             for name, fn in steps(qs, ks, vs, mechanisms, preview, reference and scope == "one head",
                                    flex).items():
-                row["steps"][name] = measure(fn, device, repeat)
+                row["steps"][name] = measure_or_error(fn, device, repeat)
                 print_step(row, name)
             rows.append(row)
     return rows
@@ -305,6 +320,9 @@ def print_step(row, name: str) -> None:
         source = "synthetic q/k/v" if math.isnan(enc) else f"encode {enc:.2f} s, all heads"
         print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source})")
         print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
+    if "error" in m:
+        print(f"  {name:<26}failed: {m['error']}", flush=True)
+        return
     print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}{m['peak_bytes'] / mib:>10.0f}",
           flush=True)
 

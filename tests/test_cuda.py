@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import explorer
-from explorer.core.fused import fused_available, fused_stats, masked_stats
+from explorer.core.fused import bin_weights, fused_available, fused_stats, masked_stats
 from explorer.core.masks import dense_mask, key_window, sink_window
+from explorer.core.pooling import bins
 from explorer.core.rule import AttentionRule
 from explorer.core.segments import fixed
 from explorer.core.stats import attention_stats, reference_stats
@@ -130,3 +131,15 @@ def test_masked_stats_from_one_flex_call_equal_the_dense_softmax(name):
     torch.testing.assert_close(got.entropy.cpu().double(), -torch.special.xlogy(p, p).sum(-1), atol=1e-3, rtol=1e-3)
     if hasattr(fa, "AuxRequest"):  # torch with max_scores
         torch.testing.assert_close(got.max_weight.cpu().double(), p.amax(-1), atol=1e-5, rtol=1e-4)
+
+
+@cuda
+def test_bin_weights_from_one_flex_call_are_the_rows_weight_per_display_bin():
+    doc = explorer.synthetic(1000, heads=2, needles=2)
+    q, k, _ = _on(doc, "cuda")
+    got = bin_weights(q, k, 64)
+    qd, kd = (x.double() for x in (doc.q, doc.k))
+    p = torch.softmax(qd @ kd.transpose(1, 2) * q.shape[-1] ** -0.5, -1)
+    key_bin, count = bins(0, 1000, 64)
+    want = torch.zeros(2, 1000, count, dtype=torch.float64).index_add_(2, key_bin, p)
+    torch.testing.assert_close(got.cpu().double(), want, atol=1e-5, rtol=1e-4)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from explorer.core.binned import (BinnedKeys, BlockStats, all_bins, bin_keys, block_scores, topk_from_bins,
                                   used_bins)
 from explorer.core.masks import MaskMod, block_mask
+from explorer.core.pooling import bins
 from explorer.core.rule import AttentionRule
 from explorer.core.stats import StatsAccumulator, check_args, stats_chunk, stream_stats
 
@@ -214,6 +215,18 @@ def masked_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskMo
     entropy = lse - (q * mixed[..., dv:]).sum(-1) * scale
     max_weight = None if top is None else torch.exp(top - lse)
     return MaskedStats(mixed[..., :dv], lse, max_weight, entropy.clamp_min(0))
+
+
+def bin_weights(q: torch.Tensor, k: torch.Tensor, grid: int, mask: MaskMod | None = None,
+                scale: float | None = None) -> torch.Tensor:
+    """Each row's weight on each display bin [heads, n, key bins] (the mean map before pooling rows)
+    from one FlexAttention call on CUDA whose values are the bins' one-hot columns. What a mean map
+    from the kernel costs, measured beside the score pass (the max map still needs that pass)."""
+    if q.device.type != "cuda":
+        raise ValueError(f"bin_weights runs FlexAttention on CUDA; q is on {q.device.type}")
+    key_bin, count = bins(0, k.shape[1], grid, q.device)
+    one_hot = F.one_hot(key_bin, count).to(q.dtype).expand(q.shape[0], -1, -1)
+    return flex(q, k, one_hot, mask, None, q.shape[-1] ** -0.5 if scale is None else scale)[0]
 
 
 def flex(q, k, v, mask: MaskMod | None, score_mod, scale: float, max_scores: bool = False):

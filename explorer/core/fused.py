@@ -19,7 +19,9 @@ on the CPU (the flash kernel has no score_mod), float64 on an accelerator, MPS, 
 
 The statistics of a block-sparse mask in ONE kernel call (`masked_stats`: CUDA, FlexAttention with
 values [v | k] and return_aux lse and max_scores): output, lse, max weight and the entropy
-lse - scale q . E_p[k]; no maps (those need the score pass).
+lse - scale q . E_p[k]; no maps (those need the score pass). `bin_weights`: the mean map's rows
+from one flex call with the display bins' one-hot columns as values (no max map: no kernel gives
+per-bin maxima), timed in the bench to see what the kernel would save on CUDA.
 
 Why the app keeps the binned pass on the CPU (torch 2.13, 2 cores, MiniLM's head at n = 16,386, best
 of seven alternated calls; README, Speed): the flash kernel gives output and lse in 0.16 s, as SDPA

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, encode_layers, load_model
-from explorer.core.fused import bin_weights, fused_stats, kernel_rows, masked_stats
+from explorer.core.fused import bin_maps, bin_weights, fused_stats, kernel_rows, masked_stats
 from explorer.core.rule import AttentionRule
 from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import SAMPLES_DIR, python_reference
@@ -186,6 +186,7 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
         torch.arange(n, device=q.device))
     if q.device.type == "cuda":  # the mean map from the kernel itself: values = the display bins' one-hot columns
         out["fused: one-hot mean map"] = lambda: bin_weights(q, k, 256)
+        out["fused: per-bin lse, max"] = lambda: bin_maps(q, k, 256)  # both maps' rows, 256 flex calls
     out[f"stats preview {rows.numel()}"] = lambda: attention_stats(q, k, v, rows=rows)
     out["progressive: to preview"] = lambda: _progressive(q, k, v, preview, to_preview=True)
     out["progressive: to exact"] = lambda: _progressive(q, k, v, preview, to_preview=False)

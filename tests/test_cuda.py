@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import explorer
-from explorer.core.fused import bin_weights, fused_available, fused_stats, masked_stats
+from explorer.core.fused import bin_maps, bin_weights, fused_available, fused_stats, masked_stats
 from explorer.core.masks import dense_mask, key_window, sink_window
-from explorer.core.pooling import bins
+from explorer.core.pooling import MapAccumulator, bins
 from explorer.core.rule import AttentionRule
 from explorer.core.segments import fixed
 from explorer.core.stats import attention_stats, reference_stats
@@ -143,3 +143,19 @@ def test_bin_weights_from_one_flex_call_are_the_rows_weight_per_display_bin():
     key_bin, count = bins(0, 1000, 64)
     want = torch.zeros(2, 1000, count, dtype=torch.float64).index_add_(2, key_bin, p)
     torch.testing.assert_close(got.cpu().double(), want, atol=1e-5, rtol=1e-4)
+
+
+@cuda
+@pytest.mark.parametrize("causal", [False, True])
+def test_bin_maps_from_one_flex_call_per_bin_pool_to_the_maps(causal):
+    """lse, and both maps pooled from the rows' per-bin sums and maxima, against the reference pass."""
+    doc = explorer.synthetic(1000, heads=2, needles=2)
+    q, k, _ = _on(doc, "cuda")
+    lse, bin_sum, bin_max = bin_maps(q, k, 64, causal)
+    ref = reference_stats(*_on(doc, "cpu"), causal=causal, grid=64)
+    acc = MapAccumulator(2, (0, 1000), (0, 1000), 64, "cuda")
+    acc.add_binned(torch.arange(1000, device="cuda"), bin_sum, bin_max)
+    pooled = acc.result()
+    torch.testing.assert_close(lse.cpu(), ref.lse, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(pooled.mean, ref.map.mean, atol=1e-5, rtol=1e-3)
+    torch.testing.assert_close(pooled.max, ref.map.max, atol=1e-5, rtol=1e-3)

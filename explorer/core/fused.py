@@ -21,7 +21,9 @@ The statistics of a block-sparse mask in ONE kernel call (`masked_stats`: CUDA, 
 values [v | k] and return_aux lse and max_scores): output, lse, max weight and the entropy
 lse - scale q . E_p[k]; no maps (those need the score pass). `bin_weights`: the mean map's rows
 from one flex call with the display bins' one-hot columns as values (no max map: no kernel gives
-per-bin maxima), timed in the bench to see what the kernel would save on CUDA.
+per-bin maxima). `bin_maps`: both maps' rows and the lse from one flex call per key bin (its lse
+and max_scores over that bin's keys). Both are timed in the bench to see what the kernel would
+save on CUDA; neither gives top-k (the score pass does, for every row).
 
 Why the app keeps the binned pass on the CPU (torch 2.13, 2 cores, MiniLM's head at n = 16,386, best
 of seven alternated calls; README, Speed): the flash kernel gives output and lse in 0.16 s, as SDPA
@@ -43,6 +45,7 @@ from explorer.core.binned import (BinnedKeys, BlockStats, all_bins, bin_keys, bl
                                   used_bins)
 from explorer.core.masks import MaskMod, block_mask
 from explorer.core.pooling import bins
+from explorer.core.pooling import edges as pooling_edges
 from explorer.core.rule import AttentionRule
 from explorer.core.stats import StatsAccumulator, check_args, stats_chunk, stream_stats
 
@@ -209,8 +212,7 @@ def masked_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: MaskMo
     segmented, sink + window, a model's local layer) from ONE FlexAttention call on CUDA: values
     [v | k] give the output and E_p[k], the entropy is lse - scale q . E_p[k]; blocks the mask
     empties are skipped. No maps: those need the score pass."""
-    if q.device.type != "cuda":
-        raise ValueError(f"masked_stats runs FlexAttention on CUDA; q is on {q.device.type}")
+    _on_cuda(q, "masked_stats")
     d, dv = q.shape[-1], v.shape[-1]
     scale = d**-0.5 if scale is None else scale
     mixed, lse, top = flex(q, k, torch.cat([v, k], dim=-1), mask, None, scale, max_scores=True)
@@ -224,11 +226,42 @@ def bin_weights(q: torch.Tensor, k: torch.Tensor, grid: int, mask: MaskMod | Non
     """Each row's weight on each display bin [heads, n, key bins] (the mean map before pooling rows)
     from one FlexAttention call on CUDA whose values are the bins' one-hot columns. What a mean map
     from the kernel costs, measured beside the score pass (the max map still needs that pass)."""
-    if q.device.type != "cuda":
-        raise ValueError(f"bin_weights runs FlexAttention on CUDA; q is on {q.device.type}")
+    _on_cuda(q, "bin_weights")
     key_bin, count = bins(0, k.shape[1], grid, q.device)
     one_hot = F.one_hot(key_bin, count).to(q.dtype).expand(q.shape[0], -1, -1)
     return flex(q, k, one_hot, mask, None, q.shape[-1] ** -0.5 if scale is None else scale)[0]
+
+
+def bin_maps(q: torch.Tensor, k: torch.Tensor, grid: int, causal: bool = False,
+             scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's log-sum-exp [heads, n] and its weight's sum and maximum per display bin [heads, n,
+    key bins] (both maps before pooling rows), from FlexAttention's lse and max_scores, one call per
+    key bin over that bin's keys alone: L = logsumexp of the bins' lse, sum = exp(lse_b - L),
+    max = exp(max_b - L). No score block in memory; what the maps cost from the kernel on CUDA, timed
+    in the bench beside the score pass (top-k is not in it)."""
+    _on_cuda(q, "bin_maps")
+    heads, n, _ = q.shape
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    start = torch.zeros((), dtype=torch.long, device=q.device)  # a tensor, so that every bin shares one compile
+
+    def causal_from_start(b, h, q_idx, kv_idx):
+        return kv_idx + start <= q_idx
+
+    edges = [int(e) for e in pooling_edges(0, n, grid)]
+    lse = q.new_empty(heads, n, len(edges) - 1)
+    top = torch.empty_like(lse)
+    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        start.fill_(lo)
+        values = q.new_zeros(heads, hi - lo, 16)  # flex wants values at least 16 wide; only the aux is used
+        _, lse[..., b], top[..., b] = flex(q, k[:, lo:hi], values, causal_from_start if causal else None, None,
+                                           scale, max_scores=True)
+    total = torch.logsumexp(lse, dim=-1)
+    return total, torch.exp(lse - total[..., None]), torch.exp(top - total[..., None])
+
+
+def _on_cuda(q: torch.Tensor, what: str) -> None:
+    if q.device.type != "cuda":
+        raise ValueError(f"{what} runs FlexAttention on CUDA; q is on {q.device.type}")
 
 
 def flex(q, k, v, mask: MaskMod | None, score_mod, scale: float, max_scores: bool = False):

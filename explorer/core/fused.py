@@ -240,6 +240,11 @@ def bin_maps(q: torch.Tensor, k: torch.Tensor, grid: int, causal: bool = False,
     max = exp(max_b - L). No score block in memory; what the maps cost from the kernel on CUDA, timed
     in the bench beside the score pass (top-k is not in it)."""
     _on_cuda(q, "bin_maps")
+    from torch.nn.attention import flex_attention as fa
+
+    if not hasattr(fa, "AuxRequest"):
+        raise ValueError(f"bin_maps needs FlexAttention's max_scores (torch 2.9 or later), "
+                         f"not torch {torch.__version__}")
     heads, n, _ = q.shape
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     start = torch.zeros((), dtype=torch.long, device=q.device)  # a tensor, so that every bin shares one compile

@@ -6,9 +6,11 @@ cut to n), then on one head and on all heads of that layer time, beside
 torch.nn.functional.scaled_dot_product_attention on the same q/k/v:
 the statistics pass (exact: every row; preview: --preview evenly spaced rows;
 progressive: the app's pass, preview rows first, timed to its first snapshot and to its end),
-the reference pass it replaced (one head only), and every registered mechanism
+the same statistics on fused kernels (explorer.core.fused; "kernel only": its output and lse
+alone), the reference pass it replaced (one head only), and every registered mechanism
 at its defaults and notable settings (--flex adds FlexAttention versions of
-segmented and sink + window, to show what compiling them costs here).
+segmented and sink + window, to show what compiling them costs here; on CUDA also their
+statistics from the same call). --compile-times opens the run with FlexAttention's compile times.
 
 SDPA is called on [1, heads, n, d], the layout that reaches the device's fused
 kernel (flash on the CPU); "sdpa 3-D" is the [heads, n, d] call of earlier
@@ -33,9 +35,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from explorer.analysis import model_view
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, encode_layers, load_model
+from explorer.core.fused import bin_maps, bin_weights, fused_stats, kernel_rows, masked_stats
+from explorer.core.rule import AttentionRule
 from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import SAMPLES_DIR, python_reference
 from explorer.core.stats import attention_stats, by_position, reference_stats, stream_stats
@@ -131,6 +134,15 @@ def measure(fn, device, repeat: int) -> dict:
     return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
 
 
+def measure_or_error(fn, device, repeat: int) -> dict:
+    """measure, or the step's error in words: a kernel that does not compile on this device (a flex
+    compile, too wide values) is one line of the report, not the end of the run."""
+    try:
+        return measure(fn, device, repeat)
+    except (RuntimeError, NotImplementedError, ValueError) as err:  # torch's compile errors are RuntimeErrors
+        return {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"}
+
+
 def text_of(n: int | None, tokenizer, base: str) -> str:
     """A real text of exactly n tokens: `base`, repeated as needed and cut (None: `base` itself)."""
     if n is None:
@@ -170,6 +182,12 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
     if 2 * q.shape[0] * n * n * q.element_size() < _available(q.device) // 2:
         out["sdpa 3-D (math)"] = lambda: F.scaled_dot_product_attention(q, k, v)
     out["stats exact"] = lambda: attention_stats(q, k, v)
+    out["stats fused"] = lambda: fused_stats(q, k, v)
+    out["fused: kernel only"] = lambda: kernel_rows(q, k, v, AttentionRule.plain(q.shape[-1], False))(
+        torch.arange(n, device=q.device))
+    if q.device.type == "cuda":  # the mean map from the kernel itself: values = the display bins' one-hot columns
+        out["fused: one-hot mean map"] = lambda: bin_weights(q, k, 256)
+        out["fused: per-bin lse, max"] = lambda: bin_maps(q, k, 256)  # both maps' rows, 256 flex calls
     out[f"stats preview {rows.numel()}"] = lambda: attention_stats(q, k, v, rows=rows)
     out["progressive: to preview"] = lambda: _progressive(q, k, v, preview, to_preview=True)
     out["progressive: to exact"] = lambda: _progressive(q, k, v, preview, to_preview=False)
@@ -193,7 +211,8 @@ def _progressive(q, k, v, preview: int, to_preview: bool):
 
 
 def flex_steps(q, k, v) -> dict:
-    """FlexAttention on block masks: segmented at its defaults, and sink + window."""
+    """FlexAttention on block masks: segmented at its defaults, and sink + window: the output alone,
+    and on CUDA the statistics from the same call (explorer.core.fused.masked_stats)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     from explorer.core.masks import block_mask, key_window, sink_window
@@ -205,15 +224,46 @@ def flex_steps(q, k, v) -> dict:
     lo, hi = windows(fixed(n, min(REGISTRY["segmented"].defaults()["segment_length"], n), q.device), n, 0)
     masks = {"flex segmented": key_window(lo, hi, False),
              f"flex sinks {SINKS}+window {WINDOW}": sink_window(SINKS, WINDOW)}
-    return {name: lambda mask=mask: kernel(q[None], k[None], v[None], block_mask=block_mask(mask, n, q.device))
-            for name, mask in masks.items()}
+    out = {name: lambda mask=mask: kernel(q[None], k[None], v[None], block_mask=block_mask(mask, n, q.device))
+           for name, mask in masks.items()}
+    if q.device.type == "cuda":
+        out.update({f"{name}: stats": lambda mask=mask: masked_stats(q, k, v, mask) for name, mask in masks.items()})
+    return out
+
+
+def flex_compile_times(device) -> dict:
+    """Seconds of the first call (compiling) and of the next one, of the fused pass and masked_stats
+    at n = 4,096 on CUDA: compiling is paid once per process and shape family, apart from the timings."""
+    from explorer.core.masks import sink_window
+
+    doc = synthetic(4096, heads=SYNTHETIC_HEADS, head_dim=32)
+    q, k, v = (x.to(device) for x in (doc.q, doc.k, doc.v))
+    calls = {"stats fused": lambda: fused_stats(q, k, v),
+             "stats fused causal": lambda: fused_stats(q, k, v, causal=True),
+             f"masked_stats sinks {SINKS}+window {WINDOW}": lambda: masked_stats(q, k, v, sink_window(SINKS, WINDOW))}
+    out = {}
+    for name, fn in calls.items():
+        m = measure_or_error(fn, device, 2)
+        if "error" in m:
+            out[name] = m
+            print(f"  compile {name:<36}failed: {m['error']}", flush=True)
+            continue
+        out[name] = {"compile_and_first_s": m["first_s"], "warm_s": m["s"]}
+        print(f"  compile {name:<36}{m['first_s']:>8.1f} s first call, {m['s']:.3f} s warm", flush=True)
+    return out
 
 
 def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, use_synthetic=False,
-          text="sample", scopes=("one head", "all heads"), preview=512, flex=False, reference=True):
+          text="sample", scopes=("one head", "all heads"), preview=512, flex=False, reference=True,
+          compile_times=False):
     device = pick_device(device_name)
     lm = None if use_synthetic else load_model("minilm", str(device))
     rows = []
+    if compile_times and device.type == "cuda":
+        print(f"\nFlexAttention compile on {torch.cuda.get_device_name(device)} (n = 4,096, {SYNTHETIC_HEADS} heads)")
+        rows.append({"flex compile": flex_compile_times(device)})
+    elif compile_times:
+        print(f"\n--compile-times: the fused pass compiles nothing on {device.type}")
     for n in sizes:
         q, k, v, enc = synthetic_qkv(n, device) if use_synthetic else real_qkv(n, lm, layer, text, device)
         for scope in scopes:
@@ -223,7 +273,7 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
                    "text": "synthetic" if use_synthetic else text, "steps": {}}
             for name, fn in steps(qs, ks, vs, mechanisms, preview, reference and scope == "one head",
                                    flex).items():
-                row["steps"][name] = measure(fn, device, repeat)
+                row["steps"][name] = measure_or_error(fn, device, repeat)
                 print_step(row, name)
             rows.append(row)
     return rows
@@ -272,6 +322,9 @@ def print_step(row, name: str) -> None:
         source = "synthetic q/k/v" if math.isnan(enc) else f"encode {enc:.2f} s, all heads"
         print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source})")
         print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
+    if "error" in m:
+        print(f"  {name:<26}failed: {m['error']}", flush=True)
+        return
     print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}{m['peak_bytes'] / mib:>10.0f}",
           flush=True)
 
@@ -332,6 +385,8 @@ def main(argv=None):
     parser.add_argument("--heads", choices=["one", "all", "both"], default="both", help="one head, all heads, or both")
     parser.add_argument("--preview", type=int, default=512, help="evenly spaced rows of the preview pass")
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention block-sparse kernels")
+    parser.add_argument("--compile-times", action="store_true",
+                        help="CUDA: first report FlexAttention's compile times (fused pass, masked_stats) at n = 4,096")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the reference statistics pass (about 8 minutes at n = 129k on 2 cores)")
     parser.add_argument("--model-view", action="store_true",
@@ -363,8 +418,11 @@ def main(argv=None):
     scopes = {"one": ("one head",), "all": ("all heads",), "both": ("one head", "all heads")}[args.heads]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,
-                 scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference)
+                 scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference,
+                 compile_times=args.compile_times)
     if args.model_view:
+        from explorer.analysis import model_view  # pandas: only here, so a bare GPU box runs the rest
+
         line = model_view.bench_line(base_text(args.text))
         print(f"\nmodel view, {line['tokens']:,} tokens, {line['layers']} layers x {line['heads']} heads, "
               f"{line['queries']} queries: forward pass {line['forward_s']:.1f} s, statistics {line['stats_s']:.1f} s")

@@ -149,7 +149,8 @@ def dense_key(run: Run, grid: int) -> tuple:
 def dense_pass(run: Run, grid: int) -> AttentionStats:
     """Exact attention's statistics of every row, as the model computes it (doc.model_rule),
     PREVIEW_ROWS evenly spaced ones first (explorer.core.rows.preview_first); what it has so far,
-    in text order, is offered to the store about every SNAPSHOT_S (ui.refine draws it)."""
+    in text order, is offered to the store about every SNAPSHOT_S (ui.refine draws it).
+    The binned pass, not explorer.core.fused: on the CPU the fused one measured slower (its module says why)."""
     q, k, v = qkv(run)
     order = preview_first(run.doc.n, PREVIEW_ROWS)
     shared, shown = store(), None

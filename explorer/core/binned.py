@@ -157,19 +157,19 @@ def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, caus
         entropy = (z.log() - spent / z).squeeze(-1)  # -sum p log p with p = e / z
     else:
         entropy = lse - (q_rows * mixed[..., dv:]).sum(-1) * d**-0.5
-    top_i, top_e = _topk(cells, top_bin, keys, kk)
+    top_i, top_e = topk_from_bins(cells, top_bin, keys, kk)
     peak = torch.exp(top_bin - top) / z
     return BlockStats(lse, entropy.clamp_min(0), (1 / z).squeeze(-1), top_i, top_e / z,
-                      mixed[..., :dv].to(q_rows.dtype), _all_bins(bin_sum / z, keys), _all_bins(peak, keys))
+                      mixed[..., :dv].to(q_rows.dtype), all_bins(bin_sum / z, keys), all_bins(peak, keys))
 
 
-def _all_bins(x: torch.Tensor, keys: BinnedKeys) -> torch.Tensor:
+def all_bins(x: torch.Tensor, keys: BinnedKeys) -> torch.Tensor:
     """Per-bin weights of the bins used, with 0 for the bins after them (wholly masked under `causal`)."""
     missing = keys.count - x.shape[-1]
     return torch.nn.functional.pad(x, (0, missing)) if missing else x
 
 
-def _topk(cells: torch.Tensor, top_bin: torch.Tensor, keys: BinnedKeys, kk: int):
+def topk_from_bins(cells: torch.Tensor, top_bin: torch.Tensor, keys: BinnedKeys, kk: int):
     """Key indices and exp-weights of each row's kk largest, from its kk best bins."""
     heads, r, nb, width = cells.shape
     picked = top_bin.topk(min(kk, nb), dim=-1).indices

@@ -48,15 +48,15 @@ def mask_rows(mask: MaskMod, rows: torch.Tensor, keys: torch.Tensor) -> torch.Te
     return mask(zero, zero, rows[:, None], keys[None, :]).expand(rows.numel(), keys.numel())
 
 
-def block_mask(mask: MaskMod, n: int, device, block: int = 128):
-    """FlexAttention's BlockMask of `mask` over n queries and n keys (blocks wholly masked are skipped).
+def block_mask(mask: MaskMod, n: int, device, block: int = 128, q_len: int | None = None):
+    """FlexAttention's BlockMask of `mask` over n queries (or q_len) and n keys (blocks wholly masked are skipped).
 
     Built by a compiled create_block_mask, kept for the process: at n = 16k on
     the CPU 0.3 to 0.6 s once warm, against 11 to 16 s evaluating the n x n
     mask eagerly; the first call, a new n and new integer settings recompile
     (3 to 12 s each, measured) until the shapes go dynamic.
     """
-    return _create_block_mask()(mask, B=None, H=None, Q_LEN=n, KV_LEN=n, device=device, BLOCK_SIZE=block)
+    return _create_block_mask()(mask, B=None, H=None, Q_LEN=q_len or n, KV_LEN=n, device=device, BLOCK_SIZE=block)
 
 
 @functools.cache

@@ -64,8 +64,8 @@ class AttentionStats:
     rows: torch.Tensor | None = None
 
 
-def _check(q, k, v, grid: int, topk: int, rule: AttentionRule | None):
-    """q, k, v as the pass computes with them (check_qkv), or ValueError."""
+def check_args(q, k, v, grid: int, topk: int, rule: AttentionRule | None, rows=None):
+    """q, k, v as the pass computes with them (check_qkv) and rows as a LongTensor (or None), or ValueError."""
     q, k, v = check_qkv(q, k, v)
     if grid < 1 or topk < 1:
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
@@ -73,7 +73,11 @@ def _check(q, k, v, grid: int, topk: int, rule: AttentionRule | None):
         raise ValueError(f"rule must be an AttentionRule or None, got {type(rule).__name__}")
     if rule is not None and rule.sinks is not None and len(rule.sinks) != q.shape[0]:
         raise ValueError(f"the rule has {len(rule.sinks)} sink logits for {q.shape[0]} heads")
-    return q, k, v
+    if rows is not None:
+        rows = as_rows(rows, q.shape[1], q.device)
+        if not rows.numel():
+            raise ValueError("rows must list at least one query")
+    return q, k, v, rows
 
 
 def stats_chunk(n: int, heads: int, device: torch.device) -> tuple[int, int]:
@@ -133,12 +137,8 @@ def stream_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     rule: attention as a model computes it (its causality replaces `causal`).
     Bad arguments raise here, before the first block.
     """
-    q, k, v = _check(q, k, v, grid, topk, rule)
+    q, k, v, rows = check_args(q, k, v, grid, topk, rule, rows)
     heads, n, _ = q.shape
-    if rows is not None:
-        rows = as_rows(rows, n, q.device)
-        if not rows.numel():
-            raise ValueError("rows must list at least one query")
     rows_per_block, group = stats_chunk(n, heads, q.device)
     return _blocks(q, k, v, causal, grid, min(topk, n), rows, chunk or rows_per_block, group, rule)
 
@@ -193,7 +193,7 @@ def reference_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
                     rule: AttentionRule | None = None) -> AttentionStats:
     """The plain pass: each chunk's full softmax, then every statistic from it. Slow; the tests' yardstick.
     With a sink, the entropy counts the sink's slot, as the model's softmax has it."""
-    q, k, v = _check(q, k, v, grid, topk, rule)
+    q, k, v, _ = check_args(q, k, v, grid, topk, rule)
     heads, n, _ = q.shape
     rule = rule or AttentionRule.plain(q.shape[-1], causal)
     chunk = chunk or chunk_rows(n, heads, q.device)

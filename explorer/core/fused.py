@@ -25,12 +25,14 @@ per-bin maxima). `bin_maps`: both maps' rows and the lse from one flex call per 
 and max_scores over that bin's keys). Both are timed in the bench to see what the kernel would
 save on CUDA; neither gives top-k (the score pass does, for every row).
 
-Why the app keeps the binned pass on the CPU (torch 2.13, 2 cores, MiniLM's head at n = 16,386, best
+Why the app keeps the binned pass, on the CPU and on CUDA (torch 2.13, 2 cores, MiniLM's head at n = 16,386, best
 of seven alternated calls; README, Speed): the flash kernel gives output and lse in 0.16 s, as SDPA
 does, but the whole fused pass takes 0.60 s against the binned pass's 0.47 s: the score pass the maps
 need is the binned pass less one matmul, and the kernel costs more than that matmul. FlexAttention on
-the CPU returns no max_scores and, compiled, no lse ("return_lse is not supported yet"). On CUDA the
-choice waits for the device run (README, Speed).
+the CPU returns no max_scores and, compiled, no lse ("return_lse is not supported yet"). On an H200
+(torch 2.11, n = 131,072, 12 heads) the fused pass took 7.2 s against the binned pass's 6.0 s and
+SDPA's 1.24 s, for the same reason. What pays on CUDA is masked_stats: block-sparse statistics from
+one call, 35x to 95x faster than dense SDPA at n = 65,536.
 """
 from __future__ import annotations
 

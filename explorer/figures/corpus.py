@@ -1,5 +1,5 @@
 """Charts of a corpus sweep (explorer.analysis.corpus): the share of documents where each head is
-a sink, fidelity per mechanism as boxes, normalised entropy against the length of each text.
+a sink, fidelity per mechanism as boxes, normalised entropy against the lengths each text was measured at.
 Names from the sweep (documents, models, parameters) are escaped: plotly reads tags in hover text."""
 from __future__ import annotations
 
@@ -83,28 +83,26 @@ def fidelity_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) 
 
 
 def entropy_against_length(table: pd.DataFrame, models: dict[str, str] | None = None) -> go.Figure:
-    """A point per document and model (explorer.analysis.corpus.entropy_by_length): its tokens on a
-    log axis, the mean normalised entropy of its heads, a bar from their 10th to 90th percentile."""
+    """A point per document, model and length (explorer.analysis.corpus.entropy_by_length): the
+    tokens measured on a log axis, the mean normalised entropy of its heads; a document's points
+    joined across its lengths, one colour per model."""
     if table.empty:
         raise ValueError("the sweep has no dense rows to draw entropy from")
     models = models or model_colours(dict.fromkeys(table.model))
     fig = go.Figure()
     for model, colour in models.items():
-        part = table[table.model == model].sort_values("tokens")
-        if part.empty:
-            continue
-        fig.add_trace(go.Scatter(
-            x=part.tokens, y=part.entropy, mode="markers+lines", name=_plain(short_name(model)),
-            line={"color": colour, "width": 1, "dash": "dot"}, marker={"color": colour, "size": 9},
-            error_y={"type": "data", "symmetric": False, "array": part.p90 - part.entropy,
-                     "arrayminus": part.entropy - part.p10, "thickness": 1, "width": 4},
-            customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay numbers
-            hovertemplate="%{customdata[0]}<br>%{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
-                          "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
-                          "%{customdata[3]:.3f})<extra></extra>"))
+        name = _plain(short_name(model))
+        for i, (_, part) in enumerate(table[table.model == model].groupby("source", sort=True)):
+            part = part.sort_values("tokens")
+            fig.add_trace(go.Scatter(
+                x=part.tokens, y=part.entropy, mode="markers+lines", name=name, legendgroup=model,
+                showlegend=i == 0, line={"color": colour, "width": 1.5}, marker={"color": colour, "size": 8},
+                customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay numbers
+                hovertemplate="%{customdata[0]}<br>first %{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
+                              "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
+                              "%{customdata[3]:.3f})<extra>" + name + "</extra>"))
     fig.update_layout(title="Normalised entropy against length", height=420,
                       xaxis={"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True, pad=0.15)},
                       yaxis={"title": "normalised entropy (1 = uniform)", "range": [0, 1.02]},
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return common.legend_below(fig)
-

@@ -249,6 +249,7 @@ def test_entropy_chart_joins_each_documents_lengths_and_escapes_names(folder):
     assert len({t.line.color for t in fig.data}) == len(MODELS)
     assert not any("<b>" in str(c[0]) for t in fig.data for c in t.customdata)
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "Tokens measured"
+    assert list(fig.layout.xaxis.tickvals) == sorted(set(table.tokens))  # a tick at each length measured
 
 
 def test_the_page_reads_what_the_sweep_writes(tmp_path):

@@ -17,6 +17,7 @@ from explorer.figures import colours, common
 CELL = 22  # pixels per layer of a sink grid
 LOG_FROM = 1.0  # decades an error measure spans before its axis turns logarithmic
 ERRORS = ("output_rel_error", "total_variation")  # measures that may span decades (recall stays 0..1)
+TICKED_LENGTHS = 8  # lengths measured, at most, that each get a tick of their own
 
 
 def _plain(name: str) -> str:
@@ -101,8 +102,11 @@ def entropy_against_length(table: pd.DataFrame, models: dict[str, str] | None = 
                 hovertemplate="%{customdata[0]}<br>first %{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
                               "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
                               "%{customdata[3]:.3f})<extra>" + name + "</extra>"))
-    fig.update_layout(title="Normalised entropy against length", height=420,
-                      xaxis={"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True, pad=0.15)},
+    xaxis = {"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True, pad=0.15)}
+    lengths = sorted(set(table.tokens))
+    if len(lengths) <= TICKED_LENGTHS:  # a sweep's caps: ticks where the points are, not at 1-2-5 near them
+        xaxis.update(tickmode="array", tickvals=lengths)
+    fig.update_layout(title="Normalised entropy against length", height=420, xaxis=xaxis,
                       yaxis={"title": "normalised entropy (1 = uniform)", "range": [0, 1.02]},
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return common.legend_below(fig)

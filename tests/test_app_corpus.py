@@ -113,8 +113,8 @@ def test_entropy_joins_each_documents_lengths(app, example):
     assert expected.groupby(["model", "source"]).size().min() > 1  # every document at several lengths
     assert len(chart["data"]) == len(expected.groupby(["model", "source"]))
     for trace in chart["data"]:
-        model = next(m for m in expected.model.unique() if trace["name"] == short_name(m))
-        (document,) = {c[0] for c in trace["customdata"]}
+        model, document = trace["legendgroup"], trace["name"]
+        assert trace["legendgrouptitle"]["text"] == short_name(model)
         part = expected[(expected.model == model) & (expected.document == document)].sort_values("tokens")
         np.testing.assert_array_equal(values(trace["x"]), part.tokens)
         np.testing.assert_allclose(values(trace["y"]), part.entropy)

@@ -235,21 +235,34 @@ def test_fidelity_boxes_draw_the_summary_on_a_log_axis_when_errors_span_decades(
 def test_entropy_chart_joins_each_documents_lengths_and_escapes_names(folder):
     table = corpus.entropy_by_length(corpus.read(folder))
     fig = figs.entropy_against_length(table)
-    drawn = {(t.legendgroup, html.unescape(t.customdata[0][0])): t for t in fig.data}
+    drawn = {(t.legendgroup, html.unescape(t.name)): t for t in fig.data}
     assert len(drawn) == len(fig.data) == len(table.groupby(["model", "source"]))  # a line per document and model
     for (model, document), part in table.groupby(["model", "document"]):
         trace = drawn[model, document]
         part = part.sort_values("tokens")
         np.testing.assert_array_equal(trace.x, part.tokens)
         np.testing.assert_allclose(trace.y, part.entropy)
-        assert trace.mode == "markers+lines" and trace.name == model
+        assert trace.mode == "markers+lines" and trace.legendgrouptitle.text == model and trace.showlegend
         assert {str(c[0]) for c in trace.customdata} == {html.escape(document, quote=False)}
     assert sorted(len(t.x) for t in fig.data if t.legendgroup == "enc") == [1, 2, 3]
-    assert [t.showlegend for t in fig.data].count(True) == len(MODELS)  # one legend entry per model
+    for model in MODELS:  # a colour per model, a marker per document
+        mine = [t for t in fig.data if t.legendgroup == model]
+        assert len({t.line.color for t in mine}) == 1 and len({t.marker.symbol for t in mine}) == len(mine)
     assert len({t.line.color for t in fig.data}) == len(MODELS)
-    assert not any("<b>" in str(c[0]) for t in fig.data for c in t.customdata)
+    assert not any("<b>" in str(c[0]) or "<b>" in t.name for t in fig.data for c in t.customdata)
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "Tokens measured"
     assert list(fig.layout.xaxis.tickvals) == sorted(set(table.tokens))  # a tick at each length measured
+
+
+def test_entropy_chart_of_many_documents_names_models_only():
+    many = figs.NAMED_DOCUMENTS + 1
+    table = pd.DataFrame({"model": "enc", "source": [f"/x/{i}.txt" for i in range(many)],
+                          "document": [f"{i}.txt" for i in range(many)], "tokens": np.arange(many) * 100 + 100,
+                          "entropy": 0.5, "p10": 0.4, "p90": 0.6, "heads": 6})
+    fig = figs.entropy_against_length(table)
+    assert len(fig.data) == many and [t.showlegend for t in fig.data].count(True) == 1
+    assert {t.name for t in fig.data} == {"enc"}
+    assert list(fig.layout.xaxis.tickvals) != sorted(table.tokens)  # too many lengths for a tick each
 
 
 def test_the_page_reads_what_the_sweep_writes(tmp_path):

@@ -124,7 +124,7 @@ def _measure(document: Document, model: str, lm: LoadedModel, settings: Settings
     rows = []
     for length in settings.lengths(text_tokens):
         # each length encoded on its own: a bidirectional model's prefix is not the start of a longer pass
-        text = first_tokens(document.text, lm, length)
+        text = first_tokens(document.text, lm, length) if length < text_tokens else document.text
         for doc in encode_layers(text, lm, layers).docs:
             common = {"document": document.name, "source": document.source, "text_tokens": text_tokens,
                       "tokens": doc.n - len(lm.prefix) - len(lm.suffix), "model": model, "layer": doc.layer,

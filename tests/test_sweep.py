@@ -212,7 +212,8 @@ def test_a_sweep_of_one_length_written_as_a_number_resumes(tmp_path):
     settings = tmp_path / "out" / "_sweep.json"
     held = json.loads(settings.read_text())
     settings.write_text(json.dumps({**held, "max_tokens": 20}))  # as a sweep of one length recorded it
-    assert sweep([path], tmp_path / "out", engine="local", **{**OPTIONS, "mechanisms": []}, max_tokens=[20]).skipped == 1
+    again = sweep([path], tmp_path / "out", engine="local", **{**OPTIONS, "mechanisms": []}, max_tokens=[20])
+    assert (again.ran, again.skipped) == (0, 1)
 
 
 def test_a_jsonl_of_texts_gives_a_document_per_line_and_an_error_row_per_bad_line(tmp_path):

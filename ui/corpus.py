@@ -136,8 +136,8 @@ def sinks(rows: pd.DataFrame) -> None:
 def fidelity(rows: pd.DataFrame, colours: dict) -> None:
     """Each mechanism's fidelity against dense over documents and heads, as boxes per model."""
     charts.section("Fidelity per mechanism",
-                   "Each mechanism against dense attention on the same heads: over every document, length and head, the box "
-                   "spans the middle half, the line is the median, the whiskers reach the 10th and 90th "
+                   "Each mechanism against dense attention on the same heads: over every document, length and head, "
+                   "the box spans the middle half, the line is the median, the whiskers reach the 10th and 90th "
                    "percentiles. Lower errors and higher recall are closer to dense.")
     table = corpus.fidelity_summary(rows)
     if table.empty:
@@ -152,7 +152,8 @@ def entropy(rows: pd.DataFrame, colours: dict) -> None:
     lengths = corpus.entropy_by_length(rows)
     if lengths.tokens.nunique() == 1:  # a column of points, no trend to read
         charts.section("Entropy against length")
-        means = "; ".join(f"{plain(short_name(m))}: {e:.2f}" for m, e in lengths.groupby("model").entropy.mean().items())
+        means = "; ".join(f"{plain(short_name(m))}: {e:.2f}"
+                          for m, e in lengths.groupby("model").entropy.mean().items())
         st.info(f"Every document was measured on {lengths.tokens.iloc[0]:,} tokens, so there is no length to draw "
                 "entropy against; sweep with several lengths (`--max-tokens 512 1024 2048`) or texts of different "
                 f"lengths to see it. Mean normalised entropy over the documents (1 = uniform): {means}.")

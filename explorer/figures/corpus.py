@@ -108,7 +108,7 @@ def entropy_against_length(table: pd.DataFrame, models: dict[str, str] | None = 
                 line={"color": colour, "width": 1.5},
                 marker={"color": colour, "size": 9, "line": {"width": 2, "color": colour},  # open: stacked points show
                         "symbol": DOCUMENT_SYMBOLS[sources.index(source)] if named else "circle-open"},
-                customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay numbers
+                customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay
                 hovertemplate="%{customdata[0]}<br>first %{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
                               "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
                               "%{customdata[3]:.3f})<extra>" + name + "</extra>"))

@@ -73,9 +73,10 @@ def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None,
 
     inputs: files, folders, .jsonl files (see explorer.sweep.inputs), or Documents; default the
     bundled samples. max_tokens: a length or several; each text is measured at each (its first
-    N tokens) and once whole when shorter than a cap; None: whole texts. engine "ray": a pool of `workers` actors on the Ray instance at `address` (or
-    RAY_ADDRESS; none: a local one), each with `gpus_per_worker` GPUs where GPUs exist; "local":
-    a plain loop here. Progress goes to `stream` (default sys.stderr).
+    N tokens) and once whole when shorter than a cap; None: whole texts. engine "ray": a pool of
+    `workers` actors on the Ray instance at `address` (or RAY_ADDRESS; none: a local one), each
+    with `gpus_per_worker` GPUs where GPUs exist; "local": a plain loop here. Progress goes to
+    `stream` (default sys.stderr).
     """
     settings = settings_of(layers, heads, mechanisms, max_tokens, rows)
     if engine not in ENGINES:

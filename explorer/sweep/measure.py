@@ -86,7 +86,8 @@ class Settings:
     def record(self) -> dict:
         """Plain values, as the sweep directory keeps them (explorer.sweep.table.claim)."""
         return {"layers": list(self.layers) if self.layers else None, "heads": list(self.heads) if self.heads else None,
-                "mechanisms": [str(s) for s in self.mechanisms], "max_tokens": list(self.max_tokens) if self.max_tokens else None, "rows": self.rows}
+                "mechanisms": [str(s) for s in self.mechanisms],
+                "max_tokens": list(self.max_tokens) if self.max_tokens else None, "rows": self.rows}
 
 
 def _check_index(what: str, chosen, count: int) -> list[int]:

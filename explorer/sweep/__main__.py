@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mechanisms", nargs="*", default=[],
                    help="mechanisms measured beside dense, each NAME or NAME:param=value,param=value "
                         "(e.g. lsh segmented:segment_length=512 sinks:window=128)")
-    p.add_argument("--max-tokens", nargs="+", type=int, default=None,
+    p.add_argument("--max-tokens", nargs="+", type=int, default=None, metavar="N",
                    help="lengths: measure each text's first N tokens for each N (e.g. 512 1024 2048), and a "
                         "text shorter than a cap once whole; default: whole texts")
     p.add_argument("--rows", type=int, default=512, help="query rows measured per text, evenly spaced")

@@ -68,10 +68,7 @@ def test_the_example_draws_sinks_fidelity_entropy_and_every_row(app, example):
     texts = json.dumps([figure(c)["layout"] for c in at.get("plotly_chart")])
     assert "Output error (relative)" in texts
     assert not any(col in texts for col in ("output_rel_error", "normalised_entropy", "topk_recall"))
-    lengths = corpus.entropy_by_length(example).tokens
-    assert ("Normalised entropy against length" in texts) == (lengths.nunique() > 1)
-    if lengths.nunique() == 1:  # the example measured every text on its first tokens
-        assert f"Every document was measured on {lengths.iloc[0]:,} tokens" in said(at.info)
+    assert "Normalised entropy against length" in texts  # the example measures every text at several lengths
     fine = corpus.split(example)[0]
     rows = shown_rows(at)
     assert len(rows) == len(fine) and set(rows.model) == set(fine.model)
@@ -105,21 +102,39 @@ def test_a_sweep_on_a_path_and_as_uploaded_bytes_reads_as_the_example(app, examp
                                   example.sort_values(order, ignore_index=True))
 
 
-def test_entropy_is_drawn_against_the_tokens_each_document_measured(app, example, tmp_path):
-    sources = sorted(example.source.unique())
-    varied = example.assign(tokens=[1000 * (1 + sources.index(s)) for s in example.source])
-    pq.write_table(pa.Table.from_pandas(varied, schema=corpus.SCHEMA, preserve_index=False),
-                   tmp_path / "varied.parquet")
-    at = on_path(opened(app), tmp_path / "varied.parquet")
-    chart = next(figure(c) for c in at.get("plotly_chart")
-                 if figure(c)["layout"].get("title", {}).get("text") == "Normalised entropy against length")
-    expected = corpus.entropy_by_length(varied)
+def entropy_chart(at) -> dict:
+    return next(figure(c) for c in at.get("plotly_chart")
+                if figure(c)["layout"].get("title", {}).get("text") == "Normalised entropy against length")
+
+
+def test_entropy_joins_each_documents_lengths(app, example):
+    chart = entropy_chart(opened(app))
+    expected = corpus.entropy_by_length(example)
+    assert expected.groupby(["model", "source"]).size().min() > 1  # every document at several lengths
+    assert len(chart["data"]) == len(expected.groupby(["model", "source"]))
     for trace in chart["data"]:
-        model = next(m for m in expected.model.unique() if trace["name"] == short_name(m))
-        part = expected[expected.model == model].sort_values("tokens")
+        model, document = trace["legendgroup"], trace["name"]
+        assert trace["legendgrouptitle"]["text"] == short_name(model)
+        part = expected[(expected.model == model) & (expected.document == document)].sort_values("tokens")
         np.testing.assert_array_equal(values(trace["x"]), part.tokens)
         np.testing.assert_allclose(values(trace["y"]), part.entropy)
     assert chart["layout"]["xaxis"]["type"] == "log"
+
+
+def test_a_sweep_of_one_length_per_document_says_what_its_points_compare(app, example, tmp_path):
+    longest = example[example.tokens == example.groupby(["model", "source"]).tokens.transform("max")]
+    sources = sorted(example.source.unique())
+    varied = longest.assign(tokens=[1000 * (1 + sources.index(s)) for s in longest.source])
+    pq.write_table(pa.Table.from_pandas(varied, schema=corpus.SCHEMA, preserve_index=False), tmp_path / "v.parquet")
+    at = on_path(opened(app), tmp_path / "v.parquet")
+    assert all(len(values(t["x"])) == 1 for t in entropy_chart(at)["data"])
+    assert any("Every document was measured at one length" in c.value for c in at.caption)
+    same = longest.assign(tokens=2048)
+    pq.write_table(pa.Table.from_pandas(same, schema=corpus.SCHEMA, preserve_index=False), tmp_path / "s.parquet")
+    at = on_path(opened(app), tmp_path / "s.parquet")
+    assert "Every document was measured on 2,048 tokens, so there is no length" in said(at.info)
+    assert not any(figure(c)["layout"].get("title", {}).get("text") == "Normalised entropy against length"
+                   for c in at.get("plotly_chart"))
 
 
 def test_what_is_not_a_sweep_gets_a_clear_message(app, tmp_path):

@@ -21,11 +21,12 @@ MECHS = {"dense": ["{}"], "lsh": ['{"n_buckets":8}', '{"n_buckets":16}'], "lowra
 
 
 def sweep_rows(seed: int = 0) -> pd.DataFrame:
-    """A small sweep: three documents, two models, dense and two mechanisms (lsh at two settings),
-    errors spanning decades, and one failed document."""
+    """A small sweep: three documents measured at one, two and three lengths, two models, dense and
+    two mechanisms (lsh at two settings), errors spanning decades, and one failed document."""
     rng = np.random.default_rng(seed)
     rows = []
-    for d, (name, n) in enumerate([("a.txt", 300), ("b <b>bold</b>.txt", 2000), ("c.jsonl#2", 40_000)]):
+    for name, n, tokens in [("a.txt", 300, 300), ("b <b>bold</b>.txt", 2000, 512), ("b <b>bold</b>.txt", 2000, 2000),
+                            ("c.jsonl#2", 40_000, 512), ("c.jsonl#2", 40_000, 4096), ("c.jsonl#2", 40_000, 30_000)]:
         for model, (layers, heads) in MODELS.items():
             for layer in range(layers):
                 for head in range(heads):
@@ -34,7 +35,7 @@ def sweep_rows(seed: int = 0) -> pd.DataFrame:
                         for params in settings:
                             dense = mech == "dense"
                             rows.append(dict(
-                                document=name, source=f"/corpus/{name}", text_tokens=n, tokens=min(n, 30_000),
+                                document=name, source=f"/corpus/{name}", text_tokens=n, tokens=tokens,
                                 model=model, layer=layer, head=head, mechanism=mech, rows=256,
                                 params=params.replace("{", '{"causal":true,' if model == "dec" else "{", 1)
                                 if params != "{}" else params,
@@ -156,14 +157,17 @@ def test_fidelity_summary_is_the_quantiles_of_each_mechanism_and_model(sweep):
 def test_sink_grid_counts_documents_where_each_head_is_a_sink(sweep):
     for model in sweep.model[sweep.error == ""].unique():
         grid = corpus.sink_grid(sweep, model)
+        dense = [r for r in brute_records(sweep) if r["model"] == model and r["mechanism"] == "dense"]
+        longest = defaultdict(int)  # each document counts once, at the longest length measured
+        for r in dense:
+            longest[r["source"]] = max(longest[r["source"]], r["tokens"])
+        dense = [r for r in dense if r["tokens"] == longest[r["source"]]]
         sinks, seen = defaultdict(int), defaultdict(int)
-        for r in brute_records(sweep):
-            if r["model"] == model and r["mechanism"] == "dense":
-                seen[r["layer"], r["head"]] += 1
-                sinks[r["layer"], r["head"]] += r["first_token_mass"] > THRESHOLD
+        for r in dense:
+            seen[r["layer"], r["head"]] += 1
+            sinks[r["layer"], r["head"]] += r["first_token_mass"] > THRESHOLD
         assert grid.layers == sorted({l for l, _ in seen}) and grid.heads == sorted({h for _, h in seen})
-        assert grid.top == max(r["first_token_mass"] for r in brute_records(sweep)
-                               if r["model"] == model and r["mechanism"] == "dense")
+        assert grid.top == max(r["first_token_mass"] for r in dense)
         for (layer, head), count in seen.items():
             i, j = grid.layers.index(layer), grid.heads.index(head)
             assert (grid.sinks[i, j], grid.documents[i, j]) == (sinks[layer, head], count)
@@ -172,19 +176,19 @@ def test_sink_grid_counts_documents_where_each_head_is_a_sink(sweep):
         corpus.sink_grid(sweep, "absent")
 
 
-def test_entropy_by_length_is_each_documents_mean_over_heads(sweep):
-    table = corpus.entropy_by_length(sweep).set_index(["model", "source"])
+def test_entropy_by_length_is_each_documents_mean_over_heads_at_each_length(sweep):
+    table = corpus.entropy_by_length(sweep).set_index(["model", "source", "tokens"])
     groups = defaultdict(list)
     for r in brute_records(sweep):
         if r["mechanism"] == "dense":
-            groups[r["model"], r["source"]].append(r)
-    assert set(table.index) == set(groups)
+            groups[r["model"], r["source"], r["tokens"]].append(r)
+    assert set(table.index) == set(groups) and table.index.is_unique
     for key, records in groups.items():
         entropy = [r["normalised_entropy"] for r in records]
         assert table.loc[key, "entropy"] == pytest.approx(np.mean(entropy))
         assert table.loc[key, "p10"] == pytest.approx(np.quantile(entropy, 0.1))
         assert table.loc[key, "p90"] == pytest.approx(np.quantile(entropy, 0.9))
-        assert table.loc[key, "tokens"] == records[0]["tokens"] and table.loc[key, "heads"] == len(records)
+        assert table.loc[key, "heads"] == len(records)
         assert table.loc[key, "document"] == records[0]["document"]
 
 
@@ -228,11 +232,37 @@ def test_fidelity_boxes_draw_the_summary_on_a_log_axis_when_errors_span_decades(
     assert titles == {"Output error (relative)", "Total variation", "Top-k recall"}
 
 
-def test_entropy_chart_escapes_document_names(folder):
-    fig = figs.entropy_against_length(corpus.entropy_by_length(corpus.read(folder)))
-    names = [str(c[0]) for t in fig.data for c in t.customdata]
-    assert "b &lt;b&gt;bold&lt;/b&gt;.txt" in names and not any("<b>" in n for n in names)
+def test_entropy_chart_joins_each_documents_lengths_and_escapes_names(folder):
+    table = corpus.entropy_by_length(corpus.read(folder))
+    fig = figs.entropy_against_length(table)
+    drawn = {(t.legendgroup, html.unescape(t.name)): t for t in fig.data}
+    assert len(drawn) == len(fig.data) == len(table.groupby(["model", "source"]))  # a line per document and model
+    for (model, document), part in table.groupby(["model", "document"]):
+        trace = drawn[model, document]
+        part = part.sort_values("tokens")
+        np.testing.assert_array_equal(trace.x, part.tokens)
+        np.testing.assert_allclose(trace.y, part.entropy)
+        assert trace.mode == "markers+lines" and trace.legendgrouptitle.text == model and trace.showlegend
+        assert {str(c[0]) for c in trace.customdata} == {html.escape(document, quote=False)}
+    assert sorted(len(t.x) for t in fig.data if t.legendgroup == "enc") == [1, 2, 3]
+    for model in MODELS:  # a colour per model, a marker per document
+        mine = [t for t in fig.data if t.legendgroup == model]
+        assert len({t.line.color for t in mine}) == 1 and len({t.marker.symbol for t in mine}) == len(mine)
+    assert len({t.line.color for t in fig.data}) == len(MODELS)
+    assert not any("<b>" in str(c[0]) or "<b>" in t.name for t in fig.data for c in t.customdata)
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.title.text == "Tokens measured"
+    assert list(fig.layout.xaxis.tickvals) == sorted(set(table.tokens))  # a tick at each length measured
+
+
+def test_entropy_chart_of_many_documents_names_models_only():
+    many = figs.NAMED_DOCUMENTS + 1
+    table = pd.DataFrame({"model": "enc", "source": [f"/x/{i}.txt" for i in range(many)],
+                          "document": [f"{i}.txt" for i in range(many)], "tokens": np.arange(many) * 100 + 100,
+                          "entropy": 0.5, "p10": 0.4, "p90": 0.6, "heads": 6})
+    fig = figs.entropy_against_length(table)
+    assert len(fig.data) == many and [t.showlegend for t in fig.data].count(True) == 1
+    assert {t.name for t in fig.data} == {"enc"}
+    assert list(fig.layout.xaxis.tickvals) != sorted(table.tokens)  # too many lengths for a tick each
 
 
 def test_the_page_reads_what_the_sweep_writes(tmp_path):

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+import torch
 
 from explorer.analysis.sinks import key_scores, sink_measure
 from explorer.core.encoding import encode, first_tokens, load_model
@@ -158,6 +159,63 @@ def test_max_tokens_cuts_the_text_and_keeps_both_counts(tmp_path):
     assert (table["rows"] == min(OPTIONS["rows"], cut.n)).all()
 
 
+def test_several_lengths_give_rows_at_each_and_a_shorter_text_once_whole(tmp_path):
+    lm = load_model("minilm")
+    long, short = TEXTS["third.txt"], TEXTS["first.txt"]
+    whole = {name: encode(t, lm).n - len(lm.prefix) - len(lm.suffix) for name, t in
+             (("long.txt", long), ("short.txt", short))}
+    caps = [20, whole["short.txt"], whole["long.txt"] + 50]  # the short text fits the second cap exactly
+    assert 20 < whole["short.txt"] < whole["long.txt"]
+    sweep([_write(tmp_path, "long.txt", long), _write(tmp_path, "short.txt", short)], tmp_path / "out",
+          engine="local", **{**OPTIONS, "mechanisms": ["sinks:window=8"]}, max_tokens=caps)
+    table = frame(tmp_path / "out")
+    assert not table.duplicated([*KEY, "tokens"]).any()
+    measured = table.groupby("document").tokens.unique().map(sorted).to_dict()
+    assert measured == {"long.txt": [20, whole["short.txt"], whole["long.txt"]], "short.txt": [20, whole["short.txt"]]}
+    assert (table.text_tokens == table.document.map(whole)).all()
+    assert (table.groupby(["document", "tokens"]).size() == 2 * lm.heads).all()  # dense and sinks, every head
+
+
+def test_dense_rows_at_a_shorter_length_are_the_statistics_of_that_prefix_encoded_alone(tmp_path):
+    text = TEXTS["second.md"]
+    sweep([_write(tmp_path, "notes.md", text)], tmp_path / "out", engine="local",
+          **{**OPTIONS, "mechanisms": [], "layers": [1]}, max_tokens=[16, 10_000])
+    table = frame(tmp_path / "out")
+    prefix = encode(first_tokens(text, "minilm", 16), "minilm", layer=1)
+    # layer 1 of a bidirectional model: the prefix's first tokens differ from those of the whole text's pass
+    longer = encode(text, "minilm", layer=1)
+    assert not torch.allclose(prefix.q[:, : prefix.n - 1], longer.q[:, : prefix.n - 1], atol=1e-3)
+    rows = sample_rows(prefix.n, OPTIONS["rows"])
+    mine = table[table.tokens == 16].set_index("head")
+    assert len(mine) == prefix.heads
+    for head in range(prefix.heads):
+        stats = attention_stats(*prefix.head(head), rows=rows, rule=prefix.model_rule.of_head(head))
+        assert mine.loc[head, "entropy_mean"] == pytest.approx(float(stats.entropy.mean()), rel=1e-5)
+        assert mine.loc[head, "max_weight_mean"] == pytest.approx(float(stats.max_weight.mean()), rel=1e-5)
+
+
+def test_a_sweep_of_several_lengths_resumes_and_refuses_other_lengths(tmp_path):
+    paths = [_write(tmp_path, "a.txt", TEXTS["first.txt"]), _write(tmp_path, "b.txt", TEXTS["third.txt"])]
+    options = {**OPTIONS, "mechanisms": [], "max_tokens": [24, 12]}
+    first = sweep(paths[:1], tmp_path / "out", engine="local", **options)
+    again = sweep(paths, tmp_path / "out", engine="local", **options)
+    assert (first.ran, again.ran, again.skipped) == (1, 1, 1)
+    table = frame(tmp_path / "out")
+    assert not table.duplicated([*KEY, "tokens"]).any() and set(table.tokens) == {12, 24}
+    with pytest.raises(ValueError, match=r"max_tokens \[12, 24\] there, \[12\] here"):
+        sweep(paths, tmp_path / "out", engine="local", **{**options, "max_tokens": 12})
+
+
+def test_a_sweep_of_one_length_written_as_a_number_resumes(tmp_path):
+    path = _write(tmp_path, "a.txt", TEXTS["first.txt"])
+    sweep([path], tmp_path / "out", engine="local", **{**OPTIONS, "mechanisms": []}, max_tokens=20)
+    settings = tmp_path / "out" / "_sweep.json"
+    held = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**held, "max_tokens": 20}))  # as a sweep of one length recorded it
+    again = sweep([path], tmp_path / "out", engine="local", **{**OPTIONS, "mechanisms": []}, max_tokens=[20])
+    assert (again.ran, again.skipped) == (0, 1)
+
+
 def test_a_jsonl_of_texts_gives_a_document_per_line_and_an_error_row_per_bad_line(tmp_path):
     path = tmp_path / "texts.jsonl"
     path.write_text(json.dumps({"text": TEXTS["first.txt"], "name": "keeper"}) + "\n\n"
@@ -184,6 +242,7 @@ def test_a_layer_the_model_lacks_is_an_error_row_naming_it(tmp_path):
     (["--mechanisms", "dense:causal=true"], "dense is measured by the model's own rule"),
     (["--rows", "0"], "rows=0 must be a whole number of at least 1"),
     (["--max-tokens", "-5"], "max_tokens=-5"),
+    (["--max-tokens", "512", "0"], "max_tokens=0"),
     (["--layers", "-1"], "layers=-1"),
     (["--workers", "0"], "workers=0"),
     (["--engine", "spark"], "invalid choice: 'spark'"),

@@ -121,7 +121,7 @@ def sinks(rows: pd.DataFrame) -> None:
     charts.section("Sinks across documents",
                    f"The share of documents in which a head gives the first token more than {THRESHOLD:g} of each "
                    "query's attention (Gu et al.'s first-token score, over the queries the sweep measured), from 0 "
-                   "to 100 %. Hover a cell for its counts.")
+                   "to 100 %, each document at the longest length the sweep measured it. Hover a cell for its counts.")
     models = sorted(rows.model.unique())
     for where, name in zip(st.columns(len(models)), models):
         grid = corpus.sink_grid(rows, name)
@@ -136,8 +136,8 @@ def sinks(rows: pd.DataFrame) -> None:
 def fidelity(rows: pd.DataFrame, colours: dict) -> None:
     """Each mechanism's fidelity against dense over documents and heads, as boxes per model."""
     charts.section("Fidelity per mechanism",
-                   "Each mechanism against dense attention on the same heads: over every document and head, the box "
-                   "spans the middle half, the line is the median, the whiskers reach the 10th and 90th "
+                   "Each mechanism against dense attention on the same heads: over every document, length and head, "
+                   "the box spans the middle half, the line is the median, the whiskers reach the 10th and 90th "
                    "percentiles. Lower errors and higher recall are closer to dense.")
     table = corpus.fidelity_summary(rows)
     if table.empty:
@@ -147,20 +147,25 @@ def fidelity(rows: pd.DataFrame, colours: dict) -> None:
 
 
 def entropy(rows: pd.DataFrame, colours: dict) -> None:
-    """Normalised entropy against the tokens measured; in words when every text was measured at one length."""
+    """Normalised entropy against the tokens measured, each document's lengths joined; in words when
+    every text was measured at one length."""
     lengths = corpus.entropy_by_length(rows)
-    if lengths.tokens.nunique() > 1:
-        charts.section("Entropy against length",
-                       "Each point is one document and model: the mean normalised entropy of its heads (0 when a "
-                       "query attends to one key, 1 when uniformly), with a bar from the 10th to the 90th "
-                       "percentile of its heads.")
-        charts.show(st, figs.entropy_against_length(lengths, colours), key="corpus_entropy")
+    if lengths.tokens.nunique() == 1:  # a column of points, no trend to read
+        charts.section("Entropy against length")
+        means = "; ".join(f"{plain(short_name(m))}: {e:.2f}"
+                          for m, e in lengths.groupby("model").entropy.mean().items())
+        st.info(f"Every document was measured on {lengths.tokens.iloc[0]:,} tokens, so there is no length to draw "
+                "entropy against; sweep with several lengths (`--max-tokens 512 1024 2048`) or texts of different "
+                f"lengths to see it. Mean normalised entropy over the documents (1 = uniform): {means}.")
         return
-    charts.section("Entropy against length")  # one length: a column of points, no trend to read
-    means = "; ".join(f"{plain(short_name(m))}: {e:.2f}" for m, e in lengths.groupby("model").entropy.mean().items())
-    st.info(f"Every document was measured on {lengths.tokens.iloc[0]:,} tokens (the sweep's `--max-tokens` cuts "
-            "longer texts), so there is no length to draw entropy against; sweep texts of different lengths to see "
-            f"it. Mean normalised entropy over the documents (1 = uniform): {means}.")
+    caption = ("Each point is one document under one model at one length (its first tokens, encoded on their own): "
+               "the mean normalised entropy of its heads, 0 when a query attends to one key, 1 when uniformly. A line "
+               "joins one document's lengths.")
+    if not lengths.duplicated(["model", "source"]).any():
+        caption += (" Every document was measured at one length, so the points compare texts, not a text growing; "
+                    "sweep with several lengths (`--max-tokens 512 1024 2048`) to follow each one.")
+    charts.section("Entropy against length", caption)
+    charts.show(st, figs.entropy_against_length(lengths, colours), key="corpus_entropy")
 
 
 def every_row(rows: pd.DataFrame) -> None:

@@ -165,11 +165,12 @@ class SinkGrid:
 
 def sink_grid(frame: pd.DataFrame, model: str) -> SinkGrid:
     """The sink share of one model's heads over the documents, from its dense rows (a sink is a
-    property of the model's own attention)."""
+    property of the model's own attention), each document at the longest length the sweep measured."""
     fine, _ = split(frame)
     dense = fine[(fine.mechanism == DENSE) & (fine.model == model)]
     if dense.empty:
         raise ValueError(f"the sweep has no dense rows for the model {model!r}")
+    dense = dense[dense.tokens == dense.groupby("source").tokens.transform("max")]
     layers, heads = sorted(dense.layer.unique().tolist()), sorted(dense["head"].unique().tolist())
     counted = dense.groupby(["layer", "head"]).agg(sinks=("sink", "sum"), documents=("sink", "size"))
     full = pd.MultiIndex.from_product([layers, heads], names=["layer", "head"])
@@ -180,14 +181,14 @@ def sink_grid(frame: pd.DataFrame, model: str) -> SinkGrid:
 
 
 def entropy_by_length(frame: pd.DataFrame) -> pd.DataFrame:
-    """One line per (model, source) from its dense rows: the document's name, tokens measured, the
-    mean normalised entropy over every layer and head, its 10th and 90th percentiles, and the heads
-    measured. By source: two folders may both hold a "notes.txt"."""
+    """One line per (model, source, tokens) from its dense rows: a document at each length the sweep
+    measured it, with its name, the mean normalised entropy over every layer and head, its 10th and
+    90th percentiles, and the heads measured. By source: two folders may both hold a "notes.txt"."""
     fine, _ = split(frame)
     dense = fine[fine.mechanism == DENSE]
-    groups = dense.groupby(["model", "source"], sort=True)
+    groups = dense.groupby(["model", "source", "tokens"], sort=True)
     return pd.DataFrame({
-        "document": groups.document.first(), "tokens": groups.tokens.max(), "entropy": groups.normalised_entropy.mean(),
+        "document": groups.document.first(), "entropy": groups.normalised_entropy.mean(),
         "p10": groups.normalised_entropy.quantile(0.1), "p90": groups.normalised_entropy.quantile(0.9),
         "heads": groups.size()}).reset_index()
 

@@ -1,5 +1,5 @@
 """Charts of a corpus sweep (explorer.analysis.corpus): the share of documents where each head is
-a sink, fidelity per mechanism as boxes, normalised entropy against the length of each text.
+a sink, fidelity per mechanism as boxes, normalised entropy against the lengths each text was measured at.
 Names from the sweep (documents, models, parameters) are escaped: plotly reads tags in hover text."""
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from explorer.figures import colours, common
 CELL = 22  # pixels per layer of a sink grid
 LOG_FROM = 1.0  # decades an error measure spans before its axis turns logarithmic
 ERRORS = ("output_rel_error", "total_variation")  # measures that may span decades (recall stays 0..1)
+TICKED_LENGTHS = 8  # lengths measured, at most, that each get a tick of their own
+NAMED_DOCUMENTS = 8  # documents, at most, that each get a marker and a legend entry on the entropy chart
+DOCUMENT_SYMBOLS = tuple(f"{s}-open" for s in ("circle", "square", "diamond", "triangle-up", "x", "triangle-down",
+                                                "star", "cross"))  # one per named document
 
 
 def _plain(name: str) -> str:
@@ -83,28 +87,36 @@ def fidelity_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) 
 
 
 def entropy_against_length(table: pd.DataFrame, models: dict[str, str] | None = None) -> go.Figure:
-    """A point per document and model (explorer.analysis.corpus.entropy_by_length): its tokens on a
-    log axis, the mean normalised entropy of its heads, a bar from their 10th to 90th percentile."""
+    """A point per document, model and length (explorer.analysis.corpus.entropy_by_length): the
+    tokens measured on a log axis, the mean normalised entropy of its heads; a document's points
+    joined across its lengths, one colour per model. Up to NAMED_DOCUMENTS documents each get a
+    marker and a legend entry under their model; more are told apart by their hover only."""
     if table.empty:
         raise ValueError("the sweep has no dense rows to draw entropy from")
     models = models or model_colours(dict.fromkeys(table.model))
+    sources = sorted(set(table.source))
+    named = len(sources) <= NAMED_DOCUMENTS
     fig = go.Figure()
     for model, colour in models.items():
-        part = table[table.model == model].sort_values("tokens")
-        if part.empty:
-            continue
-        fig.add_trace(go.Scatter(
-            x=part.tokens, y=part.entropy, mode="markers+lines", name=_plain(short_name(model)),
-            line={"color": colour, "width": 1, "dash": "dot"}, marker={"color": colour, "size": 9},
-            error_y={"type": "data", "symmetric": False, "array": part.p90 - part.entropy,
-                     "arrayminus": part.entropy - part.p10, "thickness": 1, "width": 4},
-            customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay numbers
-            hovertemplate="%{customdata[0]}<br>%{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
-                          "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
-                          "%{customdata[3]:.3f})<extra></extra>"))
-    fig.update_layout(title="Normalised entropy against length", height=420,
-                      xaxis={"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True, pad=0.15)},
+        name = _plain(short_name(model))
+        for i, (source, part) in enumerate(table[table.model == model].groupby("source", sort=True)):
+            part = part.sort_values("tokens")
+            document = _plain(part.document.iloc[0])
+            fig.add_trace(go.Scatter(
+                x=part.tokens, y=part.entropy, mode="markers+lines", name=document if named else name,
+                legendgroup=model, legendgrouptitle={"text": name} if named else None, showlegend=named or i == 0,
+                line={"color": colour, "width": 1.5},
+                marker={"color": colour, "size": 9, "line": {"width": 2, "color": colour},  # open: stacked points show
+                        "symbol": DOCUMENT_SYMBOLS[sources.index(source)] if named else "circle-open"},
+                customdata=list(zip(map(_plain, part.document), part.heads, part.p10, part.p90)),  # numbers stay
+                hovertemplate="%{customdata[0]}<br>first %{x:,} tokens<br>mean normalised entropy %{y:.3f} over "
+                              "%{customdata[1]} heads (10th to 90th percentile %{customdata[2]:.3f} to "
+                              "%{customdata[3]:.3f})<extra>" + name + "</extra>"))
+    xaxis = {"title": LABELS["tokens"], **common.log_axis(table.tokens, counts=True, pad=0.15)}
+    lengths = sorted(set(table.tokens))
+    if len(lengths) <= TICKED_LENGTHS:  # a sweep's caps: ticks where the points are, not at 1-2-5 near them
+        xaxis.update(tickmode="array", tickvals=lengths)
+    fig.update_layout(title="Normalised entropy against length", height=420, xaxis=xaxis,
                       yaxis={"title": "normalised entropy (1 = uniform)", "range": [0, 1.02]},
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return common.legend_below(fig)
-

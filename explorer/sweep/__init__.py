@@ -33,9 +33,7 @@ class Report:
     seconds: float
 
 
-def _whole(name: str, value, low: int, none_ok: bool = False):
-    if value is None and none_ok:
-        return None
+def _whole(name: str, value, low: int):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}={value!r} must be a whole number of at least {low}")
     return value
@@ -50,12 +48,23 @@ def _indices(name: str, values) -> tuple[int, ...] | None:
     return tuple(sorted({_whole(name, v, 0) for v in values}))
 
 
+def _lengths(max_tokens) -> tuple[int, ...] | None:
+    """The caps a sweep measures texts at, ascending: one whole number or several."""
+    if max_tokens is None:
+        return None
+    caps = (max_tokens,) if isinstance(max_tokens, int) else tuple(max_tokens)
+    if not caps:
+        raise ValueError("max_tokens is empty: leave it out to measure whole texts")
+    return tuple(sorted({_whole("max_tokens", cap, 1) for cap in caps}))
+
+
 def settings_of(layers=None, heads=None, mechanisms=(), max_tokens=None, rows=512) -> Settings:
     """Settings from plain values, each checked (ValueError naming the bad one); mechanisms as
-    written on the command line ("lsh", "segmented:segment_length=512"); dense is always measured."""
+    written on the command line ("lsh", "segmented:segment_length=512"); dense is always measured;
+    max_tokens one length or several (each text measured at each, see Settings.lengths)."""
     specs = tuple(s if isinstance(s, Spec) else Spec.parse(s) for s in mechanisms)
     return Settings(_indices("layers", layers), _indices("heads", heads), tuple(s for s in specs if s.name != DENSE),
-                    _whole("max_tokens", max_tokens, 1, none_ok=True), _whole("rows", rows, 1))
+                    _lengths(max_tokens), _whole("rows", rows, 1))
 
 
 def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None, mechanisms=(), max_tokens=None,
@@ -63,9 +72,11 @@ def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None,
     """Measure every (document, model) the directory `out` does not hold yet, writing its rows there.
 
     inputs: files, folders, .jsonl files (see explorer.sweep.inputs), or Documents; default the
-    bundled samples. engine "ray": a pool of `workers` actors on the Ray instance at `address` (or
-    RAY_ADDRESS; none: a local one), each with `gpus_per_worker` GPUs where GPUs exist; "local":
-    a plain loop here. Progress goes to `stream` (default sys.stderr).
+    bundled samples. max_tokens: a length or several; each text is measured at each (its first
+    N tokens) and once whole when shorter than a cap; None: whole texts. engine "ray": a pool of
+    `workers` actors on the Ray instance at `address` (or RAY_ADDRESS; none: a local one), each
+    with `gpus_per_worker` GPUs where GPUs exist; "local": a plain loop here. Progress goes to
+    `stream` (default sys.stderr).
     """
     settings = settings_of(layers, heads, mechanisms, max_tokens, rows)
     if engine not in ENGINES:

@@ -1,7 +1,7 @@
 """`python -m explorer.sweep [INPUT ...] --out DIR`: a corpus sweep into a Parquet table (see explorer.sweep).
 
     python -m explorer.sweep notes/ texts.jsonl --models minilm smollm2 --layers 0 3 \\
-        --mechanisms lsh segmented:segment_length=512,overlap=64 sinks --max-tokens 4096 --out sweeps/notes
+        --mechanisms lsh segmented:segment_length=512,overlap=64 sinks --max-tokens 1024 4096 --out sweeps/notes
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mechanisms", nargs="*", default=[],
                    help="mechanisms measured beside dense, each NAME or NAME:param=value,param=value "
                         "(e.g. lsh segmented:segment_length=512 sinks:window=128)")
-    p.add_argument("--max-tokens", type=int, default=None, help="measure at most the first N tokens of each text")
+    p.add_argument("--max-tokens", nargs="+", type=int, default=None, metavar="N",
+                   help="lengths: measure each text's first N tokens for each N (e.g. 512 1024 2048), and a "
+                        "text shorter than a cap once whole; default: whole texts")
     p.add_argument("--rows", type=int, default=512, help="query rows measured per text, evenly spaced")
     p.add_argument("--engine", choices=ENGINES, default="ray", help="ray (default) or a plain local loop")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),

@@ -1,5 +1,6 @@
-"""One sweep task: a document under one model, every requested layer encoded once, every head's
-dense attention and mechanisms measured on the same evenly spaced query rows.
+"""One sweep task: a document under one model at each requested length (its first N tokens), every
+requested layer encoded once per length, every head's dense attention and mechanisms measured on the
+same evenly spaced query rows.
 
 Dense rows describe the model's own attention by its rule (doc.model_rule): the statistics pass
 (explorer.core.stats.attention_stats) and the first-token score (explorer.analysis.sinks).
@@ -74,13 +75,19 @@ class Settings:
     layers: tuple[int, ...] | None = None  # None: every layer of the model
     heads: tuple[int, ...] | None = None  # None: every head
     mechanisms: tuple[Spec, ...] = ()  # measured beside dense
-    max_tokens: int | None = None  # text tokens measured at most (the start of the text)
+    max_tokens: tuple[int, ...] | None = None  # lengths measured (the start of the text); None: whole texts
     rows: int = 512  # query rows measured per text, evenly spaced
+
+    def lengths(self, text_tokens: int) -> list[int]:
+        """The lengths a text of `text_tokens` tokens is measured at: each cap it exceeds, and its
+        whole length once when it is shorter than a cap (700 tokens under 512 1024 2048: 512, 700)."""
+        return sorted({min(cap, text_tokens) for cap in self.max_tokens or (text_tokens,)})
 
     def record(self) -> dict:
         """Plain values, as the sweep directory keeps them (explorer.sweep.table.claim)."""
         return {"layers": list(self.layers) if self.layers else None, "heads": list(self.heads) if self.heads else None,
-                "mechanisms": [str(s) for s in self.mechanisms], "max_tokens": self.max_tokens, "rows": self.rows}
+                "mechanisms": [str(s) for s in self.mechanisms],
+                "max_tokens": list(self.max_tokens) if self.max_tokens else None, "rows": self.rows}
 
 
 def _check_index(what: str, chosen, count: int) -> list[int]:
@@ -114,16 +121,17 @@ def measure(document: Document, model: str, lm: LoadedModel, settings: Settings)
 def _measure(document: Document, model: str, lm: LoadedModel, settings: Settings) -> list[dict]:
     layers = _check_index("layers", settings.layers, lm.layers)
     heads = _check_index("heads", settings.heads, lm.heads)
-    text = document.text
-    text_tokens = len(tokenize(text, lm)[0])
-    if settings.max_tokens and text_tokens > settings.max_tokens:
-        text = first_tokens(text, lm, settings.max_tokens)
+    text_tokens = len(tokenize(document.text, lm)[0])
     rows = []
-    for doc in encode_layers(text, lm, layers).docs:
-        common = {"document": document.name, "source": document.source, "text_tokens": text_tokens,
-                  "tokens": doc.n - len(lm.prefix) - len(lm.suffix), "model": model, "layer": doc.layer, "error": ""}
-        for head in heads:
-            rows += [{**common, "head": head, **row} for row in head_rows(doc, head, settings)]
+    for length in settings.lengths(text_tokens):
+        # each length encoded on its own: a bidirectional model's prefix is not the start of a longer pass
+        text = first_tokens(document.text, lm, length) if length < text_tokens else document.text
+        for doc in encode_layers(text, lm, layers).docs:
+            common = {"document": document.name, "source": document.source, "text_tokens": text_tokens,
+                      "tokens": doc.n - len(lm.prefix) - len(lm.suffix), "model": model, "layer": doc.layer,
+                      "error": ""}
+            for head in heads:
+                rows += [{**common, "head": head, **row} for row in head_rows(doc, head, settings)]
     return rows
 
 

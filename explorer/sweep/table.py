@@ -37,6 +37,8 @@ def claim(out, record: dict) -> None:
     path = Path(out) / SETTINGS_FILE
     if path.exists():
         held = json.loads(path.read_text())
+        if isinstance(held.get("max_tokens"), int):  # written when a sweep took one length
+            held["max_tokens"] = [held["max_tokens"]]
         if held != record:
             changed = sorted(k for k in set(held) | set(record) if held.get(k) != record.get(k))
             differences = "; ".join(f"{k} {held.get(k)!r} there, {record.get(k)!r} here" for k in changed)

@@ -31,7 +31,7 @@ MECHANISM = Setting("corpus_mechanism", "", max_chars=200)  # a mechanism as sho
 LAYER = Setting("corpus_layer", -1, lo=-1, hi=1023)  # -1 for every layer
 SETTINGS = (SOURCE, PATH, MODEL, MECHANISM, LAYER)
 EXPLORER = "views/overview.py"  # where a row opens
-TABLE = ("document", "model", "layer", "head", "shown", "tokens", "output_rel_error", "total_variation",
+TABLE = ("document", "model_shown", "layer", "head", "shown", "tokens", "output_rel_error", "total_variation",
          "topk_recall", "normalised_entropy", "first_token_mass", "sink", "seconds")
 
 
@@ -192,17 +192,18 @@ def failures(failed: pd.DataFrame) -> None:
     if len(failed):
         charts.section("Documents that failed", "Each was skipped by the sweep with this error; the others went on.")
         for row in failed.itertuples():
-            st.markdown(f"- **{plain(row.document)}** ({plain(row.model)}): {plain(row.error)}")
+            st.markdown(f"- **{plain(row.document)}** ({plain(short_name(row.model))}): {plain(row.error)}")
 
 
 def table(rows: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
     """The rows (corpus.named, of the chosen models) of the filters, in TABLE's columns plus the
-    source a row opens."""
+    model and source a row opens."""
     if mechanism:
         rows = rows[rows.shown == mechanism]
     if layer >= 0:
         rows = rows[rows.layer == layer]
-    return rows[[*TABLE, "source"]].reset_index(drop=True)
+    rows = rows.assign(model_shown=rows.model.map(short_name))  # "MiniLM 22M, 512 tokens", not its key
+    return rows[[*TABLE, "model", "source"]].reset_index(drop=True)
 
 
 FORMATS = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall": "%.3f", "normalised_entropy": "%.3f",
@@ -211,7 +212,7 @@ FORMATS = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall":
 
 def column_config() -> dict:
     """Each TABLE column under the label a reader sees, numbers to a readable precision."""
-    labels = {**LABELS, "shown": LABELS["mechanism"]}
+    labels = {**LABELS, "shown": LABELS["mechanism"], "model_shown": LABELS["model"]}
     return {col: st.column_config.NumberColumn(labels[col], format=FORMATS[col]) if col in FORMATS
             else st.column_config.Column(labels[col]) for col in TABLE}
 

@@ -75,8 +75,8 @@ def streamlit_server(timeout: float = SERVER_TIMEOUT, root: Path = ROOT, env: di
     command: another way to start it (e.g. deploy/serve.sh), told the port by $PORT."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PORT=str(port), ADDRESS="127.0.0.1",
-               PYTHON=sys.executable, EXPLORER_WARM="1", **(env or {}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PORT": str(port), "ADDRESS": "127.0.0.1",
+           "PYTHON": sys.executable, "EXPLORER_WARM": "1", **(env or {})}  # env may override any of these
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         command or [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",

@@ -43,7 +43,8 @@ class Fidelity:
         return out
 
 
-def _entropy(w: torch.Tensor) -> torch.Tensor:
+def weights_entropy(w: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of weights taken as |w| normalised: low-rank weights can be negative."""
     p = w.abs() / w.abs().sum(-1, keepdim=True).clamp_min(1e-30)
     return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
 
@@ -59,7 +60,7 @@ def fidelities(q, k, v, results: dict[str, Result], causal: bool = False, topk: 
     for start in range(0, rows.numel(), chunk):
         block = rows[start : start + chunk]
         dense = attention.weights(q, k, block, causal)
-        o_dense, top_dense, h_dense = dense @ v, dense.topk(kk, dim=-1).indices, _entropy(dense)
+        o_dense, top_dense, h_dense = dense @ v, dense.topk(kk, dim=-1).indices, weights_entropy(dense)
         for name, res in results.items():
             mech, part = res.weights(block), parts[name]
             part["rel_error"].append((res.output[:, block] - o_dense).norm(dim=-1)
@@ -68,7 +69,7 @@ def fidelities(q, k, v, results: dict[str, Result], causal: bool = False, topk: 
             top_mech = mech.topk(kk, dim=-1).indices
             part["recall"].append((top_dense[..., :, None] == top_mech[..., None, :]).any(-1).float().mean(-1))
             part["reach_mass"].append((dense * res.reach(block)).sum(-1))
-            part["entropy_delta"].append(_entropy(mech) - h_dense)
+            part["entropy_delta"].append(weights_entropy(mech) - h_dense)
     return {name: Fidelity(rows=rows.cpu(), **{m: torch.cat(vals, dim=1).cpu() for m, vals in part.items()})
             for name, part in parts.items()}
 

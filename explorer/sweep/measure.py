@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from explorer.analysis.fidelity import fidelities
+from explorer.analysis.fidelity import fidelities, weights_entropy
 from explorer.analysis.sinks import THRESHOLD, dense_key_scores
 from explorer.core.doc import Doc
 from explorer.core.encoding import LoadedModel, encode_layers, first_tokens, tokenize
@@ -198,13 +198,12 @@ def _first_token(score: float) -> dict:
 def _weights_measures(res: Result, queries: torch.Tensor) -> dict:
     """Entropy, max weight and the first token's score (Gu et al.'s alpha_0: its weight averaged over
     the measured queries that reach it) of a mechanism's effective weights, CHUNK rows at a time.
-    The entropy is of |w| normalised, as explorer.analysis.fidelity's (low-rank weights can be negative)."""
+    The entropy is fidelity's, of |w| normalised (low-rank weights can be negative)."""
     entropy, peak, visible = [], [], []
     got = seen = 0.0
     for block in queries.split(CHUNK):
         w, reach = res.weights(block)[0], res.reach(block)[0]
-        p = w.abs() / w.abs().sum(-1, keepdim=True).clamp_min(1e-30)
-        entropy.append(-torch.special.xlogy(p, p).sum(-1))
+        entropy.append(weights_entropy(w))
         peak.append(w.amax(-1))
         visible.append(reach.sum(-1))
         got += float(w[:, 0].double().sum())

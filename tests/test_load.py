@@ -77,9 +77,15 @@ async def session(browser, url: str, name: str, source: str, choice: str, deadli
         await page.wait_for_function(STATUS_JS, arg=SIDEBAR, timeout=ANSWER_S * 1000, polling=100)
         out["run_answered_s"] = round(time.monotonic() - pressed, 1)
         await idle(page, left())
-        said = side.locator('[data-testid="stCaptionContainer"]').filter(has_text=" tokens · ").first
-        await said.wait_for(timeout=left() * 1000)  # under load the page may go idle once before the sidebar says it
-        caption = await said.inner_text()
+        for _ in range(5):  # read after idle, as drawn for this text; under load a rerun may not have drawn it yet
+            said = [t for t in await side.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+                    if " tokens · " in t]
+            if said:
+                break
+            await page.wait_for_timeout(1000)
+            await idle(page, left())
+        assert said, f"{name}: the sidebar never said how many tokens the text has"
+        caption = said[0]
         out["tokens"] = int(caption.split(" tokens")[0].replace(",", ""))
         out["layer"] = int(caption.split("layer ")[1].split(" ")[0])
         out["head"] = int(await side.get_by_label("Head", exact=True).input_value())

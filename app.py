@@ -32,7 +32,6 @@ PAGES = {section: [st.Page(path, title=title, icon=icon, default=path == "views/
          for section, pages in SECTIONS.items()}
 STEMS = {title: Path(path).stem for pages in SECTIONS.values() for path, title, _ in pages}
 OWNERS = set(STEMS.values())  # each page owns the settings "<stem>_..." it declares
-SHARED = maps.SETTINGS  # the map and query settings every page shares, known before a link is read
 
 navigation = st.navigation(PAGES)
 charts.start_report(navigation.title)

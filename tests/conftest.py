@@ -105,9 +105,15 @@ KEEPER = ("The keeper hid the notched key under the third stair. Years later a c
           "turned it over and over, and wondered which door it had once opened. ")  # pasted, repeated, by page tests
 
 
+def page_html(at) -> str:
+    """The HTML a page hands the browser: st.html bodies, and the shaded text (a component's data)."""
+    shaded = [json.loads(e.proto.json) for e in at.get("bidi_component") if e.proto.json]
+    return "".join([h.proto.body for h in at.get("html")] + [x for x in shaded if isinstance(x, str)])
+
+
 def assert_escaped(at, *tags: str) -> None:
     """The user's text reaches the page's html escaped: `&lt;` there, none of the raw `tags`."""
-    html = "".join(h.proto.body for h in at.get("html"))
+    html = page_html(at)
     assert "&lt;" in html and not any(tag in html for tag in tags)
 
 

@@ -74,8 +74,9 @@ def test_a_model_name_from_a_link_is_shown_as_text_not_markup():
     hostile = "[click me](https://evil.example/x) ![img](https://evil.example/p.png) <b>bold</b>"
     at = opened({"model": f'"{hostile}"', "source": '"Sample"', "run": "true"})
     assert not at.exception
-    message = " ".join(e.value for e in at.error)
-    assert "could not load model" in said(at.error)
+    message = " ".join(e.value for e in at.warning)
+    assert "is neither a bundled model" in said(at.warning)  # refused as the link is read, before any Run
+    assert at.session_state["model"] == "minilm"
     assert "](" not in message and "<b>" not in message and "\\[click me\\]" in message
 
 

@@ -10,6 +10,7 @@ TEXT = ("The archive opened at dawn. Mara read the first chapter twice, then the
 def test_a_sliding_window_models_dense_map_keeps_to_its_window(app, tmp_path):
     path = save_checkpoint(capture_configs()["mistral"], tmp_path, _tokenizer())
     app.sidebar.text_input(key="model_other").input(path).run()
+    app.sidebar.checkbox(key="auto_head").uncheck().run()  # layer 0, head 0: not the layer a sink opens on
     at = encode_in_app(app, source="Paste", text=TEXT)
     assert not at.exception
     n = tokens(at)

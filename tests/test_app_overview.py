@@ -25,8 +25,7 @@ def test_pasted_text_and_head_change_keep_the_encoding(app):
     at.sidebar.number_input(key="head").set_value(3).run()
     assert not at.exception
     assert at.session_state["encoded"] == doc_args
-    html = "".join(h.proto.body for h in at.get("html"))
-    assert "&lt;" in html and "<b>" not in html  # user text is escaped, token by token
+    conftest.assert_escaped(at, "<b>")  # user text is escaped, token by token
 
 
 def test_empty_text_warns_and_encodes_nothing(app):
@@ -70,9 +69,27 @@ def test_the_inspector_starts_on_content_and_steps_through_a_words_matches(app):
     at.button(key="find_next").click().run()
     at.button(key="find_next").click().run()
     third = int(re.search(r"Match 3 of 3: token (\d+)\.", conftest.said(at.caption)).group(1))
-    html = "".join(h.proto.body for h in at.get("html"))
-    focus = re.search(r'<span title="#(\d+) weight [^"]*" style="[^"]*outline[^"]*">([^<]*)<', html)
+    assert at.number_input(key="query").value == at.session_state["query"] == third  # one query, one truth
+    focus = re.search(r'<span data-i="(\d+)" class="focus"[^>]*>([^<]*)<', conftest.page_html(at))
     assert (int(focus.group(1)), focus.group(2)) == (third, "key")  # the inspector follows the third match
+    at.button(key="find_back").click().run()
+    assert "Match 2 of 3" in conftest.said(at.caption) and at.number_input(key="query").value < third
+    at.number_input(key="query").set_value(third + 1).run()  # typed: the search no longer names the token
+    assert "3 matches; ◀ ▶ step from token" in conftest.said(at.caption)
+    assert at.session_state["query"] == third + 1
+
+
+def test_a_phrase_a_line_and_a_character_offset_are_found(app):
+    text = "First line here.\nThe Corresponding  Source is what counts.\nLast line."
+    at = encode_in_app(app, source="Paste", text=text)
+    doc = explorer.encode(text)
+    for typed, where in (("corresponding source", text.index("Corresponding")), ("line:3", text.index("Last")),
+                         ("char:5", 5)):
+        at.text_input(key="find").input(typed).run()
+        assert not at.exception
+        token = at.session_state["query"]
+        a, b = doc.offsets[token]
+        assert a <= where < b or (typed == "char:5" and a > where), (typed, token, doc.offsets[token])
 
 
 def test_a_long_text_on_minilm_opens_on_the_head_where_content_dominates(app):

@@ -92,7 +92,7 @@ def test_scores_that_overflow_are_refused_by_every_entry_point():
 
 
 def test_a_synthetic_text_too_large_for_memory_is_refused_before_allocating():
-    with pytest.raises(ValueError, match=r"synthetic\(n=1,000,000,000,000\) needs about .* GiB of memory, and .* available"):
+    with pytest.raises(ValueError, match=r"synthetic\(n=1,000,000,000,000\) needs about .* GiB of memory, and .* GiB is free"):
         explorer.synthetic(n=10**12)
 
 

@@ -14,9 +14,10 @@ import pandas as pd
 import torch
 
 import explorer
-from explorer.analysis import experiment, model_view, remedies, windows
+from explorer.analysis import experiment, model_view, remedies, sinks, windows
 from explorer.analysis.fidelity import Fidelity, fidelity
 from explorer.core import encoding, segments
+from explorer.core.attention import summed_rows
 from explorer.core.doc import ModelCapture
 from explorer.core.encoding import LoadedModel, encode_layers, load_model, tokenize
 from explorer.core.pooling import PooledMap, pooled_map
@@ -30,6 +31,7 @@ from ui.state import EVERY, Encoding, Run
 WINDOWS = "own windows"  # the Run mech of the model's own windows (not a mechanism of the registry)
 FIDELITY_ROWS = 2048  # queries fidelity is measured on, evenly spaced, on long texts
 PREVIEW_ROWS = 512  # evenly spaced queries the dense pass computes first (ui.refine shows them)
+SINK_PROBE = 512  # a causal LM's first tokens on which the layer it opens on is chosen (sink_opening)
 SNAPSHOT_S = 1.0  # how often the dense pass offers what it has so far
 MAP_ROWS_PER_BIN = 4  # queries pooled per row bin of a mechanism's map on long windows
 # Parameters the library takes as tensors, which a Run carries as nested tuples (its parameters are
@@ -91,17 +93,36 @@ def content_heads(enc: Encoding) -> pd.DataFrame:
                   label="Finding the heads where content, not window positions, dominates: layers")
 
 
+def sink_opening(enc: Encoding) -> tuple[int, int, str]:
+    """The layer and head a causal LM opens on, where its attention sinks form (analysis.sinks.sink_layer),
+    judged on every layer over the text's first SINK_PROBE tokens: one short forward pass."""
+    def make():
+        lm = model(enc.model)
+        return sinks.sink_layer(encode_layers(encoding.first_tokens(enc.text, lm, SINK_PROBE), lm).docs)
+
+    return cached(("sink opening", enc.at(EVERY)), make, label="Finding the layer where the model's attention sinks")
+
+
 def opened_because(run: Run) -> str | None:
-    """Why the page opened on this layer and head, when it was chosen for content (see ui.sidebar)."""
+    """Why the page opened on this layer and head, when the app chose them (see ui.sidebar): for content
+    over restarting window positions, or for a causal LM's attention sink."""
     enc = run.encoding
-    held = None if enc.synthetic else store().peek(("content heads", enc.at(EVERY)))
+    if enc.synthetic:
+        return None
+    sink = store().peek(("sink opening", enc.at(EVERY)))
+    if sink is not None:
+        layer, head, why = sink
+        return f"Opened on layer {layer}, head {head}, where this model's attention sinks form: {why}." \
+            if (layer, head) == (run.doc.layer, run.head) else None
+    held = store().peek(("content heads", enc.at(EVERY)))
     if held is None:
         return None
     try:
         layer, head, why = windows.default_layer_head(held)
     except ValueError:  # no head measurable: the text is about one window long
         return None
-    return why if (layer, head) == (run.doc.layer, run.head) else None
+    return f"Opened here because positions restart in every model window. {why}" \
+        if (layer, head) == (run.doc.layer, run.head) else None
 
 
 def head_stats(run: Run) -> dict:
@@ -237,6 +258,25 @@ def query_row(run: Run, query: int) -> torch.Tensor:
     """One query's attention row over the whole text [n]."""
     rows = torch.tensor([query], device=run.doc.q.device)
     return cached(("row", run, query), lambda: weights_fn(run)(rows)[0, 0].cpu())
+
+
+def selection_row(run: Run, rows: tuple[int, ...]) -> torch.Tensor:
+    """Several queries' attention rows summed [n] (the inspector's selection): one row pass each."""
+    def make():
+        picked = torch.tensor(rows, device=run.doc.q.device)
+        return summed_rows(weights_fn(run), picked)[0].cpu()
+
+    return cached(("selection", run, rows), make, label="Reading the selected tokens' attention")
+
+
+def key_column(run: Run, key: int, grid: int) -> torch.Tensor:
+    """Who attends to one key [n]: its column of exact attention as the model computes it, from the
+    dense pass's log-sum-exp of every query (so it waits for that pass), one pass over the queries."""
+    def make():
+        q, k, _ = qkv(run)
+        return run.doc.model_rule.of_head(run.head).column(q, k, key, dense(run, grid).lse)[0].cpu()
+
+    return cached(("column", run.reference(), key, grid), make)
 
 
 def boundaries(run: Run, mode: str, length: int, split: bool) -> tuple[list[int], int]:

@@ -371,7 +371,7 @@ def sinks(picked: Picked) -> None:
                f"a head has a sink when that exceeds {threshold:g}), as the model computes it "
                f"({doc.model_rule.describe()}), measured on {rows.numel():,} evenly spaced queries. "
                f"{measure.share:.0%} of this layer's {doc.heads} heads have a sink on token 0 "
-               f"({plain(doc.tokens[0])}).")
+               f"({plain(doc.labels[0])}).")
     st.markdown(verdict(measure, doc.causal))
     download(measure.frame(), "Sink scores", "sink-scores.csv", "dilution_csv_sinks")
     if SINKS.key in picked.params:  # its form is above, with the other mechanisms'

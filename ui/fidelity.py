@@ -27,7 +27,7 @@ def panel(run: Run) -> None:
                "share of dense's top-8 keys the mechanism also ranks top-8, and the share of dense mass on keys the "
                f"mechanism can reach at all{sampled}. Worst tenth: the 90th percentile of errors, the 10th of recalls.")
     series = {"total variation": fid.tv[0], "top-8 recall": fid.recall[0], "reachable mass": fid.reach_mass[0]}
-    charts.show(st, common.along_text(series, run.doc.tokens, title="Fidelity along the text",
+    charts.show(st, common.along_text(series, run.doc.pieces, title="Fidelity along the text",
                                       positions=fid.rows.tolist()), key="fidelity_along")
     st.download_button("Fidelity per query (CSV)", downloads.series_csv(series, fid.rows.tolist()),
                        "fidelity-rows.csv", "text/csv", key="fidelity_csv")

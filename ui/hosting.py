@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from explorer.core.bundled import check_name
 from explorer.core.encoding import DEFAULT_MODEL
 
 DEFAULT_MAX_TOKENS = 32_768
@@ -58,6 +59,8 @@ def sweep_mb() -> int | None:
 
 
 def check_model(name: str) -> None:
-    """ValueError when a hosted demo does not offer this model (nothing is read for it)."""
+    """ValueError when a hosted demo does not offer this model, or when the name can name no model
+    (a folder without one, a path or id that cannot be): a link's model is refused as it is read."""
     if hosted() and name not in models():
         raise ValueError(f"this demo offers only these models: {', '.join(models())}")
+    check_name(name.strip())

@@ -49,7 +49,7 @@ def zoom(n: int) -> tuple[int, int, int, int]:
     dragged = st.session_state.pop("_zoom_dragged", None)
     if dragged:  # a box dragged on a map last run: it becomes the window, its first row the query
         st.session_state["zoom_q"], st.session_state["zoom_k"] = dragged[:2], dragged[2:]
-        st.session_state["query"] = dragged[0]
+        st.session_state["query"], st.session_state["selection"] = dragged[0], ""  # ui.inspector's settings
     for s in (ZOOM_Q, ZOOM_K):
         st.session_state[s.key] = _in_text(s, n)
     with st.expander("Zoom: query and key window", expanded=False):
@@ -124,7 +124,7 @@ def draw(doc, maps: dict, diverging: bool = False, groups: list | None = None, c
     slots = [col for _ in range(0, len(maps), per_row) for col in st.columns(per_row)]
     for col, (name, m) in zip(slots, maps.items()):
         scale = scale_of[name]
-        fig = build(scale.values(getattr(m, scale.pool)[0], m.row_edges, doc.n), doc.tokens, m.row_edges,
+        fig = build(scale.values(getattr(m, scale.pool)[0], m.row_edges, doc.n), doc.pieces, m.row_edges,
                     m.col_edges, title=name, zmin=scale.zmin, zmax=scale.zmax, log=False, label=scale.label,
                     **({"diverging": True} if scale.signed else {}))
         if decorate:
@@ -161,7 +161,7 @@ def draw_grid(doc, maps: dict, diverging: bool = False, per_row: int = 2, key: s
     """Several maps as one figure, `per_row` to a row, with a colour bar for each scale they use;
     a box dragged on any of them zooms every map into it."""
     groups = scales(maps, None, diverging, doc.causal, doc.model_rule.window)
-    fig = grids.map_grid(maps, doc.tokens, groups, per_row=per_row, row_height=max(260, 880 // per_row), n=doc.n)
+    fig = grids.map_grid(maps, doc.pieces, groups, per_row=per_row, row_height=max(260, 880 // per_row), n=doc.n)
     event = charts.show(st, fig, key=key, on_select="rerun", selection_mode="box")
     for box in (event or {}).get("selection", {}).get("box") or []:
         picked = grids.selected_window(fig, maps, box)

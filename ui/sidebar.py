@@ -8,9 +8,10 @@ import streamlit as st
 
 from explorer.analysis import windows
 from explorer.core.bundled import BUNDLED, describe, short_name
-from explorer.core.device import pick_device
+from explorer.core.device import MemoryNeeded, pick_device
+from explorer.core.encoding import tokens_that_fit
 from explorer.core.samples import sample_names
-from ui import compute, document, hosting, maps, messages, settings, share
+from ui import compute, document, hosting, inspector, maps, messages, settings, share
 from ui.messages import LOG, plain
 from ui.settings import Setting
 from ui.state import SOURCES, Encoding, Run
@@ -32,7 +33,7 @@ SYNTH_N = Setting("synth_n", 2048, lo=1, hi=200_000)
 SYNTH_NEEDLES = Setting("synth_needles", 4, lo=0, hi=64)
 SYNTH_MARGIN = Setting("synth_margin", 8.0, lo=0.0, hi=40.0)
 SYNTH_SEED = Setting("synth_seed", 0, lo=0, hi=2**31 - 1)
-AUTO_HEAD = Setting("auto_head", True)  # open on a layer and head where content, not window positions, dominates
+AUTO_HEAD = Setting("auto_head", True)  # open on a telling layer and head: content over window positions, or a sink
 SIDEBAR = (SOURCE, SAMPLE, PASTED, TEXT, MODEL, DOWNLOAD, LAYER, WINDOW, HEAD, SYNTH_N, SYNTH_NEEDLES,
            SYNTH_MARGIN, SYNTH_SEED, AUTO_HEAD)
 PICK = "_pick"  # session key: (layer, head) to show, chosen on the last run, set before the widgets exist
@@ -128,9 +129,9 @@ def _model_choice() -> tuple[str, int, int]:
     """(model, layer, window) as the fields say; the text joins them when Run is pressed."""
     _model_field()
     st.number_input("Layer", int(LAYER.lo), int(LAYER.hi), key=LAYER.key, on_change=_chosen_by_hand)
-    st.checkbox("Open on a layer and head where content dominates", key=AUTO_HEAD.key,
-                help="for texts longer than the model's window: its positions restart in every window, and in "
-                     "some heads that, not the text, shapes the whole-text map")
+    st.checkbox("Open on a telling layer and head", key=AUTO_HEAD.key,
+                help="a causal LM opens where its attention sinks form; an encoder over a text longer than its "
+                     "window opens where content, not the restarting window positions, shapes the whole-text map")
     st.number_input("Window (tokens per model pass, 0 = model maximum)", int(WINDOW.lo), int(WINDOW.hi),
                     key=WINDOW.key, step=64)
     return (st.session_state[MODEL.key].strip(), int(st.session_state[LAYER.key]),
@@ -138,20 +139,26 @@ def _model_choice() -> tuple[str, int, int]:
 
 
 def _within_cap(enc: Encoding, trim: int | None) -> Encoding | None:
-    """What to encode: the text as it is, or its first tokens when the visitor chose so (trim) for a
-    text over a hosted demo's cap; None (after saying so) while a choice is due."""
+    """What to encode: the text as it is, or its first tokens when the visitor chose so (trim: for a
+    text over a hosted demo's cap, or over the memory); None (after saying so) while a choice is due."""
+    if enc.synthetic:
+        return enc
+    if trim:
+        return compute.first_tokens(enc, trim)
     cap = hosting.max_tokens()
-    if cap is None or enc.synthetic:
+    if cap is None:
         return enc
     count = compute.token_count(enc)
     if count <= cap:
         return enc
-    if trim == cap:
-        return compute.first_tokens(enc, cap)
     st.warning(f"This text has {count:,} tokens for {plain(enc.model)}; this demo encodes at most {cap:,}.")
-    st.button(f"Use the first {cap:,} tokens", on_click=lambda: st.session_state.update({TRIM: cap}),
-              key="use_first_tokens")
+    _offer_first_tokens(cap)
     return None
+
+
+def _offer_first_tokens(count: int) -> None:
+    st.button(f"Use the first {count:,} tokens", on_click=lambda: st.session_state.update({TRIM: count}),
+              key="use_first_tokens")
 
 
 def _view_follows(previous: Encoding | None, enc: Encoding, linked: bool) -> None:
@@ -159,7 +166,7 @@ def _view_follows(previous: Encoding | None, enc: Encoding, linked: bool) -> Non
     on another text or model, so a new text opens whole; unless a link named them for this one."""
     if linked or previous is None or previous.at(0) == enc.at(0):
         return
-    for s in (maps.ZOOM_Q, maps.ZOOM_K, maps.QUERY):
+    for s in (maps.ZOOM_Q, maps.ZOOM_K, maps.QUERY, inspector.SELECTION):
         st.session_state[s.key] = s.default
 
 
@@ -175,14 +182,23 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
             if capped is None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
+            picking = _head_will_be_picked(capped) and _every_layer_fits(capped)
+            sink = _sink_pick(capped, lm)
+            if sink is not None:  # the layer shown is the sink's: that one is encoded, no other
+                capped = capped.at(sink[0])
             reused = compute.is_encoded(capped)
-            picking = _head_will_be_picked(capped)
-            if picking:
-                compute.capture(capped)  # every layer at once; the layer shown is then taken from it
             doc = compute.encoded(capped)
+        except MemoryNeeded as err:
+            _failed(status, err)
+            fits = 0 if lm is None or hosting.hosted() else tokens_that_fit(lm)
+            if fits >= 2:
+                _offer_first_tokens(fits)
+            return
         except ValueError as err:
             _failed(status, err)
             return
+        if doc.unknown_note():
+            st.warning(doc.unknown_note())
         _view_follows(document.encoding(), capped, linked)
         st.session_state[document.ENCODED] = capped
         st.session_state.pop(document.NOT_ENCODED, None)
@@ -192,6 +208,8 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
                       f"Encoded {doc.n:,} tokens in {took:.2f} s", state="complete", expanded=False)
     if picking:
         _pick_content_head(capped, doc)
+    elif sink is not None and sink != (int(st.session_state[LAYER.key]), int(st.session_state[HEAD.key])):
+        st.session_state[PICK] = sink
     if PICK in st.session_state:  # a layer kept by _layer_in_range: its field shows it from the next run
         st.rerun()
 
@@ -227,6 +245,26 @@ def _layer_in_range(enc: Encoding, layers: int) -> Encoding:
 def _head_will_be_picked(enc: Encoding) -> bool:
     """Whether the run picks its layer and head (_pick_content_head), the choice left to the app."""
     return bool(st.session_state.get(AUTO_HEAD.key)) and _picks_head(enc)
+
+
+def _every_layer_fits(enc: Encoding) -> bool:
+    """Capture every layer at once, which picking a head needs (the layer shown is then taken from it);
+    False, saying so, when that would not fit the memory: the chosen layer is then encoded alone."""
+    try:
+        compute.capture(enc)
+    except MemoryNeeded as err:
+        st.caption(f"No layer and head picked: {plain(str(err))}. Encoding layer {enc.layer} alone.")
+        return False
+    return True
+
+
+def _sink_pick(enc: Encoding, lm) -> tuple[int, int] | None:
+    """For a causal LM, the layer and head where its attention sinks form (compute.sink_opening): what
+    is characteristic of such a model, shown first unless a layer was chosen by hand or by a link."""
+    if lm is None or not lm.causal or not st.session_state.get(AUTO_HEAD.key):
+        return None
+    layer, head, _ = compute.sink_opening(enc)
+    return layer, head
 
 
 def _picks_head(enc: Encoding) -> bool:

@@ -54,7 +54,7 @@ charts.section("One query, every mechanism",
 query = inspector.query_picker(doc)
 rows = {"dense": compute.query_row(run, query)}
 rows.update({k: compute.query_row(r, query) for k, r in runs.items()})
-charts.show(st, common.along_text(rows, doc.tokens, y_title="weight", marks=[query], band=False),
+charts.show(st, common.along_text(rows, doc.pieces, y_title="weight", marks=[query], band=False),
                 width="stretch", key="query_rows")
 st.download_button("Query rows (CSV)", downloads.series_csv(rows), f"query-{query}-rows.csv", "text/csv")
 

@@ -38,12 +38,12 @@ charts.section("The hierarchy over the text",
                "One strip per level, from the chunks down to the whole document; shades alternate from node to node "
                "(grey: a pooled stretch of the strip holding several nodes). Hover for a node's tokens and text.")
 strips = {("document" if i == len(levels) - 1 else f"level {i + 1}"): lv.starts for i, lv in enumerate(levels)}
-charts.show(st, figures.span_strips(strips, doc.n, doc.tokens), key="hier_tree")
+charts.show(st, figures.span_strips(strips, doc.n, doc.pieces), key="hier_tree")
 
 charts.section("Where each query's attention comes from",
                "For every query, the share of its attention that comes from its own chunk's tokens and from the nodes "
                "of each level. The shares add up to one.")
-charts.show(st, common.along_text(dict(zip(names, mass)), doc.tokens, y_title="share"),
+charts.show(st, common.along_text(dict(zip(names, mass)), doc.pieces, y_title="share"),
                 key="hier_mass_along")
 
 # ---------------------------------------------------------------- maps
@@ -74,10 +74,10 @@ charts.section("What one token receives from each level",
 query = inspector.query_picker(doc)
 levels_row = row_by_level(run, query)
 left, right = st.columns([1, 2])
-charts.show(left, figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.tokens[query]}"),
+charts.show(left, figures.level_bars(mass[:, query], names, title=f"Token {query}: {doc.labels[query]}"),
                   width="stretch", key="hier_query_bars")
 charts.show(right, common.along_text({"dense": compute.query_row(run.reference(), query),
-                                      **dict(zip(names, levels_row))}, doc.tokens,
+                                      **dict(zip(names, levels_row))}, doc.pieces,
                                      y_title="weight", title=f"Attention of token {query} by level"),
                    width="stretch", key="hier_query_row")
 inspector.text_view(doc, levels_row.sum(0), query, who=MECH.title)

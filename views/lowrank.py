@@ -71,7 +71,7 @@ edges = s.pooled_edges
 if edges:
     st.caption("Segments along the text: each colour is one landmark (Nystrom) or one pooled row (Linformer). "
                "Lengths differ by at most one token when k does not divide the text.")
-    charts.show(st, figs.segment_strip(edges, doc.tokens, "segment"), key="lowrank_segments")
+    charts.show(st, figs.segment_strip(edges, doc.pieces, "segment"), key="lowrank_segments")
 
 maps.pair_section("Dense and low-rank, side by side",
                   "The same query and key window for dense attention and for the chosen method, on shared scales. "
@@ -82,7 +82,7 @@ charts.section("One query, every key",
                "The weights one query puts on each token of the text, dense beside the method. Long texts are pooled: "
                "the line is the mean of each stretch and the band spans its min and max.")
 query = inspector.query_picker(doc)
-charts.show(st, figs.weight_rows(compute.query_row(run.reference(), query), compute.query_row(run, query), doc.tokens,
+charts.show(st, figs.weight_rows(compute.query_row(run.reference(), query), compute.query_row(run, query), doc.pieces,
                                  MECH.params[0].text_of(s.method), query), key="lowrank_row")
 
 charts.section("How low-rank is this head?",

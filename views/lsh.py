@@ -50,7 +50,7 @@ forms.metrics(res, {"Buckets × rounds": (f"{s.n_buckets} × {rounds}", None),
 charts.section("Buckets along the text",
                "Each strip is one hashing round; a colour is a bucket. Tokens whose vectors point the same way share a "
                "colour. Long texts show the bucket of the first token of each stretch.")
-charts.show(st, figs.bucket_strips(s.buckets[:, 0], s.key_buckets[:, 0], doc.tokens, s.shared_qk),
+charts.show(st, figs.bucket_strips(s.buckets[:, 0], s.key_buckets[:, 0], doc.pieces, s.shared_qk),
                 width="stretch", key="lsh_strips")
 
 charts.section("Dense and LSH, with buckets on the map",
@@ -90,7 +90,7 @@ else:
 pooled = sorted_map(run, rnd, span, maps.grid())
 perm, key_perm = s.perm[rnd, 0].tolist(), s.key_perm[rnd, 0].tolist()
 boxes = lsh.chunk_windows(s.query_chunk[rnd, 0], s.key_chunk[rnd, 0], s.n_chunks)
-charts.show(st, figs.sorted_matrix(pooled, [doc.tokens[i] for i in perm], [doc.tokens[i] for i in key_perm],
+charts.show(st, figs.sorted_matrix(pooled, [doc.pieces[i] for i in perm], [doc.pieces[i] for i in key_perm],
                                    boxes, title=f"Round {rnd}: {len(set(s.query_chunk[rnd, 0].tolist()))} chunks"),
                 width="stretch", key="lsh_sorted")
 
@@ -103,7 +103,7 @@ st.caption(f"For {rows.numel():,} evenly spaced queries, each of dense's top-{to
            f"when some round put it in the query's window, an orange cross when no round did. "
            f"{float(hit.float().mean()):.1%} are caught.")
 left, right = st.columns([2, 1])
-charts.show(left, figs.caught_pairs(rows, top_index, hit, doc.tokens), key="lsh_pairs")
+charts.show(left, figs.caught_pairs(rows, top_index, hit, doc.labels), key="lsh_pairs")
 charts.show(right, figs.caught_by_rank(hit), key="lsh_rank")
 
 charts.section("Re-hash: recall across seeds",

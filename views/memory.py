@@ -38,7 +38,7 @@ charts.section("Segments and their reach",
                "compressed memory. Hover a bar for its tokens and text. Zoom picks the segments (by their "
                "queries) and the key range.")
 window = maps.zoom(doc.n)
-charts.show(st, figs.segment_timeline(s, doc.tokens, rows=window[:2], cols=window[2:]),
+charts.show(st, figs.segment_timeline(s, doc.pieces, rows=window[:2], cols=window[2:]),
                 key="memory_timeline")
 
 left, right = st.columns(2)
@@ -46,7 +46,7 @@ with left:
     st.markdown("**How far back each query can see**")
     st.caption("Tokens between a query and the earliest key it can reach. It climbs within a segment and falls back "
                "at each new segment; compression stretches it by the ratio.")
-    charts.show(st, common.along_text({"lookback": lookback}, doc.tokens, y_title="tokens"),
+    charts.show(st, common.along_text({"lookback": lookback}, doc.pieces, y_title="tokens"),
                     key="memory_lookback")
 with right:
     st.markdown("**Where dense attention falls**")
@@ -55,7 +55,7 @@ with right:
     beyond = mass["older"] + mass["later"]
     st.caption(f"For {rows.numel():,} evenly spaced queries, dense attention's share on each region. 'older' and "
                f"'later' lie beyond reach: on average {float(beyond.mean()):.1%} of dense mass.")
-    charts.show(st, common.along_text(mass, doc.tokens, positions=rows.tolist(), stacked=True, y_title="share",
+    charts.show(st, common.along_text(mass, doc.pieces, positions=rows.tolist(), stacked=True, y_title="share",
                                       mechanisms=False),
                     width="stretch", key="memory_regions")
 
@@ -70,8 +70,8 @@ charts.section("One query: its reach and the compressed slots",
                "those slots with the text each averages and the weight the query gives it.")
 query = inspector.query_picker(doc)
 row = compute.query_row(run, query)
-charts.show(st, figs.query_reach(s, doc.tokens, query), key="memory_query_reach")
-slots = figs.slot_table(s, doc.tokens, query // s.segment, row)
+charts.show(st, figs.query_reach(s, doc.pieces, query), key="memory_query_reach")
+slots = figs.slot_table(s, doc.pieces, query // s.segment, row)
 if len(slots):
     st.dataframe(slots, hide_index=True)
 else:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from explorer.analysis import windows
 from explorer.analysis.model_view import LOCAL
-from explorer.analysis.summary import describe
+from explorer.analysis.summary import describe, layer_sinks
 from explorer.figures import common
 from explorer.figures.segments import add_boundaries
 from ui import charts, compute, document, downloads, inspector, maps, refine, settings
@@ -35,12 +35,14 @@ d.metric("Dense pass (this head)", f"{stats.seconds:.2f} s" if progress is None 
 steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in doc.timings.items())
 st.caption(doc.note + (f" Encoding steps: {steps}." if steps else ""))
 st.caption(document.shown_as(doc))
+if doc.unknown_note():
+    st.warning(doc.unknown_note())
 summary = st.empty()  # the head in words, filled once the map is drawn (it takes a moment on long texts)
 restart = windows.restarts(doc)
 cuts = windows.boundaries(doc)
 why = compute.opened_because(run)
 if why:
-    st.caption(f"Opened here because positions restart in every model window. {why}")
+    st.caption(why)
 
 window = maps.zoom(doc.n)
 if len(doc.windows) > 1:
@@ -96,11 +98,12 @@ def dense_view(refining: bool, colouring: maps.Colouring, drawn: list) -> None:
     left, right = st.columns(2)
     for col, name, values, unit in ((left, "entropy", stats.entropy[0], "nats"),
                                     (right, "max weight", stats.max_weight[0], "weight")):
-        event = charts.show(col, common.along_text({name: values}, doc.tokens, y_title=unit,
+        key = name.replace(" ", "_")
+        event = charts.show(col, common.along_text({name: values}, doc.pieces, y_title=unit, clickable=True,
                                                    marks=cuts if len(cuts) <= common.MAX_MARKS else None,
                                                    positions=positions),
-                            key=name.replace(" ", "_"), on_select="rerun", selection_mode="points")
-        inspector.pick_from(event)
+                            key=key, on_select="rerun", selection_mode="points")
+        inspector.follow_point(event, key, positions)
     if progress is None:
         st.download_button("Per-token statistics (CSV)", lambda: downloads.series_csv(
             {"entropy": stats.entropy[0], "max weight": stats.max_weight[0], "log-sum-exp": stats.lse[0]}),
@@ -111,14 +114,14 @@ refining = progress is not None and not progress.stopped
 colouring = maps.controls()  # outside the refreshing fragment: drawn once, never left behind as a stale copy
 st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining, colouring, [(stats, progress)])
 if doc.model != "synthetic":
+    heads = compute.head_stats(run)
     summary.info(f"**Head {run.head} of layer {doc.layer}.** "
-                 + describe({name: value[run.head] for name, value in compute.head_stats(run).items()}, doc.n, LOCAL,
-                            f"the first token “{plain(doc.tokens[0].strip() or doc.tokens[0])}”")
+                 + describe({name: value[run.head] for name, value in heads.items()}, doc.n, LOCAL,
+                            f"the first token “{plain(doc.labels[0])}”")
+                 + (" " + layer_sinks(heads["first_mass"], run.head, doc.n) if doc.causal else "")
                  + f" (On {min(doc.n, 512):,} evenly spaced queries.)")
 
-charts.section("Token inspector", "Pick a query token: the text around it is shaded by the weight it puts on each "
-               "token, and the table lists the keys it weighs most anywhere in the text.")
-query = inspector.query_picker(doc)
-row = compute.query_row(shown, query)
-inspector.text_view(doc, row, query)
-inspector.topk_picker(doc, row)
+charts.section("Token inspector", "Follow a token: the text around it is shaded by the weight it puts on each "
+               "token (or, for who attends to it, by each query's weight on it), and the table lists the tokens with "
+               "the most weight anywhere in the text.")
+inspector.panel(run, shown, grid)

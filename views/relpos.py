@@ -117,7 +117,7 @@ charts.section("The bias over the text",
                "map to the screen (each cell is a mean). Red lowers a score, blue raises it.")
 window = maps.zoom(doc.n)
 bmap = bias_map(run, window, maps.grid())
-charts.show(st, figures.bias_map(bmap, doc.tokens, title=f"Position term, head {run.head}"), key="relpos_bias_map")
+charts.show(st, figures.bias_map(bmap, doc.pieces, title=f"Position term, head {run.head}"), key="relpos_bias_map")
 
 charts.section("Attention without and with the bias",
                "Left: the model's own attention (dense). Right: the same queries and keys with the bias added, on one "

@@ -61,7 +61,7 @@ if router_mode:
                "path costs relative to dense. Soft routing runs every path on every token, so the work is their sum.")
     route = s.route[0]
     left, right = st.columns([2, 1])
-    charts.show(left, common.along_text({name: route[:, p] for p, name in enumerate(s.paths)}, doc.tokens,
+    charts.show(left, common.along_text({name: route[:, p] for p, name in enumerate(s.paths)}, doc.pieces,
                                         y_title="routing probability", stacked=True),
                       key="routing_area")
     charts.show(right, figs.path_usage(s.usage[0], s.paths, s.path_flops, res.cost["dense_flops"]),
@@ -71,9 +71,9 @@ charts.section("Clusters over the text",
                "Top strips: the nearest centroid of each query and each key (one colour per cluster). The line counts "
                "how many balanced clusters took each query: 0 means it attends to nothing, 2 or more means its outputs "
                "are averaged.")
-charts.show(st, common.strips(torch.stack([s.query_cluster[0], s.key_cluster[0]]), doc.tokens,
+charts.show(st, common.strips(torch.stack([s.query_cluster[0], s.key_cluster[0]]), doc.pieces,
                               ["query cluster", "key cluster"]), key="routing_strips")
-charts.show(st, common.along_text({"clusters per query": s.query_routes[0]}, doc.tokens, y_title="clusters",
+charts.show(st, common.along_text({"clusters per query": s.query_routes[0]}, doc.pieces, y_title="clusters",
                                   height=240), key="routing_routes_along")
 
 charts.section("Cluster balance",
@@ -100,7 +100,7 @@ charts.section("Token inspector",
 query = inspector.query_picker(doc)
 if router_mode:
     lo = max(0, min(query - 40, doc.n - 80))
-    charts.show(st, figs.route_per_token(s.route[0], s.paths, doc.tokens, lo, min(doc.n, lo + 80), query),
+    charts.show(st, figs.route_per_token(s.route[0], s.paths, doc.labels, lo, min(doc.n, lo + 80), query),
                     width="stretch", key="routing_per_token")
 inspector.text_view(doc, compute.query_row(run, query), query, who=MECH.title)
 

@@ -34,7 +34,7 @@ starts, sizes = res.structure.starts, res.structure.sizes
 forms.metrics(res, {"Tokens": (f"{doc.n:,}", None), "Segments": (f"{starts.numel():,}", None),
                     "Median segment": (f"{int(sizes.median())} tokens", None)})
 
-charts.show(st, figures.span_strips({"segments": starts}, doc.n, doc.tokens,
+charts.show(st, figures.span_strips({"segments": starts}, doc.n, doc.pieces,
                                     title="Segments over the text (grey: a pooled stretch holding several)"),
                 width="stretch", key="segmented_strip")
 
@@ -57,9 +57,9 @@ lost = crossing(run)
 st.metric("Dense mass outside the own segment (mean over queries)", f"{float(lost.mean()):.1%}")
 left, right = st.columns(2)
 marks = starts[1:].tolist() if starts.numel() <= 60 else None
-charts.show(left, common.along_text({"dense mass beyond the segment": lost}, doc.tokens, y_title="share",
+charts.show(left, common.along_text({"dense mass beyond the segment": lost}, doc.pieces, y_title="share",
                                     marks=marks), key="segmented_cross_along")
-charts.show(right, figures.per_segment(lost, starts, doc.n, doc.tokens, y_title="share",
+charts.show(right, figures.per_segment(lost, starts, doc.n, doc.pieces, y_title="share",
                                        title="Per segment"), key="segmented_cross_bars")
 
 with st.expander(f"The {starts.numel():,} segments: token and character spans"):
@@ -79,9 +79,9 @@ st.dataframe(pd.DataFrame({name: fidelity.summary_table(f)["mean"] for name, f i
 left, right = st.columns(2)
 charts.show(left, common.along_text({"dense mass beyond the segment": lost,
                                      "mass on summaries": results["with summaries"].structure.summary_mass[0]},
-                                    doc.tokens, y_title="share", title="What the summaries stand in for"),
+                                    doc.pieces, y_title="share", title="What the summaries stand in for"),
                   width="stretch", key="segmented_summary_mass")
-charts.show(right, common.along_text({name: f.tv[0] for name, f in fids.items()}, doc.tokens,
+charts.show(right, common.along_text({name: f.tv[0] for name, f in fids.items()}, doc.pieces,
                                      positions=fids["with summaries"].rows.tolist(), y_title="total variation",
                                      title="Distance from dense along the text"),
                    width="stretch", key="segmented_tv_both")
@@ -101,7 +101,7 @@ row = compute.query_row(run, query)
 with right:
     st.markdown("**Weights of segmented attention**")
     inspector.text_view(doc, row, query, who=MECH.title)
-charts.show(st, common.along_text({"dense": compute.query_row(run.reference(), query), MECH.title: row}, doc.tokens,
+charts.show(st, common.along_text({"dense": compute.query_row(run.reference(), query), MECH.title: row}, doc.pieces,
                                   y_title="weight", title=f"Attention of token {query} over the text"),
                 width="stretch", key="segmented_row")
 

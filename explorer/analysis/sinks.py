@@ -121,6 +121,27 @@ def sink_measure_of(res: Result, threshold: float = THRESHOLD, layer: int = 0, t
     return _measure(key_scores(res.weights, res.reach, n, heads, res.output.device), layer, threshold, token)
 
 
+def sink_layer(docs, threshold: float = THRESHOLD) -> tuple[int, int, str]:
+    """Where a causal LM shows its characteristic sink: the layer with the most heads that have a
+    first-token sink (ties: the higher mean score), its head with the highest score, and why in words.
+
+    docs: every layer's Doc of one text (a ModelCapture's docs, e.g. of the text's first tokens).
+    When no head has a sink, the layer and head scoring highest, and words that say there is none."""
+    measure = SinkMeasure.merge(*(sink_measure(d.q, d.k, threshold=threshold, layer=d.layer, rule=d.model_rule)
+                                  for d in docs))
+    counts, mean = measure.sink_heads.sum(1), measure.token_scores.mean(1)
+    best = max(range(len(measure.layers)), key=lambda i: (counts[i], mean[i]))
+    head = int(measure.token_scores[best].argmax())
+    layer, n = measure.layers[best], docs[0].n
+    if counts[best] == 0:
+        return layer, head, (f"no head of any layer gives the first token more than {threshold:g} of its attention "
+                             f"on the text's first {n:,} tokens (Gu et al.'s sink measure); this head comes "
+                             f"closest, at {measure.token_scores[best, head]:.2f}")
+    return layer, head, (f"on the text's first {n:,} tokens, {counts[best]} of its {measure.scores.shape[1]} heads "
+                         f"give the first token more than {threshold:g} of their attention, an attention sink (Gu "
+                         f"et al.), the most of any layer; this head gives it {measure.token_scores[best, head]:.2f}")
+
+
 def verdict(measure: SinkMeasure, causal: bool) -> str:
     """What the sink share means for this model, in a sentence or two, in the chart's terms (its
     threshold, its layer), so a 0% reads the same in the title, the caption and here."""

@@ -31,3 +31,16 @@ def describe(stats: dict, n: int, local: int, first_token: str = "the first toke
              f"half of it spreads over {float(stats['half_keys']):,.0f} of {n:,} keys"]
     return f"{parts[0]}: " + ", ".join(parts[1:-1]) + f", and {parts[-1]}; mean distance " \
            f"{float(stats['distance']):,.0f} tokens."
+
+
+def layer_sinks(first_mass, head: int, n: int) -> str:
+    """How many of a layer's heads are attention sinks, and whether this head is one: the first thing to
+    know about a causal LM's layer (first_mass [heads] as analysis.model_view computes it)."""
+    masses = [float(x) for x in first_mass]
+    count = sum(is_sink(m, n) for m in masses)
+    this = "this head is one" if is_sink(masses[head], n) else "this head is not"
+    if not count:
+        return (f"No head of this layer gives the first token more than {THRESHOLD:g} of its attention: no "
+                "attention sink here (sinks form past a causal LM's first layers).")
+    return (f"{count} of this layer's {len(masses)} heads are attention sinks (they give the first token more than "
+            f"{THRESHOLD:g} of their attention, Gu et al.); {this}.")

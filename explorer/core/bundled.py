@@ -82,6 +82,17 @@ def load_parts(name: str, local_only: bool = True, attn_implementation: str | No
     return model.config, tokenizer, model
 
 
+def check_name(name: str) -> None:
+    """ValueError unless `name` can name a model, before anything is loaded: a bundled key, a folder
+    holding a model (config.json or one .gguf file), a .gguf file, or a Hugging Face id (owner/name)."""
+    if name in BUNDLED:
+        return
+    path, _ = _locate(name)  # refuses a folder without a model, and a file that is not .gguf
+    if not Path(path).exists() and not _is_repo_id(name):
+        raise ValueError(f"model {name!r} is neither a bundled model ({', '.join(BUNDLED)}), a model's folder, nor "
+                         "a Hugging Face id (owner/name)")
+
+
 def _locate(name: str) -> tuple[str, str | None]:
     """(what from_pretrained takes, the .gguf file name in that folder or None)."""
     path = _bundled_folder(BUNDLED[name]) if name in BUNDLED else Path(name).expanduser()

@@ -46,14 +46,20 @@ def free_bytes(device: torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+class MemoryNeeded(ValueError):
+    """A computation refused before it starts because it would not fit the memory it may take."""
+
+
 def check_fits(need: int, device: torch.device, what: str, share: float = 1.0, advice: str = "") -> None:
     """ValueError naming both sizes when `what` needs more than `share` of the bytes the device has
     free: refused before allocating, since the allocator's own failure is a RuntimeError, or the
     machine swaps. advice: what the caller can change, appended to the message."""
     free = free_bytes(torch.device(device))
     if need > free * share:
-        raise ValueError(f"{what} needs about {need / 2**30:,.1f} GiB of memory, "
-                         f"and {free / 2**30:,.1f} GiB is available" + (f": {advice}" if advice else ""))
+        allowed = (f"more than the {share:.0%} of the {free / 2**30:,.1f} GiB free that it may take "
+                   "(the rest is for the pages' own work)" if share < 1 else f"and {free / 2**30:,.1f} GiB is free")
+        raise MemoryNeeded(f"{what} needs about {need / 2**30:,.1f} GiB of memory, {allowed}"
+                         + (f": {advice}" if advice else ""))
 
 
 def chunk_rows(n_keys: int, heads: int, device: torch.device, buffers: int = 4) -> int:

@@ -3,10 +3,12 @@ and every layer's Doc of one text from one pass."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
 from explorer.core.rule import AttentionRule
+from explorer.core.search import find, visible
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Doc:
     needles: list[tuple[int, int]] = field(default_factory=list)
     passes: Passes | None = None  # how a model's forward passes covered the text (encode sets it)
     rule: AttentionRule | None = None  # how the model's layer attends (encode sets it)
+    unknown: int = 0  # text tokens the tokenizer could not represent ([UNK]): the model saw nothing of them
 
     @property
     def model_rule(self) -> AttentionRule:
@@ -104,6 +107,16 @@ class Doc:
             raise ValueError(f"head {h} is out of range 0..{self.heads - 1}")
         return self.q[h : h + 1], self.k[h : h + 1], self.v[h : h + 1]
 
+    def unknown_note(self) -> str:
+        """A warning when most of the text is unknown to the model ([UNK]: emoji, a script its vocabulary
+        lacks), so its attention is over placeholders, not content; '' otherwise."""
+        text = sum(b > a for a, b in self.offsets)
+        if not text or self.unknown * 2 <= text:
+            return ""
+        return (f"{self.unknown:,} of this text's {text:,} tokens are unknown to the model's vocabulary ([UNK]): "
+                "it saw placeholders, not the content, so its attention says little about this text; a model "
+                "whose vocabulary covers it (e.g. smollm2, byte-level) reads every character.")
+
     def first_content(self) -> int:
         """The first token that carries content (a letter or a digit of the text), 0 if none does:
         where an inspector starts, rather than on [CLS] or the "#" of a title."""
@@ -112,12 +125,40 @@ class Doc:
                 return i
         return 0
 
-    def matches(self, word: str) -> list[int]:
-        """Tokens whose text contains `word` (case folded), in text order."""
-        needle = word.strip().casefold()
-        if not needle:
-            return []
-        return [i for i, (a, b) in enumerate(self.offsets) if b > a and needle in self.text[a:b].casefold()]
+    def default_query(self) -> int:
+        """The token an inspector opens on: one with something to see. A causal model's last content
+        token sees the whole text (its first tokens see almost nothing); elsewhere the first one."""
+        if self.causal:
+            content = [i for i, (a, b) in enumerate(self.offsets) if any(c.isalnum() for c in self.text[a:b])]
+            return content[-1] if content else self.n - 1
+        return self.first_content()
+
+    @cached_property
+    def labels(self) -> list[str]:
+        """Each token as the text it covers, whitespace made visible (· space, ↵ newline, → tab);
+        a special token the model adds (no text) as the tokenizer names it. What a person reads
+        wherever one token is named: byte-level BPE's "ĠLICENSE" is "·LICENSE", "Ċ" is "↵"."""
+        return [visible(self.text[a:b]) if b > a else tok for tok, (a, b) in zip(self.tokens, self.offsets)]
+
+    @cached_property
+    def pieces(self) -> list[str]:
+        """The text cut at token ends, whitespace made visible: each token's text with what stands
+        between it and the token before, so pieces[a:b] joined read as that stretch was written
+        (hover labels of pooled bins; WordPiece's spans leave the spaces out, so labels cannot)."""
+        out, cursor = [], 0
+        for tok, (a, b) in zip(self.tokens, self.offsets):
+            if b <= a:
+                out.append(tok)
+                continue
+            out.append(visible(self.text[cursor if cursor <= a else a : b]))  # overlapping spans: its own
+            cursor = max(cursor, b)
+        return out
+
+    def find(self, query: str) -> list[tuple[int, int]]:
+        """Token ranges [start, stop) of every place `query` names in the text: a phrase (case
+        folded), "line:N" or "char:N" (explorer.core.search.find)."""
+        return find(self.text, self.offsets, query)
+
 
 @dataclass
 class ModelCapture:

@@ -30,7 +30,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from explorer.core.device import check_fits, pick_device
+from explorer.core.device import check_fits, free_bytes, pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rule import AttentionRule
 
@@ -338,6 +338,14 @@ def _check_layers(lm: LoadedModel, layers) -> list[int]:
     return sorted(set(layers))
 
 
+def tokens_that_fit(model: str | LoadedModel, layers: int = 1) -> int:
+    """How many text tokens' queries, keys and values of `layers` layers fit the memory encoding may take
+    (windows not kept): what a refused text can be cut to."""
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    per_token = layers * 3 * lm.heads * lm.head_dim * 4
+    return max(0, int(free_bytes(lm.device) * _MEMORY_SHARE) // per_token - len(lm.prefix) - len(lm.suffix))
+
+
 def _check_memory(lm: LoadedModel, n: int, layers: int, windows: int, window: int, keep_windows: bool) -> None:
     """ValueError before anything is allocated when the layers' q/k/v would not fit in free memory
     (every head's q, k, v in float32, kv heads repeated; every window whole with keep_windows)."""
@@ -425,6 +433,7 @@ def encode_layers(text: str, model: str | LoadedModel = DEFAULT_MODEL, layers=No
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
     offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
     note, passes = _position_note(lm, len(tok), len(ids), plan, window, stride), _passes(lm, plan, len(tok))
+    unknown = sum(i == lm.tokenizer.unk_token_id for i in ids) if lm.tokenizer.unk_token_id is not None else 0
     docs = []
     for layer in layers:
         kept, windows = store.pop(layer)  # each layer's raw rows go as its Doc is made
@@ -432,7 +441,7 @@ def encode_layers(text: str, model: str | LoadedModel = DEFAULT_MODEL, layers=No
         own = dict(zip("qkv", _repeat_kv(lm, *windows))) if windows else {}
         docs.append(Doc(text=text, tokens=tok, offsets=offs, q=q, k=k, v=v, model=lm.name, layer=layer,
                         causal=rules[layer].causal, windows=[(s, e) for s, e, _, _ in plan], timings=dict(timings),
-                        note=note, passes=replace(passes, **own), rule=rules[layer]))
+                        note=note, passes=replace(passes, **own), rule=rules[layer], unknown=unknown))
     for doc in docs:
         doc.timings["model"] = time.perf_counter() - start
     return ModelCapture(docs)

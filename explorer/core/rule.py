@@ -87,6 +87,17 @@ class AttentionRule:
         s = self.scores(q, k, rows)
         return torch.exp(s - self.normaliser(s))
 
+    def column(self, q: torch.Tensor, k: torch.Tensor, key: int, lse: torch.Tensor) -> torch.Tensor:
+        """[heads, n]: the weight every query puts on one key, exp(score - lse) with each query's
+        log-sum-exp lse [heads, n] (the statistics pass's, sinks included): a key's column of the
+        map from one pass over the queries, never the n x n matrix."""
+        q, k, _ = check_qkv(q, k)
+        s = torch.matmul(q, k[:, key : key + 1].transpose(1, 2)).squeeze(-1) * self.scaling
+        if self.softcap is not None:
+            s = torch.tanh(s / self.softcap) * self.softcap
+        seen = self.allowed(torch.arange(q.shape[1], device=q.device), torch.tensor([key], device=q.device))[:, 0]
+        return torch.exp(s - lse.to(s)).masked_fill(~seen, 0.0)
+
     def describe(self) -> str:
         """The rule in words, e.g. 'causal, sliding window of 4,096 keys, scores soft-capped at 50'."""
         parts = ["causal" if self.causal else "bidirectional"]

@@ -27,18 +27,11 @@ def as_array(x, dtype=float) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def span_text(tokens: list[str], start: int, stop: int, max_chars: int = 48) -> str:
-    """Readable text of tokens[start:stop] for hover labels, word pieces joined."""
-    words = []
-    for tok in tokens[start : min(stop, start + 24)]:
-        if tok.startswith("##") and words:
-            words[-1] += tok[2:]
-        else:
-            words.append(tok.replace("Ġ", "").replace("▁", ""))
-    text = " ".join(words)
-    if len(text) > max_chars or stop - start > 24:
-        text = text[:max_chars] + "…"
-    return text
+def span_text(pieces: list[str], start: int, stop: int, max_chars: int = 48) -> str:
+    """Readable text of tokens start..stop-1 for hover labels: a Doc's `pieces` (each token's text
+    with the whitespace before it, made visible) joined as written, cut at max_chars."""
+    text = "".join(pieces[start : min(stop, start + max_chars)])
+    return text[:max_chars] + "…" if len(text) > max_chars or stop - start > max_chars else text
 
 
 def bin_labels(tokens: list[str], edges: list[int]) -> list[str]:
@@ -181,9 +174,12 @@ def add_lines(fig: go.Figure, shapes: list[dict]) -> None:
 def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "",
                points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None,
                positions: list[int] | None = None, stacked: bool = False,
-               colour: dict[str, str] | None = None, mechanisms: bool = True) -> go.Figure:
+               colour: dict[str, str] | None = None, mechanisms: bool = True,
+               clickable: bool = False) -> go.Figure:
     """Per-token series drawn along the text; long texts pooled to `points` bins
     with a min-max band so extremes stay visible. `marks` draws vertical lines.
+    clickable: every point carries a marker, since plotly selects points, not lines (a click on
+    the curve then picks the token there; x of a pooled point is its bin's first token).
 
     positions: the token position of each value when the series covers a
     sample of the text (as fidelity does), not every token.
@@ -209,7 +205,9 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
                                      fill="toself", fillcolor=colours.fill(hues[name]), line={"width": 0},
                                      hoverinfo="skip", showlegend=False, name=f"{shown} range"))
         line = {"color": hues[name], **({"width": 0.5} if stacked else {})}
-        fig.add_trace(go.Scatter(x=x, y=mean, name=shown, mode="lines", text=text, line=line,
+        dots = {"mode": "lines+markers", "marker": {"size": 3, "color": hues[name], "opacity": 0.25}} \
+            if clickable else {"mode": "lines"}
+        fig.add_trace(go.Scatter(x=x, y=mean, name=shown, text=text, line=line, **dots,
                                  hovertemplate="%{text}<br>" + shown + " %{y:.4g}<extra></extra>",
                                  **({"stackgroup": "one", "fillcolor": colours.fill(hues[name], 0.6)}
                                     if stacked else {})))
@@ -241,11 +239,15 @@ def strips(ids, tokens: list[str], names: list[str], title: str = "", points: in
 
 
 def shaded_text(text: str, offsets: list[tuple[int, int]], weights, start: int, stop: int,
-                focus: int | None = None, rgb: tuple[int, int, int] = (255, 140, 0)) -> str:
+                focus: int | None = None, rgb: tuple[int, int, int] = (255, 140, 0),
+                marked: frozenset | set = frozenset(), labels: list[str] | None = None) -> str:
     """HTML of tokens start..stop-1 in the original text, each shaded by its weight.
 
-    The characters between tokens are kept, so the text reads as written; every
-    piece of user text is escaped. Weights are scaled by their maximum in view.
+    The characters between tokens are kept, so the text reads as written; every piece of user
+    text is escaped. Weights are scaled by their maximum in view. Each token is a span with its
+    index (data-i), which the inspector makes clickable. A token of whitespace alone that holds
+    weight shows its whitespace (· a space, ↵ a newline): no weight is left invisible. `focus`
+    is outlined, `marked` tokens (a selection) underlined; labels: each token named in its hover.
     """
     w = as_array(weights)
     shown = [i for i in range(start, stop) if offsets[i][0] < offsets[i][1]]
@@ -259,11 +261,22 @@ def shaded_text(text: str, offsets: list[tuple[int, int]], weights, start: int, 
         if cursor is not None and a > cursor:
             parts.append(html.escape(text[cursor:a]))
         alpha = min(1.0, abs(w[i]) / top)
-        style = f"background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f});"
-        if i == focus:
-            style += " outline: 2px solid #3366cc;"
-        label = html.escape(text[a:b]) if b > a else f"<small>[query #{i}]</small> "
-        parts.append(f'<span title="#{i} weight {w[i]:.3g}" style="{style}">{label}</span>')
+        classes = " ".join(c for c, on in (("focus", i == focus), ("marked", i in marked)) if on)
+        name = html.escape(labels[i]) if labels else ""
+        label = _token_html(text[a:b], alpha) if b > a else f"<small>[token #{i}]</small> "
+        parts.append(f'<span data-i="{i}" class="{classes}" title="#{i} {name} weight {w[i]:.3g}" '
+                     f'style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f})">{label}</span>')
         cursor = b if b > a else cursor
     body = "".join(parts).replace("\n", "<br>")
-    return f'<div style="line-height:1.7; white-space: normal;">{body}</div>'
+    return f'<div class="shaded" style="line-height:1.8; white-space: pre-wrap;">{body}</div>'
+
+
+VISIBLE_FROM = 0.02  # share of the largest weight in view from which a whitespace token shows its whitespace
+
+
+def _token_html(piece: str, alpha: float) -> str:
+    """A token's text, escaped; whitespace alone made visible (· ↵, line breaks kept) when it holds weight."""
+    if not piece.isspace() or alpha < VISIBLE_FROM:
+        return html.escape(piece)
+    marks = "".join("↵\n" if c == "\n" else "→" if c == "\t" else "" if c == "\r" else "·" for c in piece)
+    return f'<span class="ws">{marks}</span>'

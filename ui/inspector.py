@@ -261,6 +261,12 @@ export default function(component) {
   };
   box.onmouseup = (e) => {
     const sel = window.getSelection();
+    const i = index(e.target);
+    if (e.shiftKey && i !== null) {  // a shift-click extends from the followed token (not the browser's caret)
+      if (sel) sel.removeAllRanges();
+      setTriggerValue('extend', i);
+      return;
+    }
     if (sel && !sel.isCollapsed && box.contains(sel.anchorNode)) {
       const a = index(sel.anchorNode), b = index(sel.focusNode);
       sel.removeAllRanges();
@@ -269,9 +275,7 @@ export default function(component) {
         return;
       }
     }
-    const i = index(e.target);
-    if (i === null) return;
-    if (e.shiftKey) setTriggerValue('extend', i); else setTriggerValue('pick', i);
+    if (i !== null) setTriggerValue('pick', i);
   };
 }
 """

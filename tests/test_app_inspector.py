@@ -49,6 +49,10 @@ def test_several_tokens_read_together_are_their_rows_summed(app):
     np.testing.assert_allclose(_table(at, "mean")[1], rows[positions].numpy() / 4, rtol=1e-4)
     at.button(key="clear_selection").click().run()
     assert at.session_state["selection"] == "" and at.session_state["query"] == 5
+    at.session_state["selection"] = "60-70"
+    at = encode_in_app(at, source="Paste", text="A second, shorter text: ten or so tokens.")  # what comes next
+    assert not at.exception
+    assert at.session_state["selection"] == "" and at.session_state["query"] == 1  # its first content token
 
 
 def test_who_attends_to_a_token_is_its_column(app):

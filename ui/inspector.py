@@ -65,6 +65,7 @@ FOLLOW = settings.Setting("follow", "row", choices=("row", "column"))
 FIND = settings.Setting("find", "", url=False, max_chars=200)
 settings.register(SELECTION, FOLLOW, FIND)
 FOLLOWING = {"row": "what it attends to", "column": "who attends to it"}
+SEARCHED = "_searched"  # session key: the search whose first match was followed (a new one is followed anew)
 
 
 def pick(position: int, selection: list[tuple[int, int]] | None = None) -> None:
@@ -105,12 +106,13 @@ def describe_selection(rows: torch.Tensor) -> str:
 
 def query_picker(doc) -> int:
     """The followed token's field and the text search; returns the followed token."""
+    _search_now(doc)
     current = query(doc)
     a, b, c = st.columns([1, 2, 1], vertical_alignment="top")
     a.number_input("Token", 0, doc.n - 1, key=QUERY.key, on_change=_typed,
                    help="the token every chart below follows; click a token in the text, a point of a curve or a "
                         "row of a table to follow another")
-    b.text_input("Find in the text", key=FIND.key, max_chars=FIND.max_chars, on_change=_searched, args=(doc,),
+    b.text_input("Find in the text", key=FIND.key, max_chars=FIND.max_chars,
                  placeholder="a word or a phrase; line:120; char:5000")
     hits = doc.find(st.session_state.get(FIND.key, ""))
     _search_caption(b, doc, hits, current)
@@ -130,9 +132,14 @@ def _typed() -> None:
     st.session_state[SELECTION.key] = ""
 
 
-def _searched(doc) -> None:
-    """A new search follows its first match."""
-    hits = doc.find(st.session_state.get(FIND.key, ""))
+def _search_now(doc) -> None:
+    """A new search follows its first match: seen by comparing with the last search followed, before the
+    field is drawn (an on_change callback can be lost to a refreshing fragment's run on a long text)."""
+    typed = st.session_state.get(FIND.key, "")
+    if typed == st.session_state.get(SEARCHED):
+        return
+    st.session_state[SEARCHED] = typed
+    hits = doc.find(typed)
     if hits:
         pick(hits[0][0])
 

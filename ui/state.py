@@ -14,7 +14,7 @@ owns it. Besides them st.session_state holds:
   _pick, _trim_to      a layer and head chosen on the last run; a hosted demo's "first tokens" choice
   _not_encoded         why the last Run left the previous text in place (ui.document says so on pages)
   model_other          the model name being typed below the picker (it becomes the model when entered)
-  find                 the inspector's search text
+  find, _searched       the inspector's search text; the search whose first match it followed
   _followed_<chart>    the point of an along-the-text chart in a fragment already followed (ui.inspector)
 Results are never kept in session state: they live in the one cache (ui.cache), under keys
 built from an Encoding or a Run.

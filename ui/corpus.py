@@ -17,10 +17,11 @@ from explorer.analysis.sinks import THRESHOLD
 from explorer.core.bundled import short_name
 from explorer.figures import corpus as figs
 from explorer.sweep.inputs import read_inputs
-from ui import charts, hosting, messages, settings, share
+from ui import charts, compute, document, hosting, maps, messages, settings, share
 from ui.cache import computation
 from ui.messages import plain
 from ui.settings import Setting
+from ui.state import Encoding
 from ui.texts import TextStore
 
 SOURCES = {"example": "the bundled example", "path": "a path on this server", "upload": "uploaded files"}
@@ -197,13 +198,13 @@ def failures(failed: pd.DataFrame) -> None:
 
 def table(rows: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
     """The rows (corpus.named, of the chosen models) of the filters, in TABLE's columns plus the
-    model and source a row opens."""
+    model, source and text length a row opens."""
     if mechanism:
         rows = rows[rows.shown == mechanism]
     if layer >= 0:
         rows = rows[rows.layer == layer]
     rows = rows.assign(model_shown=rows.model.map(short_name))  # "MiniLM 22M, 512 tokens", not its key
-    return rows[[*TABLE, "model", "source"]].reset_index(drop=True)
+    return rows[[*TABLE, "model", "source", "text_tokens"]].reset_index(drop=True)
 
 
 FORMATS = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall": "%.3f", "normalised_entropy": "%.3f",
@@ -232,18 +233,45 @@ def file_text(source: str) -> str | None:
 
 def open_row(row: pd.Series) -> None:
     """Open a row's document, model, layer and head on the Dense attention page, encoded as a link
-    with run=true opens a view; say so plainly when its text cannot be had here."""
-    values = {"model": row.model, "layer": int(row.layer), "head": int(row["head"]), "auto_head": False, "run": True}
+    with run=true opens a view: the text as the row measured it (its first tokens when the sweep cut
+    it), whole (no zoom or query carried over from the previous text), with a note above the page
+    saying which length is shown; say so plainly when its text cannot be had here."""
     title = corpus.sample_title(row.source)
-    if title is not None:
+    text = compute.sample(title) if title is not None else file_text(row.source)
+    if text is None:
+        st.warning(f"The text of “{plain(row.document)}” is not available here: "
+                   + ("a hosted demo opens only the bundled samples." if hosting.hosted()
+                      else f"this server cannot read {plain(row.source)}."))
+        return
+    try:
+        hosting.check_model(row.model)  # before its tokenizer is loaded to count and cut the text
+        enc = Encoding.of_text(text, row.model, int(row.layer), 0)
+        count = compute.token_count(enc)
+        cut = int(row.tokens) < count
+        if cut:
+            enc = compute.first_tokens(enc, int(row.tokens))
+    except ValueError as err:
+        messages.error(err)
+        return
+    values = {"model": row.model, "layer": int(row.layer), "head": int(row["head"]), "auto_head": False, "run": True,
+              maps.ZOOM_Q.key: list(maps.WHOLE), maps.ZOOM_K.key: list(maps.WHOLE), maps.QUERY.key: maps.QUERY.default}
+    if title is not None and not cut:
         values.update(source="Sample", sample=title)
     else:
-        text = file_text(row.source)
-        if text is None:
-            st.warning(f"The text of “{plain(row.document)}” is not available here: "
-                       + ("a hosted demo opens only the bundled samples." if hosting.hosted()
-                          else f"this server cannot read {plain(row.source)}."))
-            return
-        values["text"] = TextStore.from_env().put(text)
+        values["text"] = TextStore.from_env().put(enc.text, enc.text_key)
+    document.note_origin(enc, measured_note(row, count))
     share.load(values)
     st.switch_page(EXPLORER)
+
+
+def measured_note(row: pd.Series, count: int) -> str:
+    """Which part of a row's document is shown (count: the tokens it holds), in a sentence."""
+    name, tokens = f"“{plain(row.document)}”", int(row.tokens)
+    if tokens >= count:
+        said = f"Opened from the Corpus table: {name}, all {count:,} of its tokens, as the sweep measured it."
+    else:
+        said = (f"Opened from the Corpus table: {name}, its first {tokens:,} of {count:,} tokens, as the sweep "
+                "measured it (the sidebar holds that part as a pasted text).")
+    if count != int(row.text_tokens):  # a file written again since the sweep read it
+        said += f" The sweep counted {int(row.text_tokens):,} tokens in this document; it holds {count:,} now."
+    return said

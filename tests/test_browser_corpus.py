@@ -1,0 +1,90 @@
+"""The Corpus page's rows opened in a real browser (issue 25, item 8): a row opens the text at the
+length the sweep measured, whole, and says which length is shown, even after another document's
+zoom. The table is a canvas: its rows are clicked by position (the row-selection column at its left)."""
+import json
+import urllib.parse
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from browser import MAIN, SIDEBAR, chromium, drag_a_box, nav_to, streamlit_server, wait_idle, wait_running
+from conftest import SHORT_SAMPLE
+
+from explorer.analysis import corpus
+from explorer.core.encoding import first_tokens, load_model, tokenize
+from explorer.core.samples import load_sample
+
+LONGER = "Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station"
+ROW_PX, HEADER_PX, MARKER_PX = 35, 35, 15  # Streamlit's dataframe: row and header height, the tick column's middle
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with streamlit_server() as server:
+        yield server.url
+
+
+@pytest.fixture
+def page():
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        yield context.new_page()
+        context.close()
+
+
+def settings_of(url: str) -> dict:
+    return {k: json.loads(v[0]) for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(url).query).items()}
+
+
+def tokens(page) -> int:
+    caption = page.locator(SIDEBAR).get_by_text(" tokens · ").first.inner_text()
+    return int(caption.split(" tokens")[0].replace(",", ""))
+
+
+def click_row(page, i: int) -> None:
+    """Tick row i of the Corpus table and wait for the Dense attention page it opens."""
+    grid = page.locator(f'{MAIN} [data-testid="stDataFrame"]')
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + MARKER_PX, box["y"] + HEADER_PX + ROW_PX * i + ROW_PX / 2)
+    wait_running(page)
+    wait_idle(page, 300_000)
+    page.get_by_role("heading", name="Dense attention").wait_for()
+
+
+def test_a_row_opens_at_the_length_it_measured_whole_after_another_documents_zoom(page, base_url, tmp_path):
+    sweep = corpus.read(corpus.EXAMPLE)
+    dense = sweep[(sweep.model == "minilm") & (sweep.mechanism == "dense") & (sweep.layer == 0) & (sweep["head"] == 0)]
+    story = dense[(dense.source == f"sample:{SHORT_SAMPLE}") & (dense.tokens == 2048)]  # a bundled sample
+    (tmp_path / "incident.txt").write_text(load_sample(LONGER), encoding="utf-8")  # a user's file
+    report = dense[(dense.document == LONGER) & (dense.tokens == 1024)].assign(
+        document="incident.txt", source=str(tmp_path / "incident.txt"))
+    pq.write_table(pa.Table.from_pandas(pd.concat([story, report]), schema=corpus.SCHEMA, preserve_index=False),
+                   tmp_path / "sweep.parquet")
+    lm = load_model("minilm")
+    specials = len(lm.prefix) + len(lm.suffix)  # the Doc's [CLS] and [SEP] around the text's tokens
+    whole_story, whole_report = (len(tokenize(load_sample(t), lm)[0]) for t in (SHORT_SAMPLE, LONGER))
+    assert len(tokenize(first_tokens(load_sample(LONGER), lm, 1024), lm)[0]) == 1024
+
+    page.goto(f"{base_url}/corpus?" + urllib.parse.urlencode(
+        {"run": "false", "corpus_source": '"path"', "corpus_path": json.dumps(str(tmp_path / "sweep.parquet"))}))
+    wait_idle(page)
+    click_row(page, 0)
+    assert tokens(page) == 2048 + specials
+    note = page.locator(MAIN).get_by_text("Opened from the Corpus table")
+    assert f"its first 2,048 of {whole_story:,} tokens" in note.inner_text()
+    drag_a_box(page, whole=2048 + specials)  # the story's zoom and query, which the next row must not keep
+    dragged = settings_of(page.url)
+    assert dragged["zoom_q"] != [0, 2048 + specials]
+
+    nav_to(page, "Corpus")
+    click_row(page, 1)
+    n = tokens(page)
+    assert n == 1024 + specials  # the first 1,024 tokens, as measured, not the file's 5,714
+    now = settings_of(page.url)  # the address bar is written before the script goes idle
+    assert now.get("zoom_q", [0, n]) == [0, n] and now.get("zoom_k", [0, n]) == [0, n]
+    assert now.get("query") != dragged["query"]
+    note = page.locator(MAIN).get_by_text("Opened from the Corpus table")
+    assert "“incident.txt”, its first 1,024 of " f"{whole_report:,} tokens" in note.inner_text()
+    assert page.locator(MAIN).get_by_text("lies beyond").count() == 0

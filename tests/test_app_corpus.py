@@ -75,7 +75,7 @@ def test_the_example_draws_sinks_fidelity_entropy_and_every_row(app, example):
     assert len(rows) == len(fine) and set(rows.model) == set(fine.model)
     assert set(rows.model_shown) == {short_name(m) for m in fine.model}  # the table says "MiniLM 22M...", not minilm
     labels = json.loads(at.dataframe[0].proto.columns)
-    assert labels["output_rel_error"]["label"] == "Output error (relative)"
+    assert labels["output_rel_error"]["label"] == "Output error"  # a short header; its meaning on hover
 
 
 def test_the_model_filter_narrows_every_section(app, example):

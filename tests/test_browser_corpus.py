@@ -1,6 +1,7 @@
-"""The Corpus page's rows opened in a real browser (issue 25, item 8): a row opens the text at the
-length the sweep measured, whole, and says which length is shown, even after another document's
-zoom. The table is a canvas: its rows are clicked by position (the row-selection column at its left)."""
+"""The Corpus page in a real browser at 1600 x 1000 (issue 25): a row opens the text at the length the
+sweep measured, whole, and says which length is shown, even after another document's zoom (item 8);
+the sinks grid's title clear of the chart toolbar, the table without a sideways scroll (item 11).
+The table is a canvas: its rows are clicked by position (the row-selection column at its left)."""
 import json
 import urllib.parse
 
@@ -8,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from browser import MAIN, SIDEBAR, chromium, drag_a_box, nav_to, streamlit_server, wait_idle, wait_running
+from browser import (MAIN, SIDEBAR, chromium, drag_a_box, nav_to, streamlit_server, wait_heatmaps, wait_idle,
+                     wait_running)
 from conftest import SHORT_SAMPLE
 
 from explorer.analysis import corpus
@@ -88,3 +90,25 @@ def test_a_row_opens_at_the_length_it_measured_whole_after_another_documents_zoo
     note = page.locator(MAIN).get_by_text("Opened from the Corpus table")
     assert "“incident.txt”, its first 1,024 of " f"{whole_report:,} tokens" in note.inner_text()
     assert page.locator(MAIN).get_by_text("lies beyond").count() == 0
+
+
+def apart(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes do not overlap."""
+    return (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+            or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def test_the_sinks_title_clears_the_toolbar_and_the_table_fits(page, base_url):
+    page.goto(f"{base_url}/corpus?run=false")
+    wait_idle(page)
+    wait_heatmaps(page)
+    grid = page.locator(f"{MAIN} .js-plotly-plot").filter(has=page.locator("g.hm")).first  # SmolLM2's sink grid
+    grid.scroll_into_view_if_needed()
+    grid.hover()  # the toolbar shows on hover
+    toolbar = grid.locator(".modebar")
+    toolbar.wait_for(state="visible")
+    assert apart(grid.locator(".gtitle").bounding_box(), toolbar.bounding_box())
+    table = page.locator(f'{MAIN} [data-testid="stDataFrame"] .dvn-scroller')  # what scrolls the canvas
+    table.scroll_into_view_if_needed()
+    wide, shown = table.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert wide <= shown, f"the table is {wide} px wide in {shown} px"

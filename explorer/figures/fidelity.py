@@ -27,7 +27,7 @@ def binned(values, points: int = POINTS) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def along_text(fids: dict[str, Fidelity], tokens: list[str], title: str = "Fidelity along the text",
-               points: int = POINTS, panel_height: int = 130) -> go.Figure:
+               points: int = POINTS, panel_height: int = 150) -> go.Figure:
     """Each MEASURES entry in a panel of its own (x shared), a line per mechanism (fids: name ->
     its Fidelity of one head) at the mean of each run of neighbouring queries, a faint band from
     their 10th to 90th percentile (none where a run is one query)."""

@@ -9,8 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from browser import (MAIN, SIDEBAR, chromium, drag_a_box, nav_to, streamlit_server, wait_heatmaps, wait_idle,
+from browser import (MAIN, WIDE, drag_a_box, nav_to, new_page, settings_of, wait_heatmaps, wait_idle,
                      wait_running)
+from browser import sidebar_tokens as tokens
 from conftest import SHORT_SAMPLE
 
 from explorer.analysis import corpus
@@ -21,27 +22,10 @@ LONGER = "Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station"
 ROW_PX, HEADER_PX, MARKER_PX = 35, 35, 15  # Streamlit's dataframe: row and header height, the tick column's middle
 
 
-@pytest.fixture(scope="module")
-def base_url():
-    with streamlit_server() as server:
-        yield server.url
-
-
 @pytest.fixture
 def page():
-    with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1600, "height": 1000})
-        yield context.new_page()
-        context.close()
-
-
-def settings_of(url: str) -> dict:
-    return {k: json.loads(v[0]) for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(url).query).items()}
-
-
-def tokens(page) -> int:
-    caption = page.locator(SIDEBAR).get_by_text(" tokens · ").first.inner_text()
-    return int(caption.split(" tokens")[0].replace(",", ""))
+    with new_page(WIDE) as p:
+        yield p
 
 
 def click_row(page, i: int) -> None:

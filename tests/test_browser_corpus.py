@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from browser import (MAIN, WIDE, drag_a_box, nav_to, new_page, settings_of, wait_heatmaps, wait_idle,
-                     wait_running)
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from browser import MAIN, WIDE, drag_a_box, nav_to, new_page, settings_of, wait_heatmaps, wait_idle
 from browser import sidebar_tokens as tokens
 from conftest import SHORT_SAMPLE
 
@@ -34,9 +34,20 @@ def click_row(page, i: int) -> None:
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
     page.mouse.click(box["x"] + MARKER_PX, box["y"] + HEADER_PX + ROW_PX * i + ROW_PX / 2)
-    wait_running(page)
+    page.get_by_role("heading", name="Dense attention", exact=True).wait_for(timeout=300_000)  # the row opened
     wait_idle(page, 300_000)
-    page.get_by_role("heading", name="Dense attention").wait_for()
+
+
+def url_settled(page, key: str, expected, timeout: float = 10_000) -> dict:
+    """The page's settings once `key` reads `expected` (or is absent) in the address bar, which the
+    browser writes a moment after the run; as they are at `timeout`, to be asserted, when it never does."""
+    try:
+        page.wait_for_function("([k, v]) => { const got = new URLSearchParams(location.search).get(k);"
+                               " return got === null || JSON.stringify(JSON.parse(got)) === v; }",
+                               arg=[key, json.dumps(expected, separators=(",", ":"))], timeout=timeout)
+    except PlaywrightTimeout:
+        pass
+    return settings_of(page.url)
 
 
 def test_a_row_opens_at_the_length_it_measured_whole_after_another_documents_zoom(page, base_url, tmp_path):
@@ -68,7 +79,7 @@ def test_a_row_opens_at_the_length_it_measured_whole_after_another_documents_zoo
     click_row(page, 1)
     n = tokens(page)
     assert n == 1024 + specials  # the first 1,024 tokens, as measured, not the file's 5,714
-    now = settings_of(page.url)  # the address bar is written before the script goes idle
+    now = url_settled(page, "zoom_q", [0, n])
     assert now.get("zoom_q", [0, n]) == [0, n] and now.get("zoom_k", [0, n]) == [0, n]
     assert now.get("query") != dragged["query"]
     note = page.locator(MAIN).get_by_text("Opened from the Corpus table")

@@ -6,6 +6,7 @@ internet); override it with the CHROMIUM environment variable.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,29 @@ def chromium():
 
 
 VIEWPORT = {"width": 1400, "height": 900}
+WIDE = {"width": 1600, "height": 1000}  # the size screenshots are looked at in
+
+
+@contextlib.contextmanager
+def new_page(viewport: dict = VIEWPORT):
+    """A page in a fresh, cookie-less context of a headless Chromium."""
+    with chromium() as browser:
+        context = browser.new_context(viewport=viewport)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def settings_of(url: str) -> dict:
+    """The settings a page's address carries, as JSON values."""
+    return {k: json.loads(v[0]) for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(url).query).items()}
+
+
+def sidebar_tokens(page) -> int:
+    """The tokens of the encoded text, as the sidebar's caption ("2,709 tokens · 12 heads · ...") says."""
+    caption = page.locator(SIDEBAR).get_by_text(" tokens · ").first.inner_text()
+    return int(caption.split(" tokens")[0].replace(",", ""))
 
 
 _IDLE_JS = """([app, widget, settle]) => {

@@ -34,6 +34,15 @@ def app():
 FAMILIES = ("bert", "gpt2", "llama", "qwen2")  # the small models `checkpoints` builds; decoders after bert
 
 
+@pytest.fixture(scope="module")
+def base_url():
+    """The URL of a `streamlit run app.py` server (tests/browser.py) that one browser test module shares."""
+    from browser import streamlit_server
+
+    with streamlit_server() as server:
+        yield server.url
+
+
 def _small_configs() -> dict:
     """family -> (config, name of the module after attention): two layers, four heads, GQA in the
     rotary ones, 256 positions."""

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.analysis import corpus
 from explorer.core.bundled import short_name
+from explorer.core.encoding import first_tokens, tokenize
 from explorer.core.samples import load_sample
 from ui import corpus as panel
 from ui.texts import content_key
@@ -74,7 +75,7 @@ def test_the_example_draws_sinks_fidelity_entropy_and_every_row(app, example):
     assert len(rows) == len(fine) and set(rows.model) == set(fine.model)
     assert set(rows.model_shown) == {short_name(m) for m in fine.model}  # the table says "MiniLM 22M...", not minilm
     labels = json.loads(at.dataframe[0].proto.columns)
-    assert labels["output_rel_error"]["label"] == "Output error (relative)"
+    assert labels["output_rel_error"]["label"] == "Output error"  # a short header; its meaning on hover
 
 
 def test_the_model_filter_narrows_every_section(app, example):
@@ -189,14 +190,18 @@ def pick_row(at, document: str, model: str, layer: int, head: int):
     return at.run()
 
 
-def test_a_click_on_a_row_opens_its_document_layer_and_head(app, example):
+def test_a_click_on_a_row_opens_its_document_layer_and_head_at_the_length_measured(app, example):
     document = example[example.source == f"sample:{SHORT_SAMPLE}"].document.iloc[0]
     at = pick_row(opened(app), document, "minilm", 3, 7)
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Dense attention"
     enc = at.session_state["encoded"]
-    assert (enc.model, enc.layer, enc.text_key) == ("minilm", 3, content_key(load_sample(SHORT_SAMPLE)))
-    assert at.session_state["head"] == 7 and at.session_state["sample"] == SHORT_SAMPLE
+    row = example[(example.source == f"sample:{SHORT_SAMPLE}") & (example.model == "minilm")].iloc[0]
+    assert row.tokens == 512 < row.text_tokens  # the first row of the sample: its first 512 tokens
+    measured = first_tokens(load_sample(SHORT_SAMPLE), "minilm", 512)  # what the sweep encoded
+    assert (enc.model, enc.layer, enc.text_key) == ("minilm", 3, content_key(measured))
+    assert at.session_state["head"] == 7
+    assert f"its first 512 of {row.text_tokens:,} tokens, as the sweep measured it" in said(at.info)
 
 
 @pytest.mark.parametrize("kind", ["txt", "jsonl"])
@@ -219,4 +224,6 @@ def test_a_row_of_a_file_opens_when_this_server_can_read_it(app, example, tmp_pa
     assert not at.exception and at.title[0].value == "Dense attention"
     enc = at.session_state["encoded"]
     assert (enc.layer, enc.text_key, at.session_state["head"]) == (1, content_key(KEEPER), 2)
+    count = len(tokenize(KEEPER, "minilm")[0])  # the rows are the sample's: the file holds fewer tokens
+    assert f"all {count:,} of its tokens" in said(at.info) and "The sweep counted 2,707 tokens" in said(at.info)
     assert (tmp_path / "store" / f"{content_key(KEEPER)}.txt").exists()

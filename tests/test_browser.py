@@ -17,7 +17,6 @@ from browser import (
     chromium,
     drag_a_box,
     run_default_sample,
-    streamlit_server,
     visit,
     wait_charts,
     wait_heatmaps,
@@ -25,12 +24,6 @@ from browser import (
 )
 
 NAV = f'{SIDEBAR} [data-testid="stSidebarNav"]'
-
-
-@pytest.fixture(scope="module")
-def base_url():
-    with streamlit_server() as server:
-        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -7,38 +7,22 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from browser import (MAIN, SIDEBAR, VIEWPORT, chromium, drag_a_box, streamlit_server, wait_heatmaps, wait_idle,
+from browser import (MAIN, SIDEBAR, drag_a_box, new_page, settings_of, wait_heatmaps, wait_idle,
                      wait_running)
+from browser import sidebar_tokens as tokens
 
 SHORT = {"source": '"Sample"', "sample": '"The Notched Key"'}
 LONGER = "Incident Report: Telemetry Loss at Kaldvik Fjord Marine Station"
 
 
-@pytest.fixture(scope="module")
-def base_url():
-    with streamlit_server() as server:
-        yield server.url
-
-
 @pytest.fixture
 def page():
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        yield context.new_page()
-        context.close()
+    with new_page() as p:
+        yield p
 
 
 def link(base_url: str, url_path: str, **settings) -> str:
     return f"{base_url}/{url_path}?" + urllib.parse.urlencode(settings)
-
-
-def settings_of(url: str) -> dict:
-    return {k: json.loads(v[0]) for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(url).query).items()}
-
-
-def tokens(page) -> int:
-    caption = page.locator(SIDEBAR).get_by_text(" tokens · ").first.inner_text()
-    return int(caption.split(" tokens")[0].replace(",", ""))
 
 
 def press_run(page) -> None:

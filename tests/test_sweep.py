@@ -3,6 +3,8 @@ plain loop write the same table, of the documented columns and types; its dense 
 statistics pass and the sink measure of the same Doc; a resumed sweep measures nothing twice;
 a broken input is one error row; bad flags are refused with a clear message."""
 import json
+import re
+import traceback
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -75,6 +77,20 @@ def test_the_parquet_files_hold_the_documented_columns_and_types(engine, ray_ins
         sweep([corpus / "first.txt"], out, engine="ray", **OPTIONS)
     written = ds.dataset(str(out), format="parquet").schema  # as the files have it, nothing imposed
     assert [(f.name, f.type) for f in written] == [(f.name, f.type) for f in SCHEMA]
+
+
+def test_a_ray_sweep_prints_its_own_lines_only_and_still_fails_loudly(ray_instance, corpus, tmp_path, capfd):
+    """Ray's own lines (core_worker.cc's spurious "max_restarts > 0" error, Ray Data's execution
+    notes) stay off the terminal unless asked for; a worker that cannot load its model still fails
+    the sweep, with the model's error."""
+    capfd.readouterr()
+    sweep([corpus / "first.txt"], tmp_path / "quiet", engine="ray", **OPTIONS)
+    err = capfd.readouterr().err.splitlines()
+    assert err and all(re.fullmatch(r"1/1 documents x models done, [\d.]+ per minute", line) for line in err), err
+    with pytest.raises(Exception) as failed:  # Ray's error, raised from the worker's
+        sweep([corpus / "first.txt"], tmp_path / "failed", engine="ray",
+              **{**OPTIONS, "models": [str(tmp_path / "no-model")]})
+    assert "could not load model" in "".join(traceback.format_exception(failed.value))
 
 
 def test_one_row_per_document_model_layer_head_and_mechanism(local_table):

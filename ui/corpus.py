@@ -12,15 +12,15 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis import corpus
-from explorer.analysis.corpus import LABELS
 from explorer.analysis.sinks import THRESHOLD
 from explorer.core.bundled import short_name
 from explorer.figures import corpus as figs
 from explorer.sweep.inputs import read_inputs
-from ui import charts, hosting, messages, settings, share
+from ui import charts, compute, document, hosting, inspector, maps, messages, settings, share
 from ui.cache import computation
 from ui.messages import plain
 from ui.settings import Setting
+from ui.state import Encoding
 from ui.texts import TextStore
 
 SOURCES = {"example": "the bundled example", "path": "a path on this server", "upload": "uploaded files"}
@@ -31,8 +31,38 @@ MECHANISM = Setting("corpus_mechanism", "", max_chars=200)  # a mechanism as sho
 LAYER = Setting("corpus_layer", -1, lo=-1, hi=1023)  # -1 for every layer
 SETTINGS = (SOURCE, PATH, MODEL, MECHANISM, LAYER)
 EXPLORER = "views/overview.py"  # where a row opens
-TABLE = ("document", "model_shown", "layer", "head", "shown", "tokens", "output_rel_error", "total_variation",
-         "topk_recall", "normalised_entropy", "first_token_mass", "sink", "seconds")
+FRESH = (maps.ZOOM_Q, maps.ZOOM_K, maps.QUERY, inspector.SELECTION)  # what it opens at: whole, the text's own query
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the table as drawn: its header, width in pixels, number format, and what a short
+    header stands for (shown on hovering it)."""
+
+    label: str
+    width: int
+    format: str | None = None
+    help: str | None = None
+
+
+# The table's columns in order: 1,075 px, with the row ticks and the scroll bar within the 1,140 px
+# the main area holds at 1,600 px with the sidebar open, so no row needs a sideways scroll. "These rows (CSV)" keeps
+# every column, those not drawn (HIDDEN) included.
+TABLE = {
+    "document": Column("Document", 150),
+    "model_shown": Column("Model", 155),
+    "layer": Column("Layer", 50, "%d"),
+    "head": Column("Head", 50, "%d"),
+    "shown": Column("Mechanism", 190),
+    "tokens": Column("Tokens", 60, "localized", "tokens measured: the text's first tokens, as many as this"),
+    "output_rel_error": Column("Output error", 90, "%.3g", "the output's error relative to dense attention's"),
+    "total_variation": Column("Total variation", 100, "%.3f"),
+    "topk_recall": Column("Top-k recall", 85, "%.3f"),
+    "normalised_entropy": Column("Entropy", 65, "%.3f", "normalised entropy: 0 when a query attends to one key, "
+                                 "1 when uniformly"),
+    "first_token_mass": Column("First token", 80, "%.3f", f"first-token score (a sink above {THRESHOLD:g})"),
+}
+HIDDEN = ("sink", "seconds", "model", "source", "text_tokens")  # in the CSV; model, source, length: what a row opens
 
 
 @dataclass(frozen=True)
@@ -179,7 +209,7 @@ def every_row(rows: pd.DataFrame) -> None:
     shown = table(named, mechanism, layer)
     # keyed by the filters: other rows start with no row clicked (a click kept would open another row)
     event = st.dataframe(shown, key=f"corpus_rows_{settings.value(MODEL)}_{mechanism}_{layer}", on_select="rerun",
-                         selection_mode="single-row", hide_index=True, column_order=TABLE,
+                         selection_mode="single-row", hide_index=True, column_order=tuple(TABLE),
                          column_config=column_config())
     st.download_button("These rows (CSV)", lambda: shown.to_csv(index=False), "corpus-rows.csv", "text/csv",
                        on_click="ignore")
@@ -196,25 +226,19 @@ def failures(failed: pd.DataFrame) -> None:
 
 
 def table(rows: pd.DataFrame, mechanism: str, layer: int) -> pd.DataFrame:
-    """The rows (corpus.named, of the chosen models) of the filters, in TABLE's columns plus the
-    model and source a row opens."""
+    """The rows (corpus.named, of the chosen models) of the filters, in TABLE's columns and HIDDEN's."""
     if mechanism:
         rows = rows[rows.shown == mechanism]
     if layer >= 0:
         rows = rows[rows.layer == layer]
     rows = rows.assign(model_shown=rows.model.map(short_name))  # "MiniLM 22M, 512 tokens", not its key
-    return rows[[*TABLE, "model", "source"]].reset_index(drop=True)
-
-
-FORMATS = {"output_rel_error": "%.3g", "total_variation": "%.3f", "topk_recall": "%.3f", "normalised_entropy": "%.3f",
-           "first_token_mass": "%.3f", "seconds": "%.3f", "tokens": "%d"}
+    return rows[[*TABLE, *HIDDEN]].reset_index(drop=True)
 
 
 def column_config() -> dict:
-    """Each TABLE column under the label a reader sees, numbers to a readable precision."""
-    labels = {**LABELS, "shown": LABELS["mechanism"], "model_shown": LABELS["model"]}
-    return {col: st.column_config.NumberColumn(labels[col], format=FORMATS[col]) if col in FORMATS
-            else st.column_config.Column(labels[col]) for col in TABLE}
+    """Each drawn column under its header and width, numbers to a readable precision."""
+    return {col: st.column_config.NumberColumn(c.label, width=c.width, format=c.format, help=c.help) if c.format
+            else st.column_config.Column(c.label, width=c.width, help=c.help) for col, c in TABLE.items()}
 
 
 def file_text(source: str) -> str | None:
@@ -232,18 +256,45 @@ def file_text(source: str) -> str | None:
 
 def open_row(row: pd.Series) -> None:
     """Open a row's document, model, layer and head on the Dense attention page, encoded as a link
-    with run=true opens a view; say so plainly when its text cannot be had here."""
-    values = {"model": row.model, "layer": int(row.layer), "head": int(row["head"]), "auto_head": False, "run": True}
+    with run=true opens a view: the text as the row measured it (its first tokens when the sweep cut
+    it), whole (no zoom or query carried over from the previous text), with a note above the page
+    saying which length is shown; say so plainly when its text cannot be had here."""
     title = corpus.sample_title(row.source)
-    if title is not None:
+    text = compute.sample(title) if title is not None else file_text(row.source)
+    if text is None:
+        st.warning(f"The text of “{plain(row.document)}” is not available here: "
+                   + ("a hosted demo opens only the bundled samples." if hosting.hosted()
+                      else f"this server cannot read {plain(row.source)}."))
+        return
+    try:
+        hosting.check_model(row.model)  # before its tokenizer is loaded to count and cut the text
+        enc = Encoding.of_text(text, row.model, int(row.layer), 0)
+        count = compute.token_count(enc)
+        cut = int(row.tokens) < count
+        if cut:
+            enc = compute.first_tokens(enc, int(row.tokens))
+    except ValueError as err:
+        messages.error(err)
+        return
+    values = {"model": row.model, "layer": int(row.layer), "head": int(row["head"]), "auto_head": False, "run": True,
+              **{s.key: s.default for s in FRESH}}
+    if title is not None and not cut:
         values.update(source="Sample", sample=title)
     else:
-        text = file_text(row.source)
-        if text is None:
-            st.warning(f"The text of “{plain(row.document)}” is not available here: "
-                       + ("a hosted demo opens only the bundled samples." if hosting.hosted()
-                          else f"this server cannot read {plain(row.source)}."))
-            return
-        values["text"] = TextStore.from_env().put(text)
+        values["text"] = TextStore.from_env().put(enc.text, enc.text_key)
+    document.note_origin(enc, measured_note(row, count))
     share.load(values)
     st.switch_page(EXPLORER)
+
+
+def measured_note(row: pd.Series, count: int) -> str:
+    """Which part of a row's document is shown (count: the tokens it holds), in a sentence."""
+    name, tokens = f"“{plain(row.document)}”", int(row.tokens)
+    if tokens >= count:
+        said = f"Opened from the Corpus table: {name}, all {count:,} of its tokens, as the sweep measured it."
+    else:
+        said = (f"Opened from the Corpus table: {name}, its first {tokens:,} of {count:,} tokens, as the sweep "
+                "measured it (the sidebar holds that part as a pasted text).")
+    if count != int(row.text_tokens):  # a file written again since the sweep read it
+        said += f" The sweep counted {int(row.text_tokens):,} tokens in this document; it holds {count:,} now."
+    return said

@@ -10,6 +10,7 @@ from ui.state import Encoding, Run
 
 ENCODED = "encoded"  # session key: the Encoding of the last successful encoding (ui.state)
 NOT_ENCODED = "_not_encoded"  # session key: why the last Run did not replace it, until one does
+ORIGIN = "_origin"  # session key: (text key, model, sentence): where the text about to be shown came from
 
 
 def encoding() -> Encoding | None:
@@ -36,7 +37,24 @@ def require() -> Run:
     why = st.session_state.get(NOT_ENCODED)
     if why:
         st.warning(f"Still showing the previous text ({run.doc.n:,} tokens, “{plain(opening(run.doc))}”): {why}.")
+    _say_origin(run.encoding)
     return run
+
+
+def note_origin(enc: Encoding, said: str) -> None:
+    """Say `said` (markdown, escaped by the caller) above every page while enc's text and model are shown."""
+    st.session_state[ORIGIN] = (enc.text_key, enc.model, said)
+
+
+def _say_origin(enc: Encoding) -> None:
+    """The note of note_origin while its text is shown; forgotten once another text or model is."""
+    origin = st.session_state.get(ORIGIN)
+    if origin is None:
+        return
+    if origin[:2] == (enc.text_key, enc.model):
+        st.info(origin[2])
+    else:
+        del st.session_state[ORIGIN]
 
 
 def opening(doc: Doc, words: int = 8) -> str:

@@ -1,10 +1,10 @@
-"""How close a mechanism comes to dense attention: the summary table and the metrics along the text."""
+"""How close a mechanism comes to dense attention: the summary table and the measures along the text."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from explorer.figures import common
+from explorer.figures import fidelity as figs
 from ui import charts, compute, downloads
 from ui.state import Run
 
@@ -26,8 +26,14 @@ def panel(run: Run) -> None:
     st.caption("Per query: relative error of the output, total-variation distance between the two attention rows, "
                "share of dense's top-8 keys the mechanism also ranks top-8, and the share of dense mass on keys the "
                f"mechanism can reach at all{sampled}. Worst tenth: the 90th percentile of errors, the 10th of recalls.")
+    along({run.mech: fid}, run.doc, key="fidelity_along")
     series = {"total variation": fid.tv[0], "top-8 recall": fid.recall[0], "reachable mass": fid.reach_mass[0]}
-    charts.show(st, common.along_text(series, run.doc.pieces, title="Fidelity along the text",
-                                      positions=fid.rows.tolist()), key="fidelity_along")
     st.download_button("Fidelity per query (CSV)", downloads.series_csv(series, fid.rows.tolist()),
                        "fidelity-rows.csv", "text/csv", key="fidelity_csv")
+
+
+def along(fids: dict, doc, key: str) -> None:
+    """Fidelity along the text of one mechanism or several (name -> its Fidelity), one panel per measure."""
+    charts.show(st, figs.along_text(fids, doc.pieces), key=key)
+    st.caption("Each line is the mean over runs of neighbouring measured queries, its faint band their 10th to 90th "
+               "percentile (hover a line for its tokens); the CSV holds every query's own values.")

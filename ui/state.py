@@ -13,6 +13,7 @@ owns it. Besides them st.session_state holds:
   _first_visit, _reopened    a first visit's own run; the shared text already reopened (ui.sidebar)
   _pick, _trim_to      a layer and head chosen on the last run; a hosted demo's "first tokens" choice
   _not_encoded         why the last Run left the previous text in place (ui.document says so on pages)
+  _origin              where the shown text came from (a Corpus row, the part of it measured), said on pages
   model_other          the model name being typed below the picker (it becomes the model when entered)
   find, _searched       the inspector's search text; the search whose first match it followed
   _followed_<chart>    the point of an along-the-text chart in a fragment already followed (ui.inspector)

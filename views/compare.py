@@ -1,12 +1,12 @@
 """Any set of mechanisms beside dense: shared colour scales, one zoom, one query cursor,
-a fidelity table and a mechanism x head overview."""
+a fidelity table with its measures along the text, and a mechanism x head overview."""
 import plotly.express as px
 import streamlit as st
 
 from explorer.analysis.compare import COLUMNS, fidelity_table, heads_overview, table_row
 from explorer.figures import common
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, document, downloads, forms, inspector, maps, settings
+from ui import charts, compute, document, downloads, fidelity, forms, inspector, maps, settings
 from ui import remedies as remedy_ui
 from ui.cache import computation, report
 
@@ -66,6 +66,7 @@ if picked:
     st.caption("Means over queries (a sample of up to 2,048 on long texts). FLOPs and bytes are the mechanism's own "
                "estimate divided by dense attention's at this length; seconds are measured. Click a column to sort.")
     st.download_button("Table (CSV)", table.to_csv(), "fidelity.csv", "text/csv")
+    fidelity.along({k: compute.fidelity_of(r) for k, r in runs.items()}, doc, key="compare_fidelity_along")
 
     charts.section("Every head of the layer")
     metric = st.selectbox("Metric", METRIC.choices, format_func=COLUMNS.get, key=METRIC.key)

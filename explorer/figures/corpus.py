@@ -45,8 +45,11 @@ def sink_share_map(grid: SinkGrid) -> go.Figure:
         hovertemplate="layer %{y}, head %{x}<br>a sink in %{customdata[0]} of %{customdata[1]} documents "
                       "(%{z:.0f} %)<extra></extra>", xgap=1, ygap=1))
     overall = np.nanmean(grid.share) if grid.documents.any() else 0.0
-    fig.update_layout(title=f"{_plain(short_name(grid.model))}: {overall:.0%} of heads × documents have a sink",
-                      height=110 + CELL * len(grid.layers), margin={"l": 60, "r": 10, "t": 50, "b": 50})
+    # the title sits on the grid, below the band the chart's toolbar takes on hover (a column's width
+    # is too narrow for both on one line)
+    title = {"text": f"{_plain(short_name(grid.model))}: {overall:.0%} of heads × documents have a sink",
+             "yref": "paper", "y": 1, "yanchor": "bottom", "pad": {"b": 8}}
+    fig.update_layout(title=title, height=140 + CELL * len(grid.layers), margin={"l": 60, "r": 10, "t": 80, "b": 50})
     fig.update_xaxes(title_text="head", tickmode="array", tickvals=grid.heads, constrain="domain")
     fig.update_yaxes(title_text="layer", autorange="reversed", tickmode="array",
                      tickvals=grid.layers[:: max(1, len(grid.layers) // 15)])

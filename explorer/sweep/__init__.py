@@ -68,7 +68,7 @@ def settings_of(layers=None, heads=None, mechanisms=(), max_tokens=None, rows=51
 
 
 def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None, mechanisms=(), max_tokens=None,
-          rows=512, engine="ray", address=None, workers=1, gpus_per_worker=1.0, stream=None) -> Report:
+          rows=512, engine="ray", address=None, workers=1, gpus_per_worker=1.0, stream=None, verbose=False) -> Report:
     """Measure every (document, model) the directory `out` does not hold yet, writing its rows there.
 
     inputs: files, folders, .jsonl files (see explorer.sweep.inputs), or Documents; default the
@@ -76,7 +76,7 @@ def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None,
     N tokens) and once whole when shorter than a cap; None: whole texts. engine "ray": a pool of
     `workers` actors on the Ray instance at `address` (or RAY_ADDRESS; none: a local one), each
     with `gpus_per_worker` GPUs where GPUs exist; "local": a plain loop here. Progress goes to
-    `stream` (default sys.stderr).
+    `stream` (default sys.stderr); Ray's own log lines only when verbose (engines.connect).
     """
     settings = settings_of(layers, heads, mechanisms, max_tokens, rows)
     if engine not in ENGINES:
@@ -95,7 +95,7 @@ def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None,
     start = time.perf_counter()
     progress = Progress(len(tasks), stream or sys.stderr)
     if tasks and engine == "ray":
-        run_ray(tasks, out, settings, progress, workers, gpus_per_worker, address)
+        run_ray(tasks, out, settings, progress, workers, gpus_per_worker, address, verbose)
     elif tasks:
         run_local(tasks, out, settings, progress)
     return Report(progress.done, len(docs) * len(models) - len(tasks), time.perf_counter() - start)

@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a Ray cluster to join (default: RAY_ADDRESS; none: start a local Ray)")
     p.add_argument("--workers", type=int, default=1, help="Ray workers, each holding its own models")
     p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per Ray worker, where GPUs exist")
+    p.add_argument("--verbose", action="store_true", help="print Ray's own log lines and its workers' output too")
     return p
 
 
@@ -44,7 +45,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     try:
         report = sweep(args.inputs, args.out, args.models, args.layers, args.heads, args.mechanisms, args.max_tokens,
-                       args.rows, args.engine, args.address, args.workers, args.gpus_per_worker)
+                       args.rows, args.engine, args.address, args.workers, args.gpus_per_worker,
+                       verbose=args.verbose)
     except ValueError as err:
         p.error(str(err))
     table = read(args.out)

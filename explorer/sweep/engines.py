@@ -4,10 +4,12 @@ on the same tasks and write the same table; both tell a Progress about every tas
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -102,20 +104,27 @@ def _items(tasks: list[tuple[Document, str]]) -> list[dict]:
     return [{"name": d.name, "source": d.source, "text": d.text, "error": d.error, "model": m} for d, m in tasks]
 
 
-def connect(address: str | None = None):
+def connect(address: str | None = None, verbose: bool = False):
     """Ray, started here when no instance is running (a local one unless address names a cluster;
-    RAY_ADDRESS is read by Ray itself)."""
+    RAY_ADDRESS is read by Ray itself). Unless verbose, Ray's Python loggers ("ray", "ray.data")
+    print errors only: a sweep that succeeds has nothing of theirs to say, and a failure reaches
+    the caller as an exception either way. verbose: every line, the workers' output included."""
     import ray
+    import ray.data  # noqa: F401 - configures its logger on import, so its level is set after
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.DEBUG if verbose else logging.ERROR)  # DEBUG: Ray Data's own
     return ray
 
 
 def run_ray(tasks: list[tuple[Document, str]], out: Path, settings: Settings, progress: Progress,
-            workers: int, gpus_per_worker: float, address: str | None = None) -> None:
-    """Every task on a pool of `workers` Ray actors, the rows written by write_parquet into `out`."""
-    ray = connect(address)
+            workers: int, gpus_per_worker: float, address: str | None = None, verbose: bool = False) -> None:
+    """Every task on a pool of `workers` Ray actors, the rows written by write_parquet into `out`
+    (verbose: Ray's own log lines too, see connect)."""
+    ray = connect(address, verbose)
     resources = ray.cluster_resources()
     cpus = resources.get("CPU", 1.0)
     counter = ray.remote(TaskCount).options(num_cpus=0).remote()
@@ -129,12 +138,17 @@ def run_ray(tasks: list[tuple[Document, str]], out: Path, settings: Settings, pr
     shown = threading.Thread(target=_show, args=(ray, counter, progress, stop), daemon=True)
     shown.start()
     try:
-        ray.data.from_items(_items(tasks)).map_batches(
-            Measurer, fn_constructor_kwargs={"settings": settings, "progress": counter,
-                                             "threads": max(1, int(cpus // workers))},
-            batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=per_worker, **({"num_gpus": gpus} if gpus else {}),
-        ).write_parquet(str(out))
+        with warnings.catch_warnings():
+            # max_restarts=0: Ray Data's default (restart forever, retry forever) would loop on a document that
+            # kills its worker, and it logs a spurious core_worker.cc error on every sweep (ray-project/ray#57733);
+            # Ray 2.60 takes it only as a deprecated keyword, the one way to set it
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+            ray.data.from_items(_items(tasks)).map_batches(
+                Measurer, fn_constructor_kwargs={"settings": settings, "progress": counter,
+                                                 "threads": max(1, int(cpus // workers))},
+                batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+                num_cpus=per_worker, max_restarts=0, **({"num_gpus": gpus} if gpus else {}),
+            ).write_parquet(str(out))
     finally:
         stop.set()
         shown.join()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import charts, maps, messages, settings, share, sidebar
+from ui import charts, messages, settings, share, sidebar
 
 st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wide")
 sidebar.warm_first_visit()  # once per process: the default page every first visit shows, made for all

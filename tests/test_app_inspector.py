@@ -1,5 +1,7 @@
 """AppTest of the token inspector and of the messages a newcomer met: what the tables list is checked
 against the model's own attention rows and columns (explorer.model_attention), computed here."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,11 +114,13 @@ def test_a_text_the_vocabulary_lacks_is_said_to_be_unknown(app):
     assert "are unknown to the model's vocabulary ([UNK])" in said(at.sidebar.warning) + said(at.warning)
 
 
-def test_a_links_model_that_names_no_model_is_refused_as_it_is_read():
-    at = _opened({"model": '"../../etc"', "run": "false"})
-    assert not at.exception
-    assert "model: folder '../../etc' holds neither a config.json nor a .gguf file" in said(at.warning)
-    assert at.session_state["model"] == "minilm"
+def test_a_links_model_that_names_no_model_is_refused_as_it_is_read(tmp_path):
+    for name, says in ((str(tmp_path), "holds neither a config.json nor a .gguf file"),
+                       (str(tmp_path / "nothing" / "here"), "is neither a bundled model (minilm, smollm2)")):
+        at = _opened({"model": json.dumps(name), "run": "true"})
+        assert not at.exception
+        assert f"model: {'folder' if says.startswith('holds') else 'model'} '{name}' {says}" in said(at.warning)
+        assert at.session_state["model"] == "minilm"  # nothing is loaded for it
 
 
 @pytest.mark.parametrize("value", ['"5-2"', '"a,b"', '"0-20000"'])

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 import torch
-from browser import (HEATMAP, MAIN, SIDEBAR, VIEWPORT, assert_no_exception, chromium, nav_to, run_default_sample,
+from browser import (MAIN, SIDEBAR, VIEWPORT, assert_no_exception, chromium, run_default_sample,
                      streamlit_server, visit, wait_heatmaps, wait_idle, wait_running)
 
 import explorer

@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 import torch
-from browser import MAIN, RUN_TIMEOUT, VIEWPORT, assert_no_exception, chromium, streamlit_server, wait_idle, wait_running
+from browser import MAIN, RUN_TIMEOUT, assert_no_exception, new_page, streamlit_server, wait_idle, wait_running
 
 import explorer
 from explorer.analysis.sinks import sink_layer
@@ -26,20 +26,12 @@ def base_url():
         yield server.url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as running:
-        yield running
-
-
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport=VIEWPORT)
-    tab = context.new_page()
-    errors = []
-    tab.on("pageerror", lambda err: errors.append(str(err)))
-    yield tab
-    context.close()
+def page():
+    with new_page() as tab:
+        errors = []
+        tab.on("pageerror", lambda err: errors.append(str(err)))  # the shaded text's script among them
+        yield tab
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 
@@ -137,13 +129,11 @@ def test_a_token_clicked_or_a_stretch_selected_in_the_text(page, base_url):
 
 
 @pytest.fixture(scope="module")
-def smollm2(browser, base_url):
+def smollm2(base_url):
     """One tab on SmolLM2 opened by a link without a layer: the app picks one."""
-    context = browser.new_context(viewport=VIEWPORT)
-    tab = context.new_page()
-    opened(tab, base_url, 3 * RUN_TIMEOUT, **OPEN, model='"smollm2"')  # loads the model: 13 s on a quiet CPU
-    yield tab
-    context.close()
+    with new_page() as tab:
+        opened(tab, base_url, 3 * RUN_TIMEOUT, **OPEN, model='"smollm2"')  # loads the model: 13 s on a quiet CPU
+        yield tab
 
 
 def test_smollm2_opens_on_the_layer_where_its_sinks_form(smollm2):

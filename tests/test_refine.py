@@ -3,7 +3,6 @@ pass in order, and a stop keeps what it had until the rest is asked for."""
 import threading
 import time
 
-import pytest
 import torch
 
 import explorer

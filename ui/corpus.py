@@ -16,7 +16,7 @@ from explorer.analysis.sinks import THRESHOLD
 from explorer.core.bundled import short_name
 from explorer.figures import corpus as figs
 from explorer.sweep.inputs import read_inputs
-from ui import charts, compute, document, hosting, inspector, maps, messages, settings, share
+from ui import charts, compute, document, hosting, inspector, messages, settings, share
 from ui.cache import computation
 from ui.messages import plain
 from ui.settings import Setting
@@ -31,7 +31,6 @@ MECHANISM = Setting("corpus_mechanism", "", max_chars=200)  # a mechanism as sho
 LAYER = Setting("corpus_layer", -1, lo=-1, hi=1023)  # -1 for every layer
 SETTINGS = (SOURCE, PATH, MODEL, MECHANISM, LAYER)
 EXPLORER = "views/overview.py"  # where a row opens
-FRESH = (maps.ZOOM_Q, maps.ZOOM_K, maps.QUERY, inspector.SELECTION)  # what it opens at: whole, the text's own query
 
 
 @dataclass(frozen=True)
@@ -277,7 +276,7 @@ def open_row(row: pd.Series) -> None:
         messages.error(err)
         return
     values = {"model": row.model, "layer": int(row.layer), "head": int(row["head"]), "auto_head": False, "run": True,
-              **{s.key: s.default for s in FRESH}}
+              **{s.key: s.default for s in inspector.ON_TEXT}}  # whole, at the text's own query
     if title is not None and not cut:
         values.update(source="Sample", sample=title)
     else:

@@ -21,7 +21,7 @@ import torch
 
 from explorer.figures import common
 from ui import charts, compute, settings
-from ui.maps import QUERY
+from ui.maps import QUERY, ZOOM_K, ZOOM_Q
 from ui.messages import plain
 from ui.state import Run
 
@@ -65,6 +65,7 @@ FOLLOW = settings.Setting("follow", "row", choices=("row", "column"))
 FIND = settings.Setting("find", "", url=False, max_chars=200)
 settings.register(SELECTION, FOLLOW, FIND)
 FOLLOWING = {"row": "what it attends to", "column": "who attends to it"}
+ON_TEXT = (ZOOM_Q, ZOOM_K, QUERY, SELECTION)  # the view settings relative to one text: another text starts them over
 SEARCHED = "_searched"  # session key: the search whose first match was followed (a new one is followed anew)
 
 

@@ -127,7 +127,8 @@ def draw(doc, maps: dict, diverging: bool = False, groups: list | None = None, c
         fig = build(scale.values(getattr(m, scale.pool)[0], m.row_edges, doc.n), doc.pieces, m.row_edges,
                     m.col_edges, title=name, zmin=scale.zmin, zmax=scale.zmax, log=False, label=scale.label,
                     **({"diverging": True} if scale.signed else {}))
-        if decorate:
+        fig.update_traces(colorbar_title_side="right", colorbar_thickness=14, selector={"type": "heatmap"})
+        if decorate:  # (a colour bar's title turned on its side: side by side, maps keep their width)
             decorate(fig, name, m)
         if build is common.pooled_heatmap:
             fig.update_layout(dragmode="select")

@@ -166,7 +166,7 @@ def _view_follows(previous: Encoding | None, enc: Encoding, linked: bool) -> Non
     on another text or model, so a new text opens whole; unless a link named them for this one."""
     if linked or previous is None or previous.at(0) == enc.at(0):
         return
-    for s in (maps.ZOOM_Q, maps.ZOOM_K, maps.QUERY, inspector.SELECTION):
+    for s in inspector.ON_TEXT:
         st.session_state[s.key] = s.default
 
 

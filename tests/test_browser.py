@@ -149,6 +149,7 @@ def test_a_link_copied_from_compare_opens_the_same_view(browser, page, base_url)
                    **{"p.segmented.segment_length": "32"}, **SHORT))
     wait_idle(page)
     wait_heatmaps(page, 3)
+    page.wait_for_function("() => location.search.includes('compare_per_row')")  # written a moment after the run
     copied = page.url  # the app rewrites the address with every setting
     table = page.locator(f"{MAIN} [data-testid='stDataFrame']").first.inner_text()
     fresh = browser.new_context(viewport=VIEWPORT)  # a new profile: no session, no cookies

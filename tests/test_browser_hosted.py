@@ -78,7 +78,7 @@ def test_markup_in_a_link_is_shown_as_text(page, hosted):
         query = urllib.parse.urlencode({"model": f'"{hostile}"', "source": '"Sample"', "run": "true"})
         page.goto(f"{local.url}/?{query}")
         wait_idle(page)
-        alert = page.locator('[data-testid="stAlert"]').filter(has_text="could not load model")
+        alert = page.locator('[data-testid="stAlert"]').filter(has_text="is neither a bundled model")  # refused as read
         assert alert.count() == 1 and "click me" in alert.inner_text() and "<b>bold</b>" in alert.inner_text()
         assert alert.locator("a, img, b").count() == 0  # no link, image or bold made of the name
         assert page.locator('a[href^="https://evil"], a[href*="//www.evil"], img[src*="evil.example"]').count() == 0

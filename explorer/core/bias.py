@@ -1,0 +1,121 @@
+"""Position biases a layer adds to its scores inside the layer: ALiBi (Bloom, Falcon) and learned
+relative-position buckets (MPNet, T5's bucketing), as part of an AttentionRule.
+
+A bias is a function of (query index, key index) per head, evaluated for one block of rows
+and keys at a time (`add_to`), never as an n x n matrix. It is a frozen value (slopes, a
+table of numbers), so a rule stays comparable and hashable.
+
+ALiBi is added here in the form the model computes it: slope x position per key, rounded as
+the model rounds it, minus the same for the query (a constant per row, so the weights are the
+model's and a score at distance 0 is unbiased). Over a text longer than one pass, positions
+are the Doc's own, so a pair of tokens gets the bias of their distance in the text.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+
+def relative_bucket(relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32,
+                    max_distance: int = 128) -> torch.Tensor:
+    """T5's bucket of each relative position (key position - query position), as T5 and MPNet compute it.
+
+    Half of the buckets (per direction when bidirectional) hold one distance each; the rest
+    cover distances up to max_distance on a log scale, and everything farther shares the last
+    bucket. One-sided (bidirectional=False) folds keys after the query into bucket 0. The
+    float32 arithmetic is the models' own, so that boundaries land exactly where theirs do.
+    """
+    rel = torch.as_tensor(relative_position).long()
+    if bidirectional:
+        num_buckets //= 2
+        offset = (rel > 0).long() * num_buckets
+        dist = rel.abs()
+    else:
+        offset = torch.zeros_like(rel)
+        dist = (-rel).clamp_min(0)
+    exact = num_buckets // 2
+    ratio = dist.float().clamp_min(exact) / exact  # clamp only avoids log(0) in unused entries
+    spread = torch.log(ratio) / math.log(max_distance / exact) * (num_buckets - exact)
+    far = (exact + spread.long()).clamp_max(num_buckets - 1)
+    return offset + torch.where(dist < exact, dist, far)
+
+
+@dataclass(frozen=True)
+class ALiBi:
+    """Press et al. 2022: scale * slope_h * (key position - query position), one slope per head.
+
+    `precision`: the dtype the model rounds slope x position to before adding it (Falcon
+    builds its ALiBi in bfloat16; Bloom in float32), so the bias is the model's to the bit.
+    """
+
+    slopes: tuple[float, ...]
+    scale: float = 1.0  # Falcon divides the bias by sqrt(head_dim) with the scores; Bloom adds it as is
+    precision: str = "float32"
+
+    @property
+    def heads(self) -> int:
+        return len(self.slopes)
+
+    def of_heads(self, first: int, stop: int) -> ALiBi:
+        return replace(self, slopes=self.slopes[first:stop])
+
+    def position_term(self, positions: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """[heads, len(positions)]: slope x position as the model rounds it, before `scale`."""
+        slopes = torch.tensor(self.slopes, dtype=torch.float32, device=positions.device)
+        term = slopes[:, None] * positions.to(torch.float32)[None, :]
+        return term.to(getattr(torch, self.precision)).to(dtype)
+
+    def add_to(self, scores: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """scores [heads, len(rows), len(keys)] plus the bias, in place (two broadcast adds)."""
+        scores.add_(self.position_term(keys, scores.dtype)[:, None, :], alpha=self.scale)
+        return scores.sub_(self.position_term(rows, scores.dtype)[:, :, None], alpha=self.scale)
+
+    def describe(self) -> str:
+        low, high = min(self.slopes), max(self.slopes)
+        slopes = f"slope {high:.3g}" if low == high else f"slopes {high:.3g} to {low:.3g}"
+        return f"ALiBi position bias ({slopes} per token of distance)"
+
+
+@dataclass(frozen=True)
+class RelativeBuckets:
+    """A learned number per head for each bucket of key position - query position (T5, MPNet):
+    `table[h][bucket]`, buckets by `relative_bucket`."""
+
+    table: tuple[tuple[float, ...], ...]  # [heads][num_buckets]
+    max_distance: int = 128
+    bidirectional: bool = True
+    source: str = ""  # whose table, for words: "MPNet"
+
+    @property
+    def heads(self) -> int:
+        return len(self.table)
+
+    @property
+    def num_buckets(self) -> int:
+        return len(self.table[0])
+
+    def of_heads(self, first: int, stop: int) -> RelativeBuckets:
+        return replace(self, table=self.table[first:stop])
+
+    def values(self, distances: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """[heads, *distances.shape]: the bias at each key position - query position."""
+        table = torch.tensor(self.table, dtype=dtype, device=distances.device)
+        return table[:, relative_bucket(distances, self.bidirectional, self.num_buckets, self.max_distance)]
+
+    def add_to(self, scores: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """scores [heads, len(rows), len(keys)] plus the bias, in place: the buckets of the block's
+        distinct distances once, then one gather per (row, key)."""
+        low = int(keys.min()) - int(rows.max())
+        span = int(keys.max()) - int(rows.min()) - low + 1
+        by_distance = self.values(torch.arange(low, low + span, device=keys.device), scores.dtype)
+        return scores.add_(by_distance[:, keys[None, :] - rows[:, None] - low])
+
+    def describe(self) -> str:
+        whose = f"{self.source}'s " if self.source else ""
+        return (f"{whose}learned relative-position bias ({self.num_buckets} buckets of distance, "
+                f"log-spaced up to {self.max_distance:,} tokens)")
+
+
+PositionBias = ALiBi | RelativeBuckets

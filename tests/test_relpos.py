@@ -334,7 +334,7 @@ def test_the_shipped_mpnet_table_gives_the_real_models_own_position_bias():
 
     table = relpos.learned_table()
     assert table.values.shape == (32, 12) and table.values.dtype == torch.float32
-    assert table.licence == "apache-2.0" and "all-mpnet-base-v2" in table.model
+    assert table.licence == "Apache-2.0" and "all-mpnet-base-v2" in table.model
     distances = torch.tensor(table.check["distances"])
     saved = torch.tensor(table.check["bias"], dtype=torch.float32)
     assert saved.shape == (12, distances.numel()) and int(distances.max()) > table.max_distance

@@ -29,7 +29,8 @@ def qkv(dtype):
 
 
 RULES = {"causal": AttentionRule.plain(D, True), "sliding window": AttentionRule(D**-0.5, True, window=40),
-         "bidirectional": AttentionRule.plain(D, False), "ALiBi": AttentionRule(D**-0.5, True, bias=ALiBi((0.5, 0.125)))}
+         "bidirectional": AttentionRule.plain(D, False),
+         "ALiBi": AttentionRule(D**-0.5, True, bias=ALiBi((0.5, 0.125)))}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -181,7 +181,8 @@ RULES = [explorer.AttentionRule(0.3, True), explorer.AttentionRule(0.25, True, w
          explorer.AttentionRule(0.25, False, window=6), explorer.AttentionRule(0.5, True, softcap=1.5),
          explorer.AttentionRule(0.25, True, window=5, sinks=(1.0, -2.0, 3.0)),
          explorer.AttentionRule(0.25, False, softcap=2.0, sinks=(0.0, 1.0, 2.0)),
-         explorer.AttentionRule(0.25, True, window=7, bias=ALiBi((0.5, 0.25, 0.0625), scale=0.5), sinks=(1.0, 0.0, -1.0)),
+         explorer.AttentionRule(0.25, True, window=7, bias=ALiBi((0.5, 0.25, 0.0625), scale=0.5),
+                                sinks=(1.0, 0.0, -1.0)),
          explorer.AttentionRule(0.25, False, bias=ALiBi((0.5, 0.125, 0.03125))),
          explorer.AttentionRule(0.3, False, softcap=2.0, bias=RelativeBuckets(TABLE, max_distance=20)),
          explorer.AttentionRule(0.3, True, bias=RelativeBuckets(TABLE, max_distance=20, bidirectional=False))]

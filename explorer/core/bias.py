@@ -75,7 +75,7 @@ class ALiBi:
     def describe(self) -> str:
         low, high = min(self.slopes), max(self.slopes)
         slopes = f"slope {high:.3g}" if low == high else f"slopes {high:.3g} to {low:.3g}"
-        return f"ALiBi position bias ({slopes} per token of distance)"
+        return f"ALiBi position bias with {slopes} per token of distance"
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,8 @@ class RelativeBuckets:
 
     def describe(self) -> str:
         whose = f"{self.source}'s " if self.source else ""
-        return (f"{whose}learned relative-position bias ({self.num_buckets} buckets of distance, "
-                f"log-spaced up to {self.max_distance:,} tokens)")
+        return (f"{whose}learned relative-position bias in {self.num_buckets} distance buckets "
+                f"up to {self.max_distance:,} tokens")
 
 
 PositionBias = ALiBi | RelativeBuckets

@@ -114,7 +114,7 @@ class AttentionRule:
 
     def describe(self) -> str:
         """The rule in words, e.g. 'causal, sliding window of 4,096 keys, scores soft-capped at 50' or
-        'causal, ALiBi position bias (slopes 0.5 to 0.00391 per token of distance)'."""
+        'causal, ALiBi position bias with slopes 0.5 to 0.00391 per token of distance'."""
         parts = ["causal" if self.causal else "bidirectional"]
         if self.window is not None:
             parts.append(f"sliding window of {self.window:,} keys" if self.causal

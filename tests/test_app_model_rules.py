@@ -8,12 +8,17 @@ TEXT = ("The archive opened at dawn. Mara read the first chapter twice, then the
         "then the notes at the back, looking for the name she had seen on the map.")
 
 
-def test_a_sliding_window_models_dense_map_keeps_to_its_window(app, tmp_path):
-    path = save_checkpoint(capture_configs()["mistral"], tmp_path, _tokenizer())
+def _encoded(app, tmp_path, family: str):
+    """The app with TEXT encoded by a small random model of `family`: (AppTest, its path, tokens)."""
+    path = save_checkpoint(capture_configs()[family], tmp_path, _tokenizer())
     app.sidebar.text_input(key="model_other").input(path).run()
     at = encode_in_app(app, source="Paste", text=TEXT)
     assert not at.exception
-    n = tokens(at)
+    return at, path, tokens(at)
+
+
+def test_a_sliding_window_models_dense_map_keeps_to_its_window(app, tmp_path):
+    at, _, n = _encoded(app, tmp_path, "mistral")
     i, j = np.indices((n, n))
     # coloured relative to uniform over the keys each query sees: its window, not the whole past
     assert "relative to uniform" in said(at.caption)
@@ -27,11 +32,7 @@ def test_a_sliding_window_models_dense_map_keeps_to_its_window(app, tmp_path):
 def test_an_alibi_models_dense_map_is_its_own_attention(app, tmp_path):
     import explorer
 
-    path = save_checkpoint(capture_configs()["bloom"], tmp_path, _tokenizer())
-    app.sidebar.text_input(key="model_other").input(path).run()
-    at = encode_in_app(app, source="Paste", text=TEXT)
-    assert not at.exception
-    n = tokens(at)
+    at, path, n = _encoded(app, tmp_path, "bloom")
     weights = np.nan_to_num(10.0 ** heatmap(at, "Layer 0, head 0"), nan=0.0)
     want = explorer.model_attention(explorer.encode(TEXT, path, layer=0), np.arange(n))[0].numpy()
     np.testing.assert_allclose(weights, want, rtol=1e-3, atol=1e-7)

@@ -127,8 +127,8 @@ class Falcon(Family):
         """The boolean mask [1, heads, T, T] under the bias folded into it, checked to be that bias."""
         allowed = mask[:1] > torch.finfo(mask.dtype).min / 2
         folded = bias.position_term(torch.arange(mask.shape[-1], device=mask.device), mask.dtype) * bias.scale
-        folded = folded[:, None, :].expand_as(allowed[0])
-        if not torch.allclose(mask[0][allowed[0]], folded[allowed[0]], rtol=1e-6, atol=0):
+        folded = folded[:, None, :].expand_as(allowed[0])  # in the model's dtype: it divides, this multiplies
+        if not torch.allclose(mask[0][allowed[0]], folded[allowed[0]], rtol=torch.finfo(mask.dtype).eps, atol=0):
             raise _refuse(self.name, module, "folds into its mask a bias that is not its ALiBi")
         return allowed
 

@@ -35,9 +35,9 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from explorer.core.device import check_fits, pick_device
 from explorer.core import inside
 from explorer.core.bias import ALiBi, RelativeBuckets
+from explorer.core.device import check_fits, pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rule import AttentionRule
 

@@ -12,6 +12,7 @@ are the Doc's own, so a pair of tokens gets the bias of their distance in the te
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -42,12 +43,25 @@ def relative_bucket(relative_position: torch.Tensor, bidirectional: bool = True,
     return offset + torch.where(dist < exact, dist, far)
 
 
+@functools.lru_cache(maxsize=16)
+def bucket_reach(bidirectional: bool, num_buckets: int, max_distance: int) -> int:
+    """The smallest |distance| from which every farther one falls in its side's last bucket."""
+    d = torch.arange(max_distance + 2)
+    reach = 0
+    for side in (d, -d):
+        buckets = relative_bucket(side, bidirectional, num_buckets, max_distance)
+        differ = (buckets != buckets[-1]).nonzero()
+        reach = max(reach, int(differ[-1]) + 1 if differ.numel() else 0)
+    return reach
+
+
 @dataclass(frozen=True)
 class ALiBi:
     """Press et al. 2022: scale * slope_h * (key position - query position), one slope per head.
 
-    `precision`: the dtype the model rounds slope x position to before adding it (Falcon
-    builds its ALiBi in bfloat16; Bloom in float32), so the bias is the model's to the bit.
+    `precision`: the dtype the model computes slope x position in, slope and position rounded to it
+    first (Falcon builds its ALiBi in bfloat16, so past 256 tokens positions move in steps; Bloom in
+    float32), so that the bias is the model's to the bit.
     """
 
     slopes: tuple[float, ...]
@@ -62,10 +76,10 @@ class ALiBi:
         return replace(self, slopes=self.slopes[first:stop])
 
     def position_term(self, positions: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-        """[heads, len(positions)]: slope x position as the model rounds it, before `scale`."""
-        slopes = torch.tensor(self.slopes, dtype=torch.float32, device=positions.device)
-        term = slopes[:, None] * positions.to(torch.float32)[None, :]
-        return term.to(getattr(torch, self.precision)).to(dtype)
+        """[heads, len(positions)]: slope x position as the model computes it, before `scale`."""
+        precision = getattr(torch, self.precision)
+        slopes = torch.tensor(self.slopes, dtype=torch.float32, device=positions.device).to(precision)
+        return (slopes[:, None] * positions.to(precision)[None, :]).to(dtype)
 
     def add_to(self, scores: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """scores [heads, len(rows), len(keys)] plus the bias, in place (two broadcast adds)."""
@@ -104,13 +118,29 @@ class RelativeBuckets:
         table = torch.tensor(self.table, dtype=dtype, device=distances.device)
         return table[:, relative_bucket(distances, self.bidirectional, self.num_buckets, self.max_distance)]
 
+    @property
+    def reach(self) -> int:
+        """The distance from which every farther key, before or after the query, is in the last bucket
+        of its side: beyond it the bias is one value per side."""
+        return bucket_reach(self.bidirectional, self.num_buckets, self.max_distance)
+
     def add_to(self, scores: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """scores [heads, len(rows), len(keys)] plus the bias, in place: the buckets of the block's
-        distinct distances once, then one gather per (row, key)."""
-        low = int(keys.min()) - int(rows.max())
-        span = int(keys.max()) - int(rows.min()) - low + 1
-        by_distance = self.values(torch.arange(low, low + span, device=keys.device), scores.dtype)
-        return scores.add_(by_distance[:, keys[None, :] - rows[:, None] - low])
+        """scores [heads, len(rows), len(keys)] plus the bias, in place. Keys lie in about the order of
+        their positions (an arange, or the binned pass's slots): those from the first near one to the last
+        (within `reach` of the block's rows) are looked up by distance; every other key is as far as the
+        last bucket of its side from every row, one value per key, added as ALiBi's is (a broadcast)."""
+        reach, first, last = self.reach, int(rows.min()), int(rows.max())
+        near = ((keys > first - reach) & (keys < last + reach)).nonzero()
+        lo, hi = (int(near[0]), int(near[-1]) + 1) if near.numel() else (0, 0)
+        far = self.values(torch.tensor([-reach, reach], device=keys.device), scores.dtype)  # [heads, 2]
+        for part in (slice(0, lo), slice(hi, None)):
+            scores[:, :, part].add_(torch.where(keys[part] > last, far[:, 1:], far[:, :1])[:, None, :])
+        if hi > lo:
+            band = keys[lo:hi]
+            low, high = max(-reach, int(band.min()) - last), min(reach, int(band.max()) - first)
+            by_distance = self.values(torch.arange(low, high + 1, device=keys.device), scores.dtype)
+            scores[:, :, lo:hi].add_(by_distance[:, (band[None, :] - rows[:, None]).clamp_(low, high) - low])
+        return scores
 
     def describe(self) -> str:
         whose = f"{self.source}'s " if self.source else ""

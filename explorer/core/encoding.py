@@ -492,7 +492,7 @@ def _positions_across(lm: LoadedModel, bias) -> str:
         return ("rotary positions are applied at each token's global position, so distances beyond the model's "
                 "training length are extrapolated")
     if isinstance(bias, ALiBi):
-        rounded = ("" if bias.precision == "float32" else f"; the model rounds slope × position to {bias.precision}, "
+        rounded = ("" if bias.precision == "float32" else f"; the model computes slope × position in {bias.precision}, "
                    "so far into a long text its bias moves in coarser steps than inside one window")
         return ("Q/K carry no positions: ALiBi's bias is applied at each pair's distance in the whole text, so pairs "
                 "farther apart than a window, which no pass saw together, get its linear penalty extrapolated, as "

@@ -43,11 +43,13 @@ def _refuse(family: str, module, what: str) -> ValueError:
 
 def read_alibi(family: str, module, term: torch.Tensor, scale: float, precision: str) -> ALiBi:
     """The ALiBi a layer received as slope x key position [heads, T]: the slopes the family's own
-    build_alibi_tensor gives (at position 1), then the received row rebuilt from them, bit for bit."""
+    build_alibi_tensor gives (at position 1), then the received row rebuilt from them, bit for bit
+    (to the model's dtype, when it stores the term in half precision)."""
     build = sys.modules[type(module).__module__].build_alibi_tensor
-    slopes = build(torch.ones(1, 2, device=term.device), term.shape[0], torch.float32).view(-1, 2)[:, 1]
-    bias = ALiBi(tuple(slopes.tolist()), scale, precision)
-    if not torch.equal(bias.position_term(torch.arange(term.shape[-1], device=term.device), term.dtype), term):
+    ones = torch.ones(1, 2, dtype=torch.long, device=term.device)  # a mask as the model gets it
+    bias = ALiBi(tuple(build(ones, term.shape[0], torch.float32).view(-1, 2)[:, 1].tolist()), scale, precision)
+    rebuilt = bias.position_term(torch.arange(term.shape[-1], device=term.device), term.dtype)
+    if not torch.allclose(rebuilt, term, rtol=torch.finfo(term.dtype).eps, atol=0):
         raise _refuse(family, module, "adds a bias that is not slope × position")
     return bias
 
@@ -83,7 +85,8 @@ class Family:
 
 
 class Bloom(Family):
-    """BloomAttention: alibi.baddbmm(q, k^T, beta, alpha): ALiBi as is (beta 1) plus q . k / sqrt(d)."""
+    """BloomAttention: alibi.baddbmm(q, k^T, beta, alpha): ALiBi as is (beta 1) plus q . k / sqrt(d);
+    slope x position in float32 (modeling_bloom.build_alibi_tensor)."""
 
     name, projections = "bloom", ("query_key_value",)
 
@@ -94,13 +97,13 @@ class Bloom(Family):
         q, k, v = module._reshape(seen["query_key_value"])
         alibi = kwargs["alibi"]  # [batch * heads, 1, T]
         term = alibi.view(-1, module.num_heads, alibi.shape[-1])[0]
-        bias = read_alibi(self.name, module, term, float(module.beta), str(alibi.dtype).removeprefix("torch."))
+        bias = read_alibi(self.name, module, term, float(module.beta), "float32")
         return q, k, v, kwargs["attention_mask"], {"scaling": module.inv_norm_factor, "is_causal": True, BIAS: bias}
 
 
 class Falcon(Family):
     """FalconAttention, on its SDPA path: ALiBi folded into the mask as slope x position / sqrt(d),
-    slope x position built in bfloat16 (modeling_falcon.build_alibi_tensor); or rotary q/k."""
+    slope x position built in bfloat16, positions too (modeling_falcon.build_alibi_tensor); or rotary q/k."""
 
     name, implementation, projections = "falcon", "sdpa", ("query_key_value",)
 

@@ -35,6 +35,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from explorer.core.bias import ALiBi, RelativeBuckets
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, encode_layers, load_model
 from explorer.core.fused import bin_maps, bin_weights, fused_stats, kernel_rows, masked_stats
@@ -44,6 +45,7 @@ from explorer.core.samples import SAMPLES_DIR, python_reference
 from explorer.core.stats import attention_stats, by_position, reference_stats, stream_stats
 from explorer.core.synthetic import synthetic
 from explorer.mechanisms import REGISTRY
+from explorer.mechanisms.relpos import alibi_slopes, learned_table
 
 # Settings worth timing beside each mechanism's defaults.
 VARIANTS = {
@@ -182,6 +184,8 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
     if 2 * q.shape[0] * n * n * q.element_size() < _available(q.device) // 2:
         out["sdpa 3-D (math)"] = lambda: F.scaled_dot_product_attention(q, k, v)
     out["stats exact"] = lambda: attention_stats(q, k, v)
+    for name, rule in bias_rules(q.shape[0], q.shape[-1]).items():  # a bias inside the layer, per block
+        out[f"stats exact, {name}"] = lambda rule=rule: attention_stats(q, k, v, rule=rule)
     out["stats fused"] = lambda: fused_stats(q, k, v)
     out["fused: kernel only"] = lambda: kernel_rows(q, k, v, AttentionRule.plain(q.shape[-1], False))(
         torch.arange(n, device=q.device))
@@ -198,6 +202,14 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
     if flex:
         out.update(flex_steps(q, k, v))
     return out
+
+
+def bias_rules(heads: int, head_dim: int) -> dict[str, AttentionRule]:
+    """Bidirectional rules with a position bias: ALiBi's slopes, and MPNet's learned table (head h its h mod 12)."""
+    table = learned_table().values.T  # [12 heads, 32 buckets]
+    rows = tuple(tuple(table[h % table.shape[0]].tolist()) for h in range(heads))
+    return {"ALiBi": AttentionRule(head_dim**-0.5, False, bias=ALiBi(tuple(alibi_slopes(heads).tolist()))),
+            "MPNet buckets": AttentionRule(head_dim**-0.5, False, bias=RelativeBuckets(rows, source="MPNet"))}
 
 
 def _progressive(q, k, v, preview: int, to_preview: bool):

@@ -236,19 +236,35 @@ def capture_configs() -> dict:
         "modernbert": tf.ModernBertConfig(**dict(small, num_hidden_layers=3), local_attention=WINDOW,
                                           global_attn_every_n_layers=3, pad_token_id=0, bos_token_id=1,
                                           eos_token_id=2, cls_token_id=1, sep_token_id=2),
+        # attention inside the layer (explorer.core.inside): ALiBi with six heads' slopes, learned buckets, and
+        # Falcon's rotary form with grouped keys (its ALiBi form: alibi_configs)
+        "bloom": tf.BloomConfig(vocab_size=VOCAB, hidden_size=96, n_head=6, n_layer=2),
+        "mpnet": tf.MPNetConfig(**dict(small, max_position_embeddings=258)),
+        "falcon": tf.FalconConfig(**dict(small, max_position_embeddings=256), alibi=False,
+                                  new_decoder_architecture=True, num_kv_heads=2),
+    }
+
+
+def alibi_configs() -> dict:
+    """ALiBi models (no positions in q/k): Bloom, and Falcon multi-query with twelve heads, whose slopes
+    (2^-0.5, ...) and slope x position it rounds to bfloat16."""
+    import transformers as tf
+
+    return {
+        "bloom": capture_configs()["bloom"],
+        "falcon": tf.FalconConfig(vocab_size=VOCAB, hidden_size=96, num_attention_heads=12, num_hidden_layers=2,
+                                  alibi=True),
     }
 
 
 def refused_configs() -> dict:
-    """Families whose attention runs outside the interface, with a position bias of their own."""
+    """Families whose layers compute attention outside the interface in a way the capture does not read."""
     import transformers as tf
 
     return {
-        "bloom": tf.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_head=4, n_layer=2),
-        "falcon": tf.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                                  alibi=True),
-        "mpnet": tf.MPNetConfig(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                                intermediate_size=128),
+        "deberta-v2": tf.DebertaV2Config(vocab_size=VOCAB, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                                         intermediate_size=128, relative_attention=True, position_buckets=32,
+                                         pos_att_type=["c2p", "p2c"]),
     }
 
 

@@ -38,7 +38,7 @@ def test_sample_draws_every_panel(page_app):
 
 def test_every_kind_draws_its_charts(page_app):
     at = open_page(encode_in_app(page_app, source="Paste", text=PARAGRAPH))
-    for kind in ("t5", "alibi", "shaw", "rope"):
+    for kind in ("t5", "mpnet", "alibi", "shaw", "rope"):
         at.selectbox(key="p.relpos.kind").set_value(kind).run()
         assert not at.exception, (kind, at.exception)
         assert len(at.get("plotly_chart")) >= (7 if kind == "rope" else 6), kind  # RoPE adds its decay chart
@@ -46,6 +46,29 @@ def test_every_kind_draws_its_charts(page_app):
     at.selectbox(key="p.relpos.kind").set_value("alibi").run()  # rope hides scale; alibi shows it again
     at.number_input(key="p.relpos.scale").set_value(0.0).run()
     assert not at.exception and not at.error
+
+
+def test_learned_mpnet_draws_the_table_it_ships(page_app):
+    """'learned: MPNet': each head's curve is the shipped table at the bucket of each distance (head h is
+    MPNet's head h mod 12), the caption names the model and its licence."""
+    import numpy as np
+    import torch
+
+    from explorer.mechanisms import relpos
+
+    at = open_page(encode_in_app(page_app, source="Paste", text=PARAGRAPH))
+    at.selectbox(key="p.relpos.kind").set_value("mpnet").run()
+    assert not at.exception and not at.error
+    fig = next(conftest.figure(c) for c in at.get("plotly_chart")
+               if (conftest.figure(c)["layout"].get("title") or {}).get("text") == "Bias against distance")
+    table = relpos.learned_table()
+    for trace in fig["data"]:
+        head = int(trace["name"].split()[-1])
+        distances = torch.as_tensor(conftest.values(trace["x"]).astype(np.int64))
+        buckets = relpos.t5_bucket(distances, True, 32, 128)
+        np.testing.assert_allclose(conftest.values(trace["y"]), table.values[buckets, head % 12].numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(conftest.values(trace["customdata"]), buckets.numpy())
+    assert "all-mpnet-base-v2" in conftest.said(at.caption) and "Apache-2.0" in conftest.said(at.caption)
 
 
 def test_t5_profile_buckets_and_a_bad_checkpoint(page_app):

@@ -15,7 +15,8 @@ def test_synthetic_bench_writes_json(tmp_path, capsys):
     rows = json.loads(path.read_text())
     assert [(r["scope"], r["heads"], r["n"]) for r in rows] == [("one head", 1, 70), ("all heads", 12, 70)]
     one, every = (r["steps"] for r in rows)
-    assert {"sdpa", "sdpa 3-D (math)", "stats exact", "stats fused", "fused: kernel only", "stats preview 16",
+    assert {"sdpa", "sdpa 3-D (math)", "stats exact", "stats exact, ALiBi", "stats exact, MPNet buckets",
+            "stats fused", "fused: kernel only", "stats preview 16",
             "reference_stats", "segmented", "segmented+summaries", "progressive: to preview",
             "progressive: to exact"} == set(one)
     assert "reference_stats" not in every

@@ -1,7 +1,8 @@
 """The capture through transformers' attention interface, family by family: model_attention equals
 the model's own eager output_attentions for every layer and head (sliding windows shorter than the
-text, soft-capping, learned sinks, partial rotary, grouped-query attention, local/global layers),
-or the family is refused with a ValueError naming it. Small random-weight models from transformers'
+text, soft-capping, learned sinks, partial rotary, grouped-query attention, local/global layers; and
+through hooks on the layers of Bloom with ALiBi, MPNet with learned buckets and rotary Falcon:
+tests/test_capture_bias.py has the rest), or the family is refused with a ValueError naming it. Small random-weight models from transformers'
 own configs, saved beside the bundled tokenizer: nothing is downloaded."""
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """The statistics pass on fused kernels (explorer.core.fused) equals the binned pass and the reference
 pass on the CPU: every row, subsets and orders of rows, streamed in preview order, a model's rules
-(causal, sliding windows, soft-cap, sinks), float64, values of another width, several heads, and
+(causal, sliding windows, soft-cap, sinks, a position bias), float64, values of another width, several heads, and
 sizes that divide neither the chunk, the grid nor the kernel's blocks.
 
 Needs no conftest (the CUDA check runs it with --noconftest, beside tests/test_cuda.py)."""
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import explorer
+from explorer.core.bias import ALiBi
 from explorer.core.fused import fused_available, fused_stats, stream_fused
 from explorer.core.rows import preview_first, sample_rows
 from explorer.core.stats import attention_stats, by_position, reference_stats
@@ -16,7 +17,8 @@ CASES = [(1, None, 8), (2, 1, 1), (37, 5, 8), (100, 7, 13), (300, None, 256), (1
 RULES = [explorer.AttentionRule(0.3, True), explorer.AttentionRule(0.25, True, window=9),
          explorer.AttentionRule(0.25, False, window=6), explorer.AttentionRule(0.5, True, softcap=1.5),
          explorer.AttentionRule(0.25, True, window=5, sinks=(1.0, -2.0, 3.0)),
-         explorer.AttentionRule(0.25, False, sinks=(0.0, 1.0, 2.0))]
+         explorer.AttentionRule(0.25, False, sinks=(0.0, 1.0, 2.0)),
+         explorer.AttentionRule(0.25, True, window=8, bias=ALiBi((0.5, 0.25, 0.125)))]
 
 
 def doc(n, heads=3, head_dim=16):
@@ -85,9 +87,9 @@ def test_a_models_rule_gives_the_statistics_of_both_passes(rule, n, chunk, grid)
                attention_stats(d.q, d.k, d.v, grid=grid, rows=rows, rule=rule))
 
 
-def test_the_cpu_kernel_serves_every_rule_but_a_soft_cap():
+def test_the_cpu_kernel_serves_every_rule_but_a_soft_cap_or_a_position_bias():
     q = torch.zeros(1, 4, 16)
-    assert [fused_available(q, rule) for rule in RULES] == [rule.softcap is None for rule in RULES]
+    assert [fused_available(q, rule) for rule in RULES] == [rule.dot_scores for rule in RULES]
 
 
 @pytest.mark.parametrize("rule", [None, *RULES[1:3], RULES[4]], ids=lambda r: r.describe() if r else "plain")

@@ -9,6 +9,7 @@ import torch
 import explorer
 from explorer.analysis.sinks import THRESHOLD, sink_layer
 from explorer.core.attention import model_attention, summed_rows
+from explorer.core.bias import ALiBi, RelativeBuckets
 from explorer.core.doc import Doc
 from explorer.core.encoding import load_model, tokenize
 from explorer.core.rule import AttentionRule
@@ -78,6 +79,9 @@ RULES = {
     "sliding window": AttentionRule(0.25, True, window=7),
     "soft-capped, local": AttentionRule(0.4, False, window=5, softcap=2.0),
     "sinks": AttentionRule(0.25, True, sinks=(0.5, -1.0, 2.0)),
+    "ALiBi": AttentionRule(0.25, True, bias=ALiBi((0.5, 0.25, 0.125))),
+    "learned buckets": AttentionRule(0.25, False, bias=RelativeBuckets(
+        tuple(tuple(float(x) for x in torch.linspace(-1, 1, 32) * h) for h in (1, 2, 3)), 16, True)),
 }
 
 

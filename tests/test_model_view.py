@@ -94,3 +94,21 @@ def test_small_shares_still_show_which_head_gives_more():
     entropy, first = (t.marker for t in fig.data)
     assert (entropy.cmin, entropy.cmax) == (0.0, 1.0)
     assert (first.cmin, first.cmax) == (0.0, 0.04)  # from 0 to the largest head's share, not to 1
+
+
+def test_a_position_bias_shapes_every_statistic():
+    """row_stats by a rule with ALiBi: the closed form softmax(q.k / sqrt(d) + slope * (j - i)), causal."""
+    from explorer.analysis.model_view import row_stats
+    from explorer.core.bias import ALiBi
+
+    doc = explorer.synthetic(60, heads=2, head_dim=8, seed=3)
+    rule = explorer.AttentionRule(8**-0.5, True, bias=ALiBi((0.5, 0.125)))
+    rows = torch.tensor([1, 7, 59])
+    got = row_stats(doc.q, doc.k, doc.v, rows, rule, local=4)
+    i, j = rows[:, None], torch.arange(60)[None]
+    s = doc.q[:, rows] @ doc.k.transpose(1, 2) * 8**-0.5 + torch.tensor([0.5, 0.125])[:, None, None] * (j - i)
+    a = torch.softmax(s.masked_fill(j > i, float("-inf")), -1)
+    entropy = -torch.special.xlogy(a, a).sum(-1) / (rows + 1).log()
+    torch.testing.assert_close(got["entropy"], entropy, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["distance"], (a * (i - j).abs()).sum(-1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["output"], a @ doc.v, atol=1e-5, rtol=1e-4)

@@ -276,7 +276,7 @@ def test_invariant_weights_times_v_is_output(case):
 # ---------------------------------------------------------------- heads, seeds, structure
 
 
-@pytest.mark.parametrize("params", [dict(kind="alibi"), dict(kind="t5", profile="seeded"),
+@pytest.mark.parametrize("params", [dict(kind="alibi"), dict(kind="mpnet"), dict(kind="t5", profile="seeded"),
                                     dict(kind="t5", profile="decay"), dict(kind="t5", profile="local"),
                                     dict(kind="t5", t5_values=torch.randn(32, 12))])
 def test_one_head_alone_gets_its_bias_among_all_heads(params):
@@ -320,7 +320,44 @@ def test_structure_bias_is_the_explicit_position_term(kind):
     rel = distance_matrix(n)
     expected = torch.stack([(term * (rel == m)).sum((1, 2)) / (rel == m).sum() for m in dist.tolist()], 1)
     torch.testing.assert_close(st_.bias, expected, atol=2e-4, rtol=1e-4)
-    assert st_.bias_exact == (kind in ("t5", "alibi"))
+    assert st_.bias_exact == (kind in ("t5", "mpnet", "alibi"))
+
+
+# ---------------------------------------------------------------- MPNet's learned table
+
+
+def test_the_shipped_mpnet_table_gives_the_real_models_own_position_bias():
+    """assets/position_bias/mpnet.json: all-mpnet-base-v2's table [32 buckets, 12 heads] with the bucket
+    function gives, bit for bit, the bias the real model computed on a short text (saved beside it by
+    scripts/extract_mpnet_bias.py, every distance of a 171-token text: past the max distance of 128)."""
+    from explorer.core.bias import RelativeBuckets, relative_bucket
+
+    table = relpos.learned_table()
+    assert table.values.shape == (32, 12) and table.values.dtype == torch.float32
+    assert table.licence == "Apache-2.0" and "all-mpnet-base-v2" in table.model
+    distances = torch.tensor(table.check["distances"])
+    saved = torch.tensor(table.check["bias"], dtype=torch.float32)
+    assert saved.shape == (12, distances.numel()) and int(distances.max()) > table.max_distance
+    bucket = relative_bucket(distances, table.bidirectional, table.num_buckets, table.max_distance)
+    assert torch.equal(table.values[bucket].T, saved)
+    assert set(bucket.tolist()) == set(range(32)) - {16}  # every bucket a distance reaches (16: +0, never)
+    rule_bias = RelativeBuckets(tuple(map(tuple, table.values.T.tolist())), table.max_distance)
+    assert torch.equal(rule_bias.values(distances), saved)  # as a captured MPNet layer adds it
+
+
+def test_the_mpnet_kind_adds_the_learned_values_by_t5s_buckets():
+    """kind='mpnet': the learned table through transformers' T5 bias (its bidirectional bucketing is
+    MPNet's); head h of the model gets MPNet's head h mod 12; causal keeps the learned past."""
+    n = 150
+    q, k, v = qkv(n, 2)
+    values = relpos.learned_table().values
+    for causal in (False, True):
+        res = MECH.run(q, k, v, kind="mpnet", causal=causal, head_offset=13, total_heads=16)
+        bias = t5_reference_bias(values, n, False, 32, 128)[[1, 2]]
+        w, out = dense_with_bias(q, k, v, bias, causal)
+        torch.testing.assert_close(res.output, out, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(res.weights(torch.arange(n)), w, atol=1e-5, rtol=1e-4)
+    assert res.structure.kind == "mpnet" and res.structure.buckets is not None
 
 
 def test_bias_map_pools_the_window():

@@ -3,6 +3,7 @@ here and through Ray (explorer.core.split, explorer.sweep.split)."""
 import pytest
 import torch
 
+from explorer.core.bias import ALiBi
 from explorer.core.rule import AttentionRule
 from explorer.core.split import merge_stats, split_rows
 from explorer.core.stats import attention_stats
@@ -28,7 +29,8 @@ def qkv(dtype):
 
 
 RULES = {"causal": AttentionRule.plain(D, True), "sliding window": AttentionRule(D**-0.5, True, window=40),
-         "bidirectional": AttentionRule.plain(D, False)}
+         "bidirectional": AttentionRule.plain(D, False),
+         "ALiBi": AttentionRule(D**-0.5, True, bias=ALiBi((0.5, 0.125)))}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

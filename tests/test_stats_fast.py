@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import explorer
+from explorer.core.bias import ALiBi, RelativeBuckets
 from explorer.core.rows import sample_rows
 from explorer.core.stats import attention_stats, reference_stats, stream_stats
 
@@ -175,18 +176,38 @@ def test_a_pass_in_preview_order_shows_the_sample_first_and_ends_exact(causal):
     assert parts[-1].rows is None and parts[-1].map.per_bin is None
 
 
+TABLE = tuple(map(tuple, torch.randn(3, 16, generator=torch.Generator().manual_seed(3)).tolist()))
 RULES = [explorer.AttentionRule(0.3, True), explorer.AttentionRule(0.25, True, window=9),
          explorer.AttentionRule(0.25, False, window=6), explorer.AttentionRule(0.5, True, softcap=1.5),
          explorer.AttentionRule(0.25, True, window=5, sinks=(1.0, -2.0, 3.0)),
-         explorer.AttentionRule(0.25, False, softcap=2.0, sinks=(0.0, 1.0, 2.0))]
+         explorer.AttentionRule(0.25, False, softcap=2.0, sinks=(0.0, 1.0, 2.0)),
+         explorer.AttentionRule(0.25, True, window=7, bias=ALiBi((0.5, 0.25, 0.0625), scale=0.5),
+                                sinks=(1.0, 0.0, -1.0)),
+         explorer.AttentionRule(0.25, False, bias=ALiBi((0.5, 0.125, 0.03125))),
+         explorer.AttentionRule(0.3, False, softcap=2.0, bias=RelativeBuckets(TABLE, max_distance=20)),
+         explorer.AttentionRule(0.3, True, bias=RelativeBuckets(TABLE, max_distance=20, bidirectional=False))]
+
+
+def brute_bias(bias, n):
+    """A position bias [heads, n, n] by its closed form: ALiBi's scale * slope * (j - i), or the table at
+    T5's own bucket of j - i (transformers' T5Attention, a second implementation)."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    distance = torch.arange(n)[None, :] - torch.arange(n)[:, None]
+    if isinstance(bias, ALiBi):
+        return bias.scale * torch.tensor(bias.slopes)[:, None, None] * distance
+    buckets = T5Attention._relative_position_bucket(distance, bias.bidirectional, bias.num_buckets, bias.max_distance)
+    return torch.tensor(bias.table)[:, buckets]
 
 
 def brute_rule(q, k, rule):
-    """The rule written out on the full n x n matrix: scale, soft-cap, mask, a sink slot per head."""
+    """The rule written out on the full n x n matrix: scale, soft-cap, bias, mask, a sink slot per head."""
     n = q.shape[1]
     s = q @ k.transpose(1, 2) * rule.scaling
     if rule.softcap:
         s = rule.softcap * torch.tanh(s / rule.softcap)
+    if rule.bias:
+        s = s + brute_bias(rule.bias, n).to(s.dtype)
     i, j = torch.arange(n)[:, None], torch.arange(n)[None]
     ok = (j <= i) if rule.causal else torch.ones(n, n, dtype=torch.bool)
     if rule.window:

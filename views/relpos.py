@@ -1,5 +1,5 @@
-"""Relative position: T5, ALiBi, Shaw and RoPE biases on the model's own queries and keys,
-the bias by distance and over the text, and what it does to attention."""
+"""Relative position: T5, MPNet's learned, ALiBi, Shaw and RoPE biases on the model's own queries
+and keys, the bias by distance and over the text, and what it does to attention."""
 import streamlit as st
 import torch
 
@@ -13,6 +13,9 @@ MECH = REGISTRY["relpos"]
 EXPLAIN = {
     "t5": "T5 adds a learned number per head to each score, looked up by the distance's bucket: one bucket per "
           "distance near the query, log-spaced buckets farther out, one shared bucket beyond the max distance.",
+    "mpnet": "MPNet adds a number per head looked up by the distance's bucket, as T5 does, but these numbers are "
+             "the ones all-mpnet-base-v2 learned (32 buckets both ways, up to 128 tokens apart; head h here gets "
+             "MPNet's head h, counted modulo its 12): a bias a model chose, not one drawn at random.",
     "alibi": "ALiBi subtracts slope × |distance| from each score; every head has its own slope (1/2, 1/4, … for "
              "8 heads), so some heads stay local and others read far.",
     "shaw": "Shaw et al. add q · a(distance) to each score, with one embedding a per distance clipped to ±clip: the "
@@ -82,6 +85,10 @@ if params["kind"] == "t5":
                        f"{info['max_distance']}, {info['heads']} heads (head h of the layer uses column h).")
         except ValueError as err:
             messages.error(err, then=f"Change “{T5_FIELD}”, or empty it to use the bucket values above.")
+if params["kind"] == "mpnet":
+    learned = relpos.learned_table()
+    st.caption(f"Bucket values of {learned.model}, licence {learned.licence}: extracted once from the model by "
+               "scripts/extract_mpnet_bias.py into assets/position_bias/mpnet.json.")
 run = run.of(MECH.key, params)
 res = forms.result(run)
 causal = res.params["causal"]
@@ -101,8 +108,7 @@ else:
 lo, hi = -span, 0 if causal else span
 heads = doc.heads if params.get("t5_values") is None else min(doc.heads, len(params["t5_values"][0]))
 distances, curves = head_curves(run.of(MECH.key, params).whole_layer(), heads, lo, hi)
-buckets = relpos.t5_bucket(distances, not causal, params["num_buckets"], params["max_distance"]) \
-    if params["kind"] == "t5" else None
+buckets = relpos.SCHEMES[params["kind"]].buckets(params, distances)
 charts.show(st, figures.bias_by_distance(distances, curves, highlight=run.head if run.head < curves.shape[0] else None,
                                          buckets=buckets), key="relpos_curve")
 if params["kind"] == "rope":

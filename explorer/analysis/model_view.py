@@ -65,7 +65,8 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
     The scores' buffer becomes the unnormalised weights e = exp(s - max) in place, and every
     statistic is a sum over e divided by z = sum e: one score-sized buffer. The entropy is
     log z + max - E_p[s], with E_p[s] = q . (e @ k) * scale / z, so it needs no second buffer;
-    under a soft-cap or sinks (rule), the score is no longer q . k: -sum p log p from e itself.
+    under a soft-cap, a position bias or sinks (rule), the score is no longer q . k: -sum p log p
+    from e itself.
     A sink's exp joins z, so the weights over the text sum to less than one, as the model has them.
     """
     q, k, v = check_qkv(q, k, v)
@@ -78,7 +79,7 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
     sink = None if sinks is None else torch.exp(sinks[..., 0] - top)
     if sink is not None:
         z = z + sink
-    if rule.softcap is None and sink is None:
+    if rule.dot_scores and sink is None:
         mean_score = (q[:, rows] * torch.matmul(e, k)).sum(-1) * rule.scaling / z
         entropy = (z.log() + top - mean_score).clamp_min(0)
     else:

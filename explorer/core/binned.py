@@ -74,7 +74,8 @@ def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb:
 
     They are written into `buffer` (flat, at least that large), reused block after block:
     a fresh score block per call costs about a third of the matmul in page faults on the CPU.
-    A rule's soft-cap and sliding window apply here (its scale is folded into q by the caller).
+    A rule's soft-cap, position bias and sliding window apply here (its scale is folded into q by
+    the caller); the bias at a padding slot (position n) is finite, so padding stays -inf.
     """
     heads, r, _ = q_rows.shape
     width = nb * keys.width
@@ -83,6 +84,8 @@ def block_scores(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, nb:
     if rule is not None and rule.softcap is not None:
         s.div_(rule.softcap).tanh_().mul_(rule.softcap)  # padding's -inf became -softcap: masked again below
         s.masked_fill_(keys.position[:width] == keys.key_bin.numel(), float("-inf"))
+    if rule is not None and rule.bias is not None:
+        rule.bias.add_to(s, rows, keys.position[:width])
     if rule is not None and rule.window is not None:
         s.masked_fill_(~rule.allowed(rows, keys.position[:width]), float("-inf"))
     elif causal:
@@ -120,7 +123,8 @@ def grouped_block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKe
     (the block's matmuls want rows) and keeps one head's scores in memory. sinks: [heads, 1, 1]."""
     heads = q_rows.shape[0]
     return BlockStats.cat([block_stats(q_rows[h : h + group], rows, keys.of_heads(h, h + group), causal, kk, buffer,
-                                       rule, None if sinks is None else sinks[h : h + group])
+                                       None if rule is None else rule.of_heads(h, h + group),
+                                       None if sinks is None else sinks[h : h + group])
                            for h in range(0, heads, group)])
 
 
@@ -133,7 +137,8 @@ def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, caus
     top-k lies in a bin whose maximum is at least as large), so only kk bins
     per row are sorted, never the whole row. A soft-capped score is no longer
     q . k, so its expected score comes from the weights themselves (one more
-    pass); a sink adds its exp to the normaliser and its share to the entropy.
+    pass, as is a score with a position bias); a sink adds its exp to the normaliser and its share
+    to the entropy.
     """
     heads, r, d = q_rows.shape
     nb = used_bins(keys, rows, causal, kk)
@@ -150,7 +155,7 @@ def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, caus
     mixed = torch.matmul(s, keys.values[:, : nb * keys.width]) / z
     dv = keys.values.shape[2] - d
     lse = (top + z.log()).squeeze(-1)
-    if rule is not None and (rule.softcap is not None or sink is not None):
+    if rule is not None and (not rule.dot_scores or sink is not None):
         spent = torch.special.xlogy(s, s).sum(-1, keepdim=True)  # sum e log e, e = exp(score - max)
         if sink is not None:
             spent = spent + torch.special.xlogy(sink, sink)

@@ -7,15 +7,20 @@ which records query, key and value as the model attends with them (norms and rot
 applied, partial or not, kv heads as the model keeps them) and the layer's mask,
 scaling, soft-cap and learned sinks (an AttentionRule), then lets the model's own
 kernel compute the output. So one capture serves every family that uses the
-interface; a family that computes attention elsewhere (ALiBi in Bloom, MPNet's
-relative buckets) is refused with a ValueError that names it.
+interface. Bloom, Falcon and MPNet compute attention inside their layers, with a
+position bias of their own (ALiBi, learned relative buckets): hooks on their layers
+(explorer.core.inside) hand the recorder the same things, the bias included. Any
+other family that computes attention elsewhere is refused with a ValueError that
+names it.
 
 Texts longer than the model's positions go through the model in overlapping
 windows; each token's row is kept from the window where it has the most context,
 so nothing is truncated. Rotary models get each window's global positions
 (position_ids), so Q/K come rotated at the token's place in the text; models with
-learned absolute positions see window-local positions. Each Doc says which pass
-kept each token (Doc.passes) and, on request, keeps every pass's own q/k/v.
+learned absolute positions see window-local positions; ALiBi models carry no
+position in Q/K, and their bias is applied at the Doc's own distances. Each Doc
+says which pass kept each token (Doc.passes) and, on request, keeps every pass's
+own q/k/v.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from explorer.core import inside
+from explorer.core.bias import ALiBi, RelativeBuckets
 from explorer.core.device import check_fits, free_bytes, pick_device
 from explorer.core.doc import Doc, ModelCapture, Passes
 from explorer.core.rule import AttentionRule
@@ -38,7 +45,7 @@ DEFAULT_MODEL = "minilm"  # the bundled encoder (explorer.core.bundled lists eve
 CAPTURE = "explorer_capture"  # the attention implementation models load with here
 _MEMORY_SHARE = 0.6  # of free memory the layers' q/k/v may take (the pages' own work needs the rest)
 _MASK_ROWS = 257  # evenly spaced query rows of a received mask read to check the rule (a window, a band)
-OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "mpnet": 2}
 
 
 class _Captured(Exception):
@@ -60,6 +67,7 @@ class LoadedModel:
     prefix: list[int]
     suffix: list[int]
     rotary: bool  # positions are rotary: windows get their global positions
+    local_positions: bool  # learned absolute positions, which restart in every window
     device: torch.device
     # The recorder is per thread, but the model's forward pass is shared: one at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -85,6 +93,12 @@ class _Recorder:
 
 
 _ACTIVE = threading.local()  # .recorder: the _Recorder of this thread's forward pass, if any
+
+
+def _recording():
+    """This thread's recorder's record, or None: what the hooks of explorer.core.inside hand calls to."""
+    recorder = getattr(_ACTIVE, "recorder", None)
+    return None if recorder is None else recorder.record
 
 
 def _attend(module, query, key, value, attention_mask, **kwargs):
@@ -134,13 +148,15 @@ def _rule(family: str, layer: int, module, query: torch.Tensor, mask, kwargs) ->
 
 
 def _plain_rule(module, query: torch.Tensor, kwargs) -> AttentionRule:
-    """What an attention call asks for: its scale, causality, sliding window, soft-cap and sinks."""
+    """What an attention call asks for: its scale, causality, sliding window, soft-cap, sinks and
+    the position bias a layer of explorer.core.inside adds."""
     scaling = kwargs.get("scaling") or getattr(module, "scaling", None) or query.shape[-1] ** -0.5
     causal = kwargs.get("is_causal")
     sinks, softcap, window = kwargs.get("s_aux"), kwargs.get("softcap"), kwargs.get("sliding_window")
     return AttentionRule(float(scaling), bool(getattr(module, "is_causal", False) if causal is None else causal),
                          int(window) if window else None, float(softcap) if softcap else None,
-                         tuple(sinks.detach().float().cpu().tolist()) if sinks is not None else None)
+                         tuple(sinks.detach().float().cpu().tolist()) if sinks is not None else None,
+                         kwargs.get(inside.BIAS))
 
 
 def _check_mask(family: str, layer: int, rule: AttentionRule, mask: torch.Tensor) -> AttentionRule:
@@ -210,12 +226,18 @@ def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
             raise
         from transformers import AutoConfig
 
-        raise _outside(AutoConfig.from_pretrained(name, local_files_only=True).model_type) from err
+        family = AutoConfig.from_pretrained(name, local_files_only=local).model_type
+        if family not in inside.FAMILIES:
+            raise _outside(family) from err
+        config, tokenizer, model = load_parts(name, local_only=local,
+                                              attn_implementation=inside.FAMILIES[family].implementation)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {name!r} has no fast tokenizer, which is needed for character offsets")
     if getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"model {name!r} is an encoder-decoder; pick an encoder-only or decoder-only model")
     config = getattr(config, "text_config", None) or config
+    reader = inside.install(model, config.model_type, _recording) if config.model_type in inside.FAMILIES else None
+    rotary = reader.rotary if reader else any(n.endswith("rotary_emb") for n, _ in model.named_modules())
     device = pick_device(device)
     model.to(device).eval()
     heads = config.num_attention_heads
@@ -227,7 +249,7 @@ def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
         heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
         causal=_is_causal(config), max_tokens=max_pos - len(prefix) - len(suffix), prefix=prefix, suffix=suffix,
-        rotary=any(n.endswith("rotary_emb") for n, _ in model.named_modules()), device=device)
+        rotary=rotary, local_positions=reader.local_positions if reader else not rotary, device=device)
 
 
 def window_plan(n: int, window: int, stride: int, causal: bool) -> list[tuple[int, int, int, int]]:
@@ -271,9 +293,9 @@ def _capture(lm: LoadedModel, layers: list[int], batch: torch.Tensor, positions:
 
 def _outside(family: str) -> ValueError:
     return ValueError(f"{family} models compute attention inside their layers, outside transformers' attention "
-                      "interface (with their own position bias, such as ALiBi or relative buckets), so what they "
-                      "attend with cannot be captured exactly; pick a model such as Llama, Qwen, Mistral, Gemma, "
-                      "GPT-2 or BERT")
+                      "interface, in a way the capture does not read (it reads Bloom's, Falcon's and MPNet's), so "
+                      "what they attend with cannot be captured exactly; pick a model such as Llama, Qwen, Mistral, "
+                      "Gemma, GPT-2, BERT, Bloom or MPNet")
 
 
 def _repeat_kv(lm: LoadedModel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
@@ -400,7 +422,7 @@ def _passes(lm: LoadedModel, plan, n: int) -> Passes:
     owner[p + plan[-1][3] :] = len(plan) - 1
     return Passes(starts=torch.tensor([s for s, _, _, _ in plan], device=lm.device), owner=owner,
                   length=p + plan[0][1] - plan[0][0] + len(lm.suffix), prefix=p, suffix=len(lm.suffix),
-                  local_positions=not lm.rotary)
+                  local_positions=lm.local_positions)
 
 
 def encode_layers(text: str, model: str | LoadedModel = DEFAULT_MODEL, layers=None, device: str | None = None,
@@ -432,7 +454,8 @@ def encode_layers(text: str, model: str | LoadedModel = DEFAULT_MODEL, layers=No
     store, rules = _run_passes(lm, ids, plan, layers, batch, keep_windows, progress)
     tok = lm.tokenizer.convert_ids_to_tokens(lm.prefix + ids + lm.suffix)
     offs = [(0, 0)] * len(lm.prefix) + offsets + [(0, 0)] * len(lm.suffix)
-    note, passes = _position_note(lm, len(tok), len(ids), plan, window, stride), _passes(lm, plan, len(tok))
+    note = _position_note(lm, len(tok), len(ids), plan, window, stride, rules[layers[0]].bias)
+    passes = _passes(lm, plan, len(tok))
     unknown = sum(i == lm.tokenizer.unk_token_id for i in ids) if lm.tokenizer.unk_token_id is not None else 0
     docs = []
     for layer in layers:
@@ -460,15 +483,31 @@ def encode(text: str, model: str | LoadedModel = DEFAULT_MODEL, layer: int = 0, 
     return encode_layers(text, model, [layer], device, window, stride, batch, progress, keep_windows).docs[0]
 
 
-def _position_note(lm: LoadedModel, n: int, text_tokens: int, plan, window: int, stride: int) -> str:
+def _position_note(lm: LoadedModel, n: int, text_tokens: int, plan, window: int, stride: int, bias) -> str:
     """What the encoding did, in words; n counts every token of the Doc (the model's special ones too),
     as every page does, and the windows are over the text's own tokens."""
     if len(plan) == 1:
         return f"{n:,} tokens in one pass: Q/K/V are exactly what the model computes."
-    where = ("rotary positions are applied at each token's global position, so distances beyond the model's "
-             "training length are extrapolated" if lm.rotary else
-             "position embeddings restart in every window, so the model only ever saw positions inside its window")
     special = n - text_tokens
     return (f"{n:,} tokens ({text_tokens:,} of the text" + (f" and the model's {special} special ones" if special else "")
             + f") in {len(plan)} overlapping windows of {window} (stride {stride}); each token's Q/K/V "
-            f"come from the window where it has the most context, and {where}.")
+            f"come from the window where it has the most context, and {_positions_across(lm, bias)}.")
+
+
+def _positions_across(lm: LoadedModel, bias) -> str:
+    """What positions mean across the windows: rotary ones are global, learned ones restart, and a bias
+    added inside the layer is a function of distance, applied at the pair's distance in the whole text."""
+    if lm.rotary:
+        return ("rotary positions are applied at each token's global position, so distances beyond the model's "
+                "training length are extrapolated")
+    if isinstance(bias, ALiBi):
+        rounded = ("" if bias.precision == "float32" else f"; the model computes slope × position in {bias.precision}, "
+                   "so far into a long text its bias moves in coarser steps than inside one window")
+        return ("Q/K carry no positions: ALiBi's bias is applied at each pair's distance in the whole text, so pairs "
+                "farther apart than a window, which no pass saw together, get its linear penalty extrapolated, as "
+                "ALiBi was made for" + rounded)
+    restart = "position embeddings restart in every window, so the model only ever saw positions inside its window"
+    if isinstance(bias, RelativeBuckets):
+        return (f"{restart}; its learned relative bias is applied at each pair's distance in the whole text (from "
+                f"{bias.max_distance} tokens on every distance shares the bucket the model learned for far keys)")
+    return restart

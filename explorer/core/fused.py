@@ -57,6 +57,8 @@ _FLEX_BLOCK = 128  # FlexAttention's block of query rows
 def fused_available(q: torch.Tensor, rule: AttentionRule) -> bool:
     """Whether a fused kernel computes this rule on q's device and dtype (else the binned pass)."""
     device = q.device.type
+    if rule.bias is not None:  # neither kernel is given the bias (FlexAttention could take it as a score_mod)
+        return False
     if device == "cpu":
         return rule.softcap is None
     return device == "cuda" and q.dtype == torch.float32 and q.shape[-1] >= 16
@@ -125,7 +127,7 @@ def known_lse_block(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, 
     s.sub_(lse[..., None]).exp_()  # the weights themselves
     bin_sum = cells.sum(-1)
     mass = bin_sum.sum(-1)  # 1, or less by the sink's share
-    if rule.softcap is None:  # -sum p (s - lse) = lse * mass - q . E_p[k]: a matmul, not a log per weight
+    if rule.dot_scores:  # -sum p (s - lse) = lse * mass - q . E_p[k]: a matmul, not a log per weight
         spent = (q_rows * torch.matmul(s, keys.keys_t[:, :-1, : s.shape[-1]].transpose(1, 2))).sum(-1) - lse * mass
     else:
         spent = torch.special.xlogy(s, s).sum(-1)

@@ -1,5 +1,6 @@
 """How one layer of a model turns q . k into attention probabilities: its scale, its mask
-(causal, sliding window), a soft-cap on the scores and learned sink logits.
+(causal, sliding window), a soft-cap on the scores, a position bias added inside the layer
+(ALiBi, learned relative buckets: explorer.core.bias) and learned sink logits.
 
 The capture (explorer.core.encoding) records a rule for every layer from what the
 model passes its attention function, so the explorer can compute the model's own
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from explorer.core.bias import PositionBias
 from explorer.core.checks import check_qkv
 from explorer.core.masks import MaskMod, mask_rows
 
@@ -27,6 +29,7 @@ class AttentionRule:
     window: int | None = None  # sliding window: causal keys with q - k < window; bidirectional |q - k| <= window
     softcap: float | None = None  # scores become softcap * tanh(score / softcap)
     sinks: tuple[float, ...] | None = None  # one learned sink logit per head
+    bias: PositionBias | None = None  # added to the (soft-capped) scores, as the layer adds it
 
     @classmethod
     def plain(cls, head_dim: int, causal: bool) -> AttentionRule:
@@ -36,11 +39,31 @@ class AttentionRule:
     @property
     def is_plain(self) -> bool:
         """True when the rule adds nothing to a scaled softmax (scale and causality aside)."""
-        return self.window is None and self.softcap is None and self.sinks is None
+        return self.window is None and self.softcap is None and self.sinks is None and self.bias is None
+
+    @property
+    def dot_scores(self) -> bool:
+        """True when a score is the scaled q . k itself (no soft-cap, no bias): then the expected score
+        of a row is q . E_p[k], one matmul, rather than a log per weight."""
+        return self.softcap is None and self.bias is None
 
     def of_head(self, head: int) -> AttentionRule:
-        """The rule of one head (its own sink logit)."""
-        return replace(self, sinks=self.sinks[head : head + 1]) if self.sinks is not None else self
+        """The rule of one head (its own sink logit, its own slope or row of the bias table)."""
+        return self.of_heads(head, head + 1)
+
+    def of_heads(self, first: int, stop: int) -> AttentionRule:
+        """The rule of heads first..stop-1, as a pass over a group of heads uses it."""
+        if self.sinks is None and self.bias is None:
+            return self
+        return replace(self, sinks=None if self.sinks is None else self.sinks[first:stop],
+                       bias=None if self.bias is None else self.bias.of_heads(first, stop))
+
+    def check_heads(self, heads: int) -> None:
+        """ValueError unless the rule's per-head values (sinks, bias) are for `heads` heads."""
+        if self.sinks is not None and len(self.sinks) != heads:
+            raise ValueError(f"the rule has {len(self.sinks)} sink logits for {heads} heads")
+        if self.bias is not None and self.bias.heads != heads:
+            raise ValueError(f"the rule's position bias has {self.bias.heads} heads for {heads} heads")
 
     def mask(self) -> MaskMod:
         """Which keys a query may attend to, as a mask_mod of (batch, head, q_idx, kv_idx)."""
@@ -63,14 +86,16 @@ class AttentionRule:
         s = torch.matmul(q[:, rows], k.transpose(1, 2)) * self.scaling
         if self.softcap is not None:
             s = torch.tanh(s / self.softcap) * self.softcap
+        if self.bias is not None:
+            self.check_heads(s.shape[0])
+            s = self.bias.add_to(s, rows, torch.arange(k.shape[1], device=k.device))
         return s.masked_fill(~self.allowed(rows, torch.arange(k.shape[1], device=k.device)), float("-inf"))
 
     def sink_logits(self, heads: int, like: torch.Tensor) -> torch.Tensor | None:
         """[heads, 1, 1] sink logits in like's dtype and device, or None."""
         if self.sinks is None:
             return None
-        if len(self.sinks) != heads:
-            raise ValueError(f"the rule has {len(self.sinks)} sink logits for {heads} heads")
+        self.check_heads(heads)
         return torch.tensor(self.sinks, dtype=like.dtype, device=like.device).view(heads, 1, 1)
 
     def normaliser(self, s: torch.Tensor) -> torch.Tensor:
@@ -92,20 +117,26 @@ class AttentionRule:
         log-sum-exp lse [heads, n] (the statistics pass's, sinks included): a key's column of the
         map from one pass over the queries, never the n x n matrix."""
         q, k, _ = check_qkv(q, k)
-        s = torch.matmul(q, k[:, key : key + 1].transpose(1, 2)).squeeze(-1) * self.scaling
+        rows, keys = torch.arange(q.shape[1], device=q.device), torch.tensor([key], device=q.device)
+        s = torch.matmul(q, k[:, key : key + 1].transpose(1, 2)) * self.scaling  # [heads, n, 1]
         if self.softcap is not None:
             s = torch.tanh(s / self.softcap) * self.softcap
-        seen = self.allowed(torch.arange(q.shape[1], device=q.device), torch.tensor([key], device=q.device))[:, 0]
-        return torch.exp(s - lse.to(s)).masked_fill(~seen, 0.0)
+        if self.bias is not None:
+            self.check_heads(s.shape[0])
+            s = self.bias.add_to(s, rows, keys)
+        return torch.exp(s[..., 0] - lse.to(s)).masked_fill(~self.allowed(rows, keys)[:, 0], 0.0)
 
     def describe(self) -> str:
-        """The rule in words, e.g. 'causal, sliding window of 4,096 keys, scores soft-capped at 50'."""
+        """The rule in words, e.g. 'causal, sliding window of 4,096 keys, scores soft-capped at 50' or
+        'causal, ALiBi position bias with slopes 0.5 to 0.00391 per token of distance'."""
         parts = ["causal" if self.causal else "bidirectional"]
         if self.window is not None:
             parts.append(f"sliding window of {self.window:,} keys" if self.causal
                          else f"local window of {self.window:,} keys each side")
         if self.softcap is not None:
             parts.append(f"scores soft-capped at {self.softcap:g}")
+        if self.bias is not None:
+            parts.append(self.bias.describe())
         if self.sinks is not None:
             parts.append("a learned sink logit per head")
         return ", ".join(parts)

@@ -17,7 +17,7 @@ takes 0.18 s there, but gives only the output.
 Memory of both: O(n * head_dim + chunk * n).
 
 Both take a model's AttentionRule (explorer.core.rule: scale, causal or sliding-window
-mask, soft-cap, sinks) for the statistics of attention as the model computes it;
+mask, soft-cap, position bias, sinks) for the statistics of attention as the model computes it;
 without one, the plain softmax (q . k / sqrt(d), causal when told).
 
 Progressive use (a preview first, exact at the end, one pass):
@@ -71,8 +71,8 @@ def check_args(q, k, v, grid: int, topk: int, rule: AttentionRule | None, rows=N
         raise ValueError(f"grid and topk must be at least 1, got grid={grid}, topk={topk}")
     if rule is not None and not isinstance(rule, AttentionRule):
         raise ValueError(f"rule must be an AttentionRule or None, got {type(rule).__name__}")
-    if rule is not None and rule.sinks is not None and len(rule.sinks) != q.shape[0]:
-        raise ValueError(f"the rule has {len(rule.sinks)} sink logits for {q.shape[0]} heads")
+    if rule is not None:
+        rule.check_heads(q.shape[0])
     if rows is not None:
         rows = as_rows(rows, q.shape[1], q.device)
         if not rows.numel():

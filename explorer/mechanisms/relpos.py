@@ -1,9 +1,11 @@
-"""Relative-position biases over dense attention: T5 buckets, ALiBi, Shaw et al. and RoPE.
+"""Relative-position biases over dense attention: T5 buckets, MPNet's learned buckets, ALiBi,
+Shaw et al. and RoPE.
 
 Every query still attends to every key; only the score changes with the
 distance j - i (key position minus query position):
 
     t5     q_i.k_j / sqrt(d) + values[t5_bucket(j - i), h]      (Raffel et al. 2020)
+    mpnet  the same, with the values MPNet learned                (Song et al. 2020)
     alibi  q_i.k_j / sqrt(d) - slope_h * |j - i|                 (Press et al. 2022)
     shaw   q_i.(k_j + a_clip(j - i, -K, K)) / sqrt(d)            (Shaw et al. 2018)
     rope   (R_i q_i).(R_j k_j) / sqrt(d), R_p rotates pair t by p * theta^(-2t/d)  (Su et al. 2021)
@@ -23,6 +25,11 @@ Choices and deviations, each stated:
   -log(1 + distance) * (head + 1) / heads, or "local" 0 within 2^(head mod 4)
   tokens and -8 beyond. Causal runs use T5's decoder bucketing
   (bidirectional=False), as T5's decoder does.
+- MPNet's values are all-mpnet-base-v2's own (Apache-2.0), extracted once by
+  scripts/extract_mpnet_bias.py into assets/position_bias/mpnet.json
+  (`learned_table`): 32 buckets both ways, max distance 128, 12 heads. Head h of
+  a run gets MPNet's head h mod 12; causal runs mask keys after the query and
+  keep the values MPNet learned for the past.
 - ALiBi is causal in the paper (-slope * (i - j) on the past); the
   bidirectional form uses |j - i|, as encoder adaptations do.
 - Shaw: one seeded N(0, 1) table a^K of 2K + 1 rows of head_dim, shared by all
@@ -42,13 +49,17 @@ against distance for the actual q, k.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from explorer.core.attention import scores as content_scores
+from explorer.core.bias import relative_bucket
 from explorer.core.bundled import load_error
 from explorer.core.device import chunk_rows
 from explorer.core.rows import row_chunks, sample_rows
@@ -59,6 +70,7 @@ _PAIR_BUDGET = 2**24  # elements of one gathered [heads, rows, distances, d] blo
 _WINDOW = 128  # tokens of the default bias window in `structure`
 _LOCAL_PENALTY = -8.0  # "local" profile: bias beyond the head's window
 _DISTANCE_LIMIT = 2**20  # profiles: buckets first reached farther than this get this distance
+LEARNED = Path(__file__).resolve().parents[2] / "assets" / "position_bias" / "mpnet.json"
 
 
 # ---------------------------------------------------------------- T5 buckets
@@ -81,28 +93,10 @@ def check_buckets(bidirectional: bool, num_buckets: int, max_distance: int) -> N
 
 
 def t5_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128) -> torch.Tensor:
-    """T5's bucket of each relative position (key position - query position).
-
-    Half of the buckets (per direction when bidirectional) hold one distance
-    each; the rest cover distances up to max_distance on a log scale, and
-    everything farther shares the last bucket. Causal (bidirectional=False)
-    folds keys after the query into bucket 0. The float32 arithmetic follows
-    T5's so that boundaries land exactly where T5's do.
-    """
-    rel = torch.as_tensor(relative_position).long()
+    """T5's bucket of each relative position (key position - query position), settings checked:
+    explorer.core.bias.relative_bucket, the bucketing a captured T5-style or MPNet layer uses too."""
     check_buckets(bidirectional, num_buckets, max_distance)
-    if bidirectional:
-        num_buckets //= 2
-        offset = (rel > 0).long() * num_buckets
-        dist = rel.abs()
-    else:
-        offset = torch.zeros_like(rel)
-        dist = (-rel).clamp_min(0)
-    exact = num_buckets // 2
-    ratio = dist.float().clamp_min(exact) / exact  # clamp only avoids log(0) in unused entries
-    spread = torch.log(ratio) / math.log(max_distance / exact) * (num_buckets - exact)
-    far = (exact + spread.long()).clamp_max(num_buckets - 1)
-    return offset + torch.where(dist < exact, dist, far)
+    return relative_bucket(relative_position, bidirectional, num_buckets, max_distance)
 
 
 def bucket_distances(bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
@@ -125,6 +119,30 @@ def t5_profile(profile: str, heads: torch.Tensor, total_heads: int, bidirectiona
         return -torch.log1p(dist) * (heads.float() + 1) / total_heads
     window = 2.0 ** (heads % 4).float()
     return torch.where(dist <= window, 0.0, _LOCAL_PENALTY)
+
+
+@dataclass(frozen=True)
+class LearnedTable:
+    """A relative-position table a model learned, as its asset holds it (see `learned_table`)."""
+
+    values: torch.Tensor  # [num_buckets, heads] float32, as the model's relative_attention_bias.weight
+    max_distance: int
+    bidirectional: bool
+    model: str
+    licence: str
+    check: dict  # the model's own bias on a short text: text, distances [D], bias [heads][D]
+
+    @property
+    def num_buckets(self) -> int:
+        return self.values.shape[0]
+
+
+@functools.cache
+def learned_table() -> LearnedTable:
+    """MPNet's table (all-mpnet-base-v2), from assets/position_bias/mpnet.json."""
+    asset = json.loads(LEARNED.read_text(encoding="utf-8"))
+    return LearnedTable(torch.tensor(asset["table"], dtype=torch.float32), asset["max_distance"],
+                        asset["bidirectional"], asset["model"], asset["licence"], asset["check"])
 
 
 def _checked_t5_values(values, num_buckets: int, need_heads: int) -> torch.Tensor:
@@ -337,6 +355,11 @@ class Scheme:
     def check(values: dict) -> None:
         """Rules between the scheme's parameters: ValueError naming the parameter."""
 
+    @staticmethod
+    def buckets(values: dict, distances: torch.Tensor) -> torch.Tensor | None:
+        """The bucket of each distance, for the bucketed kinds (a chart shows it), else None."""
+        return None
+
     def scores(self, rows: torch.Tensor) -> torch.Tensor:
         """Scores [heads, len(rows), n] with the position term, -inf on masked keys."""
         s = content_scores(self.q, self.k, rows, self.causal)
@@ -425,6 +448,10 @@ class T5Buckets(DistanceBias):
     def check(values):
         check_buckets(not values["causal"], values["num_buckets"], values["max_distance"])
 
+    @staticmethod
+    def buckets(values, distances):
+        return t5_bucket(distances, not values["causal"], values["num_buckets"], values["max_distance"])
+
     def bucket(self, distance: torch.Tensor) -> torch.Tensor:
         return t5_bucket(distance, self.bidirectional, self.num_buckets, self.max_distance)
 
@@ -433,6 +460,33 @@ class T5Buckets(DistanceBias):
 
     def details(self, distances):
         return {"t5_values": self.values.cpu(), "buckets": self.bucket(distances)}
+
+
+class LearnedBuckets(T5Buckets):
+    """MPNet: T5's buckets (both ways) with the values all-mpnet-base-v2 learned (`learned_table`).
+
+    The table is the model's, so causal runs keep its bidirectional bucketing and mask the future.
+    """
+
+    kind, title = "mpnet", "learned: MPNet"
+    reads = ("heads", "scale")
+    params = ()
+
+    def __init__(self, q, k, causal, heads: ModelHeads, scale):
+        table = learned_table()
+        self.bidirectional, self.num_buckets, self.max_distance = table.bidirectional, table.num_buckets, \
+            table.max_distance
+        self.values = table.values[:, heads.numbers % table.values.shape[1]].to(q.device, q.dtype)
+        DistanceBias.__init__(self, q, k, causal, scale)
+
+    @staticmethod
+    def check(values):
+        pass
+
+    @staticmethod
+    def buckets(values, distances):
+        table = learned_table()
+        return relative_bucket(distances, table.bidirectional, table.num_buckets, table.max_distance)
 
 
 class ALiBi(DistanceBias):
@@ -512,7 +566,7 @@ class RoPE(Scheme):
         return {"theta": self.theta}
 
 
-SCHEMES: dict[str, type[Scheme]] = {s.kind: s for s in (T5Buckets, ALiBi, Shaw, RoPE)}
+SCHEMES: dict[str, type[Scheme]] = {s.kind: s for s in (T5Buckets, LearnedBuckets, ALiBi, Shaw, RoPE)}
 KINDS = tuple(SCHEMES)
 
 
@@ -522,14 +576,14 @@ class Structure:
 
     kind: str  # the scheme, a key of SCHEMES
     causal: bool  # keys after the query masked
-    bias_exact: bool  # the term depends on distance alone (t5, alibi); else `bias` is a mean over query rows
+    bias_exact: bool  # the term depends on distance alone (t5, mpnet, alibi); else `bias` is a mean over query rows
     distances: torch.Tensor  # LongTensor [D]: signed distances j - i of the default curve
     bias: torch.Tensor  # [heads, D]: (mean) position term of the score at those distances
     window: tuple[int, int, int, int]  # (r0, r1, c0, c1): the first up-to-128 tokens
     bias_window: torch.Tensor  # [heads, r1 - r0, c1 - c0]: the position term there
     slopes: torch.Tensor | None = None  # alibi: [heads] slope of each head
-    t5_values: torch.Tensor | None = None  # t5: [num_buckets, heads] value of each bucket
-    buckets: torch.Tensor | None = None  # t5: [D] bucket of each of `distances`
+    t5_values: torch.Tensor | None = None  # t5, mpnet: [num_buckets, heads] value of each bucket
+    buckets: torch.Tensor | None = None  # t5, mpnet: [D] bucket of each of `distances`
     clip: int | None = None  # shaw: distances clipped to [-clip, clip]
     theta: float | None = None  # rope: base of the rotation frequencies
 
@@ -542,9 +596,9 @@ class RelativePosition(Mechanism):
     title = "Relative position"
     summary = (
         "The same dense attention over the text, with a score that also depends on how far the key "
-        "is from the query: T5's bucketed bias, ALiBi's linear penalty, Shaw's clipped relative "
-        "embeddings or RoPE's rotation of queries and keys. The bias is computed only for what is "
-        "drawn: the distances on the curve and the window on the map.")
+        "is from the query: T5's bucketed bias, the buckets MPNet learned, ALiBi's linear penalty, "
+        "Shaw's clipped relative embeddings or RoPE's rotation of queries and keys. The bias is "
+        "computed only for what is drawn: the distances on the curve and the window on the map.")
     params = (
         Param("kind", "t5", choices=KINDS, help="which relative-position scheme",
               label="Scheme", choice_text={kind: s.title for kind, s in SCHEMES.items()}),

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import explorer
-from explorer.analysis.dilution import (DENSE, METRICS, Curves, Needle, dilution_curves, lognormal_valid,
+from explorer.analysis.dilution import (METRICS, Curves, Needle, dilution_curves, lognormal_valid,
                                         needle_experiment, needle_row, needle_weight, needle_weight_lognormal,
                                         prefix_lengths, row_stats, uniform_row)
+from explorer.analysis.experiment import DENSE
 from explorer.mechanisms import REGISTRY
 
 

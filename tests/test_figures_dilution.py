@@ -4,7 +4,8 @@ import plotly.graph_objects as go
 import torch
 
 import explorer
-from explorer.analysis.dilution import DENSE, dilution_curves, needle_experiment
+from explorer.analysis.dilution import dilution_curves, needle_experiment
+from explorer.analysis.experiment import DENSE
 from explorer.analysis.needle_text import text_dilution
 from explorer.analysis.remedies import reference_weight
 from explorer.analysis.sinks import SinkMeasure, sink_measure

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.analysis.dilution import DENSE
+from explorer.analysis.experiment import DENSE
 from explorer.analysis.needle_text import (TextNeedle, filler_pool, filler_steps, find_span, marked_spans,
                                            needle_report_spans, sequence, text_dilution)
 from explorer.core.samples import SAMPLES_DIR

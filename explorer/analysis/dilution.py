@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from explorer.analysis import experiment, remedies
-from explorer.analysis.experiment import Mechanisms, Progress  # DENSE: the curves' name of dense, re-exported
+from explorer.analysis.experiment import Mechanisms, Progress
 from explorer.core.checks import check_qkv
 from explorer.core.device import chunk_rows
 from explorer.core.rows import sample_rows

@@ -11,7 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.analysis import remedies
-from explorer.analysis.dilution import DENSE, LABELS, Curves, Needle
+from explorer.analysis.dilution import LABELS, Curves, Needle
+from explorer.analysis.experiment import DENSE
 from explorer.analysis.needle_text import TextNeedle
 from explorer.figures import colours, common
 

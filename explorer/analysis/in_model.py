@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from explorer.core import forward
@@ -32,7 +33,20 @@ from explorer.core.encoding import LoadedModel, _check_layers, _check_text, _tok
 from explorer.core.rule import AttentionRule
 from explorer.mechanisms import DENSE, REGISTRY
 
-ROWS = 128  # next-token rows scored at once: two [ROWS, vocabulary] logits and their log-softmax
+ROWS = 64  # next-token rows scored at once: two [ROWS, vocabulary] logits and their log-softmax
+# What the bench, the README's table and the sweep run by default: StreamingLLM's pair (the same 256 keys
+# with and without 4 sinks), then every mechanism with a causal form at its defaults (relative position
+# as ALiBi, the causal LMs' own bias, rather than seeded T5 buckets)
+PRESETS: dict[str, tuple[str, dict]] = {
+    "window": ("sinks", {"sinks": 0, "window": 256}),
+    "sinks": ("sinks", {"sinks": 4, "window": 252}),
+    "segmented": ("segmented", {}),
+    "hierarchical": ("hierarchical", {}),
+    "memory": ("memory", {}),
+    "lsh": ("lsh", {}),
+    "routing": ("routing", {}),
+    "relpos": ("relpos", {"kind": "alibi"}),
+}
 # Mechanisms whose structure is built from the whole text: which earlier keys a query sees depends on later tokens
 WHOLE_TEXT = {
     "lsh": "LSH sorts the whole text's buckets into chunks, so which earlier keys a query shares a chunk with "
@@ -69,15 +83,17 @@ def check_mechanism(mechanism: str, params: dict | None) -> dict:
 
 
 def mechanism_attention(mechanism: str, params: dict) -> forward.LayerAttention:
-    """A layer's attention by the mechanism (checked params), every head at once: q scaled so that its
-    1/sqrt(d) softmax uses the layer's own scale. One sequence (batch 1)."""
+    """A layer's attention by the mechanism (params as check_mechanism returns them), every head at
+    once: q scaled so that its 1/sqrt(d) softmax uses the layer's own scale. One sequence (batch 1).
+    It calls the mechanism's compute, not run: the parameters were checked once, and run's checks of
+    q, k, v and its timing would cost every layer again (a twentieth of a layer's forward pass)."""
     if mechanism == DENSE:
         return forward.exact
     mech = REGISTRY[mechanism]
 
     def attend(q, k, v, rule: AttentionRule, layer: int):
         d = q.shape[-1]
-        out = mech.run(q[0] * (rule.scaling * math.sqrt(d)), k[0], v[0], **params).output
+        out = mech.compute(q[0].float() * (rule.scaling * math.sqrt(d)), k[0].float(), v[0].float(), **params).output
         return out[None].to(q.dtype)
 
     return attend
@@ -128,8 +144,8 @@ class InModel:
     p_top_dense: np.ndarray  # and its probability
     top: list[str]  # the mechanism's
     p_top: np.ndarray
-    seconds: float  # the mechanism's forward pass and its scoring
-    seconds_dense: float
+    seconds: float  # the model's forward pass with the mechanism in place
+    seconds_dense: float  # with its own attention
     notes: tuple[str, ...]  # what the reader must know: tokens scored, structure built from the whole text
 
     @property
@@ -192,12 +208,13 @@ def swapped(base: Baseline, mechanism: str, params: dict | None = None, layers=N
         return attend(q, k, v, rule, layer)
 
     hidden = forward.forward(lm, base.ids, {layer: seen for layer in layers}, progress=progress)
-    scores = _scores(lm, base.hidden, hidden, base.ids[base.prefix:], base.prefix)
+    seconds = time.perf_counter() - start
+    scores = next_token_scores(lm, base.hidden, hidden, base.ids[base.prefix:], base.prefix)
     top_dense, top = _decode(lm, scores.pop("top_dense_ids")), _decode(lm, scores.pop("top_ids"))
     shown = {k: v for k, v in values.items() if v is not None}
     return InModel(model=base.model, mechanism=mechanism, params=shown, layers=layers, tokens=base.tokens,
                    offsets=base.offsets, total_tokens=base.total_tokens, top_dense=top_dense, top=top, **scores,
-                   seconds=time.perf_counter() - start, seconds_dense=base.seconds,
+                   seconds=seconds, seconds_dense=base.seconds,
                    notes=_notes(base, mechanism, rules))
 
 
@@ -223,9 +240,10 @@ def in_model(text: str, model: str | LoadedModel = "smollm2", mechanism: str = "
     return swapped(base, mechanism, params, layers, mech, device)
 
 
-def _scores(lm: LoadedModel, dense: torch.Tensor, hidden: torch.Tensor, ids: list[int], prefix: int) -> dict:
-    """Per next token (text tokens 1..n-1, predicted from the rows before them): both negative
-    log-likelihoods, KL(dense || mechanism), agreement, each most likely token and its probability."""
+def next_token_scores(lm: LoadedModel, dense: torch.Tensor, hidden: torch.Tensor, ids: list[int], prefix: int) -> dict:
+    """Per next token (text tokens 1..n-1, predicted from the hidden rows before them, `prefix` special
+    tokens in): both negative log-likelihoods, KL(dense || mechanism), agreement, each most likely token
+    id and its probability, as arrays."""
     rows = torch.arange(prefix, prefix + len(ids) - 1, device=dense.device)
     targets = torch.tensor(ids[1:], device=dense.device)
     parts: dict[str, list] = {k: [] for k in ("nll_dense", "nll", "kl", "top_dense_ids", "p_top_dense",
@@ -262,3 +280,97 @@ def _notes(base: Baseline, mechanism: str, rules: dict[int, AttentionRule]) -> t
             notes.append("The swapped layers' own rule (" + "; ".join(own) + ") is replaced by the mechanism's "
                          "softmax at the layer's scale.")
     return tuple(notes)
+
+
+# What the page's and the sweep's tables say, StreamingLLM's columns
+COLUMNS = {"mechanism": "Mechanism", "params": "Parameters", "layers": "Layers", "perplexity": "Perplexity",
+           "times_dense": "× dense", "agreement": "Next-token agreement", "kl_mean": "Mean KL (nats)",
+           "seconds": "Seconds"}
+
+
+def label(mechanism: str, params: dict) -> str:
+    """A mechanism with the parameters set apart from its defaults, as a table or legend names it;
+    sink + window with no sinks is the 'window only' row of StreamingLLM's table."""
+    if mechanism == DENSE:
+        return "Dense (the model's own)"
+    if mechanism == "sinks" and params.get("sinks") == 0:
+        return f"Window only ({params.get('window', REGISTRY['sinks'].defaults()['window']):,} keys)"
+    shown = param_text(mechanism, params)
+    return REGISTRY[mechanism].title + (f" ({shown})" if shown else "")
+
+
+def param_text(mechanism: str, params: dict) -> str:
+    """The parameters set apart from the mechanism's defaults, in short ('sinks 4, window 252'); causal
+    is left out (always on inside the model)."""
+    if mechanism == DENSE:
+        return ""
+    defaults = REGISTRY[mechanism].defaults()
+    return ", ".join(f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
+                     else f"{k.replace('_', ' ')} {v}" for k, v in params.items()
+                     if k != "causal" and v is not None and v != defaults.get(k))
+
+
+def layers_text(layers, total: int) -> str:
+    """Listed layers in short: 'all 30', '0–14', '3, 7, 11'."""
+    layers = sorted(layers)
+    if len(layers) == total:
+        return f"all {total}"
+    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}–{layers[-1]}"
+    return ", ".join(map(str, layers))
+
+
+def table(effects: list[InModel], total_layers: int) -> pd.DataFrame:
+    """StreamingLLM's table: dense first, then one row per effect (all on the same tokens)."""
+    first = effects[0]
+    rows = [{"mechanism": label(DENSE, {}), "params": "", "layers": layers_text(range(total_layers), total_layers),
+             "perplexity": first.perplexity_dense, "times_dense": 1.0, "agreement": 1.0, "kl_mean": 0.0,
+             "seconds": first.seconds_dense}]
+    rows += [{"mechanism": label(e.mechanism, e.params), "params": param_text(e.mechanism, e.params),
+              "layers": layers_text(e.layers, total_layers), "perplexity": e.perplexity,
+              "times_dense": e.perplexity / e.perplexity_dense, "agreement": float(e.agree.mean()),
+              "kl_mean": float(e.kl.mean()), "seconds": e.seconds} for e in effects]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def loss_gap(effect: InModel, window: int = 64) -> np.ndarray:
+    """[n - 1] the loss the mechanism adds per next token (its NLL minus dense's), as a trailing rolling
+    mean over `window` predictions (fewer at the start), so a drift shows above the token-level noise."""
+    gap = effect.nll - effect.nll_dense
+    sums = np.cumsum(np.concatenate([[0.0], gap]))
+    i = np.arange(1, len(gap) + 1)
+    lo = np.maximum(0, i - window)
+    return (sums[i] - sums[lo]) / (i - lo)
+
+
+def hurt(effect: InModel, text: str, count: int = 20, context: int = 60) -> pd.DataFrame:
+    """The predictions the mechanism hurts most (largest KL from dense): where the model read up to
+    (`query`: the text token whose row made the prediction), the text before the next token, the token,
+    each side's most likely next token with its probability, the KL and the loss added."""
+    order = np.argsort(-effect.kl, kind="stable")[:count]
+    rows = []
+    for i in order:
+        start, stop = effect.offsets[i + 1]
+        rows.append({"query": int(i), "before": text[max(0, start - context) : start], "token": text[start:stop],
+                     "dense": effect.top_dense[i], "p_dense": float(effect.p_top_dense[i]),
+                     "mechanism": effect.top[i], "p_mechanism": float(effect.p_top[i]), "kl": float(effect.kl[i]),
+                     "added_loss": float(effect.nll[i] - effect.nll_dense[i])})
+    return pd.DataFrame(rows, columns=["query", "before", "token", "dense", "p_dense", "mechanism", "p_mechanism",
+                                       "kl", "added_loss"])
+
+
+def parse_layers(text: str, total: int) -> tuple[int, ...]:
+    """Layers written as a person writes them, '0-14', '3, 7, 11' or both ('0-3, 20'), checked against
+    the model's `total`; ValueError in words."""
+    layers: set[int] = set()
+    for part in filter(None, (p.strip() for p in str(text).replace(";", ",").split(","))):
+        lo, dash, hi = part.partition("-")
+        if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
+            raise ValueError(f"layers {text!r}: write layer numbers and ranges such as 0-14 or 3, 7, 11")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if a > b or b >= total:
+            raise ValueError(f"layers {text!r}: {part} is not a range within the model's layers 0-{total - 1}")
+        layers.update(range(a, b + 1))
+    if not layers:
+        raise ValueError("no layers named: write layer numbers and ranges such as 0-14 or 3, 7, 11")
+    return tuple(sorted(layers))

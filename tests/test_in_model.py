@@ -127,3 +127,31 @@ def test_bad_calls_are_refused_in_words(llama, call, match):
 def test_an_encoder_is_refused_with_smollm2_offered():
     with pytest.raises(ValueError, match="is an encoder.*Pick smollm2"):
         explorer.in_model(STORY, "minilm")
+
+
+def test_a_sweep_with_in_model_writes_a_table_of_its_own(llama, tmp_path):
+    """`--in-model`: each causal LM's perplexity with each mechanism in every layer, in DIR/_in_model; the
+    head table reads as before; an encoder is one error row; a second run measures nothing again."""
+    from explorer.analysis import corpus
+    from explorer.sweep import sweep
+    from explorer.sweep.inputs import Document
+
+    doc = Document("keeper", "keeper", STORY * 2)
+    options = dict(models=[llama.name, "minilm"], layers=[0], heads=[0], mechanisms=["sinks:sinks=1,window=6",
+                   "lowrank"], max_tokens=[40], engine="local", in_model=True, stream=open("/dev/null", "w"))
+    sweep([doc], tmp_path, **options)
+    heads, swapped = corpus.read(tmp_path), corpus.read_in_model(tmp_path)
+    assert set(heads.model) == {llama.name, "minilm"} and (heads.error == "").all()
+    mine = swapped[swapped.model == llama.name].set_index("params")
+    assert len(mine) == 4  # StreamingLLM's pair, then the two named
+    named = mine.loc['{"causal":true,"sinks":1,"window":6}']
+    want = explorer.in_model(STORY * 2, llama, "sinks", {"sinks": 1, "window": 6}, max_tokens=40)
+    assert named.perplexity == pytest.approx(want.perplexity, rel=1e-9)
+    assert named.tokens == 40 and named.layers == "all 2" and named.error == ""
+    assert "no causal form" in mine.loc['{}', "error"]
+    assert "is an encoder" in swapped[swapped.model == "minilm"].error.iloc[0]
+    boxes = corpus.in_model_summary(swapped)
+    assert boxes.loc[("Sink + window (StreamingLLM), sinks=1, window=6", llama.name), "times_dense median"] == \
+        pytest.approx(want.perplexity / want.perplexity_dense)
+    assert ("Window only (256 keys)", llama.name) in boxes.index
+    assert sweep([doc], tmp_path, **options).ran == 0 and len(corpus.read_in_model(tmp_path)) == len(swapped)

@@ -46,8 +46,8 @@ def test_the_table_and_the_loss_chart_are_the_librarys(scored):
     at = scored
     assert not at.exception and not at.error, [e.value for e in at.error]
     table = at.dataframe[0].value
-    assert list(table["Mechanism"]) == ["Dense (the model's own)", f"Window only ({WINDOW} keys)",
-                                        "Sink + window (StreamingLLM) (window 20)"]
+    assert list(table["Mechanism"]) == ["Dense (the model's own)", f"Window only ({WINDOW})",
+                                        f"Sinks + window (4 + {WINDOW - 4})"]
     lm = load_model("smollm2")
     ids = lm.tokenizer(TEXT, add_special_tokens=False)["input_ids"][:TOKENS]
     with torch.no_grad():
@@ -93,4 +93,4 @@ def test_bad_inputs_get_a_message_and_leave_the_page_usable():
     assert at.number_input(key="inside_tokens").value == 2048
     assert "Low-rank attention has no causal form" in said(at.error)
     at = _swap(at)
-    assert not at.exception and list(at.dataframe[0].value["Mechanism"])[1].startswith("Sink + window")
+    assert not at.exception and list(at.dataframe[0].value["Mechanism"])[1].startswith("Sinks + window")

@@ -151,7 +151,7 @@ def test_a_sweep_with_in_model_writes_a_table_of_its_own(llama, tmp_path):
     assert "no causal form" in mine.loc['{}', "error"]
     assert "is an encoder" in swapped[swapped.model == "minilm"].error.iloc[0]
     boxes = corpus.in_model_summary(swapped)
-    assert boxes.loc[("Sink + window (StreamingLLM), sinks=1, window=6", llama.name), "times_dense median"] == \
+    assert boxes.loc[("Sinks + window (1 + 6)", llama.name), "times_dense median"] == \
         pytest.approx(want.perplexity / want.perplexity_dense)
-    assert ("Window only (256 keys)", llama.name) in boxes.index
+    assert ("Window only (256)", llama.name) in boxes.index
     assert sweep([doc], tmp_path, **options).ran == 0 and len(corpus.read_in_model(tmp_path)) == len(swapped)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from explorer.analysis import in_model
 from explorer.mechanisms import DENSE, REGISTRY
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sweeps" / "samples"  # the bundled example sweep
@@ -207,11 +208,10 @@ def in_model_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def in_model_name(key: str, params: str, varying: list[str]) -> str:
-    """A mechanism of the in-model table as a chart names it: sink + window without sinks is StreamingLLM's
-    window alone; other settings as mechanism_name says them."""
-    settings = _settings(params)
-    if key == "sinks" and settings.get("sinks") == 0:
-        return f"Window only ({settings.get('window')} keys)"
+    """A mechanism of the in-model table as a chart names it: sink + window as the page's table does
+    ('Window only (256)', 'Sinks + window (4 + 252)'), others as mechanism_name says them."""
+    if key == "sinks":
+        return in_model.label(key, _settings(params))
     return mechanism_name(key, params, varying)
 
 

@@ -289,25 +289,29 @@ COLUMNS = {"mechanism": "Mechanism", "params": "Parameters", "layers": "Layers",
 
 
 def label(mechanism: str, params: dict) -> str:
-    """A mechanism with the parameters set apart from its defaults, as a table or legend names it;
-    sink + window with no sinks is the 'window only' row of StreamingLLM's table."""
+    """A mechanism with its parameters in short, as a table or legend names it; sink + window reads as
+    StreamingLLM's rows do ('Window only (256)', 'Sinks + window (4 + 252)')."""
     if mechanism == DENSE:
         return "Dense (the model's own)"
-    if mechanism == "sinks" and params.get("sinks") == 0:
-        return f"Window only ({params.get('window', REGISTRY['sinks'].defaults()['window']):,} keys)"
+    if mechanism == "sinks":
+        values = {**REGISTRY["sinks"].defaults(), **params}
+        if values["sinks"] == 0:
+            return f"Window only ({values['window']:,})"
+        return f"Sinks + window ({values['sinks']:,} + {values['window']:,})"
     shown = param_text(mechanism, params)
-    return REGISTRY[mechanism].title + (f" ({shown})" if shown else "")
+    return REGISTRY[mechanism].title + (f", {shown}" if shown else "")
 
 
 def param_text(mechanism: str, params: dict) -> str:
-    """The parameters set apart from the mechanism's defaults, in short ('sinks 4, window 252'); causal
-    is left out (always on inside the model)."""
+    """The parameters in short ('sinks 4, window 252'): sink + window's two always, another mechanism's
+    those set apart from its defaults; causal is left out (always on inside the model)."""
     if mechanism == DENSE:
         return ""
     defaults = REGISTRY[mechanism].defaults()
+    shown = {k: v for k, v in {**defaults, **params}.items() if k != "causal" and v is not None
+             and (mechanism == "sinks" and k in ("sinks", "window") or v != defaults.get(k))}
     return ", ".join(f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) and not isinstance(v, bool)
-                     else f"{k.replace('_', ' ')} {v}" for k, v in params.items()
-                     if k != "causal" and v is not None and v != defaults.get(k))
+                     else f"{k.replace('_', ' ')} {v}" for k, v in shown.items())
 
 
 def layers_text(layers, total: int) -> str:

@@ -137,13 +137,14 @@ def test_a_sweep_with_in_model_writes_a_table_of_its_own(llama, tmp_path):
     from explorer.sweep.inputs import Document
 
     doc = Document("keeper", "keeper", STORY * 2)
-    options = dict(models=[llama.name, "minilm"], layers=[0], heads=[0], mechanisms=["sinks:sinks=1,window=6",
-                   "lowrank"], max_tokens=[40], engine="local", in_model=True, stream=open("/dev/null", "w"))
+    options = dict(models=[llama.name, "minilm"], layers=[0], heads=[0], mechanisms=["segmented:segment_length=8"],
+                   max_tokens=[40], engine="local", in_model=["sinks:sinks=1,window=6", "lowrank"],
+                   stream=open("/dev/null", "w"))
     sweep([doc], tmp_path, **options)
     heads, swapped = corpus.read(tmp_path), corpus.read_in_model(tmp_path)
     assert set(heads.model) == {llama.name, "minilm"} and (heads.error == "").all()
     mine = swapped[swapped.model == llama.name].set_index("params")
-    assert len(mine) == 4  # StreamingLLM's pair, then the two named
+    assert len(mine) == 4  # StreamingLLM's pair, then the two named (not the head table's segmented)
     named = mine.loc['{"causal":true,"sinks":1,"window":6}']
     want = explorer.in_model(STORY * 2, llama, "sinks", {"sinks": 1, "window": 6}, max_tokens=40)
     assert named.perplexity == pytest.approx(want.perplexity, rel=1e-9)

@@ -62,23 +62,28 @@ def _lengths(max_tokens) -> tuple[int, ...] | None:
     return tuple(sorted({_whole("max_tokens", cap, 1) for cap in caps}))
 
 
-def settings_of(layers=None, heads=None, mechanisms=(), max_tokens=None, rows=512, in_model=False) -> Settings:
+def _specs(mechanisms) -> tuple[Spec, ...]:
+    specs = tuple(s if isinstance(s, Spec) else Spec.parse(s) for s in mechanisms)
+    return tuple(s for s in specs if s.name != DENSE)
+
+
+def settings_of(layers=None, heads=None, mechanisms=(), max_tokens=None, rows=512, in_model=None) -> Settings:
     """Settings from plain values, each checked (ValueError naming the bad one); mechanisms as
     written on the command line ("lsh", "segmented:segment_length=512"); dense is always measured;
     max_tokens one length or several (each text measured at each, see Settings.lengths); in_model:
-    StreamingLLM's pair (a window of 256 alone and with 4 sinks) and the mechanisms are also swapped into
-    every layer of each causal LM."""
-    specs = tuple(s if isinstance(s, Spec) else Spec.parse(s) for s in mechanisms)
-    specs = tuple(s for s in specs if s.name != DENSE)
-    pair = tuple(Spec(PRESETS[k][0], tuple(sorted(PRESETS[k][1].items()))) for k in DEFAULTS)
-    swapped = tuple(dict.fromkeys(pair + specs)) if in_model else None
-    return Settings(_indices("layers", layers), _indices("heads", heads), specs, _lengths(max_tokens),
+    None for no in-model table, else the mechanisms swapped into every layer of each causal LM beside
+    StreamingLLM's pair (a window of 256 alone and with 4 sinks), which alone is () or True."""
+    swapped = None
+    if in_model is not None and in_model is not False:
+        pair = tuple(Spec(PRESETS[k][0], tuple(sorted(PRESETS[k][1].items()))) for k in DEFAULTS)
+        swapped = tuple(dict.fromkeys(pair + _specs(() if in_model is True else in_model)))
+    return Settings(_indices("layers", layers), _indices("heads", heads), _specs(mechanisms), _lengths(max_tokens),
                     _whole("rows", rows, 1), swapped)
 
 
 def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None, mechanisms=(), max_tokens=None,
           rows=512, engine="ray", address=None, workers=1, gpus_per_worker=1.0, stream=None,
-          in_model=False) -> Report:
+          in_model=None) -> Report:
     """Measure every (document, model) the directory `out` does not hold yet, writing its rows there.
 
     inputs: files, folders, .jsonl files (see explorer.sweep.inputs), or Documents; default the
@@ -103,7 +108,7 @@ def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None,
     claim(out, settings.record())
     start = time.perf_counter()
     ran = skipped = 0
-    for job in (HEADS, IN_MODEL_JOB) if in_model else (HEADS,):
+    for job in (HEADS, IN_MODEL_JOB) if settings.in_model else (HEADS,):
         held = finished(out, job.schema)
         tasks = [(d, m) for m in models for d in docs if (d.source, m) not in held]
         progress = Progress(len(tasks), stream or sys.stderr, "" if job is HEADS else "in the model: ")

@@ -233,22 +233,26 @@ class LSHState:
         return p, lse, ok | is_self, wpos
 
     def items_output(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Output [heads, S, dv] and lse [heads, S] of every item, chunks in memory-sized blocks."""
+        """Output [heads, S, dv] and lse [heads, S] of every query item (a key item's row is zero, -inf:
+        no token reads it), chunks in memory-sized blocks. In separate-QK mode about half of a chunk's
+        items are keys: each chunk's query items are taken first as rows, and its key items first as
+        window columns, up to the most any chunk holds, so the scores skip most rows and columns that
+        would be masked (in shared-QK mode every item is both, and nothing is skipped)."""
         L = self.layout
-        heads = self.qv.shape[0]
-        out = self.v.new_zeros(heads, L.n_chunks * L.size, self.v.shape[2])
+        heads, dv = self.qv.shape[0], self.v.shape[2]
+        out = self.v.new_zeros(heads, L.n_chunks * L.size, dv)
         lse = self.v.new_full((heads, L.n_chunks * L.size), float("-inf"))
-        items = torch.arange(L.n_chunks * L.size, device=self.v.device).view(L.n_chunks, L.size)
-        step = chunks_per_block(L, heads, self.qv.shape[2] + self.v.shape[2], self.v.device)
+        rows, cols = first_of_each_chunk(L, L.is_q), first_of_each_chunk(L, L.is_k)  # [heads, n_chunks, <= size]
+        step = chunks_per_block(L, heads, self.qv.shape[2] + dv, self.v.device)
         for start in range(0, L.n_chunks, step):
-            stop = min(L.n_chunks, start + step)
-            chunk = torch.arange(start, stop, device=self.v.device)
-            q_items = items[chunk].expand(heads, -1, -1)
-            w_items = window_items(L, chunk).expand(heads, -1, -1)
+            chunk = torch.arange(start, min(L.n_chunks, start + step), device=self.v.device)
+            q_items = rows[:, chunk]
+            w_items = torch.cat([cols[:, (chunk - 1) % L.n_chunks], cols[:, chunk]], dim=-1)
             p, block_lse, _, wpos = self.probs(q_items, w_items)
-            span = slice(start * L.size, stop * L.size)
-            out[:, span] = torch.matmul(p, gather_tokens(self.v, wpos)).flatten(1, 2)
-            lse[:, span] = block_lse.flatten(1)
+            where = q_items.flatten(1)
+            out.scatter_(1, where[..., None].expand(-1, -1, dv),
+                         torch.matmul(p, gather_tokens(self.v, wpos)).flatten(1, 2))
+            lse.scatter_(1, where, block_lse.flatten(1))
         return out, lse
 
     def rows_rounds(self, rows: torch.Tensor, r: int):
@@ -257,6 +261,16 @@ class LSHState:
         w_items = window_items(self.layout, q_items // self.layout.size)
         p, _, ok, wpos = self.probs(q_items[..., None], w_items)
         return p[:, :, 0], ok[:, :, 0], wpos
+
+
+def first_of_each_chunk(layout: Layout, chosen: torch.Tensor) -> torch.Tensor:
+    """Item indices [heads, n_chunks, m]: each chunk's chosen items first (in their order), then the others,
+    cut to m, the most chosen items any chunk holds."""
+    flags = chosen.view(chosen.shape[0], layout.n_chunks, layout.size)
+    order = torch.sort((~flags).to(torch.uint8), dim=-1, stable=True).indices
+    most = max(1, int(flags.sum(-1).max()))
+    first = torch.arange(layout.n_chunks, device=chosen.device)[:, None] * layout.size
+    return first + order[..., :most]
 
 
 def chunks_per_block(layout: Layout, heads: int, width: int, device) -> int:

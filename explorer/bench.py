@@ -310,10 +310,11 @@ def encode_times(models, sizes, text: str, device_name=None) -> list[dict]:
 
 
 def in_model_times(n: int, text: str, device_name=None, mechanisms=None) -> list[dict]:
-    """SmolLM2 over the first n tokens of the text: its own forward pass (timed before and after the
-    others, the machine being shared: ratios are against their mean), the layer's own attention computed
-    through the swap, then each preset mechanism in every layer, with its perplexity, agreement and KL
-    against the model's own, seconds, and peak memory; and the scoring of one mechanism's logits."""
+    """SmolLM2 over the first n tokens of the text: the layer's own attention computed through the swap, then
+    each preset mechanism in every layer, with its perplexity, agreement and KL against the model's own,
+    seconds and peak memory, and the scoring of its next tokens. Each pass is timed right after one of the
+    model's own forward pass, its ratio against that one: on a shared machine the load moves between
+    minutes, less between neighbours."""
     from explorer.analysis import in_model as im  # pandas: only here, so a bare GPU box runs the rest
     from explorer.core import forward
 
@@ -321,38 +322,31 @@ def in_model_times(n: int, text: str, device_name=None, mechanisms=None) -> list
     lm = load_model("smollm2", str(device))
     body = text_of(n, lm.tokenizer, base_text(text))
     im.baseline(body[:400], lm)  # the kernels warmed up
-    with Peak(device) as p:
-        base = im.baseline(body, lm, n)
+    base = im.baseline(body, lm, n)
     presets = {"dense, through the swap": ("dense", {}),
                **{k: v for k, v in im.PRESETS.items() if mechanisms is None or v[0] in mechanisms}}
-    rows = [{"step": "dense (the model's own)", "mechanism": "dense", "params": {}, "s": base.seconds,
-             "peak_bytes": p.bytes, "perplexity": None}]
-    print(f"\nin the model: SmolLM2 over {base.n:,} tokens on {device}, every layer swapped")
-    print(f"  {'step':<26}{'perplexity':>11}{'x dense':>9}{'agree':>7}{'KL':>8}{'s':>8}{'x dense s':>10}"
-          f"{'peak MiB':>10}")
+    print(f"\nin the model: SmolLM2 over {base.n:,} tokens on {device}, every layer swapped; the model's own forward "
+          f"pass {base.seconds:.1f} s")
+    print(f"  {'step':<24}{'perplexity':>11}{'x dense':>9}{'agree':>7}{'KL':>8}{'dense s':>9}{'s':>8}{'x dense s':>10}"
+          f"{'scoring s':>10}{'peak MiB':>10}")
+    rows = []
     for name, (mech, params) in presets.items():
+        start = time.perf_counter()
+        forward.forward(lm, base.ids)
+        dense = time.perf_counter() - start
         with Peak(device) as p:
+            start = time.perf_counter()
             effect = im.swapped(base, mech, params)
-        rows.append({"step": name, "mechanism": mech, "params": params, "s": effect.seconds, "peak_bytes": p.bytes,
-                     "perplexity": effect.perplexity, "perplexity_dense": effect.perplexity_dense,
-                     "agreement": float(effect.agree.mean()), "kl_mean": float(effect.kl.mean())})
-    start = time.perf_counter()
-    hidden = forward.forward(lm, base.ids)
-    rows.append({"step": "dense again (the model's own)", "mechanism": "dense", "params": {},
-                 "s": time.perf_counter() - start, "peak_bytes": 0, "perplexity": None})
-    start = time.perf_counter()
-    im.next_token_scores(lm, base.hidden, hidden, base.ids[base.prefix :], base.prefix)
-    scoring = time.perf_counter() - start
-    dense = (rows[0]["s"] + rows[-1]["s"]) / 2
-    for row in rows:
-        row["x_dense_s"] = row["s"] / dense
-        quality = ("" if row["perplexity"] is None else
-                   f"{row['perplexity']:>11.2f}{row['perplexity'] / row['perplexity_dense']:>9.2f}"
-                   f"{row['agreement']:>7.3f}{row['kl_mean']:>8.4f}")
-        print(f"  {row['step']:<26}{quality:>35}{row['s']:>8.1f}{row['x_dense_s']:>10.2f}"
-              f"{row['peak_bytes'] / 2**20:>10.0f}", flush=True)
-    print(f"  scoring one mechanism's {base.n - 1:,} next tokens (both logits, log-softmax, KL): {scoring:.1f} s")
-    return rows + [{"step": "scoring", "s": scoring}]
+            total = time.perf_counter() - start
+        row = {"step": name, "mechanism": mech, "params": params, "dense_s": dense, "s": effect.seconds,
+               "x_dense_s": effect.seconds / dense, "scoring_s": total - effect.seconds, "peak_bytes": p.bytes,
+               "perplexity": effect.perplexity, "perplexity_dense": effect.perplexity_dense,
+               "agreement": float(effect.agree.mean()), "kl_mean": float(effect.kl.mean())}
+        rows.append(row)
+        print(f"  {name:<24}{row['perplexity']:>11.2f}{row['perplexity'] / row['perplexity_dense']:>9.2f}"
+              f"{row['agreement']:>7.3f}{row['kl_mean']:>8.4f}{dense:>9.1f}{row['s']:>8.1f}{row['x_dense_s']:>10.2f}"
+              f"{row['scoring_s']:>10.1f}{row['peak_bytes'] / 2**20:>10.0f}", flush=True)
+    return rows
 
 
 def runs(mechanisms) -> dict[str, tuple[str, dict]]:

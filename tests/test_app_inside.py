@@ -90,6 +90,9 @@ def test_bad_inputs_get_a_message_and_leave_the_page_usable():
     warned = []
     at = _opened(warned=warned, inside_tokens="1000000000", inside_mechs='["lowrank", "sinks"]')
     assert "inside_tokens: is out of range" in " ".join(warned)  # refused from the link, the default kept
+    zero = []
+    _opened(model="minilm", warned=zero, inside_tokens="0")
+    assert "inside_tokens: is out of range" in " ".join(zero)
     assert at.number_input(key="inside_tokens").value == 2048
     assert "Low-rank attention has no causal form" in said(at.error)
     at = _swap(at)

@@ -206,8 +206,9 @@ class LSHState:
         self.layout, self.shared_qk, self.causal = layout, shared_qk, causal
         self.self_value = self_mask_value(qv.dtype)
 
-    def allowed(self, q_items: torch.Tensor, w_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q_items [heads, B, A], w_items [heads, B, W] -> (allowed, is_self [heads, B, A, W], key positions)."""
+    def allowed(self, q_items: torch.Tensor, w_items: torch.Tensor):
+        """q_items [heads, B, A], w_items [heads, B, W] -> (allowed, is_self [heads, B, A, W] or None in
+        separate-QK mode, key positions)."""
         L = self.layout
         qpos, wpos = gather_items(L.pos, q_items)[..., None], gather_items(L.pos, w_items)[..., None, :]
         is_key = gather_items(L.is_k, w_items)[..., None, :]
@@ -216,7 +217,7 @@ class LSHState:
             ok = ok & (gather_items(L.bucket, q_items)[..., None] == gather_items(L.bucket, w_items)[..., None, :])
         if self.causal:
             ok = ok & (wpos <= qpos)
-        is_self = (wpos == qpos) & is_key if self.shared_qk else torch.zeros_like(ok)
+        is_self = (wpos == qpos) & is_key if self.shared_qk else None
         return ok, is_self, wpos.squeeze(-2)
 
     def probs(self, q_items: torch.Tensor, w_items: torch.Tensor):
@@ -225,12 +226,12 @@ class LSHState:
         ok, is_self, wpos = self.allowed(q_items, w_items)
         qv = gather_tokens(self.qv, gather_items(L.pos, q_items))
         kv = gather_tokens(self.kv, wpos)
-        s = torch.matmul(qv, kv.transpose(-1, -2))
-        s = torch.where(ok, s, float("-inf"))
+        s = torch.matmul(qv, kv.transpose(-1, -2)).masked_fill_(~ok, float("-inf"))
         if self.shared_qk:
-            s = torch.where(is_self, self.self_value, s)
+            s.masked_fill_(is_self, self.self_value)
+            ok = ok | is_self
         p, lse = softmax_lse(s)
-        return p, lse, ok | is_self, wpos
+        return p, lse, ok, wpos
 
     def items_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Output [heads, S, dv] and lse [heads, S] of every query item (a key item's row is zero, -inf:
@@ -288,9 +289,9 @@ def softmax_lse(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     only finite scores sit at -1e5, where float32 spacing is about 0.01.
     """
     top = s.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(s.dtype).min)
-    e = torch.exp(s - top)
+    e = (s - top).exp_()
     z = e.sum(dim=-1, keepdim=True)
-    return e / z.clamp_min(torch.finfo(s.dtype).tiny), (top + torch.log(z)).squeeze(-1)
+    return e.div_(z.clamp_min(torch.finfo(s.dtype).tiny)), (top + torch.log(z)).squeeze(-1)
 
 
 def combine_rounds(lse: torch.Tensor) -> torch.Tensor:

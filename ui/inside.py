@@ -55,7 +55,8 @@ class Swap:
 
     @property
     def colour(self) -> str:
-        return colours.SERIES[1] if self.choice == WINDOW_ONLY else colours.MECHANISMS[self.mechanism]
+        # blue: apart from every mechanism's colour (orange sat too near memory's sand)
+        return colours.SERIES[0] if self.choice == WINDOW_ONLY else colours.MECHANISMS[self.mechanism]
 
 
 def _text_of(enc: Encoding) -> Encoding:

@@ -330,7 +330,7 @@ def table(effects: list[InModel], total_layers: int) -> pd.DataFrame:
     rows = [{"mechanism": label(DENSE, {}), "params": "", "layers": layers_text(range(total_layers), total_layers),
              "perplexity": first.perplexity_dense, "times_dense": 1.0, "agreement": 1.0, "kl_mean": 0.0,
              "seconds": first.seconds_dense}]
-    rows += [{"mechanism": label(e.mechanism, e.params), "params": param_text(e.mechanism, e.params),
+    rows += [{"mechanism": label(e.mechanism, e.params), "params": param_text(e.mechanism, e.params) or "defaults",
               "layers": layers_text(e.layers, total_layers), "perplexity": e.perplexity,
               "times_dense": e.perplexity / e.perplexity_dense, "agreement": float(e.agree.mean()),
               "kl_mean": float(e.kl.mean()), "seconds": e.seconds} for e in effects]

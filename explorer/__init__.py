@@ -6,7 +6,8 @@ from explorer.core.attention import model_attention
 from explorer.core.rule import AttentionRule
 from explorer.core.synthetic import synthetic
 
-__all__ = ["Doc", "AttentionRule", "AttentionStats", "model_attention", "attention_stats", "encode", "encode_layers", "pick_device", "synthetic"]
+__all__ = ["Doc", "AttentionRule", "AttentionStats", "model_attention", "attention_stats", "encode", "encode_layers",
+           "in_model", "pick_device", "synthetic"]
 
 
 def __getattr__(name):
@@ -15,4 +16,8 @@ def __getattr__(name):
         from explorer.core import encoding
 
         return getattr(encoding, name)
+    if name == "in_model":  # the model's forward pass with a mechanism swapped in: transformers too
+        from explorer.analysis.in_model import in_model
+
+        return in_model
     raise AttributeError(name)

@@ -20,6 +20,10 @@ included), "steady s" the best of the other --repeat - 1 calls, peak memory the
 step's own rise in one more call (CUDA: max allocated; CPU: the resident
 set's high-water mark, see measure), so it shows whether a step is O(n^2).
 
+--in-model times the model's own forward pass instead (SmolLM2 over the sample's first --n tokens,
+2,048 by default), then the same pass with each mechanism swapped into every layer
+(explorer.analysis.in_model.PRESETS), with StreamingLLM's table of what it then predicts.
+
 --encode MODEL... times encoding instead: per model and length, one layer (the app's Run)
 and every layer (the model view's capture), with the windows used and the peak memory.
 """
@@ -317,6 +321,46 @@ def encode_times(models, sizes, text: str, device_name=None) -> list[dict]:
     return rows
 
 
+def in_model_times(n: int, text: str, device_name=None, mechanisms=None) -> list[dict]:
+    """SmolLM2 over the first n tokens of the text: the layer's own attention computed through the swap, then
+    each preset mechanism in every layer, with its perplexity, agreement and KL against the model's own,
+    seconds and peak memory, and the scoring of its next tokens. Each pass is timed right after one of the
+    model's own forward pass, its ratio against that one: on a shared machine the load moves between
+    minutes, less between neighbours."""
+    from explorer.analysis import in_model as im  # pandas: only here, so a bare GPU box runs the rest
+    from explorer.core import forward
+
+    device = pick_device(device_name)
+    lm = load_model("smollm2", str(device))
+    body = text_of(n, lm.tokenizer, base_text(text))
+    im.baseline(body[:400], lm)  # the kernels warmed up
+    base = im.baseline(body, lm, n)
+    presets = {"dense, through the swap": ("dense", {}),
+               **{k: v for k, v in im.PRESETS.items() if mechanisms is None or v[0] in mechanisms}}
+    print(f"\nin the model: SmolLM2 over {base.n:,} tokens on {device}, every layer swapped; the model's own forward "
+          f"pass {base.seconds:.1f} s")
+    print(f"  {'step':<24}{'perplexity':>11}{'x dense':>9}{'agree':>7}{'KL':>8}{'dense s':>9}{'s':>8}{'x dense s':>10}"
+          f"{'scoring s':>10}{'peak MiB':>10}")
+    rows = []
+    for name, (mech, params) in presets.items():
+        start = time.perf_counter()
+        forward.forward(lm, base.ids)
+        dense = time.perf_counter() - start
+        with Peak(device) as p:
+            start = time.perf_counter()
+            effect = im.swapped(base, mech, params)
+            total = time.perf_counter() - start
+        row = {"step": name, "mechanism": mech, "params": params, "dense_s": dense, "s": effect.seconds,
+               "x_dense_s": effect.seconds / dense, "scoring_s": total - effect.seconds, "peak_bytes": p.bytes,
+               "perplexity": effect.perplexity, "perplexity_dense": effect.perplexity_dense,
+               "agreement": float(effect.agree.mean()), "kl_mean": float(effect.kl.mean())}
+        rows.append(row)
+        print(f"  {name:<24}{row['perplexity']:>11.2f}{row['perplexity'] / row['perplexity_dense']:>9.2f}"
+              f"{row['agreement']:>7.3f}{row['kl_mean']:>8.4f}{dense:>9.1f}{row['s']:>8.1f}{row['x_dense_s']:>10.2f}"
+              f"{row['scoring_s']:>10.1f}{row['peak_bytes'] / 2**20:>10.0f}", flush=True)
+    return rows
+
+
 def runs(mechanisms) -> dict[str, tuple[str, dict]]:
     """label -> (registry key, params): every mechanism's defaults and its variants, or only those asked for."""
     keys = [key for key in REGISTRY if key != "dense"] if mechanisms is None else mechanisms
@@ -383,9 +427,10 @@ def _length(text: str) -> int | None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=_length, nargs="+", default=[1024, 4096, 16384],
+    parser.add_argument("--n", type=_length, nargs="+", default=None,
                         help="text tokens (the model adds its special tokens), or 'all': the whole --text; "
-                             "--text python --n all is the Python reference, 128,977 tokens with MiniLM's two")
+                             "--text python --n all is the Python reference, 128,977 tokens with MiniLM's two "
+                             "(default: 1024 4096 16384; with --in-model 2048)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     parser.add_argument("--repeat", type=int, default=2, help="calls per step: the first, then the best of the rest")
     parser.add_argument("--mechanisms", nargs="*", default=None,
@@ -403,12 +448,23 @@ def main(argv=None):
                         help="skip the reference statistics pass (about 8 minutes at n = 129k on 2 cores)")
     parser.add_argument("--model-view", action="store_true",
                         help="also time the model view: every layer's forward pass, then its grid's statistics")
+    parser.add_argument("--in-model", action="store_true",
+                        help="time SmolLM2's forward pass with each mechanism in every layer instead (--n: tokens, "
+                             "2,048 by default; --mechanisms: only those)")
     parser.add_argument("--encode", nargs="+", default=None, metavar="MODEL",
                         help="time encoding instead, per model (minilm, smollm2, an id or folder) and --n")
     parser.add_argument("--sweep", action="store_true",
                         help="time the corpus sweep instead: documents per minute, a local loop, Ray with 1 and 2 workers")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
+    args.n = args.n or ([2048] if args.in_model else [1024, 4096, 16384])
+    if args.in_model:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+        rows = in_model_times(args.n[0], args.text, args.device, args.mechanisms)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     if args.sweep:
         rows = sweep_throughput()
         if args.json:

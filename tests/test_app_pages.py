@@ -4,7 +4,8 @@ import pytest
 from conftest import open_page
 
 PAGES = ["views/overview.py", "views/model.py", "views/compare.py", "views/dilution.py", "views/lsh.py", "views/lowrank.py",
-         "views/segmented.py", "views/hierarchical.py", "views/memory.py", "views/routing.py", "views/relpos.py"]
+         "views/segmented.py", "views/hierarchical.py", "views/memory.py", "views/routing.py", "views/relpos.py",
+         "views/inside.py"]
 
 
 @pytest.mark.parametrize("page", PAGES)

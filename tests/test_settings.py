@@ -19,7 +19,7 @@ def registry():
     at.sidebar.number_input(key="synth_n").set_value(64).run()
     at.sidebar.button[0].click().run()
     for page in ("compare", "dilution", "lsh", "lowrank", "segmented", "hierarchical", "memory", "routing", "relpos",
-                 "corpus"):
+                 "corpus", "inside"):
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception, page
     return dict(settings.SETTINGS)

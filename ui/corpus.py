@@ -77,7 +77,16 @@ def read(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.DataFrame:
     """A sweep from a path (stamp: what changes when it is written again) or uploaded part files."""
     if isinstance(where, str):
         return corpus.read(where)
-    return pd.concat([corpus.read(u.data) for u in where], ignore_index=True)
+    return pd.concat([corpus.read(u.data) for u in where if not corpus.is_in_model(u.data)], ignore_index=True)
+
+
+@computation("Reading the sweep's in-model table")
+def read_in_model(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.DataFrame | None:
+    """The sweep's in-model table (its folder beside a path's head table, or the uploaded files that hold
+    one), or None: a sweep run without --in-model."""
+    if isinstance(where, str):
+        return corpus.read_in_model(where)
+    return corpus.read_in_model([u.data for u in where if corpus.is_in_model(u.data)])
 
 
 def _stamp(path: Path) -> tuple:
@@ -104,7 +113,7 @@ def _chosen() -> pd.DataFrame | None:
         st.session_state[SOURCE.key] = SOURCE.default
     kind = st.radio("Sweep", offered, key=SOURCE.key, format_func=SOURCES.get, horizontal=True)
     if kind == "example":
-        return read(str(corpus.EXAMPLE), _stamp(corpus.EXAMPLE))
+        return read(*chosen())
     if kind == "path":
         typed = st.text_input("A Parquet file or dataset folder", key=PATH.key, max_chars=PATH.max_chars,
                               placeholder="/data/sweep, as given to python -m explorer.sweep --out").strip()
@@ -112,7 +121,7 @@ def _chosen() -> pd.DataFrame | None:
             st.info("Type the path of a sweep: the folder `python -m explorer.sweep --out` wrote, or one of its "
                     "Parquet files.")
             return None
-        return read(typed, _stamp(Path(typed)))
+        return read(*chosen())
     cap = hosting.sweep_mb()
     uploads = st.file_uploader("A sweep's Parquet files (every part file of its folder)", type=["parquet"],
                                accept_multiple_files=True, max_upload_size=cap, key="corpus_upload")
@@ -123,7 +132,18 @@ def _chosen() -> pd.DataFrame | None:
         st.error(f"These files hold {sum(u.size for u in uploads) / 2**20:.1f} MB; this demo reads sweeps of up to "
                  f"{cap} MB.")
         return None
-    return read(tuple(Upload(u.file_id, u.getvalue()) for u in uploads))
+    return read(*chosen())
+
+
+def chosen() -> tuple[str | tuple[Upload, ...], tuple]:
+    """What the source picker (drawn by choose) names, as read takes it: a path and its stamp, or the uploads."""
+    kind = st.session_state[SOURCE.key]
+    if kind == "example":
+        return str(corpus.EXAMPLE), _stamp(corpus.EXAMPLE)
+    if kind == "path":
+        typed = st.session_state[PATH.key].strip()
+        return typed, _stamp(Path(typed))
+    return tuple(Upload(u.file_id, u.getvalue()) for u in st.session_state.get("corpus_upload") or []), ()
 
 
 def pick(options: list, setting: Setting, label: str, every: str, where=st, shown=str):
@@ -197,7 +217,23 @@ def entropy(rows: pd.DataFrame, colours: dict) -> None:
     charts.show(st, figs.entropy_against_length(lengths, colours), key="corpus_entropy")
 
 
-def every_row(rows: pd.DataFrame) -> None:
+def in_model(models: list[str], colours: dict) -> None:
+    """Perplexity with each mechanism inside the model over the model's own, per model, across documents;
+    nothing for a sweep run without --in-model."""
+    table = read_in_model(*chosen())
+    if table is None:
+        return
+    if models:
+        table = table[table.model.isin(models)]
+    summary = corpus.in_model_summary(table)
+    charts.section("Inside the model",
+                   "Each mechanism swapped into every layer of the model (python -m explorer.sweep --in-model): the "
+                   "perplexity of each document's next tokens over the model's own, across documents and lengths. "
+                   "1 is no loss; the box spans the middle half, the whiskers the 10th to 90th percentiles.")
+    if summary.empty:
+        st.info("No mechanism ran inside these models (an encoder predicts no next token; see the failures below).")
+    else:
+        charts.show(st, figs.in_model_boxes(summary, colours), key="corpus_in_model")
     """The filtered rows, sortable; a click on one opens it on the Dense attention page."""
     charts.section("Every row", "Click a column to sort; click a row to open that document, model, layer and head "
                    "on the Dense attention page.")

@@ -17,6 +17,7 @@ owns it. Besides them st.session_state holds:
   model_other          the model name being typed below the picker (it becomes the model when entered)
   find, _searched       the inspector's search text; the search whose first match it followed
   _followed_<chart>    the point of an along-the-text chart in a fragment already followed (ui.inspector)
+  _inside_sweeping     the Inside the model page's layer-by-layer curve is being made (its Stop clears it)
 Results are never kept in session state: they live in the one cache (ui.cache), under keys
 built from an Encoding or a Run.
 """

@@ -1,5 +1,6 @@
 """A corpus sweep (`python -m explorer.sweep`) read back: the share of documents where each head is a
-sink, fidelity per mechanism over documents and heads, entropy against length, every row in a
+sink, fidelity per mechanism over documents and heads, the perplexity with each mechanism inside the model
+(a sweep run with --in-model), entropy against length, every row in a
 sortable table (a click opens that document, layer and head on the Dense attention page), and the
 documents that failed."""
 import streamlit as st
@@ -23,6 +24,7 @@ colours = figs.model_colours(sorted(fine.model.unique()))  # the same colour for
 shown = panel.summary(fine, failed)
 panel.sinks(shown)
 panel.fidelity(shown, colours)
+panel.in_model(sorted(shown.model.unique()), colours)
 panel.entropy(shown, colours)
 panel.every_row(shown)
 panel.failures(failed)

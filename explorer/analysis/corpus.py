@@ -5,6 +5,11 @@ normalised entropy against length, and the documents that failed.
 The table has one row per (document, model, layer, head, mechanism); `mechanism` is "dense" for
 the rows about the model's own attention. A document that failed is one row with layer = head
 = -1 and its error text; those rows are kept apart from every summary and listed on their own.
+
+A sweep run with --in-model also holds a table of its own (IN_MODEL_SCHEMA, in the folder IN_MODEL
+of its directory): one row per (document, model, tokens, mechanism) with the model's perplexity with
+that mechanism in its layers (explorer.analysis.in_model) beside its own. Sweeps without it read as
+before.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from explorer.analysis import in_model
 from explorer.mechanisms import DENSE, REGISTRY
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "sweeps" / "samples"  # the bundled example sweep
@@ -37,6 +43,13 @@ LABELS = {  # what a reader sees instead of a column name
     "max_weight_mean": "Largest weight", "first_token_mass": "First-token score", "sink": "Sink",
     "seconds": "Seconds", "error": "Error"}
 SAMPLE = "sample:"  # a source naming a bundled sample: "sample:<title>"
+IN_MODEL = "_in_model"  # the in-model table's folder in a sweep's directory: Parquet readers skip "_" names,
+#                         so the head table's readers (older ones included) never meet its rows
+IN_MODEL_SCHEMA = pa.schema([
+    ("document", pa.string()), ("source", pa.string()), ("tokens", pa.int64()), ("model", pa.string()),
+    ("mechanism", pa.string()), ("params", pa.string()), ("layers", pa.string()), ("perplexity", pa.float64()),
+    ("perplexity_dense", pa.float64()), ("agreement", pa.float64()), ("kl_mean", pa.float64()),
+    ("seconds", pa.float64()), ("error", pa.string())])
 
 
 def _kind(t: pa.DataType) -> str:
@@ -52,22 +65,23 @@ def _kind(t: pa.DataType) -> str:
     return str(t)
 
 
-def check(table: pa.Table) -> pd.DataFrame:
-    """The table as a frame with the contract's columns and types; ValueError naming the columns
-    a sweep must have and this one lacks, or that hold the wrong kind of values."""
-    missing = [f.name for f in SCHEMA if f.name not in table.column_names]
+def check(table: pa.Table, schema: pa.Schema = SCHEMA) -> pd.DataFrame:
+    """The table as a frame with the contract's columns and types (the head table's, or another
+    schema's); ValueError naming the columns a sweep must have and this one lacks, or that hold the
+    wrong kind of values."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ValueError(f"this Parquet is not a corpus sweep: it lacks the columns {', '.join(missing)} "
-                         f"(a sweep has {', '.join(SCHEMA.names)})")
-    wrong = [f"{f.name} ({table.schema.field(f.name).type}, expected {f.type})" for f in SCHEMA
+                         f"(a sweep has {', '.join(schema.names)})")
+    wrong = [f"{f.name} ({table.schema.field(f.name).type}, expected {f.type})" for f in schema
              if _kind(table.schema.field(f.name).type) != _kind(f.type)]
     if wrong:
         raise ValueError(f"this Parquet is not a corpus sweep: wrong types in {', '.join(wrong)}")
-    return table.select(SCHEMA.names).cast(SCHEMA).to_pandas()
+    return table.select(schema.names).cast(schema).to_pandas()
 
 
-def read(source: str | Path | bytes) -> pd.DataFrame:
-    """A sweep from a Parquet dataset directory, one .parquet file, or an uploaded file's bytes."""
+def _table(source: str | Path | bytes) -> pa.Table:
+    """A Parquet dataset directory, one .parquet file, or an uploaded file's bytes, as one table."""
     try:
         if isinstance(source, bytes):
             table = pq.read_table(pa.BufferReader(source))
@@ -80,7 +94,36 @@ def read(source: str | Path | bytes) -> pd.DataFrame:
         raise ValueError(f"this is not a Parquet file or dataset ({err})") from err
     if table.num_rows == 0:
         raise ValueError("this sweep has no rows")
-    return check(table)
+    return table
+
+
+def read(source: str | Path | bytes) -> pd.DataFrame:
+    """A sweep's head table from a Parquet dataset directory, one .parquet file, or an uploaded file's bytes."""
+    return check(_table(source))
+
+
+def is_in_model(data: bytes) -> bool:
+    """Whether an uploaded Parquet file holds in-model rows (its columns are the in-model table's)."""
+    try:
+        names = pq.read_schema(pa.BufferReader(data)).names
+    except (pa.ArrowException, OSError):
+        return False
+    return set(IN_MODEL_SCHEMA.names) <= set(names) and "head" not in names
+
+
+def read_in_model(source: str | Path | list[bytes]) -> pd.DataFrame | None:
+    """A sweep's in-model table: its folder IN_MODEL beside the head table's files, or uploaded files'
+    bytes; None for a sweep without one (run without --in-model, or older). A task a stopped sweep ran
+    twice counts once."""
+    if isinstance(source, list):
+        parts = [check(_table(data), IN_MODEL_SCHEMA) for data in source]
+        frame = pd.concat(parts, ignore_index=True) if parts else None
+    else:
+        folder = Path(source) / IN_MODEL
+        frame = check(_table(folder), IN_MODEL_SCHEMA) if folder.is_dir() else None
+    if frame is None:
+        return None
+    return frame.drop_duplicates(["source", "model", "tokens", "mechanism", "params"], keep="last")
 
 
 def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -118,10 +161,16 @@ def named(frame: pd.DataFrame) -> pd.DataFrame:
     """The measured rows with the column `shown`: each mechanism as a chart names it (mechanism_name).
     Parameters that differ only between models (a decoder's causal=true) do not split a mechanism."""
     fine = split(frame)[0].copy()
+    fine["shown"] = _names(fine, mechanism_name)
+    return fine
+
+
+def _names(fine: pd.DataFrame, name) -> list[str]:
+    """Each row's mechanism as name(key, params, varying) says it, varying: the parameters that set the
+    mechanism's settings apart within one model."""
     within = fine.groupby(["mechanism", "model"]).params.agg(_varying)
     varying = {m: sorted(set().union(*lists)) for m, lists in within.groupby(level="mechanism")}
-    fine["shown"] = [mechanism_name(m, p, varying[m]) for m, p in zip(fine.mechanism, fine.params)]
-    return fine
+    return [name(m, p, varying[m]) for m, p in zip(fine.mechanism, fine.params)]
 
 
 def compared(frame: pd.DataFrame) -> pd.DataFrame:
@@ -143,6 +192,27 @@ def fidelity_summary(frame: pd.DataFrame) -> pd.DataFrame:
         for name, q in QUANTILES.items():
             out[f"{col} {name}"] = groups[col].quantile(q)
     return out
+
+
+def in_model_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per mechanism (as shown) and model: the documents and lengths measured ("measured") and the QUANTILES
+    of the perplexity with the mechanism over the model's own ("times_dense <quantile>"); failed rows left out."""
+    fine = frame[frame.error.fillna("") == ""].copy()
+    fine["times_dense"] = fine.perplexity / fine.perplexity_dense
+    fine["shown"] = _names(fine, in_model_name)
+    groups = fine.groupby(["shown", "model"], sort=True)
+    out = groups.size().rename("measured").to_frame()
+    for name, q in QUANTILES.items():
+        out[f"times_dense {name}"] = groups.times_dense.quantile(q)
+    return out
+
+
+def in_model_name(key: str, params: str, varying: list[str]) -> str:
+    """A mechanism of the in-model table as a chart names it: sink + window as the page's table does
+    ('Window only (256)', 'Sinks + window (4 + 252)'), others as mechanism_name says them."""
+    if key == "sinks":
+        return in_model.label(key, _settings(params))
+    return mechanism_name(key, params, varying)
 
 
 @dataclass(frozen=True)

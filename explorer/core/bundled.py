@@ -57,24 +57,25 @@ def short_name(name: str) -> str:
     return BUNDLED[name].short if name in BUNDLED else name
 
 
-def load_parts(name: str, local_only: bool = True, attn_implementation: str | None = None):
-    """(config, tokenizer, base model in eval mode) for a bundled key, a Hugging Face id or a
-    local folder (one holding config.json, or a single .gguf file); a .gguf file's path works too.
-    The tokenizer is AutoTokenizer's: the fast one wherever the model has it (both bundled do).
+def load_parts(name: str, local_only: bool = True, attn_implementation: str | None = None, head: bool = False):
+    """(config, tokenizer, model in eval mode) for a bundled key, a Hugging Face id or a local
+    folder (one holding config.json, or a single .gguf file); a .gguf file's path works too.
+    The model is the base model (no head), or with `head` a causal LM's whole model with its LM
+    head (its `base_model` is the base model, sharing the weights: one load serves both). The
+    tokenizer is AutoTokenizer's: the fast one wherever the model has it (both bundled do).
 
     trust_remote_code is never enabled: only architectures transformers ships load. The model
     stays on the CPU; the config is the model's own (a separate AutoConfig would parse a GGUF
-    file once more). Every failure is a ValueError that says what the user can change.
+    file once more: 7 s for SmolLM2). Every failure is a ValueError that says what the user can
+    change.
     """
-    from transformers import AutoModel
-
     path, gguf_file = _locate(name)
     options = {"local_files_only": local_only, "trust_remote_code": False}
     if gguf_file:
         options["gguf_file"] = gguf_file
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModel.from_pretrained(path, **options, **extra)
+        model = _model(path, options, extra, head)
         tokenizer = _tokenizer(name, path, options)
     except LOAD_ERRORS as err:
         raise load_error(name, err, local_only) from err
@@ -91,6 +92,33 @@ def check_name(name: str) -> None:
     if not Path(path).exists() and not _is_repo_id(name):
         raise ValueError(f"model {name!r} is neither a bundled model ({', '.join(BUNDLED)}), a model's folder, nor "
                          "a Hugging Face id (owner/name)")
+
+
+def is_causal(config) -> bool:
+    """Whether a model of this config predicts the next token (neither a masked LM nor an encoder-decoder)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_encoder_decoder", False)
+
+
+def _model(path: str, options: dict, extra: dict, head: bool):
+    """The base model, or with `head` the causal LM where the model is one. A GGUF file is read
+    as a causal LM directly (llama.cpp's formats are, and its config costs a parse of its own);
+    a folder's config.json says which class."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if head and "gguf_file" in options:
+        try:
+            return AutoModelForCausalLM.from_pretrained(path, **options, **extra)
+        except ValueError as err:  # an architecture without a causal-LM class
+            if "Unrecognized configuration class" not in str(err):
+                raise
+    elif head:
+        config = AutoConfig.from_pretrained(path, **options)
+        if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and is_causal(config):
+            return AutoModelForCausalLM.from_pretrained(path, config=config, **options, **extra)
+    return AutoModel.from_pretrained(path, **options, **extra)
 
 
 def _locate(name: str) -> tuple[str, str | None]:

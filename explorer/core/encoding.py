@@ -69,6 +69,7 @@ class LoadedModel:
     rotary: bool  # positions are rotary: windows get their global positions
     local_positions: bool  # learned absolute positions, which restart in every window
     device: torch.device
+    causal_lm: nn.Module | None = None  # a causal LM's whole model, LM head included; `model` is its base
     # The recorder is per thread, but the model's forward pass is shared: one at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -92,7 +93,7 @@ class _Recorder:
             raise _Captured
 
 
-_ACTIVE = threading.local()  # .recorder: the _Recorder of this thread's forward pass, if any
+_ACTIVE = threading.local()  # .recorder: the _Recorder of this thread's forward pass; .swap (forward.Swap)
 
 
 def _recording():
@@ -103,10 +104,19 @@ def _recording():
 
 def _attend(module, query, key, value, attention_mask, **kwargs):
     """The attention function of models loaded here: the active recorder reads its arguments,
-    then the model's own kernel computes the output."""
+    then the model's own kernel computes the output, or the active swap (explorer.core.forward)
+    does."""
     recorder = getattr(_ACTIVE, "recorder", None)
     if recorder is not None:
         recorder.record(module, query, key, value, attention_mask, kwargs)
+    swap = getattr(_ACTIVE, "swap", None)
+    if swap is not None:
+        return swap.attend(module, query, key, value, attention_mask, kwargs)
+    return native(module, query, key, value, attention_mask, **kwargs)
+
+
+def native(module, query, key, value, attention_mask, **kwargs):
+    """The model's own kernel: SDPA, or the model's eager function where the layer soft-caps or has sinks."""
     if kwargs.get("softcap") is None and kwargs.get("s_aux") is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -192,12 +202,6 @@ def _special_ids(tokenizer) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def _is_causal(config) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_encoder_decoder", False)
-
-
 _LOADING = threading.Lock()  # one load at a time: lru_cache alone would load twice for two callers at once
 
 
@@ -215,12 +219,12 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, allow_downl
 
 @lru_cache(maxsize=2)
 def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
-    from explorer.core.bundled import load_parts
+    from explorer.core.bundled import is_causal, load_parts
 
     _register()
     local = not allow_download or os.environ.get("HF_HUB_OFFLINE") == "1"
-    try:
-        config, tokenizer, model = load_parts(name, local_only=local, attn_implementation=CAPTURE)
+    try:  # a causal LM with its head (for explorer.core.forward's logits); the capture runs its base
+        config, tokenizer, model = load_parts(name, local_only=local, attn_implementation=CAPTURE, head=True)
     except ValueError as err:  # a family that builds its attention classes by implementation name (Falcon)
         if CAPTURE not in str(err):
             raise
@@ -240,16 +244,18 @@ def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
     rotary = reader.rotary if reader else any(n.endswith("rotary_emb") for n, _ in model.named_modules())
     device = pick_device(device)
     model.to(device).eval()
+    causal, base = is_causal(config), model.base_model
     heads = config.num_attention_heads
     prefix, suffix = _special_ids(tokenizer)
     max_pos = getattr(config, "max_position_embeddings", None) or 512
     max_pos -= OFFSET_POSITIONS.get(config.model_type, 0)
     return LoadedModel(
-        name=name, model=model, tokenizer=tokenizer, family=config.model_type, layers=config.num_hidden_layers,
+        name=name, model=base, tokenizer=tokenizer, family=config.model_type, layers=config.num_hidden_layers,
         heads=heads, kv_heads=getattr(config, "num_key_value_heads", None) or heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-        causal=_is_causal(config), max_tokens=max_pos - len(prefix) - len(suffix), prefix=prefix, suffix=suffix,
-        rotary=rotary, local_positions=reader.local_positions if reader else not rotary, device=device)
+        causal=causal, max_tokens=max_pos - len(prefix) - len(suffix), prefix=prefix, suffix=suffix,
+        rotary=rotary, local_positions=reader.local_positions if reader else not rotary, device=device,
+        causal_lm=model if causal and base is not model else None)
 
 
 def window_plan(n: int, window: int, stride: int, causal: bool) -> list[tuple[int, int, int, int]]:

@@ -68,16 +68,8 @@ def fidelity_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) 
     fig = make_subplots(rows=1, cols=len(FIDELITY), subplot_titles=[LABELS[m] for m in FIDELITY],
                         shared_yaxes=True, horizontal_spacing=0.05)
     for c, measure in enumerate(FIDELITY, start=1):
-        for model, colour in models.items():
-            part = summary.xs(model, level="model").reindex(shown).dropna(subset=["measured"])
-            col = {q: part[f"{measure} {q}"].to_numpy() for q in ("p10", "p25", "median", "p75", "p90")}
-            fig.add_trace(go.Box(
-                y=[_plain(s) for s in part.index], q1=col["p25"], median=col["median"], q3=col["p75"],
-                lowerfence=col["p10"], upperfence=col["p90"], orientation="h", name=_plain(short_name(model)),
-                legendgroup=model, showlegend=c == 1, marker={"color": colour}, line={"width": 1.5},
-                hovertemplate="%{y}<br>median %{median:.3g}, middle half %{q1:.3g} to %{q3:.3g}, "
-                              "10th to 90th percentile %{lowerfence:.3g} to %{upperfence:.3g}<extra>"
-                              + _plain(short_name(model)) + "</extra>"), 1, c)
+        for trace in _boxes(summary, measure, shown, models, legend=c == 1):
+            fig.add_trace(trace, 1, c)
         values = summary[[f"{measure} {q}" for q in ("p10", "p90")]].to_numpy()
         positive = values[values > 0]
         if measure in ERRORS and positive.size and np.log10(positive.max() / positive.min()) >= LOG_FROM:
@@ -86,6 +78,36 @@ def fidelity_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) 
             fig.update_xaxes(range=[0, 1.02] if measure == "topk_recall" else None, rangemode="tozero", row=1, col=c)
     fig.update_layout(boxmode="group", height=140 + 40 * len(shown) * max(1, len(models)),
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return common.legend_below(fig)
+
+
+def _boxes(summary: pd.DataFrame, measure: str, shown: list[str], models: dict[str, str], legend: bool):
+    """One horizontal box trace per model over the mechanisms `shown`, from the summary's columns
+    "<measure> <quantile>": the box the middle half, the whiskers the 10th to the 90th percentile."""
+    for model, colour in models.items():
+        part = summary.xs(model, level="model").reindex(shown).dropna(subset=["measured"])
+        col = {q: part[f"{measure} {q}"].to_numpy() for q in ("p10", "p25", "median", "p75", "p90")}
+        yield go.Box(y=[_plain(s) for s in part.index], q1=col["p25"], median=col["median"], q3=col["p75"],
+                     lowerfence=col["p10"], upperfence=col["p90"], orientation="h", name=_plain(short_name(model)),
+                     legendgroup=model, showlegend=legend, marker={"color": colour}, line={"width": 1.5},
+                     hovertemplate="%{y}<br>median %{median:.3g}, middle half %{q1:.3g} to %{q3:.3g}, "
+                                   "10th to 90th percentile %{lowerfence:.3g} to %{upperfence:.3g}<extra>"
+                                   + _plain(short_name(model)) + "</extra>")
+
+
+def in_model_boxes(summary: pd.DataFrame, models: dict[str, str] | None = None) -> go.Figure:
+    """A box per mechanism and model from explorer.analysis.corpus.in_model_summary: the model's perplexity
+    with the mechanism in its layers over its own, across documents and lengths, on a log axis (1 = no
+    loss; a mechanism that breaks the model lies decades away)."""
+    shown = list(dict.fromkeys(summary.index.get_level_values("shown")))[::-1]
+    present = list(dict.fromkeys(summary.index.get_level_values("model")))
+    models = {m: (models or {}).get(m) or model_colours(present)[m] for m in present}
+    fig = go.Figure(list(_boxes(summary, "times_dense", shown, models, legend=True)))
+    values = summary[["times_dense p10", "times_dense p90"]].to_numpy()
+    fig.add_vline(x=1, line={"color": colours.NEUTRAL, "width": 1, "dash": "dot"})
+    fig.update_xaxes(common.log_axis(np.append(values[values > 0], 1.0)), title_text="perplexity × the model's own")
+    fig.update_layout(boxmode="group", height=140 + 40 * len(shown) * max(1, len(models)),
+                      margin={"l": 60, "r": 20, "t": 30, "b": 40})
     return common.legend_below(fig)
 
 

@@ -206,8 +206,9 @@ class LSHState:
         self.layout, self.shared_qk, self.causal = layout, shared_qk, causal
         self.self_value = self_mask_value(qv.dtype)
 
-    def allowed(self, q_items: torch.Tensor, w_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q_items [heads, B, A], w_items [heads, B, W] -> (allowed, is_self [heads, B, A, W], key positions)."""
+    def allowed(self, q_items: torch.Tensor, w_items: torch.Tensor):
+        """q_items [heads, B, A], w_items [heads, B, W] -> (allowed, is_self [heads, B, A, W] or None in
+        separate-QK mode, key positions)."""
         L = self.layout
         qpos, wpos = gather_items(L.pos, q_items)[..., None], gather_items(L.pos, w_items)[..., None, :]
         is_key = gather_items(L.is_k, w_items)[..., None, :]
@@ -216,7 +217,7 @@ class LSHState:
             ok = ok & (gather_items(L.bucket, q_items)[..., None] == gather_items(L.bucket, w_items)[..., None, :])
         if self.causal:
             ok = ok & (wpos <= qpos)
-        is_self = (wpos == qpos) & is_key if self.shared_qk else torch.zeros_like(ok)
+        is_self = (wpos == qpos) & is_key if self.shared_qk else None
         return ok, is_self, wpos.squeeze(-2)
 
     def probs(self, q_items: torch.Tensor, w_items: torch.Tensor):
@@ -225,30 +226,34 @@ class LSHState:
         ok, is_self, wpos = self.allowed(q_items, w_items)
         qv = gather_tokens(self.qv, gather_items(L.pos, q_items))
         kv = gather_tokens(self.kv, wpos)
-        s = torch.matmul(qv, kv.transpose(-1, -2))
-        s = torch.where(ok, s, float("-inf"))
+        s = torch.matmul(qv, kv.transpose(-1, -2)).masked_fill_(~ok, float("-inf"))
         if self.shared_qk:
-            s = torch.where(is_self, self.self_value, s)
+            s.masked_fill_(is_self, self.self_value)
+            ok = ok | is_self
         p, lse = softmax_lse(s)
-        return p, lse, ok | is_self, wpos
+        return p, lse, ok, wpos
 
     def items_output(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Output [heads, S, dv] and lse [heads, S] of every item, chunks in memory-sized blocks."""
+        """Output [heads, S, dv] and lse [heads, S] of every query item (a key item's row is zero, -inf:
+        no token reads it), chunks in memory-sized blocks. In separate-QK mode about half of a chunk's
+        items are keys: each chunk's query items are taken first as rows, and its key items first as
+        window columns, up to the most any chunk holds, so the scores skip most rows and columns that
+        would be masked (in shared-QK mode every item is both, and nothing is skipped)."""
         L = self.layout
-        heads = self.qv.shape[0]
-        out = self.v.new_zeros(heads, L.n_chunks * L.size, self.v.shape[2])
+        heads, dv = self.qv.shape[0], self.v.shape[2]
+        out = self.v.new_zeros(heads, L.n_chunks * L.size, dv)
         lse = self.v.new_full((heads, L.n_chunks * L.size), float("-inf"))
-        items = torch.arange(L.n_chunks * L.size, device=self.v.device).view(L.n_chunks, L.size)
-        step = chunks_per_block(L, heads, self.qv.shape[2] + self.v.shape[2], self.v.device)
+        rows, cols = first_of_each_chunk(L, L.is_q), first_of_each_chunk(L, L.is_k)  # [heads, n_chunks, <= size]
+        step = chunks_per_block(L, heads, self.qv.shape[2] + dv, self.v.device)
         for start in range(0, L.n_chunks, step):
-            stop = min(L.n_chunks, start + step)
-            chunk = torch.arange(start, stop, device=self.v.device)
-            q_items = items[chunk].expand(heads, -1, -1)
-            w_items = window_items(L, chunk).expand(heads, -1, -1)
+            chunk = torch.arange(start, min(L.n_chunks, start + step), device=self.v.device)
+            q_items = rows[:, chunk]
+            w_items = torch.cat([cols[:, (chunk - 1) % L.n_chunks], cols[:, chunk]], dim=-1)
             p, block_lse, _, wpos = self.probs(q_items, w_items)
-            span = slice(start * L.size, stop * L.size)
-            out[:, span] = torch.matmul(p, gather_tokens(self.v, wpos)).flatten(1, 2)
-            lse[:, span] = block_lse.flatten(1)
+            where = q_items.flatten(1)
+            out.scatter_(1, where[..., None].expand(-1, -1, dv),
+                         torch.matmul(p, gather_tokens(self.v, wpos)).flatten(1, 2))
+            lse.scatter_(1, where, block_lse.flatten(1))
         return out, lse
 
     def rows_rounds(self, rows: torch.Tensor, r: int):
@@ -257,6 +262,16 @@ class LSHState:
         w_items = window_items(self.layout, q_items // self.layout.size)
         p, _, ok, wpos = self.probs(q_items[..., None], w_items)
         return p[:, :, 0], ok[:, :, 0], wpos
+
+
+def first_of_each_chunk(layout: Layout, chosen: torch.Tensor) -> torch.Tensor:
+    """Item indices [heads, n_chunks, m]: each chunk's chosen items first (in their order), then the others,
+    cut to m, the most chosen items any chunk holds."""
+    flags = chosen.view(chosen.shape[0], layout.n_chunks, layout.size)
+    order = torch.sort((~flags).to(torch.uint8), dim=-1, stable=True).indices
+    most = max(1, int(flags.sum(-1).max()))
+    first = torch.arange(layout.n_chunks, device=chosen.device)[:, None] * layout.size
+    return first + order[..., :most]
 
 
 def chunks_per_block(layout: Layout, heads: int, width: int, device) -> int:
@@ -274,9 +289,9 @@ def softmax_lse(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     only finite scores sit at -1e5, where float32 spacing is about 0.01.
     """
     top = s.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(s.dtype).min)
-    e = torch.exp(s - top)
+    e = (s - top).exp_()
     z = e.sum(dim=-1, keepdim=True)
-    return e / z.clamp_min(torch.finfo(s.dtype).tiny), (top + torch.log(z)).squeeze(-1)
+    return e.div_(z.clamp_min(torch.finfo(s.dtype).tiny)), (top + torch.log(z)).squeeze(-1)
 
 
 def combine_rounds(lse: torch.Tensor) -> torch.Tensor:

@@ -369,6 +369,29 @@ class Scheme:
         """Position term [heads, len(rows), c] for keys cols: shared [c] or per row [len(rows), c]."""
         raise NotImplementedError
 
+    def output(self, rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The rows' output [heads, len(rows), dv]: the softmax of their scores times v."""
+        return torch.softmax(self.scores(rows), dim=-1) @ v
+
+    def keys(self, rows: torch.Tensor) -> int:
+        """How many keys the rows may see from the start: up to the last row when causal, else all."""
+        return int(rows.max()) + 1 if self.causal else self.n
+
+    def fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, bias=None):
+        """SDPA's fused kernel over the keys the rows see, with an additive bias [heads, len(rows), keys]
+        (or none) and the causal edge: the same output as `output`, without its separate score tensors."""
+        keys = self.keys(rows)
+        mask = None
+        if self.causal:
+            mask = torch.arange(keys, device=rows.device)[None, :] <= rows[:, None]
+            mask = mask if bias is None else bias.masked_fill(~mask, float("-inf"))
+        elif bias is not None:
+            mask = bias
+        mask = mask if mask is None or mask.dim() == 2 else mask[None]
+        # [1, heads, ...]: the layout that reaches the fused kernel (a 3-D call takes the unfused path)
+        return torch.nn.functional.scaled_dot_product_attention(q[None, :, rows], k[None, :, :keys], v[None, :, :keys],
+                                                                attn_mask=mask)[0]
+
     def curve(self, distances: torch.Tensor, max_rows: int = 256) -> torch.Tensor:
         """Position term [heads, D] at each distance: the mean over sampled query rows."""
         return mean_by_distance(self.pairs, self.n, distances, max_rows, self.q.device)
@@ -401,9 +424,15 @@ class DistanceBias(Scheme):
         return self.bias(distances.to(self.q.device)) * self.scale
 
     def scores(self, rows):
-        # row i's bias over all keys is the table slice starting at distance -i: a strided view, no index
-        s = content_scores(self.q, self.k, rows, self.causal)
-        return s.add_(self.table.unfold(1, self.n, 1)[:, self.n - 1 - rows])
+        return content_scores(self.q, self.k, rows, self.causal).add_(self.bias_rows(rows, self.n))
+
+    def bias_rows(self, rows, keys: int):
+        """The term [heads, len(rows), keys] over the first keys: row i's is the table slice starting at
+        distance -i, a strided view, no index."""
+        return self.table.unfold(1, self.n, 1)[:, self.n - 1 - rows, :keys]
+
+    def output(self, rows, v):
+        return self.fused(self.q, self.k, v, rows, self.bias_rows(rows, self.keys(rows)))
 
     def pairs(self, rows, cols):
         return self.table[:, offsets(rows, cols) + self.n - 1]
@@ -555,6 +584,9 @@ class RoPE(Scheme):
     def scores(self, rows):
         return content_scores(self.q_rot, self.k_rot, rows, self.causal)
 
+    def output(self, rows, v):
+        return self.fused(self.q_rot, self.k_rot, v, rows)
+
     def pairs(self, rows, cols):
         return pair_scores(self.q_rot, self.k_rot, rows, cols) - pair_scores(self.q, self.k, rows, cols)
 
@@ -633,7 +665,7 @@ class RelativePosition(Mechanism):
 
         out = torch.empty(heads, n, v.shape[2], device=q.device, dtype=v.dtype)
         for rows in row_chunks(n, chunk_rows(n, heads, q.device, buffers=6), q.device):
-            out[:, rows] = weights(rows) @ v
+            out[:, rows] = term.output(rows, v)
         return Result(out, weights, structure=self._structure(term), cost=self._cost(term, v.shape[2]),
                       reach_fn=_reach(heads, n, term.causal, q.device))
 

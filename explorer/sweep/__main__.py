@@ -2,6 +2,7 @@
 
     python -m explorer.sweep notes/ texts.jsonl --models minilm smollm2 --layers 0 3 \\
         --mechanisms lsh segmented:segment_length=512,overlap=64 sinks --max-tokens 1024 4096 --out sweeps/notes
+    python -m explorer.sweep --models smollm2 --in-model segmented memory --max-tokens 2048 --out sweeps/samples
 """
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def parser() -> argparse.ArgumentParser:
                    help="lengths: measure each text's first N tokens for each N (e.g. 512 1024 2048), and a "
                         "text shorter than a cap once whole; default: whole texts")
     p.add_argument("--rows", type=int, default=512, help="query rows measured per text, evenly spaced")
+    p.add_argument("--in-model", nargs="*", default=None, metavar="MECHANISM",
+                   help="also swap a window of 256 alone and with 4 sinks (StreamingLLM's pair), and these mechanisms "
+                        "(written as --mechanisms), into every layer of each causal LM and score the text's next "
+                        "tokens: a table of its own in DIR/_in_model (perplexity against the model's own attention); "
+                        "a sweep without one may add it")
     p.add_argument("--engine", choices=ENGINES, default="ray", help="ray (default) or a plain local loop")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="a Ray cluster to join (default: RAY_ADDRESS; none: start a local Ray)")
@@ -46,7 +52,7 @@ def main(argv=None) -> None:
     try:
         report = sweep(args.inputs, args.out, args.models, args.layers, args.heads, args.mechanisms, args.max_tokens,
                        args.rows, args.engine, args.address, args.workers, args.gpus_per_worker,
-                       verbose=args.verbose)
+                       verbose=args.verbose, in_model=args.in_model)
     except ValueError as err:
         p.error(str(err))
     table = read(args.out)

@@ -1,6 +1,7 @@
 """Where a sweep's tasks run: on Ray (a pool of actors, each loading a model once, rows written
-by Ray Data's write_parquet) or in a plain loop in this process. Both run explorer.sweep.measure
-on the same tasks and write the same table; both tell a Progress about every task done.
+by Ray Data's write_parquet) or in a plain loop in this process. Both run a Job's measure on the same
+tasks and write the same table (the head table, explorer.sweep.measure, or the in-model table,
+explorer.sweep.in_model); both tell a Progress about every task done.
 """
 from __future__ import annotations
 
@@ -10,24 +11,46 @@ import threading
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from explorer.core.encoding import LoadedModel, load_model
 from explorer.sweep.inputs import Document
+from explorer.analysis.corpus import IN_MODEL, IN_MODEL_SCHEMA, SCHEMA
+from explorer.sweep.in_model import in_model_rows
 from explorer.sweep.measure import Settings, measure
 from explorer.sweep.table import as_table
 
 POLL_S = 2.0  # how often the driver asks Ray's workers how far they are
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a sweep's tasks make: one table's rows of a (document, model), its schema, and its folder under
+    the sweep's directory."""
+
+    measure: Callable[[Document, str, LoadedModel, Settings], list[dict]]
+    schema: pa.Schema
+    folder: str = ""
+
+    def where(self, out: Path) -> Path:
+        return Path(out) / self.folder
+
+
+HEADS = Job(measure, SCHEMA)  # every layer, head and mechanism
+IN_MODEL_JOB = Job(in_model_rows, IN_MODEL_SCHEMA, IN_MODEL)  # mechanisms swapped into the model: perplexity
+
+
 class Progress:
     """Tasks done so far, their rate and the time left, as one line for the terminal."""
 
-    def __init__(self, total: int, stream):
-        self.total, self.done, self.stream = total, 0, stream
+    def __init__(self, total: int, stream, what: str = ""):
+        self.total, self.done, self.stream, self.what = total, 0, stream, what
         self.start = time.perf_counter()
 
     def task_done(self) -> None:
@@ -38,7 +61,7 @@ class Progress:
         minutes = (time.perf_counter() - self.start) / 60
         rate = done / minutes if minutes > 0 else 0.0
         left = f", about {(self.total - done) / rate:.1f} min left" if 0 < done < self.total else ""
-        return f"{done}/{self.total} documents x models done, {rate:.1f} per minute{left}"
+        return f"{self.what}{done}/{self.total} documents x models done, {rate:.1f} per minute{left}"
 
     def show(self, done: int | None = None) -> None:
         print(self.line(done), file=self.stream, flush=True)
@@ -69,35 +92,33 @@ class Models:
         return self.held[name]
 
 
-def run_local(tasks: list[tuple[Document, str]], out: Path, settings: Settings, progress: Progress) -> None:
+def run_local(tasks: list[tuple[Document, str]], out: Path, settings: Settings, progress: Progress,
+              job: Job = HEADS) -> None:
     """Every task in a plain loop; each task's rows written at once as a part file (so an interrupted
     sweep keeps what it finished)."""
     models = Models()
+    job.where(out).mkdir(parents=True, exist_ok=True)
     for document, model in tasks:
-        rows = measure(document, model, models(model), settings)
-        _write(rows, out)
+        rows = job.measure(document, model, models(model), settings)
+        pq.write_table(as_table(rows, job.schema), job.where(out) / f"local-{uuid.uuid4().hex}.parquet")
         progress.task_done()
         progress.show()
-
-
-def _write(rows: list[dict], out: Path) -> None:
-    pq.write_table(as_table(rows), out / f"local-{uuid.uuid4().hex}.parquet")
 
 
 class Measurer:
     """Ray Data's callable class: one per actor, so each worker loads a model once."""
 
-    def __init__(self, settings: Settings, progress, threads: int):
+    def __init__(self, settings: Settings, progress, threads: int, job: Job = HEADS):
         torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))  # not more than this node has
-        self.settings, self.progress, self.models = settings, progress, Models()
+        self.settings, self.progress, self.models, self.job = settings, progress, Models(), job
 
     def __call__(self, batch):
         rows = []
         for item in batch.to_pylist():
             document = Document(item["name"], item["source"], item["text"], item["error"])
-            rows += measure(document, item["model"], self.models(item["model"]), self.settings)
+            rows += self.job.measure(document, item["model"], self.models(item["model"]), self.settings)
             self.progress.add.remote()
-        return as_table(rows)
+        return as_table(rows, self.job.schema)
 
 
 def _items(tasks: list[tuple[Document, str]]) -> list[dict]:
@@ -121,9 +142,10 @@ def connect(address: str | None = None, verbose: bool = False):
 
 
 def run_ray(tasks: list[tuple[Document, str]], out: Path, settings: Settings, progress: Progress,
-            workers: int, gpus_per_worker: float, address: str | None = None, verbose: bool = False) -> None:
-    """Every task on a pool of `workers` Ray actors, the rows written by write_parquet into `out`
-    (verbose: Ray's own log lines too, see connect)."""
+            workers: int, gpus_per_worker: float, address: str | None = None, job: Job = HEADS,
+            verbose: bool = False) -> None:
+    """Every task on a pool of `workers` Ray actors, the rows written by write_parquet into the job's
+    folder of `out` (verbose: Ray's own log lines too, see connect)."""
     ray = connect(address, verbose)
     resources = ray.cluster_resources()
     cpus = resources.get("CPU", 1.0)
@@ -144,11 +166,11 @@ def run_ray(tasks: list[tuple[Document, str]], out: Path, settings: Settings, pr
             # Ray 2.60 takes it only as a deprecated keyword, the one way to set it
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
             ray.data.from_items(_items(tasks)).map_batches(
-                Measurer, fn_constructor_kwargs={"settings": settings, "progress": counter,
+                Measurer, fn_constructor_kwargs={"settings": settings, "progress": counter, "job": job,
                                                  "threads": max(1, int(cpus // workers))},
                 batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=per_worker, max_restarts=0, **({"num_gpus": gpus} if gpus else {}),
-            ).write_parquet(str(out))
+            ).write_parquet(str(job.where(out)))
     finally:
         stop.set()
         shown.join()

@@ -77,6 +77,7 @@ class Settings:
     mechanisms: tuple[Spec, ...] = ()  # measured beside dense
     max_tokens: tuple[int, ...] | None = None  # lengths measured (the start of the text); None: whole texts
     rows: int = 512  # query rows measured per text, evenly spaced
+    in_model: tuple[Spec, ...] | None = None  # swapped into every layer of a causal LM (the in-model table); None: not
 
     def lengths(self, text_tokens: int) -> list[int]:
         """The lengths a text of `text_tokens` tokens is measured at: each cap it exceeds, and its
@@ -85,9 +86,12 @@ class Settings:
 
     def record(self) -> dict:
         """Plain values, as the sweep directory keeps them (explorer.sweep.table.claim)."""
-        return {"layers": list(self.layers) if self.layers else None, "heads": list(self.heads) if self.heads else None,
-                "mechanisms": [str(s) for s in self.mechanisms],
-                "max_tokens": list(self.max_tokens) if self.max_tokens else None, "rows": self.rows}
+        record = {"layers": list(self.layers) if self.layers else None,
+                  "heads": list(self.heads) if self.heads else None, "mechanisms": [str(s) for s in self.mechanisms],
+                  "max_tokens": list(self.max_tokens) if self.max_tokens else None, "rows": self.rows}
+        if self.in_model is not None:  # only then: a sweep written before the in-model table resumes as it was
+            record["in_model"] = [str(s) for s in self.in_model]
+        return record
 
 
 def _check_index(what: str, chosen, count: int) -> list[int]:

@@ -18,6 +18,7 @@ SECTIONS = {
                 ("views/model.py", "Model view", "🗺️"),
                 ("views/compare.py", "Compare", "⚖️"),
                 ("views/dilution.py", "Score dilution", "💧"),
+                ("views/needle.py", "Needle", "🪡"),
                 ("views/corpus.py", "Corpus", "📚")],
     "Mechanisms": [("views/lsh.py", "LSH buckets", "🪣"),
                    ("views/lowrank.py", "Low rank", "📉"),

@@ -15,6 +15,7 @@ owns it. Besides them st.session_state holds:
   _not_encoded         why the last Run left the previous text in place (ui.document says so on pages)
   model_other          the model name being typed below the picker (it becomes the model when entered)
   find                 the inspector's search text
+  _needle_stopped      the Needle page's passes a Stop ended, until Continue (ui.needle)
 Results are never kept in session state: they live in the one cache (ui.cache), under keys
 built from an Encoding or a Run.
 """

@@ -7,6 +7,7 @@ import streamlit as st
 from explorer.analysis import corpus
 from explorer.figures import corpus as figs
 from ui import corpus as panel
+from ui import corpus_needle
 from ui import settings
 
 settings.declare(*panel.SETTINGS)
@@ -24,5 +25,6 @@ shown = panel.summary(fine, failed)
 panel.sinks(shown)
 panel.fidelity(shown, colours)
 panel.entropy(shown, colours)
+corpus_needle.curves(sorted(shown.model.unique()))
 panel.every_row(shown)
 panel.failures(failed)

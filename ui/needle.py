@@ -23,7 +23,7 @@ from explorer.core.bundled import short_name
 from explorer.figures import model_view as grid_figs
 from explorer.figures import needle as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, forms, share
+from ui import charts, compute, forms, hosting, share
 from ui.cache import computation, report
 from ui.messages import plain
 from ui.settings import Setting
@@ -118,7 +118,9 @@ def setup() -> tuple[Setup, np.ndarray, dict[str, dict]]:
     c, d, e = st.columns([1, 1, 3])
     points = int(c.number_input("Positions", int(POINTS.lo), int(POINTS.hi), key=POINTS.key,
                                 help="evenly spaced from the text's start (0%) to just before the question (100%)"))
-    tokens = int(d.number_input("Tokens in the prompt", int(TOKENS.lo), int(TOKENS.hi), key=TOKENS.key, step=256,
+    cap = min(int(TOKENS.hi), hosting.max_tokens() or int(TOKENS.hi))  # a hosted demo's cap holds here too
+    st.session_state[TOKENS.key] = min(int(st.session_state[TOKENS.key]), cap)
+    tokens = int(d.number_input("Tokens in the prompt", int(TOKENS.lo), cap, key=TOKENS.key, step=256,
                                 help="the text is cut so that the whole prompt, question and answer in, fits"))
     picked = e.multiselect("Mechanisms swapped into every layer, beside the model's own attention", CHOICES,
                            key=MECHS.key, format_func=lambda k: REGISTRY[k].title,
@@ -235,8 +237,7 @@ def retrieval(probe: NeedleProbe) -> None:
     top = heads.sort_values(["retrieval", "fact_mass"], ascending=False, kind="stable").head(TOP).reset_index(drop=True)
     passing = int((heads.retrieval > npb.RETRIEVAL_PASS).sum())
     with right:
-        st.markdown(f"**The {TOP} heads that retrieve most** ({passing} of {len(heads)} heads score above "
-                    f"{npb.RETRIEVAL_PASS:g})")
+        st.markdown(f"**Top {TOP} retrieval heads** ({passing} of {len(heads)} score above {npb.RETRIEVAL_PASS:g})")
         table = st.dataframe(top, key="needle_top", on_select="rerun", selection_mode="single-row", hide_index=True,
                              column_config={"layer": "layer", "head": "head",
                                             "retrieval": st.column_config.NumberColumn("retrieval score",

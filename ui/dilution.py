@@ -115,12 +115,7 @@ def choose(run: Run) -> Picked:
     picked = st.multiselect("Mechanisms beside dense", CHOICES, key=MECHS.key, format_func=lambda k: REGISTRY[k].title,
                             help="Each runs on every prefix; slow mechanisms on long texts take a while (progress "
                                  "shown).")
-    params = {}
-    for key in picked:
-        mech = REGISTRY[key]
-        with st.expander(f"{mech.title} parameters"):
-            params[key] = forms.checked(mech, forms.param_form(mech, doc=run.doc))
-    return Picked(run, params, remedy_ui.picker())
+    return Picked(run, forms.forms_of(picked, doc=run.doc), remedy_ui.picker())
 
 
 # ---------------------------------------------------------------- prefixes of this text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.core import segments
-from explorer.mechanisms import Mechanism, Param, Result
+from explorer.mechanisms import REGISTRY, Mechanism, Param, Result
 from ui import compute, document, messages, settings
 from ui.state import Run
 
@@ -47,6 +47,18 @@ def param_form(mech: Mechanism, doc=None, names: tuple[str, ...] | None = None, 
         with cols[i % columns]:
             values[p.name] = _widget(mech, p)
     return values
+
+
+def forms_of(keys, doc=None, without: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Each chosen mechanism's parameter form in an expander of its own (but the parameters `without`),
+    checked: key -> its parameters."""
+    params = {}
+    for key in keys:
+        mech = REGISTRY[key]
+        with st.expander(f"{mech.title} parameters"):
+            names = tuple(p.name for p in mech.params if p.name not in without)
+            params[key] = checked(mech, param_form(mech, doc=doc, names=names))
+    return params
 
 
 def checked(mech: Mechanism, params: dict) -> dict:

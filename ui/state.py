@@ -18,6 +18,7 @@ owns it. Besides them st.session_state holds:
   find, _searched       the inspector's search text; the search whose first match it followed
   _followed_<chart>    the point of an along-the-text chart in a fragment already followed (ui.inspector)
   _inside_sweeping     the Inside the model page's layer-by-layer curve is being made (its Stop clears it)
+  _needle_stopped      the Needle page's passes a Stop ended, until Continue (ui.needle)
 Results are never kept in session state: they live in the one cache (ui.cache), under keys
 built from an Encoding or a Run.
 """

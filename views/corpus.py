@@ -8,6 +8,7 @@ import streamlit as st
 from explorer.analysis import corpus
 from explorer.figures import corpus as figs
 from ui import corpus as panel
+from ui import corpus_needle
 from ui import settings
 
 settings.declare(*panel.SETTINGS)
@@ -26,5 +27,6 @@ panel.sinks(shown)
 panel.fidelity(shown, colours)
 panel.in_model(sorted(shown.model.unique()), colours)
 panel.entropy(shown, colours)
+corpus_needle.curves(sorted(shown.model.unique()))
 panel.every_row(shown)
 panel.failures(failed)

@@ -5,7 +5,7 @@ import streamlit as st
 from explorer.analysis.model_view import COLUMNS
 from explorer.figures import model_view as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, document, forms, settings
+from ui import charts, compute, document, forms, needle, settings
 from ui.sidebar import HEAD, LAYER, PICK
 
 METRICS = ("entropy", "first_mass", "local_mass", "distance", "half_keys")
@@ -43,6 +43,10 @@ if mech:
 layers_differ = document.rules_by_layer(compute.capture(enc))
 st.caption(document.shown_as(doc) + (" " + layers_differ if layers_differ else ""))
 frame = compute.model_grid(enc, queries, local, mech or None, params)
+retrieved = needle.retrieval_of(enc)  # the Needle page's probe on this text and model, once it ran
+if retrieved is not None:
+    frame = frame.assign(retrieval=frame.merge(retrieved, how="left", on=["layer", "head"]).retrieval.to_numpy())
+    shown = [*shown, "retrieval"]
 charts.section("Every layer and head", f"{frame.queries.iloc[0]:,} evenly spaced queries per head, exact for those "
                f"queries; statistics took {frame.attrs['seconds']:.1f} s after the forward pass. Normalised entropy is "
                "1 for a uniform row; the first token's mass is the attention sink of Xiao et al. (2024); local mass "

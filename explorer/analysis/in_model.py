@@ -82,19 +82,25 @@ def check_mechanism(mechanism: str, params: dict | None) -> dict:
     return REGISTRY[mechanism].validate({**params, "causal": True})
 
 
-def mechanism_attention(mechanism: str, params: dict) -> forward.LayerAttention:
+def mechanism_attention(mechanism: str, params: dict, record: tuple[torch.Tensor, dict] | None = None
+                        ) -> forward.LayerAttention:
     """A layer's attention by the mechanism (params as check_mechanism returns them), every head at
     once: q scaled so that its 1/sqrt(d) softmax uses the layer's own scale. One sequence (batch 1).
     It calls the mechanism's compute, not run: the parameters were checked once, and run's checks of
-    q, k, v and its timing would cost every layer again (a twentieth of a layer's forward pass)."""
+    q, k, v and its timing would cost every layer again (a twentieth of a layer's forward pass).
+    record=(rows, into): the weights it gives those query rows kept in into[layer], [heads, len(rows),
+    tokens], as forward.recording keeps the layer's own (what the needle probe reads retrieval heads from)."""
     if mechanism == DENSE:
-        return forward.exact
+        return forward.exact if record is None else forward.recording(*record)
     mech = REGISTRY[mechanism]
 
     def attend(q, k, v, rule: AttentionRule, layer: int):
         d = q.shape[-1]
-        out = mech.compute(q[0].float() * (rule.scaling * math.sqrt(d)), k[0].float(), v[0].float(), **params).output
-        return out[None].to(q.dtype)
+        res = mech.compute(q[0].float() * (rule.scaling * math.sqrt(d)), k[0].float(), v[0].float(), **params)
+        if record is not None:
+            rows, into = record
+            into[layer] = res.weights(rows.to(q.device))
+        return res.output[None].to(q.dtype)
 
     return attend
 

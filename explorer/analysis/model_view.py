@@ -36,6 +36,7 @@ COLUMNS = {
     "distance": "mean attention distance (tokens)",
     "half_keys": "keys holding half of each query's attention",
     "rel_error": "output relative error against dense",
+    "retrieval": "retrieval score (Wu et al.: the answer copied from the fact)",
 }
 
 

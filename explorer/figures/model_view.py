@@ -13,7 +13,7 @@ from explorer.figures.common import SEQUENTIAL
 
 UNIT_RANGE = {"entropy"}  # drawn on 0..1: 1 is uniform
 SPACING = 0.16  # between panels: a colour bar, its ticks and title, then the next panel's layer axis
-FROM_ZERO = {"first_mass", "local_mass"}  # shares drawn from 0 to the largest head's: a model whose
+FROM_ZERO = {"first_mass", "local_mass", "retrieval"}  # shares drawn from 0 to the largest head's: a model whose
 # heads all give a few percent to the first token still shows which give more
 
 

@@ -12,8 +12,10 @@ import sys
 
 import pyarrow.compute as pc
 
+from explorer.analysis.needle_corpus import folder
 from explorer.sweep import ENGINES, sweep
-from explorer.sweep.table import read
+from explorer.sweep.needle import needle_settings, sweep_needle
+from explorer.sweep.table import claim, read
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,13 +45,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="Ray workers, each holding its own models")
     p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per Ray worker, where GPUs exist")
     p.add_argument("--verbose", action="store_true", help="print Ray's own log lines and its workers' output too")
+    p.add_argument("--needle", action="store_true",
+                   help="also ask each (document, model) back a fact planted at several positions, with the model's "
+                        "own attention and each mechanism that has a causal form, into a table of its own "
+                        "(--out/_needle; in this process, after the head table); the prompt is the largest "
+                        "--max-tokens long (default 2048)")
+    p.add_argument("--fact", help="the fact --needle plants (default: the bundled one SmolLM2 retrieves)")
+    p.add_argument("--question", help="the question after the text, ending where the answer begins")
+    p.add_argument("--answer", help="the answer as it continues the question (mind its leading space)")
+    p.add_argument("--needle-positions", nargs="+", type=float, default=None, metavar="P",
+                   help="relative positions of the fact, 0 (the text's start) to 1 (its end); default 0 .25 .5 .75 1")
     return p
 
 
 def main(argv=None) -> None:
     p = parser()
     args = p.parse_args(argv)
+    asked = [f"--{k.replace('_', '-')}" for k in ("fact", "question", "answer", "needle_positions")
+             if getattr(args, k) is not None]
+    if asked and not args.needle:
+        p.error(f"{', '.join(asked)} set what --needle asks: add --needle")
     try:
+        needle, left_out = needle_settings(args.fact, args.question, args.answer, args.needle_positions,
+                                           args.max_tokens, args.mechanisms)
+        if args.needle:  # a resumed needle table asking otherwise is refused before anything runs
+            claim(folder(args.out), needle.record())
         report = sweep(args.inputs, args.out, args.models, args.layers, args.heads, args.mechanisms, args.max_tokens,
                        args.rows, args.engine, args.address, args.workers, args.gpus_per_worker,
                        verbose=args.verbose, in_model=args.in_model)
@@ -62,6 +82,11 @@ def main(argv=None) -> None:
           f"{table.num_rows} rows in {args.out}", file=sys.stderr)
     for document, model in failed:
         print(f"failed: {document} under {model} (its error is in the table)", file=sys.stderr)
+    if args.needle:
+        for name in left_out:
+            print(f"--needle leaves out {name}: it has no causal form", file=sys.stderr)
+        ran, held, seconds = sweep_needle(args.inputs, args.out, args.models, needle)
+        print(f"needle: {ran} (document, model) asked, {held} held already, in {seconds:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["EXPLORER_SAVED_DIR"] = tempfile.mkdtemp(prefix="explorer-saved-")  # no tables from earlier runs (ui.saved)
 os.environ["EXPLORER_WARM"] = "0"  # no first-visit warm-up thread in the AppTests' process (servers warm: tests/browser.py)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -25,6 +25,7 @@ from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, by_position, stream_stats
 from explorer.mechanisms import REGISTRY, Result
+from ui import saved
 from ui.cache import cached, freeze, report, store
 from ui.state import EVERY, Encoding, Run
 
@@ -77,6 +78,20 @@ def encoded(enc: Encoding) -> explorer.Doc:
     return cached(("encoding", enc), make, label="Encoding the text, model windows")
 
 
+def encoded_together(enc: Encoding, layers: list[int]) -> explorer.Doc:
+    """encoded(enc), made in one forward pass with the other `layers`, each kept under encoded's own
+    key: the layers a first visit opens on cost the deepest one's pass, not one pass each."""
+    def make():
+        together = encode_layers(enc.text, model(enc.model), layers=sorted({enc.layer, *layers}),
+                                 window=enc.window or None, progress=report)
+        for doc in together.docs:
+            if doc.layer != enc.layer:
+                store().get(("encoding", enc.at(doc.layer)), lambda doc=doc: doc)
+        return together.doc(enc.layer)
+
+    return cached(("encoding", enc), make, label="Encoding the text, model windows")
+
+
 def capture(enc: Encoding) -> ModelCapture:
     """Every layer of the model over the text, from one windowed forward pass (ValueError for synthetic)."""
     if enc.synthetic:
@@ -88,9 +103,28 @@ def capture(enc: Encoding) -> ModelCapture:
 
 
 def content_heads(enc: Encoding) -> pd.DataFrame:
-    """Per layer and head, how much the restarting window positions shape its map (analysis.windows)."""
-    return cached(("content heads", enc.at(EVERY)), lambda: windows.content_heads(capture(enc), progress=report),
+    """Per layer and head, how much the restarting window positions shape its map (analysis.windows):
+    read from disk for a text seen before (ui.saved), else measured on a capture of every layer and saved."""
+    def make():
+        table = saved.Saved.from_env().get(_heads_name(enc))
+        if table is None:
+            table = windows.content_heads(capture(enc), progress=report)
+            saved.Saved.from_env().put(_heads_name(enc), table)
+        return table
+
+    return cached(("content heads", enc.at(EVERY)), make,
                   label="Finding the heads where content, not window positions, dominates: layers")
+
+
+def heads_known(enc: Encoding) -> bool:
+    """Whether content_heads needs no capture of every layer: made already, or saved on disk."""
+    return ("content heads", enc.at(EVERY)) in store() or saved.Saved.from_env().has(_heads_name(enc))
+
+
+def _heads_name(enc: Encoding) -> str:
+    """The saved content heads' name: the model's weights, the text, the window and the code that measures them."""
+    return saved.key("content heads", enc.model, weights_key(enc.model), enc.text_key, enc.window,
+                     code=(windows, encoding))
 
 
 def sink_opening(enc: Encoding) -> tuple[int, int, str]:
@@ -101,6 +135,11 @@ def sink_opening(enc: Encoding) -> tuple[int, int, str]:
         return sinks.sink_layer(encode_layers(encoding.first_tokens(enc.text, lm, SINK_PROBE), lm).docs)
 
     return cached(("sink opening", enc.at(EVERY)), make, label="Finding the layer where the model's attention sinks")
+
+
+def weights_key(name: str) -> str:
+    """A hash of the loaded model's configuration and weights (ui.saved): what a saved table came from."""
+    return cached(("weights key", name), lambda: saved.weights_key(model(name).model))
 
 
 def opened_because(run: Run) -> str | None:

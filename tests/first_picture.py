@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from browser import HEATMAP, ROOT, VIEWPORT, assert_no_exception, chromium, streamlit_server, wait_idle
+from browser import HEATMAP, MAIN, ROOT, SIDEBAR, VIEWPORT, assert_no_exception, chromium, streamlit_server, wait_idle
 
 TIMEOUT_MS = 300_000
+SIDEBAR_TEXT = f'{SIDEBAR} [data-testid="stRadio"]'  # the sidebar's text source: the script has started drawing
+TITLE = f'{MAIN} h1'  # the page's title: the page itself is drawing
 COMMANDS = {"streamlit": None,  # tests/browser.py's own: streamlit run app.py
             "serve": ["sh", "-c", f'exec "{sys.executable}" deploy/serve.py --server.port "$PORT" --server.address '
                       '"$ADDRESS" --server.headless true --browser.gatherUsageStats false'],
@@ -33,13 +35,17 @@ def visitor(browser, url: str) -> dict:
     page = context.new_page()
     start = time.perf_counter()
     page.goto(url)
+    page.wait_for_selector(SIDEBAR_TEXT, timeout=TIMEOUT_MS)
+    sidebar = time.perf_counter() - start
+    page.wait_for_selector(TITLE, timeout=TIMEOUT_MS)
+    title = time.perf_counter() - start
     page.wait_for_selector(HEATMAP, timeout=TIMEOUT_MS)
     first = time.perf_counter() - start
     wait_idle(page, TIMEOUT_MS)
     assert_no_exception(page)
     idle = time.perf_counter() - start
     context.close()
-    return {"first_heatmap_s": first, "idle_s": idle}
+    return {"sidebar_s": sidebar, "page_title_s": title, "first_heatmap_s": first, "idle_s": idle}
 
 
 def main(argv=None) -> list[dict]:
@@ -61,7 +67,8 @@ def main(argv=None) -> list[dict]:
                 row = {"visitor": i + 1, "server": args.server, "cold": args.cold, "server_answered_s": answered, **visitor(browser, server.url),
                        "load_average": os.getloadavg()[0]}
                 rows.append(row)
-                print(f"visitor {i + 1}: first heatmap {row['first_heatmap_s']:.1f} s after the page load "
+                print(f"visitor {i + 1}: sidebar {row['sidebar_s']:.1f} s, page title {row['page_title_s']:.1f} s, "
+                      f"first heatmap {row['first_heatmap_s']:.1f} s after the page load "
                       f"(idle at {row['idle_s']:.1f} s); server answered {answered:.1f} s after its start; "
                       f"load average {row['load_average']:.2f}", flush=True)
     if args.json:

@@ -304,7 +304,8 @@ def warm_first_visit() -> None:
 def _first_visit_values() -> None:
     """The values a first visit asks for, made as _run and the dense page would make them (same keys),
     the first picture's first: the head choice (saved on disk once made: ui.saved), the layers _run and
-    the page encode (one pass), the dense pass; then the head summary, and every layer for the model view."""
+    the page encode (one pass), the dense pass, then the head summary. Nothing else: what it computes
+    while the first visitor's page draws slows that page on a small machine."""
     try:
         model = hosting.models()[0] if hosting.hosted() else MODEL.default
         enc = Encoding.of_text(compute.sample(DEFAULT_SAMPLE), model, LAYER.default, WINDOW.default)
@@ -321,8 +322,6 @@ def _first_visit_values() -> None:
         run = Run(shown, pick[1], doc=compute.encoded(shown))
         compute.dense(run, maps.GRID.default)
         compute.head_stats(run)
-        if picking:
-            compute.capture(enc)
     except Exception:  # noqa: BLE001 - a visitor's own run then makes (and reports) what failed here
         LOG.exception("warming the first visit")
 

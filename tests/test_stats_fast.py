@@ -7,6 +7,7 @@ import torch
 
 import explorer
 from explorer.core.bias import ALiBi, RelativeBuckets
+from explorer.core import binreduce
 from explorer.core.rows import sample_rows
 from explorer.core.stats import attention_stats, reference_stats, stream_stats
 
@@ -30,6 +31,16 @@ def same_stats(fast, ref):
     assert fast.map.row_edges == ref.map.row_edges and fast.map.col_edges == ref.map.col_edges
 
 
+@pytest.fixture(params=["compiled", "eager"])
+def reduced(request, monkeypatch):
+    """The pass with its block reductions compiled (explorer.core.binreduce: it must build here) or eager."""
+    if request.param == "eager":
+        monkeypatch.setattr(binreduce, "_LOADED", [None])
+    else:
+        assert binreduce.available(torch.zeros(1), 8), "the compiled statistics kernel did not build"
+    return request.param
+
+
 def brute(q, k, causal):
     s = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5
     if causal:
@@ -40,7 +51,7 @@ def brute(q, k, causal):
 
 @pytest.mark.parametrize("n,chunk,grid", CASES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_fast_pass_equals_reference(n, chunk, grid, causal):
+def test_fast_pass_equals_reference(n, chunk, grid, causal, reduced):
     d = doc(n)
     fast = attention_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
     ref = reference_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
@@ -220,7 +231,7 @@ def brute_rule(q, k, rule):
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.describe())
 @pytest.mark.parametrize("n,chunk,grid", [(37, 5, 8), (300, None, 64)])
-def test_a_models_rule_gives_the_same_statistics_in_both_passes_and_by_brute_force(rule, n, chunk, grid):
+def test_a_models_rule_gives_the_same_statistics_in_both_passes_and_by_brute_force(rule, n, chunk, grid, reduced):
     d = doc(n)
     fast = attention_stats(d.q, d.k, d.v, grid=grid, chunk=chunk, rule=rule)
     same_stats(fast, reference_stats(d.q, d.k, d.v, grid=grid, rule=rule))

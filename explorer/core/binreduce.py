@@ -10,7 +10,7 @@ pass over the weights is needed. torch.compile (inductor's C++) was tried first:
 loops over the whole block and was no faster than eager here (2-core CPU, torch 2.13).
 
 The source below is compiled once per machine with the C compiler (`cc`, or $CC) into
-~/.cache/attention-explorer/kernels (EXPLORER_KERNEL_DIR), keyed by the source's hash, and loaded
+~/.cache/attention-explorer/kernels (EXPLORER_KERNEL_DIR), keyed by the source, flags and CPU, and loaded
 with ctypes (calls release the GIL). No compiler, or a failed build: `available()` is False and
 the statistics pass keeps its eager path (explorer.core.binned), which computes the same numbers.
 EXPLORER_KERNEL=0 turns the compiled path off. exp is a polynomial of degree 7 after range
@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -127,10 +128,20 @@ MAX_K = 64  # largest top-k the compiled pass keeps (as #define MAX_K); more: th
 _LOCK = threading.Lock()
 _LOADED: list = []  # [the function, or None when it could not be built]
 compile_seconds = 0.0  # what building (or finding) the library took in this process
+built_now = False  # whether this process compiled it (else it was found built)
 
 
 def _folder() -> Path:
     return Path(os.environ.get("EXPLORER_KERNEL_DIR") or Path.home() / ".cache" / "attention-explorer" / "kernels")
+
+
+def _cpu() -> str:
+    """What -march=native compiles for: a library built on another CPU (a shared home folder) is not loaded."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
 
 
 def _build() -> Path:
@@ -138,10 +149,12 @@ def _build() -> Path:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise OSError("no C compiler (cc, gcc or $CC)")
-    tag = hashlib.sha256((SOURCE + " ".join(FLAGS) + compiler).encode()).hexdigest()[:16]
+    tag = hashlib.sha256((SOURCE + " ".join(FLAGS) + compiler + _cpu()).encode()).hexdigest()[:16]
     target = _folder() / f"binreduce-{tag}.so"
+    global built_now
     if target.exists():
         return target
+    built_now = True
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         source, built = Path(tmp) / "binreduce.c", Path(tmp) / "binreduce.so"
@@ -195,3 +208,13 @@ def bin_reduce(s: torch.Tensor, bins: int, width: int, padding: torch.Tensor, kk
     _function()(s.data_ptr(), rows, bins, width, bin_max.data_ptr(), top.data_ptr(), bin_sum.data_ptr(),
                 spent.data_ptr(), padding.data_ptr(), kk, slot.data_ptr(), value.data_ptr(), torch.get_num_threads())
     return bin_max, top, bin_sum, spent, slot, value
+
+
+def eager(fn, *args, **kwargs):
+    """fn(*args, **kwargs) with the compiled reductions off: the bench's comparison (not thread-safe)."""
+    keep = _function()
+    _LOADED[0] = None
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _LOADED[0] = keep

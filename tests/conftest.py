@@ -284,3 +284,18 @@ def save_checkpoint(config, path, tokenizer) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(params=["compiled", "eager"])
+def reduced(request, monkeypatch):
+    """Block reductions compiled (explorer.core.binreduce: it must build here) or eager: the statistics
+    pass and the model view take either path, and both must give the reference's numbers."""
+    import torch
+
+    from explorer.core import binreduce
+
+    if request.param == "eager":
+        monkeypatch.setattr(binreduce, "_LOADED", [None])
+    else:
+        assert binreduce.available(torch.zeros(1), 8), "the compiled statistics kernel did not build"
+    return request.param

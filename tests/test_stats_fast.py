@@ -7,7 +7,6 @@ import torch
 
 import explorer
 from explorer.core.bias import ALiBi, RelativeBuckets
-from explorer.core import binreduce
 from explorer.core.rows import sample_rows
 from explorer.core.stats import attention_stats, reference_stats, stream_stats
 
@@ -29,16 +28,6 @@ def same_stats(fast, ref):
     close(fast.map.mean, ref.map.mean, atol=1e-6, rtol=1e-4)
     close(fast.map.max, ref.map.max, atol=1e-6, rtol=1e-4)
     assert fast.map.row_edges == ref.map.row_edges and fast.map.col_edges == ref.map.col_edges
-
-
-@pytest.fixture(params=["compiled", "eager"])
-def reduced(request, monkeypatch):
-    """The pass with its block reductions compiled (explorer.core.binreduce: it must build here) or eager."""
-    if request.param == "eager":
-        monkeypatch.setattr(binreduce, "_LOADED", [None])
-    else:
-        assert binreduce.available(torch.zeros(1), 8), "the compiled statistics kernel did not build"
-    return request.param
 
 
 def brute(q, k, causal):

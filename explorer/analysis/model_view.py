@@ -67,8 +67,8 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
     the unnormalised weights e = exp(s - max) in place, and every statistic is a sum over e divided
     by z = sum e: one score-sized buffer. With the compiled reductions (explorer.core.binreduce)
     the entropy is log z - sum e log e / z from the same pass; without them, log z + max - E_p[s],
-    with E_p[s] = q . (e @ k) * scale / z, or under a soft-cap, a position bias or sinks (the score is no longer
-    q . k) -sum p log p from e itself.
+    with E_p[s] = q . (e @ k) * scale / z, or under a soft-cap, a position bias or sinks (the score
+    is no longer q . k) -sum p log p from e itself.
     A sink's exp joins z, so the weights over the text sum to less than one, as the model has them.
     """
     n = k.shape[1]

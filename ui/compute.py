@@ -173,10 +173,69 @@ def head_stats(run: Run) -> dict:
 
 def model_grid(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
     """The model view's table: every layer and head (analysis.model_view), a mechanism's error on request."""
-    mechanism = REGISTRY[mech] if mech else None
-    return cached(("model view", enc.at(EVERY), queries, local, mech, freeze(params)),
-                  lambda: model_view.model_view(capture(enc), queries, local, mechanism, params, progress=report),
+    return cached(_grid_key(enc, queries, local, mech, params), lambda: _grid(enc, queries, local, mech, params),
                   label="Measuring every layer and head, steps")
+
+
+def _grid_key(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> tuple:
+    return ("model view", enc.at(EVERY), queries, local, mech, freeze(params))
+
+
+def _grid(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
+    mechanism = REGISTRY[mech] if mech else None
+    return model_view.model_view(capture(enc), queries, local, mechanism, params, progress=report)
+
+
+def first_window(enc: Encoding) -> Encoding | None:
+    """The text's first model window as an encoding of its own, when the text is longer than one
+    window (the model view shows it first); None for a text of one window or synthetic vectors."""
+    if enc.synthetic:
+        return None
+    window = enc.window or model(enc.model).max_tokens
+    return first_tokens(enc, window) if token_count(enc) > window else None
+
+
+def model_grid_now(enc: Encoding, queries: int, local: int, mech: str | None,
+                   params: dict) -> tuple[pd.DataFrame, Encoding, str | None]:
+    """(the whole text's model view, its encoding, None) once made; before that, for a text longer than
+    one model window, (its first window's model view, that window's encoding, what the whole text's is
+    doing), the whole text's made on a thread of its own after the first window's (the two would share
+    the CPU): one window's forward pass and statistics are what a first look needs, in a fraction of
+    the time."""
+    key = _grid_key(enc, queries, local, mech, params)
+    held = store().peek(key)
+    first = None if held is not None else first_window(enc)
+    if first is None:
+        return (held if held is not None else model_grid(enc, queries, local, mech, params)), enc, None
+    preview = model_grid(first, queries, local, mech, params)
+    failed = store().peek(("model view failed", *key[1:]))
+    if failed is not None:
+        return preview, first, f"the whole text could not be measured: {failed}"
+    if store().flight(key) is None:
+        store().background(key, lambda: _whole(enc, queries, local, mech, params), name="model view")
+    return preview, first, grid_progress(enc, queries, local, mech, params)
+
+
+def _whole(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
+    """The whole text's model view in the background; a failure is kept (its message), not retried."""
+    try:
+        return _grid(enc, queries, local, mech, params)
+    except ValueError as err:
+        store().get(("model view failed", *_grid_key(enc, queries, local, mech, params)[1:]), lambda: str(err))
+        raise
+
+
+def grid_progress(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> str | None:
+    """Where the whole text's model view is, in words; None once it is made (or no longer under way)."""
+    encoding_flight = store().flight(("capture", enc.at(EVERY)))
+    if encoding_flight is not None:
+        done, total = encoding_flight.progress or (0, 0)
+        return f"encoding every layer, model window {done:,} of {total:,}" if total else "encoding every layer"
+    grid_flight = store().flight(_grid_key(enc, queries, local, mech, params))
+    if grid_flight is None:
+        return None
+    done, total = grid_flight.progress or (0, 0)
+    return f"measuring every layer and head, step {done:,} of {total:,}" if total else "measuring every layer and head"
 
 
 def is_encoded(enc: Encoding) -> bool:

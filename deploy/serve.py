@@ -4,10 +4,13 @@ first visitor arrives. Streamlit 1.67 runs no code of the app before a session o
 starts the warm-up beside the server, in the same process: the script's sessions import the
 same ui modules and find the same cache. deploy/serve.sh, the hosted demo's entrypoint, runs it.
 """
+import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything loads OpenMP: see explorer/core/__init__.py
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,10 @@ benches, which the CPU runs on its math path, materialising n x n (skipped when
 that would not fit in memory). "first s" is the first call (any compiling
 included), "steady s" the best of the other --repeat - 1 calls, peak memory the
 step's own rise in one more call (CUDA: max allocated; CPU: the resident
-set's high-water mark, see measure), so it shows whether a step is O(n^2).
+set's high-water mark, see measure), so it shows whether a step is O(n^2). "cpu x SDPA" divides the
+process's CPU seconds (all threads) of the best call by SDPA's: on a machine shared with other jobs
+it moves less with their load than wall time does. On the CPU, "stats exact, eager" is the same pass
+without its compiled block reductions (explorer.core.binreduce, whose build is timed apart).
 
 --in-model times the model's own forward pass instead (SmolLM2 over the sample's first --n tokens,
 2,048 by default), then the same pass with each mechanism swapped into every layer
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.core.bias import ALiBi, RelativeBuckets
+from explorer.core import binreduce
 from explorer.core.device import pick_device, synchronize
 from explorer.core.encoding import encode, encode_layers, load_model
 from explorer.core.fused import bin_maps, bin_weights, fused_stats, kernel_rows, masked_stats
@@ -127,17 +131,18 @@ def measure(fn, device, repeat: int) -> dict:
     one more call. On the CPU that call maps every block over 64 KiB apart, so the sampled resident
     set is what the step holds, not what earlier steps left in malloc's pools; the timed calls keep
     pools, since mapping or trimming each block apart slowed the statistics pass eightfold."""
-    times = []
+    times, cpu = [], []
     for _ in range(max(1, repeat)):
-        start = time.perf_counter()
+        start, used = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - used)
     _malloc(64 * 2**10, 64 * 2**10)
     with Peak(device) as p:
         fn()
     _malloc(32 * 2**20, 64 * 2**20)  # where glibc's own moving thresholds end up: the timed calls' pools
-    return {"first_s": times[0], "s": min(times[1:] or times), "peak_bytes": p.bytes}
+    return {"first_s": times[0], "s": min(times[1:] or times), "cpu_s": min(cpu[1:] or cpu), "peak_bytes": p.bytes}
 
 
 def measure_or_error(fn, device, repeat: int) -> dict:
@@ -190,6 +195,8 @@ def steps(q, k, v, mechanisms, preview: int, reference: bool, flex: bool) -> dic
     out["stats exact"] = lambda: attention_stats(q, k, v)
     for name, rule in bias_rules(q.shape[0], q.shape[-1]).items():  # a bias inside the layer, per block
         out[f"stats exact, {name}"] = lambda rule=rule: attention_stats(q, k, v, rule=rule)
+    if q.device.type == "cpu":  # the same pass without its compiled block reductions (explorer.core.binreduce)
+        out["stats exact, eager"] = lambda: binreduce.eager(attention_stats, q, k, v)
     out["stats fused"] = lambda: fused_stats(q, k, v)
     out["fused: kernel only"] = lambda: kernel_rows(q, k, v, AttentionRule.plain(q.shape[-1], False))(
         torch.arange(n, device=q.device))
@@ -275,6 +282,13 @@ def bench(sizes, device_name=None, repeat=2, mechanisms=None, head=0, layer=0, u
     device = pick_device(device_name)
     lm = None if use_synthetic else load_model("minilm", str(device))
     rows = []
+    if device.type == "cpu":
+        built = binreduce.available(torch.zeros(1), 1)
+        print(f"\ncompiled block reductions: {'ready' if built else 'unavailable (the eager pass runs)'} after "
+              f"{binreduce.compile_seconds:.2f} s ({'built now' if binreduce.built_now else 'found built'}), apart "
+              "from every timing below")
+        rows.append({"kernel": {"available": built, "seconds": binreduce.compile_seconds,
+                                "built_now": binreduce.built_now}})
     if compile_times and device.type == "cuda":
         print(f"\nFlexAttention compile on {torch.cuda.get_device_name(device)} (n = 4,096, {SYNTHETIC_HEADS} heads)")
         rows.append({"flex compile": flex_compile_times(device)})
@@ -376,13 +390,14 @@ def print_step(row, name: str) -> None:
     if name == "sdpa":
         enc = row["encode_s"]
         source = "synthetic q/k/v" if math.isnan(enc) else f"encode {enc:.2f} s, all heads"
-        print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source})")
-        print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'peak MiB':>10}")
+        print(f"\nn = {row['n']:,}, {row['scope']} ({row['heads']}) on {row['device']}  ({source}; "
+              f"load average {os.getloadavg()[0]:.1f})")
+        print(f"  {'step':<26}{'first s':>10}{'steady s':>10}{'x SDPA':>9}{'cpu x SDPA':>12}{'peak MiB':>10}")
     if "error" in m:
         print(f"  {name:<26}failed: {m['error']}", flush=True)
         return
-    print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}{m['peak_bytes'] / mib:>10.0f}",
-          flush=True)
+    print(f"  {name:<26}{m['first_s']:>10.3f}{m['s']:>10.3f}{m['s'] / sdpa['s']:>9.2f}"
+          f"{m['cpu_s'] / max(sdpa['cpu_s'], 1e-9):>12.2f}{m['peak_bytes'] / mib:>10.0f}", flush=True)
 
 
 def sweep_throughput(documents: int = 12, chars: int = 2500, workers=(1, 2)) -> list[dict]:

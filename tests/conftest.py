@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["EXPLORER_SAVED_DIR"] = tempfile.mkdtemp(prefix="explorer-saved-")  # no tables from earlier runs (ui.saved)
 os.environ["EXPLORER_WARM"] = "0"  # no first-visit warm-up thread in the AppTests' process (servers warm: tests/browser.py)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -297,3 +299,18 @@ def save_checkpoint(config, path, tokenizer) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(params=["compiled", "eager"])
+def reduced(request, monkeypatch):
+    """Block reductions compiled (explorer.core.binreduce: it must build here) or eager: the statistics
+    pass and the model view take either path, and both must give the reference's numbers."""
+    import torch
+
+    from explorer.core import binreduce
+
+    if request.param == "eager":
+        monkeypatch.setattr(binreduce, "_LOADED", [None])
+    else:
+        assert binreduce.available(torch.zeros(1), 8), "the compiled statistics kernel did not build"
+    return request.param

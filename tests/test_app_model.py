@@ -1,11 +1,16 @@
 """AppTest of the model view: every layer and head drawn from one capture, and a chosen square
 becoming the layer and head of every page without encoding again."""
+import time
+
 import conftest
 import numpy as np
 from conftest import SHORT_SAMPLE, figure, values
 
 import explorer.core.encoding as encoding
 import ui.compute
+from explorer.analysis.model_view import model_view
+from explorer.core.encoding import encode_layers, first_tokens
+from explorer.core.samples import load_sample
 
 PAGE = "views/model.py"
 
@@ -26,6 +31,7 @@ def test_the_grid_and_a_chosen_head_without_a_second_encoding(app, monkeypatch):
                                                                                        for h in range(12)}
     shares = values(entropy["marker"]["color"])
     assert np.all((shares > 0) & (shares <= 1))
+    at = whole_text(at)  # the first window's grid came first; the whole text's is made on a thread
     encodes = list(calls)
     at.session_state["_pick"] = (3, 5)  # what a click on the square of layer 3, head 5 does
     at.run()
@@ -35,6 +41,40 @@ def test_the_grid_and_a_chosen_head_without_a_second_encoding(app, monkeypatch):
     assert any(c.value.startswith("2,709 tokens · 12 heads · layer 3") for c in at.sidebar.caption)
     assert calls == encodes  # no encoding after the pick: the capture (made here or held) serves layer 3
     assert "Head 5 of layer 3" in at.info[0].value
+
+
+def whole_text(at, timeout_s: float = 240):
+    """Run the page again until it shows the whole text's grid, not the first window's."""
+    deadline = time.monotonic() + timeout_s
+    while any("first model window" in i.value for i in at.info):
+        assert time.monotonic() < deadline, "the whole text's grid was not made in time"
+        time.sleep(1)
+        at.run()
+    return at
+
+
+def grid_entropy(at) -> np.ndarray:
+    """The drawn grid's normalised entropy, [layer, head]."""
+    trace = next(t for t in figure(at.get("plotly_chart")[0])["data"] if t["name"] == "entropy")
+    cells = values(trace["customdata"]).reshape(-1, 3)[:, :2].astype(int)
+    out = np.full(cells.max(0) + 1, np.nan)
+    out[cells[:, 0], cells[:, 1]] = values(trace["marker"]["color"])
+    return out
+
+
+def test_a_long_text_shows_its_first_window_then_the_whole_text(app):
+    text = load_sample(SHORT_SAMPLE)[:7000]  # about 1,500 MiniLM tokens: three windows
+    at = app
+    at.sidebar.checkbox(key="auto_head").uncheck().run()
+    at = conftest.open_page(at, PAGE, source="Paste", text=text)
+    assert not at.exception and any("first model window only: its 512 tokens of" in i.value for i in at.info)
+    first = model_view(encode_layers(first_tokens(text, "minilm", 510), "minilm"))  # 510 of the text, [CLS], [SEP]
+    np.testing.assert_allclose(grid_entropy(at), first.pivot(index="layer", columns="head", values="entropy"),
+                               rtol=1e-5)
+    at = whole_text(at)
+    whole = model_view(encode_layers(text, "minilm"))
+    np.testing.assert_allclose(grid_entropy(at), whole.pivot(index="layer", columns="head", values="entropy"),
+                               rtol=1e-5)
 
 
 def test_synthetic_vectors_have_no_model_to_show(app):

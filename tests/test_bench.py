@@ -12,16 +12,17 @@ def test_synthetic_bench_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     bench.main(["--synthetic", "--n", "70", "--mechanisms", "segmented", "--repeat", "2", "--preview", "16",
                 "--json", str(path)])
-    rows = json.loads(path.read_text())
+    kernel, *rows = json.loads(path.read_text())
+    assert kernel["kernel"]["available"] and kernel["kernel"]["seconds"] >= 0  # its build, timed apart
     assert [(r["scope"], r["heads"], r["n"]) for r in rows] == [("one head", 1, 70), ("all heads", 12, 70)]
     one, every = (r["steps"] for r in rows)
-    assert {"sdpa", "sdpa 3-D (math)", "stats exact", "stats exact, ALiBi", "stats exact, MPNet buckets",
-            "stats fused", "fused: kernel only", "stats preview 16",
+    assert {"sdpa", "sdpa 3-D (math)", "stats exact", "stats exact, eager", "stats exact, ALiBi",
+            "stats exact, MPNet buckets", "stats fused", "fused: kernel only", "stats preview 16",
             "reference_stats", "segmented", "segmented+summaries", "progressive: to preview",
             "progressive: to exact"} == set(one)
     assert "reference_stats" not in every
     for step in one.values():
-        assert step["first_s"] > 0 and step["s"] > 0 and step["peak_bytes"] >= 0
+        assert step["first_s"] > 0 and step["s"] > 0 and step["cpu_s"] >= 0 and step["peak_bytes"] >= 0
     assert "stats exact" in capsys.readouterr().out
 
 

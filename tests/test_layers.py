@@ -9,7 +9,8 @@ from conftest import ROOT
 # lowest first; a module belongs to the layer of the longest prefix it matches. ui/ has an order of its
 # own: the package (a docstring), infrastructure (settings, text store, cache, session values), the
 # shared computations, then the panels pages place.
-UI_INFRASTRUCTURE = ("ui.hosting", "ui.messages", "ui.settings", "ui.texts", "ui.downloads", "ui.cache", "ui.state")
+UI_INFRASTRUCTURE = ("ui.hosting", "ui.messages", "ui.settings", "ui.texts", "ui.saved", "ui.downloads", "ui.cache",
+                     "ui.state")
 UI_COMPUTATIONS = ("ui.compute", "ui.refine", "ui.document")
 UI_PANELS = ("ui.charts", "ui.maps", "ui.inspector", "ui.fidelity", "ui.forms", "ui.remedies", "ui.share", "ui.sidebar",
              "ui.dilution", "ui.corpus", "ui.inside", "ui.needle", "ui.corpus_needle")

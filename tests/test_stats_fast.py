@@ -40,7 +40,7 @@ def brute(q, k, causal):
 
 @pytest.mark.parametrize("n,chunk,grid", CASES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_fast_pass_equals_reference(n, chunk, grid, causal):
+def test_fast_pass_equals_reference(n, chunk, grid, causal, reduced):
     d = doc(n)
     fast = attention_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
     ref = reference_stats(d.q, d.k, d.v, causal=causal, grid=grid, topk=5, chunk=chunk)
@@ -220,7 +220,7 @@ def brute_rule(q, k, rule):
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.describe())
 @pytest.mark.parametrize("n,chunk,grid", [(37, 5, 8), (300, None, 64)])
-def test_a_models_rule_gives_the_same_statistics_in_both_passes_and_by_brute_force(rule, n, chunk, grid):
+def test_a_models_rule_gives_the_same_statistics_in_both_passes_and_by_brute_force(rule, n, chunk, grid, reduced):
     d = doc(n)
     fast = attention_stats(d.q, d.k, d.v, grid=grid, chunk=chunk, rule=rule)
     same_stats(fast, reference_stats(d.q, d.k, d.v, grid=grid, rule=rule))

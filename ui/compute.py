@@ -25,6 +25,7 @@ from explorer.core.rows import preview_first, sample_rows
 from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, by_position, stream_stats
 from explorer.mechanisms import REGISTRY, Result
+from ui import saved
 from ui.cache import cached, freeze, report, store
 from ui.state import EVERY, Encoding, Run
 
@@ -77,6 +78,20 @@ def encoded(enc: Encoding) -> explorer.Doc:
     return cached(("encoding", enc), make, label="Encoding the text, model windows")
 
 
+def encoded_together(enc: Encoding, layers: list[int]) -> explorer.Doc:
+    """encoded(enc), made in one forward pass with the other `layers`, each kept under encoded's own
+    key: the layers a first visit opens on cost the deepest one's pass, not one pass each."""
+    def make():
+        together = encode_layers(enc.text, model(enc.model), layers=sorted({enc.layer, *layers}),
+                                 window=enc.window or None, progress=report)
+        for doc in together.docs:
+            if doc.layer != enc.layer:
+                store().get(("encoding", enc.at(doc.layer)), lambda doc=doc: doc)
+        return together.doc(enc.layer)
+
+    return cached(("encoding", enc), make, label="Encoding the text, model windows")
+
+
 def capture(enc: Encoding) -> ModelCapture:
     """Every layer of the model over the text, from one windowed forward pass (ValueError for synthetic)."""
     if enc.synthetic:
@@ -88,9 +103,28 @@ def capture(enc: Encoding) -> ModelCapture:
 
 
 def content_heads(enc: Encoding) -> pd.DataFrame:
-    """Per layer and head, how much the restarting window positions shape its map (analysis.windows)."""
-    return cached(("content heads", enc.at(EVERY)), lambda: windows.content_heads(capture(enc), progress=report),
+    """Per layer and head, how much the restarting window positions shape its map (analysis.windows):
+    read from disk for a text seen before (ui.saved), else measured on a capture of every layer and saved."""
+    def make():
+        table = saved.Saved.from_env().get(_heads_name(enc))
+        if table is None:
+            table = windows.content_heads(capture(enc), progress=report)
+            saved.Saved.from_env().put(_heads_name(enc), table)
+        return table
+
+    return cached(("content heads", enc.at(EVERY)), make,
                   label="Finding the heads where content, not window positions, dominates: layers")
+
+
+def heads_known(enc: Encoding) -> bool:
+    """Whether content_heads needs no capture of every layer: made already, or saved on disk."""
+    return ("content heads", enc.at(EVERY)) in store() or saved.Saved.from_env().has(_heads_name(enc))
+
+
+def _heads_name(enc: Encoding) -> str:
+    """The saved content heads' name: the model's weights, the text, the window and the code that measures them."""
+    return saved.key("content heads", enc.model, weights_key(enc.model), enc.text_key, enc.window,
+                     code=(windows, encoding))
 
 
 def sink_opening(enc: Encoding) -> tuple[int, int, str]:
@@ -101,6 +135,11 @@ def sink_opening(enc: Encoding) -> tuple[int, int, str]:
         return sinks.sink_layer(encode_layers(encoding.first_tokens(enc.text, lm, SINK_PROBE), lm).docs)
 
     return cached(("sink opening", enc.at(EVERY)), make, label="Finding the layer where the model's attention sinks")
+
+
+def weights_key(name: str) -> str:
+    """A hash of the loaded model's configuration and weights (ui.saved): what a saved table came from."""
+    return cached(("weights key", name), lambda: saved.weights_key(model(name).model))
 
 
 def opened_because(run: Run) -> str | None:
@@ -134,10 +173,69 @@ def head_stats(run: Run) -> dict:
 
 def model_grid(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
     """The model view's table: every layer and head (analysis.model_view), a mechanism's error on request."""
-    mechanism = REGISTRY[mech] if mech else None
-    return cached(("model view", enc.at(EVERY), queries, local, mech, freeze(params)),
-                  lambda: model_view.model_view(capture(enc), queries, local, mechanism, params, progress=report),
+    return cached(_grid_key(enc, queries, local, mech, params), lambda: _grid(enc, queries, local, mech, params),
                   label="Measuring every layer and head, steps")
+
+
+def _grid_key(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> tuple:
+    return ("model view", enc.at(EVERY), queries, local, mech, freeze(params))
+
+
+def _grid(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
+    mechanism = REGISTRY[mech] if mech else None
+    return model_view.model_view(capture(enc), queries, local, mechanism, params, progress=report)
+
+
+def first_window(enc: Encoding) -> Encoding | None:
+    """The text's first model window as an encoding of its own, when the text is longer than one
+    window (the model view shows it first); None for a text of one window or synthetic vectors."""
+    if enc.synthetic:
+        return None
+    window = enc.window or model(enc.model).max_tokens
+    return first_tokens(enc, window) if token_count(enc) > window else None
+
+
+def model_grid_now(enc: Encoding, queries: int, local: int, mech: str | None,
+                   params: dict) -> tuple[pd.DataFrame, Encoding, str | None]:
+    """(the whole text's model view, its encoding, None) once made; before that, for a text longer than
+    one model window, (its first window's model view, that window's encoding, what the whole text's is
+    doing), the whole text's made on a thread of its own after the first window's (the two would share
+    the CPU): one window's forward pass and statistics are what a first look needs, in a fraction of
+    the time."""
+    key = _grid_key(enc, queries, local, mech, params)
+    held = store().peek(key)
+    first = None if held is not None else first_window(enc)
+    if first is None:
+        return (held if held is not None else model_grid(enc, queries, local, mech, params)), enc, None
+    preview = model_grid(first, queries, local, mech, params)
+    failed = store().peek(("model view failed", *key[1:]))
+    if failed is not None:
+        return preview, first, f"the whole text could not be measured: {failed}"
+    if store().flight(key) is None:
+        store().background(key, lambda: _whole(enc, queries, local, mech, params), name="model view")
+    return preview, first, grid_progress(enc, queries, local, mech, params)
+
+
+def _whole(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> pd.DataFrame:
+    """The whole text's model view in the background; a failure is kept (its message), not retried."""
+    try:
+        return _grid(enc, queries, local, mech, params)
+    except ValueError as err:
+        store().get(("model view failed", *_grid_key(enc, queries, local, mech, params)[1:]), lambda: str(err))
+        raise
+
+
+def grid_progress(enc: Encoding, queries: int, local: int, mech: str | None, params: dict) -> str | None:
+    """Where the whole text's model view is, in words; None once it is made (or no longer under way)."""
+    encoding_flight = store().flight(("capture", enc.at(EVERY)))
+    if encoding_flight is not None:
+        done, total = encoding_flight.progress or (0, 0)
+        return f"encoding every layer, model window {done:,} of {total:,}" if total else "encoding every layer"
+    grid_flight = store().flight(_grid_key(enc, queries, local, mech, params))
+    if grid_flight is None:
+        return None
+    done, total = grid_flight.progress or (0, 0)
+    return f"measuring every layer and head, step {done:,} of {total:,}" if total else "measuring every layer and head"
 
 
 def is_encoded(enc: Encoding) -> bool:

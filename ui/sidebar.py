@@ -1,6 +1,7 @@
 """The shared sidebar: which text, which model and layer, which head; the Run button."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -182,7 +183,7 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
             if capped is None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
-            picking = _head_will_be_picked(capped) and _every_layer_fits(capped)
+            picking = _head_will_be_picked(capped) and (compute.heads_known(capped) or _every_layer_fits(capped))
             sink = _sink_pick(capped, lm)
             if sink is not None:  # the layer shown is the sink's: that one is encoded, no other
                 capped = capped.at(sink[0])
@@ -290,7 +291,8 @@ def _content_head(enc: Encoding, doc) -> tuple[int, int] | None:
 def warm_first_visit() -> None:
     """Start, once per process, making what every first visit shows (the default sample's dense page:
     its encoding, head choice, dense pass and head summary) on a thread of its own, into the shared
-    cache: a visitor finds it made, or waits for that one making, and none pays for it again."""
+    cache: a visitor finds it made, or waits for that one making, and none pays for it again.
+    app.py calls it on the first session; deploy/serve.py as the server starts."""
     global _warm_started
     with _warm_lock:
         if _warm_started or os.environ.get(WARM_ENV, "1") == "0":
@@ -300,16 +302,22 @@ def warm_first_visit() -> None:
 
 
 def _first_visit_values() -> None:
-    """The values a first visit asks for, made as _run and the dense page would make them (same keys)."""
+    """The values a first visit asks for, made as _run and the dense page would make them (same keys),
+    the first picture's first: the head choice (saved on disk once made: ui.saved), the layers _run and
+    the page encode (one pass), the dense pass, then the head summary. Nothing else: what it computes
+    while the first visitor's page draws slows that page on a small machine."""
     try:
         model = hosting.models()[0] if hosting.hosted() else MODEL.default
         enc = Encoding.of_text(compute.sample(DEFAULT_SAMPLE), model, LAYER.default, WINDOW.default)
-        compute.model(model)
+        lm = compute.model(model)
         picking = AUTO_HEAD.default and _picks_head(enc)
-        if picking:
-            compute.capture(enc)  # every layer at once, as _run does
-        doc = compute.encoded(enc)
-        pick = (_content_head(enc, doc) if picking else None) or (LAYER.default, HEAD.default)
+        sink = compute.sink_opening(enc)[:2] if AUTO_HEAD.default and lm.causal else None  # as _sink_pick
+        first = enc if sink is None else enc.at(sink[0])  # the layer _run encodes
+        pick = sink or (LAYER.default, HEAD.default)
+        if picking:  # as _pick_content_head picks (_picks_head means positions restart)
+            with contextlib.suppress(ValueError):  # about one window long: opened as the defaults say
+                pick = windows.default_layer_head(compute.content_heads(enc))[:2]
+        compute.encoded_together(first, [pick[0]])  # that layer and the one the page opens on, in one pass
         shown = enc.at(pick[0])
         run = Run(shown, pick[1], doc=compute.encoded(shown))
         compute.dense(run, maps.GRID.default)

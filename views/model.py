@@ -14,6 +14,7 @@ LOCAL = settings.Setting("model_local", 8, lo=0, hi=4096)
 SHOWN = settings.Setting("model_metrics", ["entropy", "first_mass", "local_mass", "distance"], choices=METRICS)
 MECH = settings.Setting("model_mechanism", "", choices=("", *(k for k in REGISTRY if k != DENSE)))
 settings.declare(QUERIES, LOCAL, SHOWN, MECH)
+REFRESH_S = 3.0  # how often the page looks whether the whole text's grid is made
 
 run = document.require()
 doc = run.doc
@@ -40,13 +41,31 @@ if mech:
         params = forms.checked(REGISTRY[mech], forms.param_form(REGISTRY[mech], doc=doc))
     shown = [*shown, "rel_error"]
 
-layers_differ = document.rules_by_layer(compute.capture(enc))
+frame, measured, whole = compute.model_grid_now(enc, queries, local, mech or None, params)
+layers_differ = document.rules_by_layer(compute.capture(measured))
 st.caption(document.shown_as(doc) + (" " + layers_differ if layers_differ else ""))
-frame = compute.model_grid(enc, queries, local, mech or None, params)
 retrieved = needle.retrieval_of(enc)  # the Needle page's probe on this text and model, once it ran
 if retrieved is not None:
     frame = frame.assign(retrieval=frame.merge(retrieved, how="left", on=["layer", "head"]).retrieval.to_numpy())
     shown = [*shown, "retrieval"]
+
+
+def whole_text() -> None:
+    """Where the whole text's grid is; when it is made, the page draws it instead of the first window's."""
+    now = compute.grid_progress(enc, queries, local, mech or None, params)
+    if now is None:
+        st.rerun()
+    st.caption(f"The whole text: {now}…")
+
+
+if whole is not None:
+    going = compute.grid_progress(enc, queries, local, mech or None, params) is not None
+    st.info(f"For now the first model window only: its {compute.capture(measured).docs[0].n:,} tokens of "
+            f"{doc.n:,}, from a forward pass of its own. " + ("The whole text's grid replaces it once measured "
+                                                                "(below, how far it is)." if going else
+                                                                f"On the whole text: {whole}."))
+    if going:
+        st.fragment(whole_text, run_every=REFRESH_S)()
 charts.section("Every layer and head", f"{frame.queries.iloc[0]:,} evenly spaced queries per head, exact for those "
                f"queries; statistics took {frame.attrs['seconds']:.1f} s after the forward pass. Normalised entropy is "
                "1 for a uniform row; the first token's mass is the attention sink of Xiao et al. (2024); local mass "

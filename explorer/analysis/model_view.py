@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from explorer.core import binreduce
 from explorer.core.checks import check_qkv
 from explorer.core.device import chunk_rows
 from explorer.core.doc import Doc, ModelCapture
@@ -63,28 +64,34 @@ def row_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Ten
     [heads, len(rows), dv]). half_keys is taken on every `half_every`-th listed row (NaN on the
     others): it sorts each row, which at 69k keys costs ten times all the rest together.
 
-    The scores' buffer becomes the unnormalised weights e = exp(s - max) in place, and every
-    statistic is a sum over e divided by z = sum e: one score-sized buffer. The entropy is
-    log z + max - E_p[s], with E_p[s] = q . (e @ k) * scale / z, so it needs no second buffer;
-    under a soft-cap, a position bias or sinks (rule), the score is no longer q . k: -sum p log p
-    from e itself.
+    q, k, v as check_qkv returns them (layer_stats checks them once). The scores' buffer becomes
+    the unnormalised weights e = exp(s - max) in place, and every statistic is a sum over e divided
+    by z = sum e: one score-sized buffer. With the compiled reductions (explorer.core.binreduce)
+    the entropy is log z - sum e log e / z from the same pass; without them, log z + max - E_p[s],
+    with E_p[s] = q . (e @ k) * scale / z, or under a soft-cap, a position bias or sinks (the score
+    is no longer q . k) -sum p log p from e itself.
     A sink's exp joins z, so the weights over the text sum to less than one, as the model has them.
     """
-    q, k, v = check_qkv(q, k, v)
     n = k.shape[1]
     e = rule.scores(q, k, rows)
-    top = e.amax(-1)
-    e.sub_(top[..., None]).exp_()  # masked keys: exp(-inf) = 0
-    z = e.sum(-1)
+    spent = None
+    if binreduce.available(e, 0):  # one compiled pass per row: max, exp in place, sum, sum e log e
+        _, top, z, spent, _, _ = binreduce.bin_reduce(e, 1, n, e.new_zeros(n), 0)
+        z = z[..., 0]
+    else:
+        top = e.amax(-1)
+        e.sub_(top[..., None]).exp_()  # masked keys: exp(-inf) = 0
+        z = e.sum(-1)
     sinks = rule.sink_logits(q.shape[0], e)
     sink = None if sinks is None else torch.exp(sinks[..., 0] - top)
     if sink is not None:
         z = z + sink
-    if rule.dot_scores and sink is None:
+    if spent is None and rule.dot_scores and sink is None:
         mean_score = (q[:, rows] * torch.matmul(e, k)).sum(-1) * rule.scaling / z
         entropy = (z.log() + top - mean_score).clamp_min(0)
     else:
-        spent = torch.special.xlogy(e, e).sum(-1) + (0 if sink is None else torch.special.xlogy(sink, sink))
+        spent = torch.special.xlogy(e, e).sum(-1) if spent is None else spent
+        spent = spent + (0 if sink is None else torch.special.xlogy(sink, sink))
         entropy = (z.log() - spent / z).clamp_min(0)
     seen = keys_seen(rows, n, rule.causal, e.dtype, rule.window)
     near = rows[:, None] + torch.arange(-local, local + 1, device=e.device)[None]
@@ -119,7 +126,7 @@ def layer_stats(doc: Doc, rows: torch.Tensor, local: int = LOCAL, mechanism: Mec
     as given (pass causal=True to a decoder's, where it has the parameter). progress() after
     every chunk and every mechanism run.
     """
-    q, k, v = doc.q, doc.k, doc.v
+    q, k, v = check_qkv(doc.q, doc.k, doc.v)  # once a layer, not once a chunk: the check reads all of q, k, v
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for c in row_chunks(rows.numel(), chunk_rows(doc.n, doc.heads, q.device, buffers=BUFFERS)):

@@ -16,6 +16,7 @@ from dataclasses import astuple, dataclass, replace
 
 import torch
 
+from explorer.core import binreduce
 from explorer.core.pooling import bins
 from explorer.core.rule import AttentionRule
 
@@ -144,25 +145,33 @@ def block_stats(q_rows: torch.Tensor, rows: torch.Tensor, keys: BinnedKeys, caus
     nb = used_bins(keys, rows, causal, kk)
     s = block_scores(q_rows, rows, keys, nb, causal, buffer, rule)
     cells = s.view(heads, r, nb, keys.width)
-    top_bin = cells.amax(-1)
-    top = top_bin.amax(-1, keepdim=True)
-    s.sub_(top).exp_()  # s now holds exp(score - row max), in place
-    bin_sum = cells.sum(-1)
+    dv = keys.values.shape[2] - d
+    compiled = binreduce.available(s, kk)
+    if compiled:  # one pass per row in C: s becomes exp(score - row max); sum e log e and the top-k with it
+        top_bin, top, bin_sum, spent, slot, top_e = binreduce.bin_reduce(s, nb, keys.width, keys.padding, kk)
+        top, spent, top_i = top[..., None], spent[..., None], keys.position[slot]
+    else:
+        top_bin = cells.amax(-1)
+        top = top_bin.amax(-1, keepdim=True)
+        s.sub_(top).exp_()  # s now holds exp(score - row max), in place
+        bin_sum = cells.sum(-1)
     z = bin_sum.sum(-1, keepdim=True)
     sink = None if sinks is None else torch.exp(sinks - top)
     if sink is not None:
         z = z + sink
-    mixed = torch.matmul(s, keys.values[:, : nb * keys.width]) / z
-    dv = keys.values.shape[2] - d
+    values = keys.values[:, : nb * keys.width, : dv if compiled else None]  # the eager entropy needs [v | k]
+    mixed = torch.matmul(s, values) / z
     lse = (top + z.log()).squeeze(-1)
-    if rule is not None and (not rule.dot_scores or sink is not None):
-        spent = torch.special.xlogy(s, s).sum(-1, keepdim=True)  # sum e log e, e = exp(score - max)
+    if compiled or (rule is not None and (not rule.dot_scores or sink is not None)):
+        if not compiled:
+            spent = torch.special.xlogy(s, s).sum(-1, keepdim=True)  # sum e log e, e = exp(score - max)
         if sink is not None:
             spent = spent + torch.special.xlogy(sink, sink)
         entropy = (z.log() - spent / z).squeeze(-1)  # -sum p log p with p = e / z
     else:
         entropy = lse - (q_rows * mixed[..., dv:]).sum(-1) * d**-0.5
-    top_i, top_e = topk_from_bins(cells, top_bin, keys, kk)
+    if not compiled:
+        top_i, top_e = topk_from_bins(cells, top_bin, keys, kk)
     peak = torch.exp(top_bin - top) / z
     return BlockStats(lse, entropy.clamp_min(0), (1 / z).squeeze(-1), top_i, top_e / z,
                       mixed[..., :dv].to(q_rows.dtype), all_bins(bin_sum / z, keys), all_bins(peak, keys))

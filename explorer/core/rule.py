@@ -83,13 +83,13 @@ class AttentionRule:
 
     def scores(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Scores [heads, len(rows), n] of the listed queries as the softmax receives them, -inf where masked."""
-        s = torch.matmul(q[:, rows], k.transpose(1, 2)) * self.scaling
+        s = torch.matmul(q[:, rows], k.transpose(1, 2)).mul_(self.scaling)  # in place: the block is the largest tensor
         if self.softcap is not None:
             s = torch.tanh(s / self.softcap) * self.softcap
         if self.bias is not None:
             self.check_heads(s.shape[0])
             s = self.bias.add_to(s, rows, torch.arange(k.shape[1], device=k.device))
-        return s.masked_fill(~self.allowed(rows, torch.arange(k.shape[1], device=k.device)), float("-inf"))
+        return s.masked_fill_(~self.allowed(rows, torch.arange(k.shape[1], device=k.device)), float("-inf"))
 
     def sink_logits(self, heads: int, like: torch.Tensor) -> torch.Tensor | None:
         """[heads, 1, 1] sink logits in like's dtype and device, or None."""

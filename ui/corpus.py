@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import corpus
+from explorer.analysis import corpus, needle_corpus
 from explorer.analysis.sinks import THRESHOLD
 from explorer.core.bundled import short_name
 from explorer.figures import corpus as figs
@@ -77,7 +77,9 @@ def read(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.DataFrame:
     """A sweep from a path (stamp: what changes when it is written again) or uploaded part files."""
     if isinstance(where, str):
         return corpus.read(where)
-    return pd.concat([corpus.read(u.data) for u in where if not corpus.is_in_model(u.data)], ignore_index=True)
+    side = (corpus.IN_MODEL_SCHEMA, needle_corpus.SCHEMA)  # the sweep's other tables, uploaded with it
+    return pd.concat([corpus.read(u.data) for u in where if not any(corpus.holds(u.data, s) for s in side)],
+                     ignore_index=True)
 
 
 @computation("Reading the sweep's in-model table")
@@ -86,7 +88,7 @@ def read_in_model(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.Data
     one), or None: a sweep run without --in-model."""
     if isinstance(where, str):
         return corpus.read_in_model(where)
-    return corpus.read_in_model([u.data for u in where if corpus.is_in_model(u.data)])
+    return corpus.read_in_model([u.data for u in where if corpus.holds(u.data, corpus.IN_MODEL_SCHEMA)])
 
 
 def _stamp(path: Path) -> tuple:
@@ -234,6 +236,9 @@ def in_model(models: list[str], colours: dict) -> None:
         st.info("No mechanism ran inside these models (an encoder predicts no next token; see the failures below).")
     else:
         charts.show(st, figs.in_model_boxes(summary, colours), key="corpus_in_model")
+
+
+def every_row(rows: pd.DataFrame) -> None:
     """The filtered rows, sortable; a click on one opens it on the Dense attention page."""
     charts.section("Every row", "Click a column to sort; click a row to open that document, model, layer and head "
                    "on the Dense attention page.")

@@ -102,13 +102,14 @@ def read(source: str | Path | bytes) -> pd.DataFrame:
     return check(_table(source))
 
 
-def is_in_model(data: bytes) -> bool:
-    """Whether an uploaded Parquet file holds in-model rows (its columns are the in-model table's)."""
+def holds(data: bytes, schema: pa.Schema) -> bool:
+    """Whether an uploaded Parquet file holds rows of a side table of this schema (the in-model or the
+    needle table's columns, and no head column): uploads of a whole sweep folder mix them with the head table."""
     try:
         names = pq.read_schema(pa.BufferReader(data)).names
     except (pa.ArrowException, OSError):
         return False
-    return set(IN_MODEL_SCHEMA.names) <= set(names) and "head" not in names
+    return set(schema.names) <= set(names) and "head" not in names
 
 
 def read_in_model(source: str | Path | list[bytes]) -> pd.DataFrame | None:

@@ -86,7 +86,7 @@ class Picked:
 
     def apart(self) -> list[tuple[str, Mechanisms | None]]:
         """(name, mechanisms) of dense alone (None), then of each mechanism alone, to cache one by one."""
-        return [(dilution.DENSE, None), *((name, {name: pair}) for name, pair in self.mechanisms.items())]
+        return [(DENSE, None), *((name, {name: pair}) for name, pair in self.mechanisms.items())]
 
 
 def download(frame, label: str, filename: str, key: str) -> None:
@@ -334,7 +334,7 @@ def needle(picked: Picked) -> None:
                          "sequence length n (log)", "weight on the needle key", "dilution_needle_remedy", log_y)
     final = found.frame()
     last = final[final["n"] == found.lengths[-1]].set_index("mechanism")
-    dense_w = float(last.loc[dilution.DENSE, "weight"])
+    dense_w = float(last.loc[DENSE, "weight"])
     summary = last[["weight", "reach"]].assign(**{"vs dense": last["weight"] / dense_w if dense_w else float("nan")})
     st.dataframe(summary.style.format("{:.4g}"))
     st.caption(f"At n = {found.lengths[-1]:,}: the needle's weight, whether the key is reachable, and the weight as a "

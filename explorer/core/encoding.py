@@ -240,11 +240,11 @@ def _load(name: str, device: str | None, allow_download: bool) -> LoadedModel:
     if getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"model {name!r} is an encoder-decoder; pick an encoder-only or decoder-only model")
     config = getattr(config, "text_config", None) or config
-    reader = inside.install(model, config.model_type, _recording) if config.model_type in inside.FAMILIES else None
-    rotary = reader.rotary if reader else any(n.endswith("rotary_emb") for n, _ in model.named_modules())
+    causal, base = is_causal(config), model.base_model  # the hooks and the capture work on the base model
+    reader = inside.install(base, config.model_type, _recording) if config.model_type in inside.FAMILIES else None
+    rotary = reader.rotary if reader else any(n.endswith("rotary_emb") for n, _ in base.named_modules())
     device = pick_device(device)
     model.to(device).eval()
-    causal, base = is_causal(config), model.base_model
     heads = config.num_attention_heads
     prefix, suffix = _special_ids(tokenizer)
     max_pos = getattr(config, "max_position_embeddings", None) or 512

@@ -72,12 +72,13 @@ class Swap:
     and the progress of the pass, called after each layer's attention with (layers done, layers)."""
 
     def __init__(self, lm: LoadedModel, attend: dict[int, LayerAttention], progress=None):
-        self.lm, self.attend_by_layer, self.progress, self.calls = lm, attend, progress, 0
+        self.lm, self.attend_by_layer, self.progress, self.calls, self.seen = lm, attend, progress, 0, set()
 
     def attend(self, module, query, key, value, mask, kwargs):
         """What encoding._attend returns for this call: (output [batch, tokens, heads, head_dim], None)."""
         layer = getattr(module, "layer_idx", None)
         layer, self.calls = (self.calls if layer is None else layer), self.calls + 1
+        self.seen.add(layer)
         fn = self.attend_by_layer.get(layer)
         if fn is None:
             out = native(module, query, key, value, mask, **kwargs)
@@ -103,11 +104,14 @@ def forward(lm: LoadedModel, ids: list[int], attend: dict[int, LayerAttention] |
         raise ValueError(f"{lm.name} is not a causal language model: it predicts no next token")
     batch = torch.tensor([ids], device=lm.device)
     with lm.lock, torch.no_grad():
-        _ACTIVE.swap = Swap(lm, attend or {}, progress)
+        _ACTIVE.swap = swap = Swap(lm, attend or {}, progress)
         try:
             out = lm.model(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False)
         finally:
             _ACTIVE.swap = None
+    if set(attend or {}) - swap.seen:  # Bloom, Falcon, MPNet attend inside their layers (explorer.core.inside)
+        raise ValueError(f"{lm.name} ({lm.family}) computes its attention inside its layers, not through "
+                         "transformers' attention interface, so its attention cannot be replaced here")
     return out.last_hidden_state[0]
 
 

@@ -39,7 +39,7 @@ def test_stop_keeps_what_was_made_and_continue_makes_the_rest(page):
     assert_no_exception(page)
     wait_charts(page, 2)
     assert not main.get_by_text("Stopped:").count()
-    assert main.get_by_text("Where the fact gets lost").is_visible()
+    assert main.get_by_text("Where the fact gets lost", exact=True).is_visible()
 
 
 def test_a_square_of_the_retrieval_grid_opens_the_dense_page_at_the_answer(page):

@@ -23,7 +23,7 @@ def fids():
 
 def lines(fig, panel: int) -> dict:
     axis = "y" if panel == 1 else f"y{panel}"
-    return {t.name: t for t in fig.data if t.yaxis == axis and t.mode == "lines"}
+    return {t.name: t for t in fig.data if t.yaxis == axis and t.mode == "lines" and t.fill != "toself"}
 
 
 def test_each_line_is_the_mean_and_band_of_its_runs_of_queries(fids):

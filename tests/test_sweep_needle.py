@@ -128,6 +128,8 @@ def test_the_corpus_curve_is_the_median_and_range_over_documents():
     lines = {t["name"]: t for t in fig.to_plotly_json()["data"] if t.get("mode") == "lines+markers"}
     np.testing.assert_allclose(values(lines["Dense attention"]["y"]), [0.7, 0.3])
     assert set(lines) == {"Dense attention", "Sink + window (StreamingLLM)"}
+    bands = [t for t in fig.to_plotly_json()["data"] if t.get("fill") == "toself"]
+    assert len(bands) == 2 and all(t["mode"] == "lines" for t in bands)  # no stray markers in the default colours
 
 
 def test_the_corpus_page_draws_a_sweeps_needle_table(app, tmp_path):

@@ -202,7 +202,7 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
         shown = colours.title_of(name) if mechanisms else name
         if band and not stacked and len(x) < len(np.asarray(values)):
             fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
-                                     fill="toself", fillcolor=colours.fill(hues[name]), line={"width": 0},
+                                     mode="lines", fill="toself", fillcolor=colours.fill(hues[name]), line={"width": 0},
                                      hoverinfo="skip", showlegend=False, name=f"{shown} range"))
         line = {"color": hues[name], **({"width": 0.5} if stacked else {})}
         dots = {"mode": "lines+markers", "marker": {"size": 3, "color": hues[name], "opacity": 0.25}} \

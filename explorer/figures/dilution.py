@@ -43,7 +43,7 @@ def band_chart(curves: Curves, metric: str, theory: dict[str, dict[str, np.ndarr
     for name, colour in colours.series_colours(colours.dense_last(curves.bands)).items():
         band, shown = curves.bands[name][metric], colours.title_of(name)
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([band[:, 2], band[:, 0][::-1]]),
-                                 fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
+                                 mode="lines", fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
                                  showlegend=False, legendgroup=name, name=f"{shown} 25-75%"))
         fig.add_trace(go.Scatter(
             x=x, y=band[:, 1], name=shown, mode="lines+markers", legendgroup=name, marker={"size": 5},
@@ -108,7 +108,7 @@ def text_chart(text: TextNeedle, x: str = "n", log_y: bool = False, height: int 
         flat = text.mass[name].reshape(len(xs), -1)
         lo, hi = np.quantile(flat, 0.25, axis=1), np.quantile(flat, 0.75, axis=1)
         fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]),
-                                 fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
+                                 mode="lines", fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
                                  showlegend=False, legendgroup=name, name=f"{colours.title_of(name)} 25-75%"))
         _line(fig, name, xs, text.mean(name), colour, hover="mass on the passage %{y:.4g}")
     _theory_lines(fig, xs, {"uniform row (keys seen)": np.asarray(text.uniform)})

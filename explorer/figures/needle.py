@@ -53,7 +53,7 @@ def ablation_chart(frame: pd.DataFrame, intact: float, height: int = 420) -> go.
     fig = go.Figure()
     if not rand.empty:
         fig.add_trace(go.Scatter(x=np.concatenate([rand.k, rand.k[::-1]]),
-                                 y=np.concatenate([rand["max"], rand["min"][::-1]]), fill="toself",
+                                 y=np.concatenate([rand["max"], rand["min"][::-1]]), mode="lines", fill="toself",
                                  fillcolor=colours.fill(other), line={"width": 0}, hoverinfo="skip",
                                  name="random heads: range over draws"))
         fig.add_trace(go.Scatter(x=rand.k, y=rand["median"], mode="lines+markers", name="k random heads off (median)",
@@ -88,7 +88,7 @@ def corpus_chart(curves: pd.DataFrame, model: str, height: int = 400) -> go.Figu
         colour = colours.colour_of(keys[name]) or colours.NEUTRAL
         x = line.position.to_numpy() * 100
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([line.high, line.low[::-1]]),
-                                 fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
+                                 mode="lines", fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
                                  showlegend=False, legendgroup=name))
         fig.add_trace(go.Scatter(
             x=x, y=line["median"], mode="lines+markers", name=name, legendgroup=name, marker={"size": 7},

@@ -225,6 +225,16 @@ def causal_llama(tmp_path_factory) -> str:
     return str(path)
 
 
+def corpus_folder(folder: Path, texts: dict[str, str], empty: bool = False) -> Path:
+    """A sweep's input folder: the texts, a file that is not UTF-8 and, with empty, an empty one (error rows)."""
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    if empty:
+        (folder / "empty.txt").write_text("")
+    return folder
+
+
 def capture_configs() -> dict:
     """family -> config: two layers (three where local and global layers alternate), four heads."""
     import transformers as tf

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import torch
+from conftest import corpus_folder
 
 from explorer.analysis.sinks import key_scores, sink_measure
 from explorer.core.encoding import encode, first_tokens, load_model
@@ -41,12 +42,7 @@ def ray_instance():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The three texts, a file that is not UTF-8 and an empty one, in one folder."""
-    folder = tmp_path_factory.mktemp("corpus")
-    for name, text in TEXTS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    (folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
-    (folder / "empty.txt").write_text("")
-    return folder
+    return corpus_folder(tmp_path_factory.mktemp("corpus"), TEXTS, empty=True)
 
 
 @pytest.fixture(scope="module")

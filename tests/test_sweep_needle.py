@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import figure, values
+from conftest import corpus_folder, figure, values
 
 import explorer
 from explorer.analysis import needle_corpus
@@ -29,11 +29,7 @@ def llama(causal_llama) -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("needle-corpus")
-    for name, text in TEXTS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    (folder / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    return folder
+    return corpus_folder(tmp_path_factory.mktemp("needle-corpus"), TEXTS)
 
 
 @pytest.fixture(scope="module")

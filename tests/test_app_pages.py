@@ -5,7 +5,7 @@ from conftest import open_page
 
 PAGES = ["views/overview.py", "views/model.py", "views/compare.py", "views/dilution.py", "views/lsh.py", "views/lowrank.py",
          "views/segmented.py", "views/hierarchical.py", "views/memory.py", "views/routing.py", "views/relpos.py",
-         "views/inside.py"]
+         "views/inside.py", "views/needle.py"]
 
 
 @pytest.mark.parametrize("page", PAGES)

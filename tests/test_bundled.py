@@ -119,3 +119,11 @@ def test_gguf_folders(tmp_path):
     (tmp_path / "one" / "copy.gguf").symlink_to(Path(folder) / name)
     with pytest.raises(ValueError, match="2 .gguf files"):
         load_parts(str(tmp_path / "one"))
+
+
+def test_a_model_named_with_or_without_its_device_is_loaded_once():
+    """load_model(m) and load_model(m, "cpu") on a CPU are the same copy (in_model's scoring asked by name)."""
+    from explorer.core.device import pick_device
+    from explorer.core.encoding import load_model
+
+    assert load_model("minilm") is load_model("minilm", str(pick_device()))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import WINDOW, capture_configs
 
+import explorer
 from explorer.core import forward as fw
 from explorer.core.encoding import _ACTIVE, load_model
 
@@ -128,6 +129,10 @@ def test_a_model_attending_inside_its_layers_is_refused_not_run_dense(tmp_path):
     fw.forward(lm, _ids(lm))  # its own attention: nothing to swap
     with pytest.raises(ValueError, match="computes its attention inside its layers"):
         fw.forward(lm, _ids(lm), {0: fw.exact})
+    calls = []
+    with pytest.raises(ValueError, match="computes its attention inside its layers"):  # before any pass
+        explorer.in_model(TEXT, lm, progress=lambda *a: calls.append(a))
+    assert not calls
 
 
 def test_smollm2_own_attention_computed_here_gives_its_logits():

@@ -162,19 +162,16 @@ class InModel:
     def perplexity(self) -> float:
         return float(np.exp(self.nll.mean()))
 
-    @property
-    def offsets_predicted(self) -> list[tuple[int, int]]:
-        """Character spans of the tokens predicted (tokens 1..n-1)."""
-        return self.offsets[1:]
-
 
 def load_causal(model: str | LoadedModel, device: str | None = None) -> LoadedModel:
-    """The model, or ValueError in words when it predicts no next token (an encoder)."""
+    """The model, or ValueError in words when it predicts no next token (an encoder) or attends where
+    nothing can be swapped in (forward.check_swappable), before any forward pass."""
     lm = model if isinstance(model, LoadedModel) else load_model(model, device)
     if lm.causal_lm is None:
         raise ValueError(f"{describe(lm.name)} is an encoder: it reads the whole text at once and predicts no next "
                          "token, so there is nothing to swap a mechanism into. Pick smollm2, the bundled causal "
                          "language model (SmolLM2-135M).")
+    forward.check_swappable(lm)
     return lm
 
 
@@ -257,14 +254,14 @@ def next_token_scores(lm: LoadedModel, dense: torch.Tensor, hidden: torch.Tensor
     for at in range(0, len(rows), ROWS):
         r, t = rows[at : at + ROWS], targets[at : at + ROWS, None]
         ref = torch.log_softmax(forward.logits(lm, dense[r]).double(), dim=-1)
-        got = ref if hidden is dense else torch.log_softmax(forward.logits(lm, hidden[r]).double(), dim=-1)
+        got = torch.log_softmax(forward.logits(lm, hidden[r]).double(), dim=-1)
         parts["nll_dense"].append(-ref.gather(1, t)[:, 0])
         parts["nll"].append(-got.gather(1, t)[:, 0])
         parts["kl"].append((ref.exp() * (ref - got)).sum(-1).clamp_min(0))
-        for name, lp in (("dense", ref), ("", got)):
+        for suffix, lp in (("_dense", ref), ("", got)):
             best, top = lp.max(-1)
-            parts["p_top" + (f"_{name}" if name else "")].append(best.exp())
-            parts["top" + (f"_{name}" if name else "") + "_ids"].append(top)
+            parts[f"p_top{suffix}"].append(best.exp())
+            parts[f"top{suffix}_ids"].append(top)
     out = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
     out["agree"] = out["top_dense_ids"] == out["top_ids"]
     return out

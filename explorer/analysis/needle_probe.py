@@ -365,20 +365,3 @@ def ablation_frame(sets: list[Ablation], probes: list[NeedleProbe]) -> pd.DataFr
     return pd.DataFrame([{"k": s.k, "heads": s.heads, "draw": s.draw, "off": " ".join(f"{a}.{b}" for a, b in s.off),
                           "answer_prob": float(p.answer_prob.mean())} for s, p in zip(sets, probes)])
 
-
-def ablation(probe: NeedleProbe, text: str | None = None, fact: str = FACT, question: str = QUESTION,
-             answer: str = ANSWER, positions=None, ks=KS, draws: int = DRAWS, seed: int = 0, max_tokens: int = 2048,
-             progress=None) -> pd.DataFrame:
-    """The answer's probability with the probe's top k retrieval heads switched off and with k random
-    heads (ablations), at `positions` (None: the probe's own), on the same text and setup as the probe."""
-    sets = ablations(probe, ks, draws, seed)
-    where = probe.positions if positions is None else positions
-    done = []
-    for i, s in enumerate(sets):
-        def step(d, total, i=i):
-            if progress:
-                progress(i * total + d, len(sets) * total)
-
-        done.append(needle_probe(text, fact, question, answer, where, probe.model, probe.mechanism, probe.params or None,
-                                 probe.layers if probe.mechanism else None, s.off, max_tokens, step))
-    return ablation_frame(sets, done)

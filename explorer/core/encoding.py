@@ -214,7 +214,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, allow_downl
     if not isinstance(name, str) or not name.strip():
         raise ValueError("model must be 'minilm', 'smollm2', a Hugging Face model id or a local checkpoint path")
     with _LOADING:
-        return _load(name.strip(), device, bool(allow_download))
+        # the device named as it resolves: load_model(m) and load_model(m, "cpu") share one copy
+        return _load(name.strip(), str(pick_device(device)), bool(allow_download))
 
 
 @lru_cache(maxsize=2)

@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from explorer.core import inside
 from explorer.core.device import chunk_rows
 from explorer.core.encoding import _ACTIVE, LoadedModel, _rule, native
 from explorer.core.rows import row_chunks
@@ -72,13 +73,12 @@ class Swap:
     and the progress of the pass, called after each layer's attention with (layers done, layers)."""
 
     def __init__(self, lm: LoadedModel, attend: dict[int, LayerAttention], progress=None):
-        self.lm, self.attend_by_layer, self.progress, self.calls, self.seen = lm, attend, progress, 0, set()
+        self.lm, self.attend_by_layer, self.progress, self.calls = lm, attend, progress, 0
 
     def attend(self, module, query, key, value, mask, kwargs):
         """What encoding._attend returns for this call: (output [batch, tokens, heads, head_dim], None)."""
         layer = getattr(module, "layer_idx", None)
         layer, self.calls = (self.calls if layer is None else layer), self.calls + 1
-        self.seen.add(layer)
         fn = self.attend_by_layer.get(layer)
         if fn is None:
             out = native(module, query, key, value, mask, **kwargs)
@@ -92,6 +92,14 @@ class Swap:
         return out
 
 
+def check_swappable(lm: LoadedModel) -> None:
+    """ValueError unless the model hands its layers' attention to the interface (Bloom and Falcon attend
+    inside their layers: explorer.core.inside reads them with hooks, and nothing could be replaced)."""
+    if lm.family in inside.FAMILIES:
+        raise ValueError(f"{lm.name} ({lm.family}) computes its attention inside its layers, not through "
+                         "transformers' attention interface, so its attention cannot be replaced here")
+
+
 def forward(lm: LoadedModel, ids: list[int], attend: dict[int, LayerAttention] | None = None,
             progress=None) -> torch.Tensor:
     """The last hidden states [tokens, hidden] of the model over one sequence of token ids (given as
@@ -102,16 +110,15 @@ def forward(lm: LoadedModel, ids: list[int], attend: dict[int, LayerAttention] |
     """
     if lm.causal_lm is None:
         raise ValueError(f"{lm.name} is not a causal language model: it predicts no next token")
+    if attend:
+        check_swappable(lm)
     batch = torch.tensor([ids], device=lm.device)
     with lm.lock, torch.no_grad():
-        _ACTIVE.swap = swap = Swap(lm, attend or {}, progress)
+        _ACTIVE.swap = Swap(lm, attend or {}, progress)
         try:
             out = lm.model(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False)
         finally:
             _ACTIVE.swap = None
-    if set(attend or {}) - swap.seen:  # Bloom, Falcon, MPNet attend inside their layers (explorer.core.inside)
-        raise ValueError(f"{lm.name} ({lm.family}) computes its attention inside its layers, not through "
-                         "transformers' attention interface, so its attention cannot be replaced here")
     return out.last_hidden_state[0]
 
 

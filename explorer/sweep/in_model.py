@@ -40,13 +40,12 @@ def _rows(document: Document, model: str, lm: LoadedModel, settings) -> list[dic
         for spec in settings.in_model:
             given = dict(spec.given)
             try:
-                values = {k: v for k, v in im.check_mechanism(spec.name, given).items() if v is not None}
                 effect = im.swapped(base, spec.name, given)
             except ValueError as err:
                 rows.append(error_row(document, model, str(err), spec.name, _json(given), base.n))
                 continue
             rows.append({"document": document.name, "source": document.source, "tokens": base.n, "model": model,
-                         "mechanism": spec.name, "params": _json(values),
+                         "mechanism": spec.name, "params": _json(effect.params),
                          "layers": im.layers_text(effect.layers, lm.layers), "perplexity": effect.perplexity,
                          "perplexity_dense": effect.perplexity_dense, "agreement": float(effect.agree.mean()),
                          "kl_mean": float(effect.kl.mean()), "seconds": effect.seconds, "error": ""})

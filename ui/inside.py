@@ -10,17 +10,17 @@ and the layer-by-layer curve keeps every layer done when it is stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import streamlit as st
 
 from explorer.analysis import in_model as im
-from explorer.core.bundled import BUNDLED, describe
+from explorer.core.bundled import BUNDLED
 from explorer.core.device import pick_device
 from explorer.figures import colours
 from explorer.figures import inside as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, forms, maps, messages, share, sidebar
+from ui import charts, compute, forms, inspector, messages, share, sidebar
 from ui.cache import computation, report
 from ui.settings import Setting
 from ui.state import Encoding
@@ -59,11 +59,6 @@ class Swap:
         return colours.SERIES[0] if self.choice == WINDOW_ONLY else colours.MECHANISMS[self.mechanism]
 
 
-def _text_of(enc: Encoding) -> Encoding:
-    """What the scores depend on: the text and the model (not the layer or windows the sidebar captured)."""
-    return replace(enc, layer=0, window=0)
-
-
 @computation("The model with its own attention, layers")
 def baseline(enc: Encoding, tokens: int) -> im.Baseline:
     return im.baseline(enc.text, compute.model(enc.model), tokens, progress=report)
@@ -82,19 +77,19 @@ def header() -> None:
                "its causal form on the queries, keys and values the layer attends with, at the layer's own scale.")
 
 
-def causal_model(enc: Encoding):
-    """The loaded model, or the sentence an encoder gets with a button that switches to SmolLM2, and a stop."""
+def causal_model(enc: Encoding, purpose: str):
+    """The loaded model, or a stop: synthetic vectors get a sentence naming `purpose` (what a causal model's
+    text is needed for), an encoder the library's sentence and a button that switches to SmolLM2."""
     if enc.synthetic:
         st.info("Synthetic vectors come from no model: pick a text in the sidebar, with a causal language model such "
-                f"as {CAUSAL_LM}, to swap a mechanism into its layers.")
+                f"as SmolLM2, {purpose}.")
         st.stop()
-    lm = compute.model(enc.model)
     try:
-        return im.load_causal(lm)
+        return im.load_causal(compute.model(enc.model))
     except ValueError as err:  # a choice the page cannot serve, not a failure: said as a warning
         st.warning(messages.plain(str(err)))
-        if st.button(f"Switch to {describe(CAUSAL_LM).split(':')[0]} and encode this text again", type="primary"):
-            share.load({"model": CAUSAL_LM, "run": True})
+        if st.button("Switch to SmolLM2", type="primary"):
+            share.load({"model": CAUSAL_LM, "run": True, "auto_head": False})
             st.rerun()
         st.stop()
 
@@ -155,7 +150,7 @@ def _layers(lm, where) -> tuple[int, ...]:
 def scores(enc: Encoding, tokens: int, swaps: list[Swap], layers: tuple[int, ...]) -> list[im.InModel] | None:
     """Every swap's effect: computed on request, shown at once when every one is made already; None
     (after the button) until then. A text the model cannot score gets its message and a stop."""
-    enc = _text_of(enc)
+    enc = enc.text_and_model()
     made = all(effect.made(enc, tokens, s, layers) for s in swaps)
     if not swaps:
         st.info("Pick at least one mechanism to swap in.")
@@ -227,7 +222,7 @@ def hurt(effects: list[im.InModel], swaps: list[Swap], text: str, prefix: int, l
 
 def open_dense_at(position: int, layer: int, head: int) -> None:
     """The Dense attention page with the Doc's token `position` as the query, at this layer and head."""
-    st.session_state[maps.QUERY.key] = position
+    inspector.pick(position)  # the query alone: a selection from another text does not follow it
     st.session_state[sidebar.PICK] = (layer, head)
     st.switch_page("views/overview.py")
 
@@ -236,7 +231,7 @@ def by_layer(enc: Encoding, tokens: int, swaps: list[Swap], lm, dense: float) ->
     charts.section("Which layers matter",
                    "Each mechanism in one layer at a time, every other layer the model's own: the perplexity against "
                    "the layer swapped. One pass of the model per layer and mechanism; Stop keeps the layers done.")
-    enc = _text_of(enc)
+    enc = enc.text_and_model()
     todo = [(s, (layer,)) for s in swaps for layer in range(lm.layers) if not effect.made(enc, tokens, s, (layer,))]
     if st.session_state.get(SWEEPING):
         if st.button("Stop"):

@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from explorer.core.search import MAX_MATCHES
 from explorer.figures import common
 from ui import charts, compute, settings
 from ui.maps import QUERY, ZOOM_K, ZOOM_Q
@@ -116,7 +117,7 @@ def query_picker(doc) -> int:
     b.text_input("Find in the text", key=FIND.key, max_chars=FIND.max_chars,
                  placeholder="a word or a phrase; line:120; char:5000")
     hits = doc.find(st.session_state.get(FIND.key, ""))
-    _search_caption(b, doc, hits, current)
+    _search_caption(b, hits, current)
     if hits:
         c.markdown("&nbsp;")  # the buttons level with the fields, not with their labels
         row = c.container(horizontal=True, gap="small")
@@ -170,7 +171,7 @@ def _select_every(doc) -> None:
                                            f"selection holds at most {MAX_SELECTED:,} tokens)")
 
 
-def _search_caption(where, doc, hits: list[tuple[int, int]], current: int) -> None:
+def _search_caption(where, hits: list[tuple[int, int]], current: int) -> None:
     typed = st.session_state.get(FIND.key, "").strip()
     if not typed:
         return
@@ -179,7 +180,7 @@ def _search_caption(where, doc, hits: list[tuple[int, int]], current: int) -> No
                                                                  if ":" in typed else "."))
         return
     at = next((i for i, (a, b) in enumerate(hits) if a <= current < b), None)
-    more = " (the first 10,000)" if len(hits) >= 10_000 else ""
+    more = f" (the first {MAX_MATCHES:,})" if len(hits) >= MAX_MATCHES else ""
     if at is None:
         where.caption(f"{len(hits):,} matches{more}; ◀ ▶ step from token {current:,}.")
         return
@@ -236,7 +237,7 @@ def top_table(doc, weights: torch.Tensor, k: int = 10, name: str = "weight", ext
     return pd.DataFrame(rows, columns=["position", "token", name, *(extra or {}), "context"])
 
 
-def top_picker(doc, table: pd.DataFrame, key: str, what: str) -> None:
+def top_picker(table: pd.DataFrame, key: str, what: str) -> None:
     """A table of tokens; ticking a row follows that token. Keyed by what it lists, so a new table
     starts unticked (a tick kept over a new table would name another token)."""
     def picked() -> None:
@@ -356,7 +357,7 @@ def panel(run: Run, shown: Run, grid: int) -> None:
         column = compute.key_column(run, focus, grid)
         text_view(doc, column, focus)
         _along(doc, column, f"Attention to token {focus} from every query", "inspector_column")
-        top_picker(doc, top_table(doc, column), f"top_queries_{focus}", "query")
+        top_picker(top_table(doc, column), f"top_queries_{focus}", "query")
         st.caption(f"Each query's weight on token {focus} (“{plain(doc.labels[focus])}”) as the model computes "
                    "it: its column of the map" + (", seen by the queries at or after it." if doc.causal else "."))
         return
@@ -364,13 +365,13 @@ def panel(run: Run, shown: Run, grid: int) -> None:
         total = compute.selection_row(shown, tuple(chosen.tolist()))
         text_view(doc, total, focus, marked=chosen)
         _along(doc, total, f"Summed attention of the {len(chosen):,} selected tokens", "inspector_row")
-        top_picker(doc, top_table(doc, total, name="summed", extra={"mean": total / len(chosen)}),
+        top_picker(top_table(doc, total, name="summed", extra={"mean": total / len(chosen)}),
                    f"top_keys_{st.session_state[SELECTION.key]}", "key")
         return
     row = compute.query_row(shown, focus)
     text_view(doc, row, focus)
     _along(doc, row, f"Attention of token {focus} over the text", "inspector_row")
-    top_picker(doc, top_table(doc, row), f"top_keys_{focus}", "key as the query")
+    top_picker(top_table(doc, row), f"top_keys_{focus}", "key as the query")
 
 
 def _along(doc, values: torch.Tensor, title: str, key: str) -> None:

@@ -9,7 +9,6 @@ the passes made. Settings belong to views/needle.py (keys "needle_..."), declare
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -17,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis import needle_probe as npb
-from explorer.analysis.in_model import causal_form, load_causal
+from explorer.analysis.in_model import causal_form
 from explorer.analysis.needle_probe import NeedleProbe
 from explorer.core.bundled import short_name
 from explorer.figures import model_view as grid_figs
@@ -65,11 +64,6 @@ class Job(NamedTuple):
     off: tuple = ()
 
 
-def haystack(enc: Encoding) -> Encoding:
-    """The encoding a probe depends on: its text and model (not the layer or window shown)."""
-    return replace(enc, layer=0, window=0)
-
-
 def _label(job: Job) -> str:
     who = "" if job.mechanism == DENSE else f", {REGISTRY[job.mechanism].title}"
     return f"The fact at {job.position:.0%}{who}{', heads off' if job.off else ''}: layers"
@@ -90,21 +84,6 @@ def header() -> None:
                "the answer after it: its probability, teacher-forced, shows where the fact gets lost (Liu et al., "
                "Lost in the Middle, 2024); the heads that copy the answer from the fact are its retrieval heads "
                "(Wu et al., ICLR 2025), and switching them off shows whether the finding depends on them.")
-
-
-def require_causal(enc: Encoding) -> None:
-    """Stop with the reason and a way on when the text is synthetic or the model is an encoder."""
-    if enc.synthetic:
-        st.info("Synthetic vectors have no model to ask: choose a text in the sidebar and press **Run**.")
-        st.stop()
-    try:
-        load_causal(compute.model(enc.model))
-    except ValueError as err:
-        st.warning(plain(str(err)))
-        if st.button("Switch to SmolLM2", type="primary"):
-            share.load({"model": "smollm2", "run": True, "auto_head": False})
-            st.rerun()
-        st.stop()
 
 
 def setup() -> tuple[Setup, np.ndarray, dict[str, dict]]:
@@ -131,7 +110,7 @@ def setup() -> tuple[Setup, np.ndarray, dict[str, dict]]:
 
 
 def jobs(enc: Encoding, how: Setup, positions, mechanism: str, params: dict, off: tuple = ()) -> list[Job]:
-    return [Job(haystack(enc), how, round(float(p), 4), mechanism, tuple(sorted(params.items())), off)
+    return [Job(enc.text_and_model(), how, round(float(p), 4), mechanism, tuple(sorted(params.items())), off)
             for p in positions]
 
 

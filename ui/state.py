@@ -73,6 +73,11 @@ class Encoding:
         """The same text and model, another layer (EVERY: the capture of every layer)."""
         return replace(self, layer=layer)
 
+    def text_and_model(self) -> Encoding:
+        """What a whole-model pass over the text depends on (Inside the model, Needle): not the layer or the
+        windows the sidebar captured."""
+        return replace(self, layer=0, window=0)
+
     def with_text(self, text: str) -> Encoding:
         """The same model, layer and window over another text (a hosted demo's first tokens)."""
         return replace(self, text_key=content_key(text), text=text)

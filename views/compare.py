@@ -32,10 +32,7 @@ st.caption("Pick mechanisms and their parameters: each runs on the same text, la
 picked = st.multiselect("Mechanisms", CHOICES, key=MECHS.key, format_func=lambda k: REGISTRY[k].title)
 spec = remedy_ui.picker()
 run = run.remedied(spec)
-params = {}
-for mech_key in picked:
-    with st.expander(f"{REGISTRY[mech_key].title} parameters"):
-        params[mech_key] = forms.checked(REGISTRY[mech_key], forms.param_form(REGISTRY[mech_key], doc=doc))
+params = forms.forms_of(picked, doc=doc)
 runs = {k: run.of(k, p) for k, p in params.items()}
 results = {k: forms.result(r) for k, r in runs.items()}
 

@@ -6,7 +6,7 @@ settings.declare(*inside.SETTINGS)
 
 run = document.require()
 inside.header()
-lm = inside.causal_model(run.encoding)
+lm = inside.causal_model(run.encoding, "to swap a mechanism into its layers")
 swaps, layers, tokens = inside.choose(lm)
 effects = inside.scores(run.encoding, tokens, swaps, layers)
 if effects:

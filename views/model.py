@@ -5,7 +5,8 @@ import streamlit as st
 from explorer.analysis.model_view import COLUMNS
 from explorer.figures import model_view as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, document, forms, needle, settings
+from ui import charts, compute, document, forms, needle, refine, settings
+from ui.messages import plain
 from ui.sidebar import HEAD, LAYER, PICK
 
 METRICS = ("entropy", "first_mass", "local_mass", "distance", "half_keys")
@@ -14,7 +15,6 @@ LOCAL = settings.Setting("model_local", 8, lo=0, hi=4096)
 SHOWN = settings.Setting("model_metrics", ["entropy", "first_mass", "local_mass", "distance"], choices=METRICS)
 MECH = settings.Setting("model_mechanism", "", choices=("", *(k for k in REGISTRY if k != DENSE)))
 settings.declare(QUERIES, LOCAL, SHOWN, MECH)
-REFRESH_S = 3.0  # how often the page looks whether the whole text's grid is made
 
 run = document.require()
 doc = run.doc
@@ -37,8 +37,7 @@ mech = st.selectbox("Output error of a mechanism (each head runs it once: minute
                     key=MECH.key, format_func=lambda k: "none" if not k else REGISTRY[k].title)
 params = {}
 if mech:
-    with st.expander(f"{REGISTRY[mech].title} parameters"):
-        params = forms.checked(REGISTRY[mech], forms.param_form(REGISTRY[mech], doc=doc))
+    params = forms.forms_of([mech], doc=doc)[mech]
     shown = [*shown, "rel_error"]
 
 frame, measured, whole = compute.model_grid_now(enc, queries, local, mech or None, params)
@@ -63,9 +62,9 @@ if whole is not None:
     st.info(f"For now the first model window only: its {compute.capture(measured).docs[0].n:,} tokens of "
             f"{doc.n:,}, from a forward pass of its own. " + ("The whole text's grid replaces it once measured "
                                                                 "(below, how far it is)." if going else
-                                                                f"On the whole text: {whole}."))
+                                                                f"On the whole text: {plain(whole)}."))
     if going:
-        st.fragment(whole_text, run_every=REFRESH_S)()
+        st.fragment(whole_text, run_every=refine.REFRESH_S)()
 charts.section("Every layer and head", f"{frame.queries.iloc[0]:,} evenly spaced queries per head, exact for those "
                f"queries; statistics took {frame.attrs['seconds']:.1f} s after the forward pass. Normalised entropy is "
                "1 for a uniform row; the first token's mass is the attention sink of Xiao et al. (2024); local mass "

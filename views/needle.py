@@ -4,14 +4,14 @@ Dense attention page), and what switching those heads off costs against as many 
 import streamlit as st
 
 from explorer.mechanisms import DENSE
-from ui import document, needle, settings
+from ui import document, inside, needle, settings
 
 settings.declare(*needle.SETTINGS)
 
 document.require()
 needle.header()
 enc = document.encoding()
-needle.require_causal(enc)
+inside.causal_model(enc, "to ask it back a fact")
 how, positions, params = needle.setup()
 found = needle.probes(enc, how, positions, params)
 if DENSE not in found:

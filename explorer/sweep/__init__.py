@@ -109,7 +109,7 @@ def sweep(inputs=None, out="sweep", models=("minilm",), layers=None, heads=None,
     start = time.perf_counter()
     ran = skipped = 0
     for job in (HEADS, IN_MODEL_JOB) if settings.in_model else (HEADS,):
-        held = finished(out, job.schema)
+        held = finished(job.where(out), job.schema)
         tasks = [(d, m) for m in models for d in docs if (d.source, m) not in held]
         progress = Progress(len(tasks), stream or sys.stderr, "" if job is HEADS else "in the model: ")
         if tasks and engine == "ray":

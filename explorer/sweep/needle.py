@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +28,7 @@ from explorer.core.encoding import LoadedModel
 from explorer.sweep.engines import Models, Progress
 from explorer.sweep.inputs import Document, read_inputs
 from explorer.sweep.measure import Spec
-from explorer.sweep.table import claim
+from explorer.sweep.table import as_table, claim, finished
 
 POSITIONS = (0.0, 0.25, 0.5, 0.75, 1.0)  # fewer than the library's eleven: one forward pass each, per mechanism
 MAX_TOKENS = 2048  # the prompt's length when the sweep names no --max-tokens
@@ -110,14 +109,6 @@ def measure(document: Document, model: str, lm: LoadedModel, settings: NeedleSet
         return [error_row(document, model, f"{type(err).__name__}: {err}")]
 
 
-def finished(out: Path) -> set[tuple[str, str]]:
-    """(source, model) pairs the needle table holds already."""
-    if not any(out.glob("*.parquet")):
-        return set()
-    held = ds.dataset(str(out), format="parquet", schema=SCHEMA).to_table(columns=["source", "model"])
-    return set(zip(held["source"].to_pylist(), held["model"].to_pylist()))
-
-
 def sweep_needle(inputs=None, out="sweep", models=("minilm",), settings: NeedleSettings | None = None,
                  stream=None) -> tuple[int, int, float]:
     """Measure every (document, model) the needle table in `out` does not hold yet; progress to `stream`
@@ -126,7 +117,7 @@ def sweep_needle(inputs=None, out="sweep", models=("minilm",), settings: NeedleS
     docs = inputs if inputs and all(isinstance(d, Document) for d in inputs) else read_inputs(inputs)
     where = folder(out)
     claim(where, settings.record())
-    held = finished(where)
+    held = finished(where, SCHEMA)
     tasks = [(d, m) for m in models for d in docs if (d.source, m) not in held]
     progress, loaded = Progress(len(tasks), stream or sys.stderr), Models()
     start = time.perf_counter()
@@ -137,7 +128,7 @@ def sweep_needle(inputs=None, out="sweep", models=("minilm",), settings: NeedleS
             rows = [error_row(document, model, str(err))]
         else:
             rows = measure(document, model, lm, settings)
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), where / f"needle-{uuid.uuid4().hex}.parquet")
+        pq.write_table(as_table(rows, SCHEMA), where / f"needle-{uuid.uuid4().hex}.parquet")
         progress.task_done()
         progress.show()
     return len(tasks), len(docs) * len(models) - len(tasks), time.perf_counter() - start

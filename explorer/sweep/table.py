@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from explorer.analysis.corpus import IN_MODEL, IN_MODEL_SCHEMA, SCHEMA  # the one declaration, beside the reader
+from explorer.analysis.corpus import SCHEMA  # the one declaration, beside the reader
 
 SETTINGS_FILE = "_sweep.json"  # what the sweep measured; Parquet readers skip names starting with "_"
 
@@ -25,10 +25,8 @@ def read(out) -> pa.Table:
 
 
 def finished(out, schema: pa.Schema = SCHEMA) -> set[tuple[str, str]]:
-    """(source, model) pairs the directory holds rows of (an error row included): the head table's in
-    `out`, the in-model table's in out/IN_MODEL."""
-    if schema == IN_MODEL_SCHEMA:
-        out = Path(out) / IN_MODEL
+    """(source, model) pairs the table of this schema in directory `out` holds rows of (an error row
+    included): the head table's, or a side table's in its own folder."""
     if not any(Path(out).glob("*.parquet")):
         return set()
     done = ds.dataset(str(out), format="parquet", schema=schema).to_table(columns=["source", "model"])

@@ -171,6 +171,15 @@ def add_lines(fig: go.Figure, shapes: list[dict]) -> None:
         fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
 
 
+
+def shaded(x, high, low, colour: str, alpha: float = 0.18, **extra) -> go.Scatter:
+    """The range between two curves as one filled outline: no markers (plotly adds them to short traces
+    in its default colours), no hover; extra: name, legendgroup, showlegend (default off)."""
+    x = np.asarray(x)
+    return go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([np.asarray(high), np.asarray(low)[::-1]]),
+                      mode="lines", fill="toself", fillcolor=colours.fill(colour, alpha), line={"width": 0},
+                      hoverinfo="skip", **{"showlegend": False, **extra})
+
 def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_title: str = "",
                points: int = 1500, band: bool = True, height: int = 300, marks: list[int] | None = None,
                positions: list[int] | None = None, stacked: bool = False,
@@ -201,9 +210,7 @@ def along_text(series: dict[str, object], tokens: list[str], title: str = "", y_
         text = bin_labels(tokens, e)
         shown = colours.title_of(name) if mechanisms else name
         if band and not stacked and len(x) < len(np.asarray(values)):
-            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
-                                     mode="lines", fill="toself", fillcolor=colours.fill(hues[name]), line={"width": 0},
-                                     hoverinfo="skip", showlegend=False, name=f"{shown} range"))
+            fig.add_trace(shaded(x, hi, lo, hues[name], name=f"{shown} range"))
         line = {"color": hues[name], **({"width": 0.5} if stacked else {})}
         dots = {"mode": "lines+markers", "marker": {"size": 3, "color": hues[name], "opacity": 0.25}} \
             if clickable else {"mode": "lines"}

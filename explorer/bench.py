@@ -473,43 +473,31 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     args.n = args.n or ([2048] if args.in_model else [1024, 4096, 16384])
-    if args.in_model:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-        rows = in_model_times(args.n[0], args.text, args.device, args.mechanisms)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=1)
-        return
-    if args.sweep:
-        rows = sweep_throughput()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=1)
-        return
-    if args.encode:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-        rows = encode_times(args.encode, args.n, args.text, args.device)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=1)
-        return
     unknown = set(args.mechanisms or []) - set(REGISTRY)
-    if unknown:
+    if unknown:  # before any step: --in-model --mechanisms typo would time dense alone
         parser.error(f"unknown mechanisms {sorted(unknown)}")
     if args.synthetic and None in args.n:
         parser.error("--n all needs a text; --synthetic takes lengths")
-    scopes = {"one": ("one head",), "all": ("all heads",), "both": ("one head", "all heads")}[args.heads]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,
-                 scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference,
-                 compile_times=args.compile_times)
-    if args.model_view:
-        from explorer.analysis import model_view  # pandas: only here, so a bare GPU box runs the rest
+    if not args.sweep:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if args.in_model:
+        rows = in_model_times(args.n[0], args.text, args.device, args.mechanisms)
+    elif args.sweep:
+        rows = sweep_throughput()
+    elif args.encode:
+        rows = encode_times(args.encode, args.n, args.text, args.device)
+    else:
+        scopes = {"one": ("one head",), "all": ("all heads",), "both": ("one head", "all heads")}[args.heads]
+        rows = bench(args.n, args.device, args.repeat, args.mechanisms, use_synthetic=args.synthetic, text=args.text,
+                     scopes=scopes, preview=args.preview, flex=args.flex, reference=not args.no_reference,
+                     compile_times=args.compile_times)
+        if args.model_view:
+            from explorer.analysis import model_view  # pandas: only here, so a bare GPU box runs the rest
 
-        line = model_view.bench_line(base_text(args.text))
-        print(f"\nmodel view, {line['tokens']:,} tokens, {line['layers']} layers x {line['heads']} heads, "
-              f"{line['queries']} queries: forward pass {line['forward_s']:.1f} s, statistics {line['stats_s']:.1f} s")
-        rows.append({"model view": line})
+            line = model_view.bench_line(base_text(args.text))
+            print(f"\nmodel view, {line['tokens']:,} tokens, {line['layers']} layers x {line['heads']} heads, "
+                  f"{line['queries']} queries: forward pass {line['forward_s']:.1f} s, statistics {line['stats_s']:.1f} s")
+            rows.append({"model view": line})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

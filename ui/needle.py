@@ -22,7 +22,7 @@ from explorer.core.bundled import short_name
 from explorer.figures import model_view as grid_figs
 from explorer.figures import needle as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, forms, hosting, share
+from ui import charts, compute, forms, hosting, inspector, share
 from ui.cache import computation, report
 from ui.messages import plain
 from ui.settings import Setting
@@ -195,8 +195,9 @@ def open_head(probe: NeedleProbe, layer: int, head: int) -> None:
     i = int(np.lexsort((probe.answer_prob, probe.retrieval[:, layer, head]))[-1])
     prompt = probe.prompts[i]
     share.load({"text": TextStore.from_env().put(prompt.text), "model": probe.model, "layer": layer, "head": head,
-                "window": 0, "auto_head": False, "query": prompt.answer[0], "run": True})
-    st.session_state["selection"] = f"{prompt.fact[0]}-{prompt.fact[1] - 1}"  # the Dense page's inspector outlines it
+                "window": 0, "auto_head": False, "run": True,
+                **{s.key: s.default for s in inspector.ON_TEXT},  # a new text: the last one's zoom does not follow
+                "query": prompt.answer[0], inspector.SELECTION.key: inspector.format_ranges([prompt.fact])})
     st.switch_page(DENSE_PAGE)
 
 

@@ -143,3 +143,14 @@ def test_the_corpus_page_draws_a_sweeps_needle_table(app, tmp_path):
                  if figure(c)["layout"].get("title", {}).get("text") == "Answer probability against where the fact sits")
     line = next(t for t in chart["data"] if t.get("mode") == "lines+markers")
     np.testing.assert_allclose(values(line["y"]), [0.3, 0.8])
+
+
+def test_uploaded_needle_parts_read_as_the_folder_does():
+    """The Corpus page's uploads: the needle parts of a whole sweep folder give the folder's table."""
+    from explorer.analysis import corpus as heads
+
+    parts = sorted(needle_corpus.folder(heads.EXAMPLE).glob("*.parquet"))
+    assert parts and all(heads.holds(p.read_bytes(), needle_corpus.SCHEMA) for p in parts)
+    order = ["source", "model", "mechanism", "position"]
+    uploaded = needle_corpus.read([p.read_bytes() for p in parts]).sort_values(order, ignore_index=True)
+    pd.testing.assert_frame_equal(uploaded, needle_corpus.read(heads.EXAMPLE).sort_values(order, ignore_index=True))

@@ -91,6 +91,15 @@ def read_in_model(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.Data
     return corpus.read_in_model([u.data for u in where if corpus.holds(u.data, corpus.IN_MODEL_SCHEMA)])
 
 
+@computation("Reading the sweep's needle table")
+def read_needle(where: str | tuple[Upload, ...], stamp: tuple = ()) -> pd.DataFrame | None:
+    """The sweep's needle table (its folder beside a path's head table, or the uploaded files that hold
+    one), or None: a sweep run without --needle."""
+    if isinstance(where, str):
+        return needle_corpus.read(where)
+    return needle_corpus.read([u.data for u in where if corpus.holds(u.data, needle_corpus.SCHEMA)])
+
+
 def _stamp(path: Path) -> tuple:
     """Files, bytes and the last change under a path: a sweep written again is read again."""
     files = [f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file()]

@@ -62,6 +62,8 @@ def _kind(t: pa.DataType) -> str:
         return "float"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "str"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):  # whatever Parquet named the item field
+        return f"list of {_kind(t.value_type)}"
     return str(t)
 
 
@@ -112,19 +114,22 @@ def holds(data: bytes, schema: pa.Schema) -> bool:
     return set(schema.names) <= set(names) and "head" not in names
 
 
-def read_in_model(source: str | Path | list[bytes]) -> pd.DataFrame | None:
-    """A sweep's in-model table: its folder IN_MODEL beside the head table's files, or uploaded files'
-    bytes; None for a sweep without one (run without --in-model, or older). A task a stopped sweep ran
-    twice counts once."""
+def read_side(source: str | Path | list[bytes], folder: str, schema: pa.Schema, task: list[str]) -> pd.DataFrame | None:
+    """A sweep's side table (the in-model or the needle table): its folder beside the head table's files,
+    or uploaded files' bytes; None for a sweep without one (run without its flag, or older). A task
+    (the `task` columns) a stopped sweep ran twice counts once."""
     if isinstance(source, list):
-        parts = [check(_table(data), IN_MODEL_SCHEMA) for data in source]
+        parts = [check(_table(data), schema) for data in source]
         frame = pd.concat(parts, ignore_index=True) if parts else None
     else:
-        folder = Path(source) / IN_MODEL
-        frame = check(_table(folder), IN_MODEL_SCHEMA) if folder.is_dir() else None
-    if frame is None:
-        return None
-    return frame.drop_duplicates(["source", "model", "tokens", "mechanism", "params"], keep="last")
+        where = Path(source) / folder
+        frame = check(_table(where), schema) if where.is_dir() and any(where.glob("*.parquet")) else None
+    return None if frame is None else frame.drop_duplicates(task, keep="last", ignore_index=True)
+
+
+def read_in_model(source: str | Path | list[bytes]) -> pd.DataFrame | None:
+    """A sweep's in-model table (read_side), one row per (document, model, length, mechanism)."""
+    return read_side(source, IN_MODEL, IN_MODEL_SCHEMA, ["source", "model", "tokens", "mechanism", "params"])
 
 
 def split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 
-from explorer.analysis.corpus import named
+from explorer.analysis.corpus import named, read_side
 from explorer.mechanisms import DENSE
 
 DIRECTORY = "_needle"
@@ -31,16 +30,10 @@ def folder(sweep: str | Path) -> Path:
     return Path(sweep) / DIRECTORY
 
 
-def read(sweep: str | Path) -> pd.DataFrame | None:
-    """The needle table of a sweep directory, or None when it has none (a sweep without --needle)."""
-    where = folder(sweep)
-    if not where.is_dir() or not any(where.glob("*.parquet")):
-        return None
-    try:
-        table = ds.dataset(str(where), format="parquet", schema=SCHEMA).to_table()
-    except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"the needle table in {where} cannot be read ({err})") from err
-    return table.to_pandas()
+def read(source: str | Path | list[bytes]) -> pd.DataFrame | None:
+    """The needle table of a sweep directory, or of uploaded files' bytes (corpus.read_side), or None when
+    it has none (a sweep without --needle)."""
+    return read_side(source, DIRECTORY, SCHEMA, ["source", "model", "mechanism", "params", "position"])
 
 
 def curves(frame: pd.DataFrame) -> pd.DataFrame:

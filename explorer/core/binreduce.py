@@ -34,12 +34,13 @@ import torch
 
 LOG = logging.getLogger(__name__)
 
+MAX_K = 64  # largest top-k the compiled pass keeps (the C source's MAX_K); more: the eager pass
 SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#define MAX_K 64
+#define MAX_K @MAX_K@
 
 static inline float exp_nonpositive(float x) {
     /* exp(x) for x <= 0: 2^k * p(r), x = k ln2 + r, |r| <= ln2 / 2; 0 below -87.3 and at -inf. */
@@ -122,9 +123,8 @@ void bin_reduce(float *s, int64_t rows, int64_t bins, int64_t width, float *bin_
         top_k(row, bin_max + i * bins, padding, bins, width, kk, slot + i * kk, value + i * kk);
     }
 }
-"""
+""".replace("@MAX_K@", str(MAX_K))
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
-MAX_K = 64  # largest top-k the compiled pass keeps (as #define MAX_K); more: the eager pass
 _LOCK = threading.Lock()
 _LOADED: list = []  # [the function, or None when it could not be built]
 compile_seconds = 0.0  # what building (or finding) the library took in this process

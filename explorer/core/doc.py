@@ -117,21 +117,14 @@ class Doc:
                 "it saw placeholders, not the content, so its attention says little about this text; a model "
                 "whose vocabulary covers it (e.g. smollm2, byte-level) reads every character.")
 
-    def first_content(self) -> int:
-        """The first token that carries content (a letter or a digit of the text), 0 if none does:
-        where an inspector starts, rather than on [CLS] or the "#" of a title."""
-        for i, (a, b) in enumerate(self.offsets):
-            if any(c.isalnum() for c in self.text[a:b]):
-                return i
-        return 0
-
     def default_query(self) -> int:
-        """The token an inspector opens on: one with something to see. A causal model's last content
-        token sees the whole text (its first tokens see almost nothing); elsewhere the first one."""
-        if self.causal:
-            content = [i for i, (a, b) in enumerate(self.offsets) if any(c.isalnum() for c in self.text[a:b])]
-            return content[-1] if content else self.n - 1
-        return self.first_content()
+        """The token an inspector opens on: one that carries content (a letter or a digit of the text),
+        rather than [CLS] or the "#" of a title. A causal model's last such token sees the whole text
+        (its first tokens see almost nothing); elsewhere the first one."""
+        content = [i for i, (a, b) in enumerate(self.offsets) if any(c.isalnum() for c in self.text[a:b])]
+        if not content:
+            return self.n - 1 if self.causal else 0
+        return content[-1] if self.causal else content[0]
 
     @cached_property
     def labels(self) -> list[str]:

@@ -367,19 +367,24 @@ def _check_layers(lm: LoadedModel, layers) -> list[int]:
     return sorted(set(layers))
 
 
+def _qkv_bytes(lm: LoadedModel, layers: int) -> int:
+    """Bytes of one token's queries, keys and values in `layers` layers: every head in float32, kv heads repeated."""
+    return layers * 3 * lm.heads * lm.head_dim * 4
+
+
 def tokens_that_fit(model: str | LoadedModel, layers: int = 1) -> int:
     """How many text tokens' queries, keys and values of `layers` layers fit the memory encoding may take
     (windows not kept): what a refused text can be cut to."""
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    per_token = layers * 3 * lm.heads * lm.head_dim * 4
-    return max(0, int(free_bytes(lm.device) * _MEMORY_SHARE) // per_token - len(lm.prefix) - len(lm.suffix))
+    fit = int(free_bytes(lm.device) * _MEMORY_SHARE) // _qkv_bytes(lm, layers)
+    return max(0, fit - len(lm.prefix) - len(lm.suffix))
 
 
 def _check_memory(lm: LoadedModel, n: int, layers: int, windows: int, window: int, keep_windows: bool) -> None:
     """ValueError before anything is allocated when the layers' q/k/v would not fit in free memory
     (every head's q, k, v in float32, kv heads repeated; every window whole with keep_windows)."""
     rows = n + (windows * (window + len(lm.prefix) + len(lm.suffix)) if keep_windows else 0)
-    check_fits(rows * layers * 3 * lm.heads * lm.head_dim * 4, lm.device,
+    check_fits(rows * _qkv_bytes(lm, layers), lm.device,
                f"the queries, keys and values of {layers} layer(s) of this {n:,}-token text", _MEMORY_SHARE,
                "pick one layer, a shorter text or a smaller model")
 

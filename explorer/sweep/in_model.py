@@ -3,11 +3,10 @@ the model's perplexity with each mechanism swapped into every layer beside its o
 (explorer.analysis.in_model), in explorer.analysis.corpus.IN_MODEL_SCHEMA's columns."""
 from __future__ import annotations
 
-import json
-
 from explorer.analysis import in_model as im
 from explorer.core.encoding import LoadedModel, tokenize
 from explorer.sweep.inputs import Document
+from explorer.sweep.measure import params_json
 
 DEFAULTS = ("window", "sinks")  # StreamingLLM's pair (in_model.PRESETS), swapped in beside the named mechanisms
 
@@ -42,15 +41,11 @@ def _rows(document: Document, model: str, lm: LoadedModel, settings) -> list[dic
             try:
                 effect = im.swapped(base, spec.name, given)
             except ValueError as err:
-                rows.append(error_row(document, model, str(err), spec.name, _json(given), base.n))
+                rows.append(error_row(document, model, str(err), spec.name, params_json(given), base.n))
                 continue
             rows.append({"document": document.name, "source": document.source, "tokens": base.n, "model": model,
-                         "mechanism": spec.name, "params": _json(effect.params),
+                         "mechanism": spec.name, "params": params_json(effect.params),
                          "layers": im.layers_text(effect.layers, lm.layers), "perplexity": effect.perplexity,
                          "perplexity_dense": effect.perplexity_dense, "agreement": float(effect.agree.mean()),
                          "kl_mean": float(effect.kl.mean()), "seconds": effect.seconds, "error": ""})
     return rows
-
-
-def _json(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)

@@ -94,6 +94,11 @@ class Settings:
         return record
 
 
+def params_json(params: dict) -> str:
+    """A mechanism's parameters as the tables' params column holds them: compact JSON, keys sorted."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _check_index(what: str, chosen, count: int) -> list[int]:
     if chosen is None:
         return list(range(count))
@@ -179,8 +184,7 @@ def _mechanism_rows(doc: Doc, head: int, queries: torch.Tensor, specs: tuple[Spe
     for i, spec in enumerate(specs):
         start = time.perf_counter()
         measured = _weights_measures(results[i], queries)
-        out.append({"mechanism": spec.name, "params": json.dumps(params[i], sort_keys=True, separators=(",", ":"),
-                                                               default=str),
+        out.append({"mechanism": spec.name, "params": params_json(params[i]),
                     "output_rel_error": float(fid[i].rel_error.mean()), "total_variation": float(fid[i].tv.mean()),
                     "topk_recall": float(fid[i].recall.mean()), **measured,
                     "seconds": seconds[i] + shared + time.perf_counter() - start})

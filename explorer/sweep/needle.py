@@ -10,15 +10,12 @@ table: inside a causal model it would read the answer it predicts.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from explorer.analysis import needle_probe as npb
@@ -27,7 +24,7 @@ from explorer.analysis.needle_corpus import SCHEMA, folder
 from explorer.core.encoding import LoadedModel
 from explorer.sweep.engines import Models, Progress
 from explorer.sweep.inputs import Document, read_inputs
-from explorer.sweep.measure import Spec
+from explorer.sweep.measure import Spec, params_json
 from explorer.sweep.table import as_table, claim, finished
 
 POSITIONS = (0.0, 0.25, 0.5, 0.75, 1.0)  # fewer than the library's eleven: one forward pass each, per mechanism
@@ -102,8 +99,7 @@ def measure(document: Document, model: str, lm: LoadedModel, settings: NeedleSet
             probe = npb.needle_probe(document.text, settings.fact, settings.question, settings.answer,
                                      settings.positions, lm, None if spec is None else spec.name, params or None,
                                      max_tokens=settings.max_tokens)
-            rows += rows_of(probe, document, model, json.dumps(probe.params, sort_keys=True, separators=(",", ":"),
-                                                               default=str))
+            rows += rows_of(probe, document, model, params_json(probe.params))
         return rows
     except Exception as err:  # noqa: BLE001 - any failure of one document is recorded, and the sweep goes on
         return [error_row(document, model, f"{type(err).__name__}: {err}")]

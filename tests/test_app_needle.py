@@ -74,6 +74,10 @@ def test_the_curve_the_heads_and_a_click_that_opens_the_dense_page(app, probed):
     assert (enc.model, enc.layer, enc.text_key) == ("smollm2", layer, content_key(prompt.text))
     assert at.session_state["head"] == head and at.session_state["query"] == prompt.answer[0]
     assert at.session_state["selection"] == f"{prompt.fact[0]}-{prompt.fact[1] - 1}"
+    # the answer's own row, the fact outlined on it: not the fact's own attention summed
+    assert any("outlined on what the followed token attends to" in c.value for c in at.caption)
+    assert not any(t.get("title", {}).get("text", "").startswith("Summed attention")
+                   for t in (figure(c)["layout"] for c in at.get("plotly_chart")))
 
 
 def test_the_model_view_gains_the_retrieval_score_once_a_probe_ran(app, probed):

@@ -343,10 +343,13 @@ def panel(run: Run, shown: Run, grid: int) -> None:
                       help="what the token attends to is its row of the map; who attends to it is its column")
     focus = query_picker(doc)
     chosen = selected(doc)
+    together = chosen is not None and focus in set(chosen.tolist())  # else outlined on the followed token's row
     if chosen is not None:
         where, clear = st.columns([5, 1], vertical_alignment="center")
         where.caption(f"{len(chosen):,} tokens selected ({describe_selection(chosen)}): "
-                      + ("their attention summed, and its mean per token." if follow == "row" else
+                      + ("outlined on what the followed token attends to (it lies outside them); follow one of them "
+                         "to read them together." if not together else
+                         "their attention summed, and its mean per token." if follow == "row" else
                          "who attends to them is shown for the first one; pick “what it attends to” to read them "
                          "together."))
         clear.button("Clear selection", key="clear_selection", on_click=pick, args=(focus,))
@@ -361,7 +364,7 @@ def panel(run: Run, shown: Run, grid: int) -> None:
         st.caption(f"Each query's weight on token {focus} (“{plain(doc.labels[focus])}”) as the model computes "
                    "it: its column of the map" + (", seen by the queries at or after it." if doc.causal else "."))
         return
-    if chosen is not None:
+    if together:
         total = compute.selection_row(shown, tuple(chosen.tolist()))
         text_view(doc, total, focus, marked=chosen)
         _along(doc, total, f"Summed attention of the {len(chosen):,} selected tokens", "inspector_row")
@@ -369,7 +372,7 @@ def panel(run: Run, shown: Run, grid: int) -> None:
                    f"top_keys_{st.session_state[SELECTION.key]}", "key")
         return
     row = compute.query_row(shown, focus)
-    text_view(doc, row, focus)
+    text_view(doc, row, focus, marked=chosen)
     _along(doc, row, f"Attention of token {focus} over the text", "inspector_row")
     top_picker(top_table(doc, row), f"top_keys_{focus}", "key as the query")
 

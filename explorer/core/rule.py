@@ -81,15 +81,19 @@ class AttentionRule:
         """Boolean [len(rows), len(keys)]: which of the keys (indices) each listed query may attend to."""
         return mask_rows(self.mask(), rows, keys)
 
-    def scores(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Scores [heads, len(rows), n] of the listed queries as the softmax receives them, -inf where masked."""
-        s = torch.matmul(q[:, rows], k.transpose(1, 2)).mul_(self.scaling)  # in place: the block is the largest tensor
+    def scores(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Scores [heads, len(rows), len(keys)] of the listed queries on the listed keys (None: all n) as
+        the softmax receives them, -inf where masked."""
+        seen = k if keys is None else k[:, keys]  # every key: k itself, not a gathered copy of it
+        keys = torch.arange(k.shape[1], device=k.device) if keys is None else keys
+        s = torch.matmul(q[:, rows], seen.transpose(1, 2)).mul_(self.scaling)  # in place: the largest tensor
         if self.softcap is not None:
             s = torch.tanh(s / self.softcap) * self.softcap
         if self.bias is not None:
             self.check_heads(s.shape[0])
-            s = self.bias.add_to(s, rows, torch.arange(k.shape[1], device=k.device))
-        return s.masked_fill_(~self.allowed(rows, torch.arange(k.shape[1], device=k.device)), float("-inf"))
+            s = self.bias.add_to(s, rows, keys)
+        return s.masked_fill_(~self.allowed(rows, keys), float("-inf"))
 
     def sink_logits(self, heads: int, like: torch.Tensor) -> torch.Tensor | None:
         """[heads, 1, 1] sink logits in like's dtype and device, or None."""
@@ -117,14 +121,8 @@ class AttentionRule:
         log-sum-exp lse [heads, n] (the statistics pass's, sinks included): a key's column of the
         map from one pass over the queries, never the n x n matrix."""
         q, k, _ = check_qkv(q, k)
-        rows, keys = torch.arange(q.shape[1], device=q.device), torch.tensor([key], device=q.device)
-        s = torch.matmul(q, k[:, key : key + 1].transpose(1, 2)) * self.scaling  # [heads, n, 1]
-        if self.softcap is not None:
-            s = torch.tanh(s / self.softcap) * self.softcap
-        if self.bias is not None:
-            self.check_heads(s.shape[0])
-            s = self.bias.add_to(s, rows, keys)
-        return torch.exp(s[..., 0] - lse.to(s)).masked_fill(~self.allowed(rows, keys)[:, 0], 0.0)
+        s = self.scores(q, k, torch.arange(q.shape[1], device=q.device), torch.tensor([key], device=q.device))
+        return torch.exp(s[..., 0] - lse.to(s))  # masked scores are -inf: weight 0
 
     def describe(self) -> str:
         """The rule in words, e.g. 'causal, sliding window of 4,096 keys, scores soft-capped at 50' or

@@ -26,6 +26,7 @@ at most EXPLORER_WORKERS of them run at once, and a waiting visitor sees how man
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -337,6 +338,21 @@ def slots(count: int) -> Slots:
     return Slots(count)
 
 
+@contextlib.contextmanager
+def heavy_step(waiting: Callable[[int], None] | None = None):
+    """In a hosted demo, hold one of its worker slots (ui.hosting) for the step, in turn; elsewhere
+    nothing. waiting(place in the queue) while queued."""
+    workers = hosting.workers()
+    queue = slots(workers) if workers else None
+    if queue:
+        queue.acquire(waiting)
+    try:
+        yield
+    finally:
+        if queue:
+            queue.release()
+
+
 def report(done: int, total: int) -> None:
     """Tell the step being made how far it is: pass as `progress=report` to library functions."""
     store().report(done, total)
@@ -367,18 +383,12 @@ def cached(key: tuple, make: Callable[[], T], label: str | None = None) -> T:
         show(None)
         return make()
 
-    workers = hosting.workers()
-    queue = slots(workers) if workers else None
-    try:
-        if queue:  # taken before the value is asked for, so a maker never waits for a slot (no deadlock)
-            queue.acquire(lambda ahead: bar.progress(0.0, text=f"{label}: waiting for a free worker, "
-                                                            f"place {ahead} in the queue"))
-        try:
-            return shared.get(key, make_shown, progress=show,
-                              waiting=lambda p: show(p, " (already under way)"))
-        finally:
-            if queue:
-                queue.release()
+    def queued(ahead: int) -> None:
+        bar.progress(0.0, text=f"{label}: waiting for a free worker, place {ahead} in the queue")
+
+    try:  # the slot taken before the value is asked for, so a maker never waits for a slot (no deadlock)
+        with heavy_step(queued):
+            return shared.get(key, make_shown, progress=show, waiting=lambda p: show(p, " (already under way)"))
     finally:
         bar.empty()
 

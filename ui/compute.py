@@ -26,7 +26,7 @@ from explorer.core.samples import load_sample
 from explorer.core.stats import AttentionStats, by_position, stream_stats
 from explorer.mechanisms import REGISTRY, Result
 from ui import saved
-from ui.cache import cached, freeze, report, store
+from ui.cache import cached, freeze, heavy_step, report, store
 from ui.state import EVERY, Encoding, Run
 
 WINDOWS = "own windows"  # the Run mech of the model's own windows (not a mechanism of the registry)
@@ -212,7 +212,11 @@ def model_grid_now(enc: Encoding, queries: int, local: int, mech: str | None,
     if failed is not None:
         return preview, first, f"the whole text could not be measured: {failed}"
     if store().flight(key) is None:
-        store().background(key, lambda: _whole(enc, queries, local, mech, params), name="model view")
+        def whole() -> pd.DataFrame:
+            with heavy_step():  # a hosted demo's worker slots count it, as they count the dense pass
+                return _whole(enc, queries, local, mech, params)
+
+        store().background(key, whole, name="model view")
     return preview, first, grid_progress(enc, queries, local, mech, params)
 
 

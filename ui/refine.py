@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 from explorer.core.stats import AttentionStats
-from ui import compute, hosting
-from ui.cache import Stopped, slots, store
+from ui import compute
+from ui.cache import Stopped, heavy_step, store
 from ui.state import Run
 
 WAIT_S = 1.5  # how long a page waits before drawing what the pass has: a short text draws exact at once
@@ -58,12 +58,9 @@ def _start(run: Run, grid: int) -> None:
     shared = store()
 
     def make() -> AttentionStats:
-        workers = hosting.workers()
-        queue = slots(workers) if workers else None
-        if queue:
-            queue.acquire()
         try:
-            return compute.dense_pass(run, grid)
+            with heavy_step():
+                return compute.dense_pass(run, grid)
         except Stopped:
             flight = shared.flight(key)
             if flight is not None and flight.partial is not None:
@@ -72,9 +69,6 @@ def _start(run: Run, grid: int) -> None:
                 held = (partial, Progress(done, done, run.doc.n, time.perf_counter() - flight.started, stopped=True))
                 shared.get(_stopped_key(run, grid), lambda: held)
             raise
-        finally:
-            if queue:
-                queue.release()
 
     shared.background(key, make, name="dense pass")
 

@@ -57,6 +57,17 @@ def test_several_tokens_read_together_are_their_rows_summed(app):
     assert at.session_state["selection"] == "" and at.session_state["query"] == 1  # its first content token
 
 
+def test_only_the_dense_page_offers_to_select_every_match(app):
+    """A mechanism page reads no selection: its search steps through matches but offers no All."""
+    at = encode_in_app(app, source="Paste", text=TEXT)
+    at.text_input(key="find").set_value("key").run()
+    assert not at.exception and any(b.key == "find_all" for b in at.button)
+    at.switch_page("views/segmented.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(b.key == "find_next" for b in at.button) and not any(b.key == "find_all" for b in at.button)
+    assert "Click a token to follow it." in said(at.caption) and "read several together" not in said(at.caption)
+
+
 def test_who_attends_to_a_token_is_its_column(app):
     at = encode_in_app(app, source="Paste", text=TEXT)
     at.radio(key="follow").set_value("column").run()

@@ -106,8 +106,9 @@ def describe_selection(rows: torch.Tensor) -> str:
     return f"{len(ranges):,} stretches from token {first:,} to {last:,}"
 
 
-def query_picker(doc) -> int:
-    """The followed token's field and the text search; returns the followed token."""
+def query_picker(doc, selectable: bool = False) -> int:
+    """The followed token's field and the text search (with selectable, an All button that selects every
+    match: only the Dense page reads a selection); returns the followed token."""
     _search_now(doc)
     current = query(doc)
     a, b, c = st.columns([1, 2, 1], vertical_alignment="top")
@@ -125,8 +126,9 @@ def query_picker(doc) -> int:
                     disabled=hits[0][0] >= current)
         row.button("▶", key="find_next", on_click=_step, args=(doc, 1), help="the match after this token",
                      disabled=hits[-1][0] <= current)
-        row.button("All", key="find_all", on_click=_select_every, args=(doc,),
-                     help="select every match: read their attention together", disabled=len(hits) < 2)
+        if selectable:
+            row.button("All", key="find_all", on_click=_select_every, args=(doc,),
+                       help="select every match: read their attention together", disabled=len(hits) < 2)
     return current
 
 
@@ -298,24 +300,26 @@ _SHADED_CSS = """
 _shaded = st.components.v2.component("inspector_text", js=_SHADED, css=_SHADED_CSS, isolate_styles=False)
 
 
-def _clicked(key: str) -> None:
+def _clicked(key: str, selectable: bool) -> None:
     """A token clicked (followed), shift-clicked (the selection runs from the followed token to it) or
-    a stretch selected with the mouse (those tokens), in the shaded text drawn with `key`."""
+    a stretch selected with the mouse (those tokens), in the shaded text drawn with `key`; where no
+    selection is read (not selectable), the token clicked or the stretch's first is followed."""
     event = st.session_state.get(key) or {}
     if event.get("pick") is not None:
         pick(int(event["pick"]))
     elif event.get("extend") is not None:
         here, there = int(st.session_state.get(QUERY.key, 0)), int(event["extend"])
-        pick(min(here, there), [(min(here, there), max(here, there) + 1)])
+        pick(*((min(here, there), [(min(here, there), max(here, there) + 1)]) if selectable else (there,)))
     elif event.get("span"):
         a, b = (int(x) for x in event["span"])
-        pick(a, [(a, b + 1)])
+        pick(*((a, [(a, b + 1)]) if selectable else (a,)))
 
 
 def text_view(doc, weights: torch.Tensor, focus: int, who: str = "", marked: torch.Tensor | None = None,
-              key: str = "inspector_text") -> None:
+              key: str = "inspector_text", selectable: bool = False) -> None:
     """The text around the followed token, every token shaded by its weight; click a token to follow
-    it, shift-click or select a stretch with the mouse to read several together.
+    it; with selectable (the Dense page), shift-click or select a stretch with the mouse to read several
+    together.
 
     who: the mechanism the weights are of, named when the token gets no attention from it."""
     if not bool(torch.as_tensor(weights).abs().sum() > 0):
@@ -326,12 +330,12 @@ def text_view(doc, weights: torch.Tensor, focus: int, who: str = "", marked: tor
     chosen = frozenset() if marked is None else frozenset(marked.tolist())
     body = common.shaded_text(doc.text, doc.offsets, weights, start, stop, focus=focus, marked=chosen,
                               labels=doc.labels)
-    _shaded(data=body, key=key, on_pick_change=lambda: _clicked(key), on_extend_change=lambda: _clicked(key),
-            on_span_change=lambda: _clicked(key))
+    _shaded(data=body, key=key, on_pick_change=lambda: _clicked(key, selectable),
+            on_extend_change=lambda: _clicked(key, selectable), on_span_change=lambda: _clicked(key, selectable))
     st.caption((f"Tokens {start:,}–{stop - 1:,} of {doc.n:,} around token {focus:,}; shading is scaled to the "
                 "largest weight in view. " if doc.n > SPAN else "Shading is scaled to the largest weight. ")
-               + "Click a token to follow it; shift-click, or select a stretch with the mouse, to read several "
-                 "together.")
+               + ("Click a token to follow it; shift-click, or select a stretch with the mouse, to read several "
+                  "together." if selectable else "Click a token to follow it."))
 
 
 def panel(run: Run, shown: Run, grid: int) -> None:
@@ -341,7 +345,7 @@ def panel(run: Run, shown: Run, grid: int) -> None:
     doc = run.doc
     follow = st.radio("Show", FOLLOW.choices, key=FOLLOW.key, horizontal=True, format_func=FOLLOWING.get,
                       help="what the token attends to is its row of the map; who attends to it is its column")
-    focus = query_picker(doc)
+    focus = query_picker(doc, selectable=True)
     chosen = selected(doc)
     together = chosen is not None and focus in set(chosen.tolist())  # else outlined on the followed token's row
     if chosen is not None:
@@ -358,7 +362,7 @@ def panel(run: Run, shown: Run, grid: int) -> None:
             st.info("Who attends to a token is measured over the whole text: pick that scope above.")
             return
         column = compute.key_column(run, focus, grid)
-        text_view(doc, column, focus)
+        text_view(doc, column, focus, selectable=True)
         _along(doc, column, f"Attention to token {focus} from every query", "inspector_column")
         top_picker(top_table(doc, column), f"top_queries_{focus}", "query")
         st.caption(f"Each query's weight on token {focus} (“{plain(doc.labels[focus])}”) as the model computes "
@@ -366,13 +370,13 @@ def panel(run: Run, shown: Run, grid: int) -> None:
         return
     if together:
         total = compute.selection_row(shown, tuple(chosen.tolist()))
-        text_view(doc, total, focus, marked=chosen)
+        text_view(doc, total, focus, marked=chosen, selectable=True)
         _along(doc, total, f"Summed attention of the {len(chosen):,} selected tokens", "inspector_row")
         top_picker(top_table(doc, total, name="summed", extra={"mean": total / len(chosen)}),
                    f"top_keys_{st.session_state[SELECTION.key]}", "key")
         return
     row = compute.query_row(shown, focus)
-    text_view(doc, row, focus, marked=chosen)
+    text_view(doc, row, focus, marked=chosen, selectable=True)
     _along(doc, row, f"Attention of token {focus} over the text", "inspector_row")
     top_picker(top_table(doc, row), f"top_keys_{focus}", "key as the query")
 

@@ -1,11 +1,10 @@
 """Inside the model in a real browser (streamlit run app.py, headless Chromium), SmolLM2 on the short
 sample's first 256 tokens: the table in StreamingLLM's form and the loss chart are drawn, and a click on
 the most hurt prediction opens the Dense attention page with that token as the query."""
-import json
 import urllib.parse
 
 import pytest
-from browser import MAIN, VIEWPORT, chromium, streamlit_server, wait_idle
+from browser import MAIN, new_page, settings_of, streamlit_server, wait_idle
 
 LINK = {"run": "true", "auto_head": "false", "model": '"smollm2"', "source": '"Sample"', "sample": '"The Notched Key"',
         "inside_tokens": "256", "inside_mechs": '["window", "sinks"]', "inside_window": "64", "p.sinks.window": "60"}
@@ -13,8 +12,7 @@ LINK = {"run": "true", "auto_head": "false", "model": '"smollm2"', "source": '"S
 
 @pytest.fixture(scope="module")
 def page():
-    with streamlit_server(env={"EXPLORER_WARM": "0"}) as server, chromium() as browser:
-        tab = browser.new_context(viewport=VIEWPORT).new_page()
+    with streamlit_server(env={"EXPLORER_WARM": "0"}) as server, new_page() as tab:
         tab.goto(f"{server.url}/inside?" + urllib.parse.urlencode(LINK))
         wait_idle(tab, 600_000)
         yield tab
@@ -47,5 +45,5 @@ def test_the_table_the_chart_and_a_click_on_a_hurt_prediction(page):
     page.wait_for_timeout(1000)
     wait_idle(page, 600_000)
     assert page.locator("h1").first.inner_text() == "Dense attention"
-    settings = {k: json.loads(v[0]) for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query).items()}
+    settings = settings_of(page.url)
     assert settings["query"] == query and settings["layer"] == 0 and settings["head"] == 0

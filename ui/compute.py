@@ -78,20 +78,6 @@ def encoded(enc: Encoding) -> explorer.Doc:
     return cached(("encoding", enc), make, label="Encoding the text, model windows")
 
 
-def encoded_together(enc: Encoding, layers: list[int]) -> explorer.Doc:
-    """encoded(enc), made in one forward pass with the other `layers`, each kept under encoded's own
-    key: the layers a first visit opens on cost the deepest one's pass, not one pass each."""
-    def make():
-        together = encode_layers(enc.text, model(enc.model), layers=sorted({enc.layer, *layers}),
-                                 window=enc.window or None, progress=report)
-        for doc in together.docs:
-            if doc.layer != enc.layer:
-                store().get(("encoding", enc.at(doc.layer)), lambda doc=doc: doc)
-        return together.doc(enc.layer)
-
-    return cached(("encoding", enc), make, label="Encoding the text, model windows")
-
-
 def capture(enc: Encoding) -> ModelCapture:
     """Every layer of the model over the text, from one windowed forward pass (ValueError for synthetic)."""
     if enc.synthetic:
@@ -149,10 +135,9 @@ def opened_because(run: Run) -> str | None:
     if enc.synthetic:
         return None
     sink = store().peek(("sink opening", enc.at(EVERY)))
-    if sink is not None:
+    if sink is not None and sink[:2] == (run.doc.layer, run.head):
         layer, head, why = sink
-        return f"Opened on layer {layer}, head {head}, where this model's attention sinks form: {why}." \
-            if (layer, head) == (run.doc.layer, run.head) else None
+        return f"Opened on layer {layer}, head {head}, where this model's attention sinks form: {why}."
     held = store().peek(("content heads", enc.at(EVERY)))
     if held is None:
         return None

@@ -22,7 +22,7 @@ from explorer.core.bundled import short_name
 from explorer.figures import model_view as grid_figs
 from explorer.figures import needle as figs
 from explorer.mechanisms import DENSE, REGISTRY
-from ui import charts, compute, forms, hosting, inspector, share
+from ui import charts, forms, hosting, inspector, share
 from ui.cache import computation, report
 from ui.messages import plain
 from ui.settings import Setting

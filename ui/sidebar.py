@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 
@@ -183,10 +184,11 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
             if capped is None:
                 status.update(label="Too long for this demo", state="error", expanded=True)
                 return
-            picking = _head_will_be_picked(capped) and (compute.heads_known(capped) or _every_layer_fits(capped))
-            sink = _sink_pick(capped, lm)
-            if sink is not None:  # the layer shown is the sink's: that one is encoded, no other
-                capped = capped.at(sink[0])
+            auto = bool(st.session_state.get(AUTO_HEAD.key))
+            content = auto and _picks_head(capped) and (compute.heads_known(capped) or _every_layer_fits(capped))
+            pick = _opening(capped, lm, content) if auto else None
+            if pick is not None:  # the layer shown is the one picked: that one is encoded, no other
+                capped = capped.at(pick[0])
             reused = compute.is_encoded(capped)
             doc = compute.encoded(capped)
         except MemoryNeeded as err:
@@ -207,10 +209,8 @@ def _run(enc: Encoding, trim: int | None = None, linked: bool = False) -> None:
         took = sum(doc.timings.values())
         status.update(label=f"{doc.n:,} tokens, encoded earlier (kept in the cache)" if reused else
                       f"Encoded {doc.n:,} tokens in {took:.2f} s", state="complete", expanded=False)
-    if picking:
-        _pick_content_head(capped, doc)
-    elif sink is not None and sink != (int(st.session_state[LAYER.key]), int(st.session_state[HEAD.key])):
-        st.session_state[PICK] = sink
+    if pick is not None and pick != (int(st.session_state[LAYER.key]), int(st.session_state[HEAD.key])):
+        st.session_state[PICK] = pick
     if PICK in st.session_state:  # a layer kept by _layer_in_range: its field shows it from the next run
         st.rerun()
 
@@ -243,11 +243,6 @@ def _layer_in_range(enc: Encoding, layers: int) -> Encoding:
     return enc.at(kept)
 
 
-def _head_will_be_picked(enc: Encoding) -> bool:
-    """Whether the run picks its layer and head (_pick_content_head), the choice left to the app."""
-    return bool(st.session_state.get(AUTO_HEAD.key)) and _picks_head(enc)
-
-
 def _every_layer_fits(enc: Encoding) -> bool:
     """Capture every layer at once, which picking a head needs (the layer shown is then taken from it);
     False, saying so, when that would not fit the memory: the chosen layer is then encoded alone."""
@@ -259,15 +254,6 @@ def _every_layer_fits(enc: Encoding) -> bool:
     return True
 
 
-def _sink_pick(enc: Encoding, lm) -> tuple[int, int] | None:
-    """For a causal LM, the layer and head where its attention sinks form (compute.sink_opening): what
-    is characteristic of such a model, shown first unless a layer was chosen by hand or by a link."""
-    if lm is None or not lm.causal or not st.session_state.get(AUTO_HEAD.key):
-        return None
-    layer, head, _ = compute.sink_opening(enc)
-    return layer, head
-
-
 def _picks_head(enc: Encoding) -> bool:
     """Whether a head is picked for this text: longer than one window of a model with absolute positions."""
     if enc.synthetic:
@@ -276,16 +262,17 @@ def _picks_head(enc: Encoding) -> bool:
     return lm.local_positions and compute.token_count(enc) > (enc.window or lm.max_tokens)
 
 
-def _content_head(enc: Encoding, doc) -> tuple[int, int] | None:
-    """The layer and head where content dominates (analysis.windows.default_layer_head), when positions
-    restart in every window and the text is long enough to judge heads by; else None."""
-    if not windows.restarts(doc):
-        return None
-    try:
-        layer, head, _ = windows.default_layer_head(compute.content_heads(enc))
-    except ValueError:
-        return None  # about one window long: no far keys to judge heads by
-    return layer, head
+def _opening(enc: Encoding, lm, content: bool) -> tuple[int, int] | None:
+    """The layer and head a run opens on when the choice is left to the app: with `content` (positions
+    restart in every window of a long text, and every layer could be measured), where content rather than
+    window position shapes the map (analysis.windows.default_layer_head); else, for a causal LM, where its
+    attention sinks form (compute.sink_opening). None: as the fields say."""
+    if content:
+        with contextlib.suppress(ValueError):  # about one window long: no far keys to judge heads by
+            return windows.default_layer_head(compute.content_heads(enc))[:2]
+    if lm is not None and lm.causal:
+        return compute.sink_opening(enc)[:2]
+    return None
 
 
 def warm_first_visit() -> None:
@@ -301,41 +288,34 @@ def warm_first_visit() -> None:
     threading.Thread(target=_first_visit_values, name="first visit warm-up", daemon=True).start()
 
 
+def opening_encoding() -> Encoding:
+    """What a plain first visit encodes: the default sample with the first model offered, at the
+    default layer and window (the layer and head it opens on are then picked as _run picks them)."""
+    return _sample_encoding(hosting.models()[0] if hosting.hosted() else MODEL.default)
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_encoding(model: str) -> Encoding:
+    """The default sample's Encoding: its text hashed once per process and model."""
+    return Encoding.of_text(compute.sample(DEFAULT_SAMPLE), model, LAYER.default, WINDOW.default)
+
+
 def _first_visit_values() -> None:
     """The values a first visit asks for, made as _run and the dense page would make them (same keys),
-    the first picture's first: the head choice (saved on disk once made: ui.saved), the layers _run and
-    the page encode (one pass), the dense pass, then the head summary. Nothing else: what it computes
+    the first picture's first: the head choice (saved on disk once made: ui.saved), the layer it opens
+    on, the dense pass, then the head summary. Nothing else: what it computes
     while the first visitor's page draws slows that page on a small machine."""
     try:
-        model = hosting.models()[0] if hosting.hosted() else MODEL.default
-        enc = Encoding.of_text(compute.sample(DEFAULT_SAMPLE), model, LAYER.default, WINDOW.default)
-        lm = compute.model(model)
-        picking = AUTO_HEAD.default and _picks_head(enc)
-        sink = compute.sink_opening(enc)[:2] if AUTO_HEAD.default and lm.causal else None  # as _sink_pick
-        first = enc if sink is None else enc.at(sink[0])  # the layer _run encodes
-        pick = sink or (LAYER.default, HEAD.default)
-        if picking:  # as _pick_content_head picks (_picks_head means positions restart)
-            with contextlib.suppress(ValueError):  # about one window long: opened as the defaults say
-                pick = windows.default_layer_head(compute.content_heads(enc))[:2]
-        compute.encoded_together(first, [pick[0]])  # that layer and the one the page opens on, in one pass
-        shown = enc.at(pick[0])
-        run = Run(shown, pick[1], doc=compute.encoded(shown))
+        enc = opening_encoding()
+        lm = compute.model(enc.model)
+        pick = _opening(enc, lm, _picks_head(enc)) if AUTO_HEAD.default else None  # as _run picks
+        layer, head = pick or (LAYER.default, HEAD.default)
+        shown = enc.at(layer)
+        run = Run(shown, head, doc=compute.encoded(shown))
         compute.dense(run, maps.GRID.default)
         compute.head_stats(run)
     except Exception:  # noqa: BLE001 - a visitor's own run then makes (and reports) what failed here
         LOG.exception("warming the first visit")
-
-
-def _pick_content_head(enc: Encoding, doc) -> None:
-    """When positions restart in every window, move to the layer and head where content dominates
-    (analysis.windows.default_layer_head): set on the next run, before the widgets exist."""
-    pick = _content_head(enc, doc)
-    if pick is None:
-        return
-    layer, head = pick
-    if (layer, head) != (enc.layer, int(st.session_state[HEAD.key])):
-        st.session_state[PICK] = (layer, head)
-        st.rerun()
 
 
 def _apply_pick() -> None:

@@ -113,15 +113,16 @@ def dense_view(refining: bool, colouring: maps.Colouring, drawn: list) -> None:
 refining = progress is not None and not progress.stopped
 colouring = maps.controls()  # outside the refreshing fragment: drawn once, never left behind as a stale copy
 st.fragment(dense_view, run_every=refine.REFRESH_S if refining else None)(refining, colouring, [(stats, progress)])
-if doc.model != "synthetic":
+charts.section("Token inspector", "Follow a token: the text around it is shaded by the weight it puts on each "
+               "token (or, for who attends to it, by each query's weight on it), and the table lists the tokens with "
+               "the most weight anywhere in the text.")
+inspector.panel(run, shown, grid)
+if doc.model != "synthetic" and refining:  # measured after the pass, not beside it on the same cores
+    summary.caption("The head in words follows once the dense pass has every row.")
+elif doc.model != "synthetic":  # last: the map and the inspector are drawn before it is measured
     heads = compute.head_stats(run)
     summary.info(f"**Head {run.head} of layer {doc.layer}.** "
                  + describe({name: value[run.head] for name, value in heads.items()}, doc.n, LOCAL,
                             f"the first token “{plain(doc.labels[0])}”")
                  + (" " + layer_sinks(heads["first_mass"], run.head, doc.n) if doc.causal else "")
                  + f" (On {min(doc.n, 512):,} evenly spaced queries.)")
-
-charts.section("Token inspector", "Follow a token: the text around it is shaded by the weight it puts on each "
-               "token (or, for who attends to it, by each query's weight on it), and the table lists the tokens with "
-               "the most weight anywhere in the text.")
-inspector.panel(run, shown, grid)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import charts, messages, settings, share, sidebar
+from ui import charts, messages, opening, settings, share, sidebar
 
 st.set_page_config(page_title="Attention explorer", page_icon="🔭", layout="wide")
 sidebar.warm_first_visit()  # once per process: the default page every first visit shows, made for all
@@ -37,8 +37,11 @@ OWNERS = set(STEMS.values())  # each page owns the settings "<stem>_..." it decl
 
 navigation = st.navigation(PAGES)
 charts.start_report(navigation.title)
+early = opening.show(navigation.title)  # a fresh server's first visitor: the saved map while the model loads
 with messages.guarded("drawing the sidebar"):
     sidebar.render(OWNERS)
+if early is not None:
+    early.empty()
 notices = st.container()  # above the page: what of a link or a settings file was not applied
 with notices:
     share.notices()  # before the page, which may stop early (no text encoded yet)

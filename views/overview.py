@@ -7,7 +7,7 @@ from explorer.analysis.model_view import LOCAL
 from explorer.analysis.summary import describe, layer_sinks
 from explorer.figures import common
 from explorer.figures.segments import add_boundaries
-from ui import charts, compute, document, downloads, inspector, maps, refine, settings
+from ui import charts, compute, document, downloads, inspector, maps, opening, refine, settings
 from ui.messages import plain
 
 WINDOW_LINE = "rgba(214,39,40,0.75)"  # the model's window boundaries on every map and curve
@@ -81,9 +81,15 @@ def dense_view(refining: bool, colouring: maps.Colouring, drawn: list) -> None:
         refining_controls(progress)
     whole = scope == "text" and window == (0, doc.n, 0, doc.n)
     marked = []
+    saving = whole and progress is None and scope == "text" and opening.is_opening(run)
+
+    def decorate(fig, name, m):
+        marked.append(add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges, colour=WINDOW_LINE, dash="dash"))
+        if saving:  # what a later start's first visitor is shown while the model loads
+            opening.keep(fig, name)
+
     maps.draw(doc, {title: stats.map if whole else compute.window_map(shown, window, grid)}, colouring=colouring,
-              decorate=lambda fig, name, m: marked.append(add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges,
-                                                                         colour=WINDOW_LINE, dash="dash")))
+              decorate=decorate)
     if cuts:
         where = (f"Red dashed lines: where the model's {len(doc.windows)} windows meet" if None not in marked else
                  f"The model's {len(doc.windows)} windows are too many to mark at this size (zoom in to see where "

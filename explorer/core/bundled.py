@@ -10,6 +10,7 @@ GGUF-loaded model, so the cache would need a writer of its own.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -151,6 +152,21 @@ def _bundled_folder(model: BundledModel) -> Path:
     if model.key == "minilm":
         return Path(importlib.import_module(model.module).get_model_path())
     return Path(spec.submodule_search_locations[0])
+
+
+def files_key(name: str) -> str | None:
+    """A hash of a bundled model's installed files (package version, and each file's name, size and
+    modification time), read without loading the model: what a table made from the model before it
+    loads can be checked against (ui.opening). None for a model that is not bundled or not installed."""
+    model = BUNDLED.get(name)
+    if model is None or importlib.util.find_spec(model.module) is None:
+        return None
+    folder = _bundled_folder(model)
+    digest = hashlib.blake2b(f"{model.package}={importlib.metadata.version(model.package)}".encode(), digest_size=16)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def _tokenizer(name: str, path: str, options: dict):

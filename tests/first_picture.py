@@ -2,11 +2,13 @@
 
 Starts a fresh server (--server streamlit: `streamlit run app.py`, whose first session starts the
 warm-up; serve: deploy/serve.py, which starts it with the server; deploy: the hosted demo's
-deploy/serve.sh), with the tables saved by earlier runs (ui.saved) or, with --cold, none; opens the app in headless Chromium as a first visitor the moment the server answers, and times
-from the page's load to the first heatmap drawn, then the same for the next visitors (each a fresh
-browser context, after the previous one's page went idle). Prints the seconds, the time the server
-took to answer, and the load average; --json FILE writes them. A measurement, not a test: the
-machine's load moves the figures, so they are reported with the load average, never asserted.
+deploy/serve.sh), with the tables saved by earlier runs (ui.saved) or, with --cold, none; opens the
+app in headless Chromium as a first visitor the moment the server answers, and times from the
+page's load to the first heatmap drawn (the saved first picture, ui.opening, where one is saved) and
+to the live one (the page's own, once the text is encoded), then the same for the next visitors
+(each a fresh browser context, after the previous one's page went idle). Prints the seconds, the
+time the server took to answer, and the load average; --json FILE writes them. A measurement, not a
+test: the machine's load moves the figures, so they are reported with the load average, never asserted.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from browser import HEATMAP, MAIN, ROOT, SIDEBAR, VIEWPORT, assert_no_exception,
 
 TIMEOUT_MS = 300_000
 SIDEBAR_TEXT = f'{SIDEBAR} [data-testid="stRadio"]'  # the sidebar's text source: the script has started drawing
-TITLE = f'{MAIN} h1'  # the page's title: the page itself is drawing
+TITLE = f'{MAIN} h1'  # the page's title: the page itself (or the saved first picture, ui.opening) is drawing
+LIVE = f'{MAIN} [data-testid="stMetric"]'  # the live page's metrics: the text is encoded (the saved picture has none)
 COMMANDS = {"streamlit": None,  # tests/browser.py's own: streamlit run app.py
             "serve": ["sh", "-c", f'exec "{sys.executable}" deploy/serve.py --server.port "$PORT" --server.address '
                       '"$ADDRESS" --server.headless true --browser.gatherUsageStats false'],
@@ -41,11 +44,14 @@ def visitor(browser, url: str) -> dict:
     title = time.perf_counter() - start
     page.wait_for_selector(HEATMAP, timeout=TIMEOUT_MS)
     first = time.perf_counter() - start
+    page.wait_for_selector(LIVE, timeout=TIMEOUT_MS)
+    page.wait_for_selector(HEATMAP, timeout=TIMEOUT_MS)
+    live = time.perf_counter() - start
     wait_idle(page, TIMEOUT_MS)
     assert_no_exception(page)
     idle = time.perf_counter() - start
     context.close()
-    return {"sidebar_s": sidebar, "page_title_s": title, "first_heatmap_s": first, "idle_s": idle}
+    return {"sidebar_s": sidebar, "page_title_s": title, "first_heatmap_s": first, "live_heatmap_s": live, "idle_s": idle}
 
 
 def main(argv=None) -> list[dict]:
@@ -68,7 +74,7 @@ def main(argv=None) -> list[dict]:
                        "load_average": os.getloadavg()[0]}
                 rows.append(row)
                 print(f"visitor {i + 1}: sidebar {row['sidebar_s']:.1f} s, page title {row['page_title_s']:.1f} s, "
-                      f"first heatmap {row['first_heatmap_s']:.1f} s after the page load "
+                      f"first heatmap {row['first_heatmap_s']:.1f} s after the page load, live {row['live_heatmap_s']:.1f} s "
                       f"(idle at {row['idle_s']:.1f} s); server answered {answered:.1f} s after its start; "
                       f"load average {row['load_average']:.2f}", flush=True)
     if args.json:

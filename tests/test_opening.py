@@ -1,6 +1,6 @@
 """The first picture of a fresh server (ui.opening): saved by the first visit that draws the default
 map exact with its default settings, drawn for a later start's first visitor equal to that live map,
-and never for other model files, a link or another page."""
+and never for other model files, a link, another page or a damaged file."""
 import json
 
 import pandas as pd
@@ -53,7 +53,7 @@ def test_saved_once_drawn_with_defaults_then_shown_at_a_restart_equal_to_the_liv
     assert ("encoding", at.session_state["encoded"]) not in store()  # drawn before anything was encoded
 
 
-def test_nothing_is_shown_for_other_model_files_a_link_or_another_page(restarted, monkeypatch):
+def test_nothing_is_shown_for_other_model_files_a_link_another_page_or_a_damaged_file(restarted, monkeypatch):
     name = opening._name()
     saved.Saved.from_env().put(name, pd.DataFrame({"title": ["Layer 0, head 0"], "figure": ["{}"]}))
     assert len(AppTest.from_function(_show_script, default_timeout=TIMEOUT).run().get("plotly_chart")) == 1
@@ -67,6 +67,9 @@ def test_nothing_is_shown_for_other_model_files_a_link_or_another_page(restarted
         opening.show("Compare")
 
     assert not AppTest.from_function(other_page, default_timeout=TIMEOUT).run().get("plotly_chart")
+    saved.Saved.from_env().put(name, pd.DataFrame({"title": ["Layer 0, head 0"], "figure": ["{not json"]}))
+    damaged = AppTest.from_function(_show_script, default_timeout=TIMEOUT).run()
+    assert not damaged.exception and not damaged.get("plotly_chart") and not damaged.title
     monkeypatch.setattr(bundled, "files_key", lambda model: "reinstalled")
     assert opening._name() != name
     assert not AppTest.from_function(_show_script, default_timeout=TIMEOUT).run().get("plotly_chart")

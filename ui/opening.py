@@ -20,6 +20,7 @@ from explorer.analysis import windows
 from explorer.core import binned, binreduce, bundled, encoding, stats
 from explorer.figures import common, segments
 from ui import compute, document, maps, saved, sidebar
+from ui.messages import LOG, plain
 from ui.state import Run
 
 PAGE = "Dense attention"  # the page a plain first visit opens
@@ -54,14 +55,18 @@ def show(page: str):
     table = saved.Saved.from_env().get(name) if name else None
     if table is None:
         return None
+    try:
+        title, fig = str(table["title"][0]), pio.from_json(table["figure"][0])
+    except (KeyError, IndexError, ValueError):  # a damaged picture is made again, never shown
+        LOG.warning("saved first picture %s unreadable", name, exc_info=True)
+        return None
     spot = st.empty()
     with spot.container():
         st.title(PAGE)
         st.info("Loading the model and encoding the text. Meanwhile, this is the map this server drew for the "
-                f"same text and model files when it last ran: {table['title'][0]}. The live page replaces it in "
-                "a few seconds.")
-        st.plotly_chart(pio.from_json(table["figure"][0]), key="opening_map", width="stretch",
-                        config={"staticPlot": True})
+                f"same text and model files when it last ran: {plain(title)}. The live page replaces it in a few "
+                "seconds.")
+        st.plotly_chart(fig, key="opening_map", width="stretch", config={"staticPlot": True})
     return spot
 
 

@@ -87,8 +87,8 @@ def now(run: Run, grid: int) -> tuple[AttentionStats | None, Progress | None]:
             return stopped
         _start(run, grid)
         flight = shared.flight(key)
-    if flight is not None:  # started here or elsewhere (another visitor, the warm-up): a short pass ends exact
-        flight.done.wait(WAIT_S)
+    if flight is not None and flight.partial is None:  # just started, here or elsewhere (another visitor, the
+        flight.done.wait(WAIT_S)  # warm-up): nothing to draw yet, and a short pass ends exact meanwhile
     if flight is None or flight.done.is_set():  # finished, or failed: compute.dense then says why
         return compute.dense(run, grid), None
     partial = flight.partial

@@ -21,7 +21,6 @@ from explorer.core import binned, binreduce, bundled, encoding, stats
 from explorer.figures import common, segments
 from ui import compute, document, maps, saved, sidebar
 from ui.messages import LOG, plain
-from ui.state import Run
 
 PAGE = "Dense attention"  # the page a plain first visit opens
 MAP_SETTINGS = (maps.POOL, maps.COLOUR, maps.ROBUST, maps.GRID)  # at their defaults in the opening view
@@ -70,11 +69,11 @@ def show(page: str):
     return spot
 
 
-def is_opening(run: Run) -> bool:
-    """Whether the run's whole-text map is what a plain first visit opens on: the default text and model,
-    the layer and head the app picked, and the map's settings at their defaults."""
+def is_opening() -> bool:
+    """Whether the session's whole-text map is what a plain first visit opens on: the default text and
+    model, the layer and head the app picked, and the map's settings at their defaults."""
     enc = document.encoding()
-    if enc is None or not st.session_state.get(sidebar.AUTO_HEAD.key) or run.doc.layer != enc.layer:
+    if enc is None or not st.session_state.get(sidebar.AUTO_HEAD.key):
         return False
     if any(st.session_state.get(s.key, s.default) != s.default for s in MAP_SETTINGS):
         return False

@@ -81,7 +81,7 @@ def dense_view(refining: bool, colouring: maps.Colouring, drawn: list) -> None:
         refining_controls(progress)
     whole = scope == "text" and window == (0, doc.n, 0, doc.n)
     marked = []
-    saving = whole and progress is None and scope == "text" and opening.is_opening(run)
+    saving = whole and progress is None and scope == "text" and opening.is_opening()
 
     def decorate(fig, name, m):
         marked.append(add_boundaries(fig, [0, *cuts], m.row_edges, m.col_edges, colour=WINDOW_LINE, dash="dash"))
